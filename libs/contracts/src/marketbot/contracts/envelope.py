@@ -1,0 +1,128 @@
+"""The envelope every message carries, and the exact-decimal type used for money."""
+
+from __future__ import annotations
+
+import uuid
+from abc import ABC, abstractmethod
+from decimal import Decimal
+from typing import Annotated, Any, ClassVar
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    model_validator,
+)
+
+# A namespace for deterministic ids: the same inputs always give the same id, so a
+# redelivered message re-derives the id it had and JetStream de-duplicates the publish.
+MARKETBOT_NAMESPACE = uuid.UUID("6f1c3f4e-5b0a-4a7e-9a43-2f5d0f6b8c11")
+
+
+def derived_id(*parts: object) -> uuid.UUID:
+    """A stable UUID (v5) from the given parts, e.g. derived_id("decision", signal_id)."""
+    return uuid.uuid5(MARKETBOT_NAMESPACE, "|".join(str(p) for p in parts))
+
+
+def _reject_float(value: Any) -> Any:
+    if isinstance(value, float):
+        raise ValueError("must be a decimal string or integer, not a float (binary floats lose money)")
+    if isinstance(value, str) and not value.strip():
+        raise ValueError("must be a decimal number, got an empty string")
+    return value
+
+
+def _decimal_to_str(value: Decimal) -> str:
+    return format(value, "f")
+
+
+Money = Annotated[
+    Decimal,
+    BeforeValidator(_reject_float),
+    Field(allow_inf_nan=False),
+    PlainSerializer(_decimal_to_str, return_type=str, when_used="json"),
+]
+"""An exact decimal amount. Floats are refused on input; JSON carries it as a string."""
+
+
+class Message(BaseModel):
+    """Base of every message: frozen, strict about unknown fields."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+
+class Envelope(Message):
+    """Fields every bus message carries (blueprint rule 2).
+
+    Subclasses set the class variables ``TYPE`` (the stable wire name) and ``VERSION``
+    (the current schema version); the matching ``type`` and ``schema_version`` fields are
+    filled in and checked automatically.
+    """
+
+    TYPE: ClassVar[str] = ""
+    VERSION: ClassVar[int] = 1
+
+    event_id: uuid.UUID = Field(default_factory=uuid.uuid4)
+    type: str = ""
+    schema_version: int = 0
+    occurred_at: AwareDatetime
+    correlation_id: str = Field(min_length=1, max_length=128)
+    causation_id: str | None = Field(default=None, max_length=128)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _stamp_type_and_version(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            data = dict(data)
+            wire_type = data.setdefault("type", cls.TYPE)
+            if wire_type != cls.TYPE:
+                raise ValueError(f"type must be {cls.TYPE!r}, got {wire_type!r}")
+            version = data.setdefault("schema_version", cls.VERSION)
+            if version != cls.VERSION:
+                raise ValueError(
+                    f"schema_version must be {cls.VERSION} for {cls.TYPE} (upcast older "
+                    f"versions with marketbot.contracts.decode), got {version!r}"
+                )
+        return data
+
+    def caused(self) -> dict[str, Any]:
+        """Envelope fields for a message caused by this one (same correlation id)."""
+        return {"correlation_id": self.correlation_id, "causation_id": str(self.event_id)}
+
+    def to_json(self) -> bytes:
+        return self.model_dump_json().encode()
+
+
+class Event(Envelope, ABC):
+    """A fact that happened, published on a JetStream subject (past-tense name)."""
+
+    @abstractmethod
+    def subject(self) -> str:
+        """The subject this event is published on, without the bus prefix."""
+
+
+class Request(Envelope):
+    """A core-NATS request (imperative name); ``SUBJECT`` is where its handler listens."""
+
+    SUBJECT: ClassVar[str] = ""
+
+
+class Reply(Message):
+    """The answer to a Request. ``error`` is set when the request was refused."""
+
+    ok: bool = True
+    error: ErrorDetail | None = None
+
+
+class ErrorDetail(Message):
+    """A refusal a caller can act on: which field, which rule, in words."""
+
+    code: str
+    message: str
+    field: str | None = None
+
+
+Reply.model_rebuild()

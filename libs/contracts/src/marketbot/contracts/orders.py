@@ -1,0 +1,149 @@
+"""Per-user orders: the request the decision fans out, and every outcome an executor reports."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from typing import Annotated
+
+from pydantic import AwareDatetime, Field
+
+from marketbot.contracts.enums import (
+    CloseReason,
+    Exchange,
+    Plan,
+    RejectReason,
+    RiskLevel,
+    Side,
+)
+from marketbot.contracts.envelope import Event, Message, Money, derived_id
+from marketbot.contracts.signals import Percent, Symbol
+
+ClientOrderId = Annotated[
+    str,
+    Field(pattern=r"^[A-Za-z0-9_-]{1,36}$", description="orderLinkId / newClientOrderId"),
+]
+AllocationCurrency = Annotated[str, Field(pattern=r"^(USDT|BRL)$")]
+
+
+class OrderRequested(Event):
+    """One user's order for one decision. Exactly one per (decision, user)."""
+
+    TYPE = "OrderRequested"
+
+    request_id: uuid.UUID
+    decision_id: uuid.UUID
+    signal_id: uuid.UUID
+    user_id: str = Field(min_length=1, max_length=64)
+    exchange: Exchange
+    symbol: Symbol
+    side: Side
+    plan: Plan
+    priority: int = Field(ge=1)
+    not_before: AwareDatetime
+    risk_level: RiskLevel
+    client_order_id: ClientOrderId
+    reference_price: Money | None = None
+    stop_loss_percent: Percent | None = None
+    take_profit_percent: Percent | None = None
+    allocation: Money | None = Field(default=None, gt=0)
+    allocation_currency: AllocationCurrency | None = None
+    requested_at: AwareDatetime
+
+    def subject(self) -> str:
+        return order_request_subject(self.exchange, self.plan)
+
+
+def order_request_subject(exchange: Exchange, plan: Plan) -> str:
+    return f"orders.requested.{exchange.value}.{plan.value.lower()}"
+
+
+class OrderEvent(Event):
+    """Fields every outcome of an order carries: which request, whose, where."""
+
+    request_id: uuid.UUID
+    decision_id: uuid.UUID
+    signal_id: uuid.UUID
+    user_id: str
+    exchange: Exchange
+    symbol: Symbol
+    side: Side
+    plan: Plan
+    client_order_id: ClientOrderId
+
+    def subject(self) -> str:
+        return f"orders.{self.exchange.value}.{self.TYPE}"
+
+
+class OrderPlaced(OrderEvent):
+    TYPE = "OrderPlaced"
+
+    exchange_order_id: str
+    quantity: Money = Field(gt=0, description="base quantity sent")
+    quote_amount: Money = Field(gt=0, description="position size in quote currency")
+    reference_price: Money
+    stop_loss_price: Money | None = None
+    take_profit_price: Money | None = None
+    placed_at: AwareDatetime
+
+
+class Fill(Message):
+    trade_id: str
+    price: Money
+    quantity: Money
+    fee: Money
+    fee_asset: str
+    fee_quote: Money = Field(description="the fee valued in the quote currency")
+
+
+class OrderFilled(OrderEvent):
+    TYPE = "OrderFilled"
+
+    exchange_order_id: str
+    fills: tuple[Fill, ...]
+    filled_quantity: Money = Field(gt=0)
+    average_price: Money = Field(gt=0)
+    quote_quantity: Money
+    fees_quote: Money
+    filled_at: AwareDatetime
+
+
+class OrderRejected(OrderEvent):
+    TYPE = "OrderRejected"
+
+    reason: RejectReason
+    message: str
+    exchange_code: str | None = None
+    rejected_at: AwareDatetime
+
+
+class OrderOutcomeUnknown(OrderEvent):
+    """Sent, but no answer: resolved later by querying the client order id."""
+
+    TYPE = "OrderOutcomeUnknown"
+
+    detail: str
+    since: AwareDatetime
+
+
+class PositionClosed(OrderEvent):
+    TYPE = "PositionClosed"
+
+    exchange_order_id: str | None = None
+    close_reason: CloseReason
+    quantity: Money = Field(gt=0)
+    entry_price: Money
+    exit_price: Money
+    fees_quote: Money = Field(description="entry + exit fees in quote currency")
+    realized_pnl: Money = Field(description="quote currency, net of fees")
+    closed_at: AwareDatetime
+
+
+def request_id_for(decision_id: uuid.UUID, user_id: str) -> uuid.UUID:
+    return derived_id("order-request", decision_id, user_id)
+
+
+def client_order_id_for(decision_id: uuid.UUID, user_id: str) -> str:
+    """Deterministic client order id: ``mb-`` + 32 hex chars (35 <= 36, [A-Za-z0-9_-])."""
+    digest = hashlib.sha256(f"{decision_id}|{user_id}".encode()).hexdigest()
+    return f"mb-{digest[:32]}"

@@ -1,0 +1,103 @@
+"""Wire codec: every message type by its stable name, and the upcaster chain.
+
+To change a message: bump its ``VERSION``, register an upcaster from the previous version
+here, and add a golden JSON of the old version under libs/contracts/tests/golden/.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from marketbot.contracts import accounts, keys, ledger, orders, signals, vault
+from marketbot.contracts.envelope import Envelope, Event, Request
+
+Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
+M = TypeVar("M", bound=Envelope)
+
+
+class ContractError(ValueError):
+    """A message that cannot be decoded: unknown type, unknown version, or invalid fields."""
+
+
+def _concrete(cls: type[Envelope]) -> list[type[Envelope]]:
+    found: list[type[Envelope]] = []
+    for sub in cls.__subclasses__():
+        if sub.TYPE:
+            found.append(sub)
+        found.extend(_concrete(sub))
+    return found
+
+
+def _modules_loaded() -> None:
+    # Importing the modules registers their classes as subclasses.
+    _ = (accounts, keys, ledger, orders, signals, vault)
+
+
+_modules_loaded()
+MESSAGE_TYPES: dict[str, type[Envelope]] = {
+    cls.TYPE: cls for cls in _concrete(Event) + _concrete(Request)
+}
+EVENT_TYPES: dict[str, type[Event]] = {
+    name: cls for name, cls in MESSAGE_TYPES.items() if issubclass(cls, Event)
+}
+
+
+def upcast_signal_received_v1_v2(data: dict[str, Any]) -> dict[str, Any]:
+    """v1 named the symbol ``ticker`` and had no ``exchange``."""
+    data = dict(data)
+    data["symbol"] = data.pop("ticker")
+    data.setdefault("exchange", None)
+    data["schema_version"] = 2
+    return data
+
+
+UPCASTERS: dict[tuple[str, int], Upcaster] = {
+    ("SignalReceived", 1): upcast_signal_received_v1_v2,
+}
+
+
+def upcast(data: dict[str, Any]) -> dict[str, Any]:
+    """Apply upcasters until the message is at its type's current version."""
+    wire_type = data.get("type")
+    cls = MESSAGE_TYPES.get(wire_type) if isinstance(wire_type, str) else None
+    if cls is None:
+        raise ContractError(f"type: unknown message type {wire_type!r}")
+    version = data.get("schema_version", cls.VERSION)
+    while version != cls.VERSION:
+        step = UPCASTERS.get((cls.TYPE, version)) if isinstance(version, int) else None
+        if step is None:
+            raise ContractError(
+                f"schema_version: no upcaster for {cls.TYPE} v{version} (current v{cls.VERSION})"
+            )
+        data = step(data)
+        version = data["schema_version"]
+    return data
+
+
+def decode(raw: bytes | str | dict[str, Any]) -> Envelope:
+    """Parse any message from its wire form, upcasting older versions."""
+    try:
+        data = json.loads(raw) if isinstance(raw, bytes | str) else dict(raw)
+    except json.JSONDecodeError as exc:
+        raise ContractError(f"body: not JSON ({exc.msg})") from exc
+    if not isinstance(data, dict):
+        raise ContractError("body: a message is a JSON object")
+    data = upcast(data)
+    cls = MESSAGE_TYPES[data["type"]]
+    try:
+        return cls.model_validate(data)
+    except ValueError as exc:
+        raise ContractError(f"{cls.TYPE}: {exc}") from exc
+
+
+def decode_as(raw: bytes | str | dict[str, Any], expected: type[M]) -> M:
+    message = decode(raw)
+    if not isinstance(message, expected):
+        raise ContractError(f"type: expected {expected.TYPE or expected.__name__}, got {message.type}")
+    return message
+
+
+def encode(message: Envelope) -> bytes:
+    return message.to_json()

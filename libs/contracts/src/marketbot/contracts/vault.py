@@ -1,0 +1,117 @@
+"""Request/reply with the key vault: registration, verification, status and signing."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Literal
+
+from pydantic import AwareDatetime, Field
+
+from marketbot.contracts.enums import Exchange
+from marketbot.contracts.envelope import Message, Reply, Request
+from marketbot.contracts.keys import KeyPermissions
+
+
+class SealedSecret(Message):
+    """A secret sealed to the vault's public key (X25519 + HKDF-SHA256 + AES-256-GCM).
+
+    Only the vault's private key opens it, so it is unreadable on the bus and in the gateway.
+    All byte fields are base64 (standard alphabet).
+    """
+
+    key_id: str = Field(description="which vault public key it was sealed to")
+    ephemeral_public_key: str
+    nonce: str
+    ciphertext: str
+
+
+class VaultPublicKeyRequest(Request):
+    TYPE = "VaultPublicKeyRequest"
+    SUBJECT = "keyvault.public_key"
+
+
+class VaultPublicKeyReply(Reply):
+    key_id: str = ""
+    public_key: str = Field(default="", description="raw X25519 public key, base64")
+
+
+class RegisterKeyRequest(Request):
+    TYPE = "RegisterKeyRequest"
+    SUBJECT = "keyvault.register"
+
+    user_id: str = Field(min_length=1, max_length=64)
+    exchange: Exchange
+    api_key: str = Field(min_length=1, max_length=256)
+    sealed_secret: SealedSecret
+
+
+class KeyStatus(Message):
+    credential_id: uuid.UUID
+    user_id: str
+    exchange: Exchange
+    masked_key: str
+    active: bool
+    enabled: bool
+    verified: bool
+    verified_at: AwareDatetime | None = None
+    last_used_at: AwareDatetime | None = None
+    permissions: KeyPermissions | None = None
+    status_message: str | None = None
+
+
+class RegisterKeyReply(Reply):
+    key: KeyStatus | None = None
+
+
+class VerifyKeyRequest(Request):
+    TYPE = "VerifyKeyRequest"
+    SUBJECT = "keyvault.verify"
+
+    user_id: str
+    exchange: Exchange
+
+
+class RevokeKeyRequest(Request):
+    TYPE = "RevokeKeyRequest"
+    SUBJECT = "keyvault.revoke"
+
+    user_id: str
+    exchange: Exchange
+    reason: str = "revoked by user"
+
+
+class KeyStatusRequest(Request):
+    TYPE = "KeyStatusRequest"
+    SUBJECT = "keyvault.status"
+
+    user_id: str
+    exchange: Exchange | None = None
+
+
+class KeyStatusReply(Reply):
+    keys: tuple[KeyStatus, ...] = ()
+
+
+class SignRequest(Request):
+    """Ask the vault to sign one exchange request for one user.
+
+    ``query`` and ``body`` are exactly the bytes that will be sent (decoded as UTF-8); the
+    vault builds the exchange's pre-sign string from them itself.
+    """
+
+    TYPE = "SignRequest"
+    SUBJECT = "keyvault.sign"
+
+    user_id: str
+    exchange: Exchange
+    method: Literal["GET", "POST", "DELETE", "PUT"]
+    path: str = Field(max_length=256)
+    query: str = Field(default="", max_length=16384)
+    body: str = Field(default="", max_length=65536)
+    timestamp_ms: int = Field(ge=0)
+    recv_window_ms: int = Field(default=5000, ge=1, le=60000)
+
+
+class SignReply(Reply):
+    api_key: str = ""
+    signature: str = ""

@@ -1,0 +1,1 @@
+"""marketbot.runtime: the base every service stands on."""
