@@ -8,6 +8,8 @@ TOOLS := .tools
 UV := $(TOOLS)/bin/uv
 VENV := .venv
 RUN := $(UV) run --frozen --no-sync
+# Every package of the namespace, type-checked by import name (one src/ per member).
+PACKAGES := $(addprefix -p marketbot.,$(notdir $(wildcard libs/*/src/marketbot/* services/*/src/marketbot/*)))
 export UV_PYTHON_DOWNLOADS := never
 export UV_PYTHON := $(PYTHON)
 export UV_LINK_MODE := copy
@@ -34,14 +36,14 @@ sync: $(VENV)/.synced
 lint: sync
 	$(RUN) ruff format --check .
 	$(RUN) ruff check .
-	$(RUN) mypy libs services
+	$(RUN) mypy $(PACKAGES)
 
 fmt: sync
 	$(RUN) ruff format .
 	$(RUN) ruff check --fix .
 
 typecheck: sync
-	$(RUN) mypy libs services
+	$(RUN) mypy $(PACKAGES)
 
 test: lint
 	$(RUN) pytest -n 2 --dist loadgroup -q

@@ -29,7 +29,9 @@ def derived_id(*parts: object) -> uuid.UUID:
 
 def _reject_float(value: Any) -> Any:
     if isinstance(value, float):
-        raise ValueError("must be a decimal string or integer, not a float (binary floats lose money)")
+        raise ValueError(
+            "must be a decimal string or integer, not a float (binary floats lose money)"
+        )
     if isinstance(value, str) and not value.strip():
         raise ValueError("must be a decimal number, got an empty string")
     return value

@@ -95,7 +95,9 @@ def decode(raw: bytes | str | dict[str, Any]) -> Envelope:
 def decode_as(raw: bytes | str | dict[str, Any], expected: type[M]) -> M:
     message = decode(raw)
     if not isinstance(message, expected):
-        raise ContractError(f"type: expected {expected.TYPE or expected.__name__}, got {message.type}")
+        raise ContractError(
+            f"type: expected {expected.TYPE or expected.__name__}, got {message.type}"
+        )
     return message
 
 

@@ -54,7 +54,9 @@ class MarketContext(Message):
     fear_greed: int | None = Field(default=None, ge=0, le=100)
     fear_greed_label: str | None = None
     btc_dominance: Money | None = None
-    top100_up_share: Money | None = Field(default=None, description="share of the top 100 up in 24 h, 0..1")
+    top100_up_share: Money | None = Field(
+        default=None, description="share of the top 100 up in 24 h, 0..1"
+    )
     top100_median_change: Money | None = Field(default=None, description="median 24 h % change")
     ticker_price: Money | None = None
     ticker_exchange: Exchange | None = None

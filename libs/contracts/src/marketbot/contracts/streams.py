@@ -41,12 +41,17 @@ STREAMS: tuple[StreamSpec, ...] = (
     StreamSpec(
         "ORDER_EVENTS",
         ("orders.bybit.>", "orders.binance.>"),
-        description="OrderPlaced / OrderFilled / OrderRejected / OrderOutcomeUnknown / PositionClosed",
+        description="OrderPlaced, OrderFilled, OrderRejected, OrderOutcomeUnknown, PositionClosed",
     ),
-    StreamSpec("ACCOUNTS", ("accounts.>",), max_age=timedelta(0), description="user and plan events"),
+    StreamSpec(
+        "ACCOUNTS", ("accounts.>",), max_age=timedelta(0), description="user and plan events"
+    ),
     StreamSpec("KEYS", ("keys.>",), max_age=timedelta(0), description="API key lifecycle"),
-    StreamSpec("LEDGER", ("ledger.CommissionAccrued", "ledger.OperationStatusChanged"),
-               description="ledger outputs for live push"),
+    StreamSpec(
+        "LEDGER",
+        ("ledger.CommissionAccrued", "ledger.OperationStatusChanged"),
+        description="ledger outputs for live push",
+    ),
 )
 """max_age 0 keeps events forever: account and key streams are the source for projections."""
 

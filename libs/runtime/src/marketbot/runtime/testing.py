@@ -6,9 +6,21 @@ Session fixtures for the embedded NATS and PostgreSQL land here (see infra.py).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
 import time
-from collections.abc import Awaitable, Callable
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import TypeVar
+
+import asyncpg
+import pytest
+
+from marketbot.contracts import BusNamespace
+from marketbot.runtime.bus import Bus
+from marketbot.runtime.db import create_pool
+from marketbot.runtime.infra import Infra, start_infra
+from marketbot.runtime.logs import configure_logging
 
 T = TypeVar("T")
 
@@ -25,11 +37,88 @@ async def eventually(
     last: T | None = None
     while True:
         result = condition()
-        if asyncio.iscoroutine(result) or isinstance(result, Awaitable):
-            result = await result  # type: ignore[misc]
-        last = result  # type: ignore[assignment]
+        if isinstance(result, Awaitable):
+            result = await result
+        last = result
         if last:
             return last
         if time.monotonic() > deadline:
             raise AssertionError(f"{message} within {timeout}s (last value: {last!r})")
         await asyncio.sleep(interval)
+
+
+# --- fixtures: one embedded NATS + PostgreSQL per test session (per xdist worker) ---------
+# A test gets its own bus namespace (stream prefix) and its own database schema, so tests
+# never see each other's data while sharing the two servers.
+
+
+@pytest.fixture(scope="session")
+def infra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Infra]:
+    """NATS_URL / DATABASE_URL when set, else embedded servers started for this session."""
+    data_dir = tmp_path_factory.mktemp("infra")
+    started = start_infra(data_dir, durable=False)
+    try:
+        yield started
+    finally:
+        started.stop()
+
+
+@pytest.fixture(scope="session")
+def nats_url(infra: Infra) -> str:
+    return infra.nats_url
+
+
+@pytest.fixture(scope="session")
+def database_url(infra: Infra) -> str:
+    return infra.database_url
+
+
+def unique_name(prefix: str) -> str:
+    return f"{prefix}{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def bus_namespace() -> BusNamespace:
+    return BusNamespace(unique_name("t"))
+
+
+@pytest.fixture
+async def bus(nats_url: str, bus_namespace: BusNamespace) -> AsyncIterator[Bus]:
+    """A connected bus whose streams exist under this test's own prefix."""
+    connected = await Bus.connect(nats_url, "test", bus_namespace)
+    await connected.provision()
+    try:
+        yield connected
+    finally:
+        for spec in bus_namespace.streams():
+            with contextlib.suppress(Exception):
+                await connected.js.delete_stream(spec.name)
+        await connected.close()
+
+
+@pytest.fixture
+def pg_schema() -> str:
+    return unique_name("test_")
+
+
+@pytest.fixture
+async def pg_pool(database_url: str, pg_schema: str) -> AsyncIterator[asyncpg.Pool]:
+    """A pool on a fresh schema, dropped after the test."""
+    pool = await create_pool(database_url, pg_schema, max_size=5)
+    try:
+        yield pool
+    finally:
+        with contextlib.suppress(Exception):
+            await pool.execute(f'DROP SCHEMA IF EXISTS "{pg_schema}" CASCADE')
+        await pool.close()
+
+
+@pytest.fixture
+def log_output() -> Iterator[io.StringIO]:
+    """Configure JSON logging into a buffer the test can read."""
+    buffer = io.StringIO()
+    configure_logging("test", "DEBUG", stream=buffer)
+    try:
+        yield buffer
+    finally:
+        configure_logging("test", "INFO")

@@ -1,0 +1,118 @@
+from __future__ import annotations
+
+import json
+import uuid
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from marketbot.contracts import (
+    MESSAGE_TYPES,
+    ContractError,
+    OrderRequested,
+    SignalReceived,
+    client_order_id_for,
+    decode,
+    request_id_for,
+)
+from marketbot.contracts.schema import write_schemas
+
+from .samples import FIELDS, sample
+
+GOLDEN = Path(__file__).parent / "golden"
+
+
+def test_every_message_type_has_a_sample() -> None:
+    assert set(FIELDS) == set(MESSAGE_TYPES)
+
+
+@pytest.mark.parametrize("type_name", sorted(MESSAGE_TYPES))
+def test_round_trip_through_the_wire(type_name: str) -> None:
+    message = sample(type_name)
+    assert decode(message.to_json()) == message
+
+
+@pytest.mark.parametrize("type_name", sorted(MESSAGE_TYPES))
+def test_the_current_version_matches_its_golden_json(type_name: str) -> None:
+    message = sample(type_name)
+    path = GOLDEN / f"{type_name}.v{message.schema_version}.json"
+    golden = json.loads(path.read_text())
+    assert json.loads(message.to_json()) == golden, f"wire format of {type_name} changed"
+
+
+@pytest.mark.parametrize("path", sorted(GOLDEN.glob("*.json")), ids=lambda p: p.name)
+def test_every_golden_version_still_decodes(path: Path) -> None:
+    data = json.loads(path.read_text())
+    message = decode(data)
+    assert message.schema_version == MESSAGE_TYPES[data["type"]].VERSION
+
+
+def test_signal_received_v1_is_upcast_to_v2() -> None:
+    v1 = json.loads((GOLDEN / "SignalReceived.v1.json").read_text())
+    message = decode(v1)
+    assert isinstance(message, SignalReceived)
+    assert message.symbol == v1["ticker"]
+    assert message.exchange is None
+    assert message.schema_version == 2
+
+
+def test_money_is_exact_and_travels_as_a_string() -> None:
+    message = sample("OrderFilled")
+    wire = json.loads(message.to_json())
+    assert wire["average_price"] == "95010.00"
+    assert wire["fills"][0]["fee"] == "0.00000010"
+    assert decode(message.to_json()).average_price == Decimal("95010.00")  # type: ignore[attr-defined]
+
+
+def test_floats_are_refused_for_money() -> None:
+    data = json.loads(sample("OrderPlaced").to_json())
+    data["quantity"] = 0.1
+    with pytest.raises(ContractError, match="not a float"):
+        decode(data)
+
+
+def test_unknown_types_versions_and_bad_bodies_name_the_problem() -> None:
+    with pytest.raises(ContractError, match="unknown message type"):
+        decode({"type": "Nope"})
+    data = json.loads(sample("DecisionMade").to_json())
+    data["schema_version"] = 9
+    with pytest.raises(ContractError, match="no upcaster"):
+        decode(data)
+    with pytest.raises(ContractError, match="not JSON"):
+        decode(b"{")
+
+
+def test_messages_are_frozen() -> None:
+    message = sample("SignalReceived")
+    with pytest.raises(ValidationError):
+        message.symbol = "ETHUSDT"  # type: ignore[misc]
+
+
+def test_the_type_field_cannot_lie() -> None:
+    data = json.loads(sample("OrderPlaced").to_json())
+    with pytest.raises(ValidationError, match="type must be"):
+        OrderRequested.model_validate(data)
+
+
+def test_order_ids_are_deterministic_and_fit_the_exchanges_alphabet() -> None:
+    decision = uuid.uuid4()
+    coid = client_order_id_for(decision, "user-42")
+    assert coid == client_order_id_for(decision, "user-42")
+    assert coid != client_order_id_for(decision, "user-43")
+    assert len(coid) <= 36
+    assert all(c.isalnum() or c in "-_" for c in coid)
+    assert request_id_for(decision, "user-42") == request_id_for(decision, "user-42")
+
+
+def test_subjects_route_orders_by_exchange_and_plan() -> None:
+    assert sample("OrderRequested").subject() == "orders.requested.binance.pro"  # type: ignore[attr-defined]
+    assert sample("OrderFilled").subject() == "orders.binance.OrderFilled"  # type: ignore[attr-defined]
+
+
+def test_json_schema_is_written_for_every_message(tmp_path: Path) -> None:
+    written = write_schemas(tmp_path)
+    assert len(written) == len(MESSAGE_TYPES)
+    schema = json.loads((tmp_path / "OrderFilled.v1.json").read_text())
+    assert schema["properties"]["average_price"]["type"] == "string"

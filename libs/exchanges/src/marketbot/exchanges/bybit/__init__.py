@@ -1,0 +1,1 @@
+"""Bybit V5 (spot trading, linear positions)."""

@@ -1,0 +1,113 @@
+"""Bybit V5 facts as data: base URLs, limits, signable endpoints (reference/bybit-v5)."""
+
+from __future__ import annotations
+
+from marketbot.exchanges.policy import EndpointRule, rule
+
+MAINNET_URL = "https://api.bybit.com"
+TESTNET_URL = "https://api-testnet.bybit.com"
+DEMO_URL = "https://api-demo.bybit.com"
+
+DEFAULT_RECV_WINDOW_MS = 5000
+SIGN_TYPE_HMAC = "2"
+
+# HTTP IP limit: 600 requests per 5-second window per IP (rate-limit_rate-limit.mdx).
+IP_LIMIT = 600
+IP_WINDOW_S = 5.0
+# "403, access too frequent": terminate all sessions and wait at least 10 minutes.
+IP_BAN_S = 600.0
+
+# Paths
+TIME = "/v5/market/time"
+TICKERS = "/v5/market/tickers"
+KLINE = "/v5/market/kline"
+INSTRUMENTS = "/v5/market/instruments-info"
+ACCOUNT_INFO = "/v5/account/info"
+WALLET_BALANCE = "/v5/account/wallet-balance"
+QUERY_API = "/v5/user/query-api"
+ORDER_CREATE = "/v5/order/create"
+ORDER_CANCEL = "/v5/order/cancel"
+ORDER_REALTIME = "/v5/order/realtime"
+ORDER_HISTORY = "/v5/order/history"
+POSITION_LIST = "/v5/position/list"
+WS_AUTH = "/realtime"
+
+# Per UID, per endpoint, per second (API Rate Limit Table; spot where it differs).
+KEY_LIMITS_PER_S: dict[str, int] = {
+    ORDER_CREATE: 20,
+    ORDER_CANCEL: 20,
+    ORDER_REALTIME: 50,
+    ORDER_HISTORY: 50,
+    POSITION_LIST: 50,
+    WALLET_BALANCE: 50,
+    ACCOUNT_INFO: 50,
+    QUERY_API: 10,
+}
+
+_ORDER_CREATE_PARAMS = (
+    "category",
+    "symbol",
+    "isLeverage",
+    "side",
+    "orderType",
+    "qty",
+    "marketUnit",
+    "price",
+    "orderFilter",
+    "triggerPrice",
+    "timeInForce",
+    "orderLinkId",
+    "takeProfit",
+    "stopLoss",
+    "tpLimitPrice",
+    "slLimitPrice",
+    "tpOrderType",
+    "slOrderType",
+    "smpType",
+)
+_QUERY_ORDER_PARAMS = (
+    "category",
+    "symbol",
+    "baseCoin",
+    "settleCoin",
+    "orderId",
+    "orderLinkId",
+    "orderFilter",
+    "limit",
+    "cursor",
+)
+
+# What the key vault may sign: exact (method, path) -> allowed parameter names.
+# Nothing else: no withdrawals (/v5/asset/withdraw/create), no transfers.
+SIGNABLE: dict[tuple[str, str], EndpointRule] = {
+    ("GET", TIME): rule(),
+    ("GET", TICKERS): rule("category", "symbol"),
+    ("GET", KLINE): rule("category", "symbol", "interval", "start", "end", "limit"),
+    ("GET", INSTRUMENTS): rule("category", "symbol", "status"),
+    ("GET", ACCOUNT_INFO): rule(),
+    ("GET", WALLET_BALANCE): rule("accountType", "coin"),
+    ("GET", QUERY_API): rule(),
+    ("POST", ORDER_CREATE): rule(*_ORDER_CREATE_PARAMS),
+    ("POST", ORDER_CANCEL): rule("category", "symbol", "orderId", "orderLinkId", "orderFilter"),
+    ("GET", ORDER_REALTIME): rule(*_QUERY_ORDER_PARAMS, "openOnly"),
+    ("GET", ORDER_HISTORY): rule(*_QUERY_ORDER_PARAMS, "orderStatus", "startTime", "endTime"),
+    ("GET", POSITION_LIST): rule("category", "symbol", "baseCoin", "settleCoin", "limit", "cursor"),
+    # Private WebSocket auth: signs "GET/realtime" + expires (timestamp_ms = expires).
+    ("GET", WS_AUTH): rule(),
+}
+
+KLINE_INTERVALS: dict[str, str] = {
+    "1m": "1",
+    "3m": "3",
+    "5m": "5",
+    "15m": "15",
+    "30m": "30",
+    "1h": "60",
+    "2h": "120",
+    "4h": "240",
+    "6h": "360",
+    "12h": "720",
+    "1d": "D",
+    "1w": "W",
+    "1M": "M",
+}

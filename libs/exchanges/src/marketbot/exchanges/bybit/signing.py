@@ -1,0 +1,81 @@
+"""Bybit V5 HMAC-SHA256 signing: pure functions (guide.mdx, websocket_wss-authentication.mdx)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+
+from marketbot.contracts import Exchange
+
+from marketbot.exchanges.bybit.constants import SIGNABLE, WS_AUTH
+from marketbot.exchanges.policy import (
+    EndpointRule,
+    SigningPolicy,
+    parse_params,
+    unique_keys,
+)
+from marketbot.exchanges.signer import SigningInput
+
+
+def pre_sign_string(api_key: str, request: SigningInput) -> str:
+    """GET: timestamp+key+recv_window+queryString; POST: ...+jsonBody; WS auth: GET/realtime+expires."""
+    if request.path == WS_AUTH:
+        return f"GET{WS_AUTH}{request.timestamp_ms}"
+    payload = request.body if request.method == "POST" else request.query
+    return f"{request.timestamp_ms}{api_key}{request.recv_window_ms}{payload}"
+
+
+def hmac_sha256_hex(secret: str, payload: str) -> str:
+    return hmac.new(secret.encode(), payload.encode(), hashlib.sha256).hexdigest()
+
+
+def sign(secret: str, api_key: str, request: SigningInput) -> str:
+    """Lowercase hex HMAC-SHA256 of the pre-sign string."""
+    return hmac_sha256_hex(secret, pre_sign_string(api_key, request))
+
+
+def ws_auth_args(api_key: str, secret: str, expires_ms: int) -> list[str | int]:
+    """The ``args`` of the private WebSocket ``{"op": "auth"}`` message."""
+    return [api_key, expires_ms, hmac_sha256_hex(secret, f"GET{WS_AUTH}{expires_ms}")]
+
+
+def _reject_duplicates(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    result: dict[str, object] = {}
+    for key, value in pairs:
+        if key in result:
+            raise ValueError(f"duplicate key {key!r}")
+        result[key] = value
+    return result
+
+
+def _check(request: SigningInput, endpoint: EndpointRule) -> None:
+    if request.path == WS_AUTH:
+        if request.query or request.body:
+            raise POLICY.refuse("WebSocket auth carries no query and no body")
+        return
+    if request.method == "POST":
+        if request.query:
+            raise POLICY.refuse("a POST is signed over its body; the query must be empty")
+        try:
+            body = json.loads(request.body, object_pairs_hook=_reject_duplicates)
+        except ValueError as exc:
+            raise POLICY.refuse(f"body is not a JSON object: {exc}") from exc
+        if not isinstance(body, dict):
+            raise POLICY.refuse("body is not a JSON object")
+        keys = set(body)
+    else:
+        if request.body:
+            raise POLICY.refuse(f"a {request.method} carries no body")
+        keys = set(unique_keys(parse_params(request.query, exchange=Exchange.BYBIT), exchange=Exchange.BYBIT))
+    unexpected = keys - endpoint.params
+    if unexpected:
+        raise POLICY.refuse(f"parameters not allowed on {request.path}: {sorted(unexpected)}")
+
+
+POLICY = SigningPolicy(Exchange.BYBIT, SIGNABLE, _check)
+
+
+def validate(request: SigningInput) -> None:
+    """Raise ``SigningRefusedError`` unless the vault may sign this exact request."""
+    POLICY.validate(request)

@@ -1,0 +1,292 @@
+"""The request engine both venue clients stand on.
+
+One pooled ``httpx.AsyncClient`` per exchange; every request goes through, in order: the
+ban check, the server clock (signed requests), the signer, the rate limiter, the circuit
+breaker, the wire, the venue's decoder (typed errors), and metrics. Reads are retried with
+exponential backoff and jitter; writes only when nothing was executed (``Retryable``). A
+timestamp rejection re-measures the clock and sends once more.
+
+The venue subclasses supply the wire format (``encode``/``attach``), the metering
+(``costs``/``observe``) and the decoding of responses into data or typed errors.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from marketbot.contracts import Exchange
+from marketbot.runtime.clock import Clock
+
+from marketbot.exchanges import metrics
+from marketbot.exchanges.breaker import CircuitBreaker
+from marketbot.exchanges.errors import (
+    CircuitOpenError,
+    ClockSkewError,
+    ExchangeError,
+    IpBannedError,
+    OutcomeUnknown,
+    RateLimited,
+    Retryable,
+)
+from marketbot.exchanges.ratelimit import RateLimiter, WindowBucket
+from marketbot.exchanges.retry import RetryPolicy
+from marketbot.exchanges.signer import Signature, Signer, SigningInput
+from marketbot.exchanges.timesync import ServerClock
+
+Params = Mapping[str, str]
+Costs = list[tuple[WindowBucket, float]]
+
+# Errors after which the request certainly never reached the exchange.
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """One exchange endpoint as the engine sees it."""
+
+    method: str
+    path: str
+    signed: bool = False
+    read: bool = True
+
+    @property
+    def name(self) -> str:
+        return f"{self.method} {self.path}"
+
+
+@dataclass(slots=True)
+class Wire:
+    """A request ready to send: exact query and body, headers, and the URL suffix."""
+
+    method: str
+    path: str
+    query: str
+    body: str
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def target(self) -> str:
+        return f"{self.path}?{self.query}" if self.query else self.path
+
+
+@dataclass(frozen=True, slots=True)
+class HttpSettings:
+    recv_window_ms: int = 5000
+    connect_timeout_s: float = 5.0
+    read_timeout_s: float = 10.0
+    max_connections: int = 100
+    max_keepalive_connections: int = 50
+    keepalive_expiry_s: float = 30.0
+    clock_refresh_s: float = 300.0
+    clock_safety_ms: int = 200
+    resign_after_wait_ms: int = 1000
+    breaker_failure_threshold: int = 5
+    breaker_reset_timeout_s: float = 10.0
+    rate_limit_safety: float = 0.9
+    max_rate_limit_wait_s: float = 30.0
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+
+class VenueHttp(ABC):
+    """Signed and public requests to one exchange, safe under limits and faults."""
+
+    exchange: Exchange
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        clock: Clock,
+        settings: HttpSettings | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.settings = settings or HttpSettings()
+        self.base_url = base_url.rstrip("/")
+        self.clock = clock
+        self.rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
+        s = self.settings
+        self.client = httpx.AsyncClient(
+            base_url=self.base_url,
+            transport=transport,
+            timeout=httpx.Timeout(s.read_timeout_s, connect=s.connect_timeout_s),
+            limits=httpx.Limits(
+                max_connections=s.max_connections,
+                max_keepalive_connections=s.max_keepalive_connections,
+                keepalive_expiry=s.keepalive_expiry_s,
+            ),
+            headers={"User-Agent": "marketbot-exchanges/0.1"},
+        )
+        self.limiter = RateLimiter(self.exchange, clock, max_wait_s=s.max_rate_limit_wait_s)
+        self.breaker = CircuitBreaker(
+            self.exchange,
+            clock,
+            failure_threshold=s.breaker_failure_threshold,
+            reset_timeout_s=s.breaker_reset_timeout_s,
+        )
+        self.time = ServerClock(
+            self.exchange,
+            clock,
+            self.fetch_server_time_ms,
+            refresh_s=s.clock_refresh_s,
+            safety_ms=s.clock_safety_ms,
+        )
+        self._latency = metrics.REQUEST_LATENCY
+        self._exchange_label = self.exchange.value
+
+    # ---- venue hooks ------------------------------------------------------------------
+    @abstractmethod
+    def encode(self, endpoint: Endpoint, params: Params, timestamp_ms: int | None) -> Wire:
+        """The exact query/body for ``params`` (with signing parameters when signed)."""
+
+    @abstractmethod
+    def attach(self, wire: Wire, timestamp_ms: int, signature: Signature) -> None:
+        """Put the signature (and key) where the venue expects it."""
+
+    @abstractmethod
+    def ip_costs(self, endpoint: Endpoint, params: Params) -> Costs:
+        """The per-IP budget a request spends."""
+
+    @abstractmethod
+    def key_costs(self, endpoint: Endpoint, api_key: str) -> Costs:
+        """The per-key (per-account) budget a request spends."""
+
+    @abstractmethod
+    def observe(self, endpoint: Endpoint, response: httpx.Response, api_key: str | None) -> None:
+        """Merge the exchange's usage headers into the limiter."""
+
+    @abstractmethod
+    def decode(self, endpoint: Endpoint, response: httpx.Response) -> Any:
+        """The response's data, or raise the typed error its status/code means."""
+
+    @abstractmethod
+    async def fetch_server_time_ms(self) -> int:
+        """The exchange's clock in epoch milliseconds (one public request)."""
+
+    # ---- the engine ---------------------------------------------------------------
+    async def call(
+        self, endpoint: Endpoint, params: Params | None = None, signer: Signer | None = None
+    ) -> Any:
+        """Send with the retry policy: reads and ``Retryable`` errors only."""
+        params = params or {}
+        policy = self.settings.retry
+        attempt = 0
+        clock_retried = False
+        while True:
+            attempt += 1
+            try:
+                return await self.send_once(endpoint, params, signer)
+            except ClockSkewError:
+                if clock_retried or not endpoint.signed:
+                    raise
+                clock_retried = True
+                attempt -= 1
+                await self.time.measure()
+                self._count_retry(endpoint, "clock")
+                continue
+            except (IpBannedError, CircuitOpenError):
+                raise
+            except RateLimited as exc:
+                if attempt >= policy.max_attempts or exc.retry_after_s > policy.max_rate_limit_wait_s:
+                    raise
+                delay = max(exc.retry_after_s, policy.delay(attempt, self.rng))
+                self._count_retry(endpoint, "rate_limited")
+            except Retryable:
+                if attempt >= policy.max_attempts:
+                    raise
+                delay = policy.delay(attempt, self.rng)
+                self._count_retry(endpoint, "retryable")
+            except OutcomeUnknown:
+                if not endpoint.read or attempt >= policy.max_attempts:
+                    raise
+                delay = policy.delay(attempt, self.rng)
+                self._count_retry(endpoint, "unknown")
+            await self.clock.sleep(delay)
+
+    async def send_once(
+        self, endpoint: Endpoint, params: Params, signer: Signer | None = None
+    ) -> Any:
+        """One attempt: meter, sign, send, decode. Raises typed errors only."""
+        self.limiter.check_ban()
+        api_key: str | None = None
+        if endpoint.signed:
+            if signer is None:
+                raise TypeError(f"{endpoint.name} is signed: pass the user's Signer")
+            wire, api_key = await self._signed_wire(endpoint, params, signer)
+        else:
+            wire = self.encode(endpoint, params, None)
+            await self.limiter.acquire(self.ip_costs(endpoint, params))
+        self.breaker.before_request()
+        started = time.perf_counter()
+        try:
+            response = await self.client.request(
+                wire.method, wire.target(), headers=wire.headers, content=wire.body or None
+            )
+        except httpx.HTTPError as exc:
+            self.breaker.record_failure()
+            self._observe_latency(endpoint, "transport_error", started)
+            message = f"{type(exc).__name__} on {endpoint.name}: {exc}"
+            if isinstance(exc, _NOT_SENT):
+                raise Retryable(message, exchange=self.exchange) from exc
+            raise OutcomeUnknown(message, exchange=self.exchange) from exc
+        if response.status_code >= 500:
+            self.breaker.record_failure()
+        elif response.status_code < 400:
+            self.breaker.record_success()
+        else:
+            self.breaker.record_neutral()
+        self.observe(endpoint, response, api_key)
+        try:
+            data = self.decode(endpoint, response)
+        except ExchangeError as exc:
+            self._observe_latency(endpoint, type(exc).__name__, started)
+            raise
+        self._observe_latency(endpoint, "ok", started)
+        return data
+
+    async def _signed_wire(
+        self, endpoint: Endpoint, params: Params, signer: Signer
+    ) -> tuple[Wire, str]:
+        await self.time.ensure_fresh()
+        ip_costs = self.ip_costs(endpoint, params)
+        resign_after_s = self.settings.resign_after_wait_ms / 1000
+        waited_total = 0.0
+        while True:
+            timestamp_ms = self.time.now_ms()
+            wire = self.encode(endpoint, params, timestamp_ms)
+            signature = await signer.sign(
+                SigningInput(
+                    exchange=self.exchange,
+                    method=wire.method,
+                    path=wire.path,
+                    query=wire.query,
+                    body=wire.body,
+                    timestamp_ms=timestamp_ms,
+                    recv_window_ms=self.settings.recv_window_ms,
+                )
+            )
+            if waited_total == 0.0:
+                waited = await self.limiter.acquire(
+                    self.key_costs(endpoint, signature.api_key) + ip_costs
+                )
+                waited_total += waited
+                if waited > resign_after_s:
+                    continue  # the signed timestamp aged while waiting: sign afresh
+            self.attach(wire, timestamp_ms, signature)
+            return wire, signature.api_key
+
+    def _observe_latency(self, endpoint: Endpoint, outcome: str, started: float) -> None:
+        self._latency.labels(self._exchange_label, endpoint.path, outcome).observe(
+            time.perf_counter() - started
+        )
+
+    def _count_retry(self, endpoint: Endpoint, reason: str) -> None:
+        metrics.RETRIES.labels(self._exchange_label, endpoint.path, reason).inc()
+
+    async def aclose(self) -> None:
+        await self.client.aclose()

@@ -1,0 +1,42 @@
+"""Prometheus metrics of the exchange clients (metric objects, not clients: no I/O here)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+REQUEST_LATENCY = Histogram(
+    "marketbot_exchange_request_seconds",
+    "Latency of exchange HTTP requests",
+    ["exchange", "endpoint", "outcome"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+RATE_LIMIT_HEADROOM = Gauge(
+    "marketbot_exchange_rate_limit_headroom_ratio",
+    "Fraction of a rate-limit budget still free (1 = idle, 0 = at the limit)",
+    ["exchange", "bucket"],
+)
+RATE_LIMIT_WAIT = Counter(
+    "marketbot_exchange_rate_limit_wait_seconds_total",
+    "Time spent waiting for rate-limit budget",
+    ["exchange"],
+)
+BREAKER_STATE = Gauge(
+    "marketbot_exchange_breaker_state",
+    "Circuit breaker state: 0 closed, 1 half-open, 2 open",
+    ["exchange"],
+)
+CLOCK_OFFSET = Gauge(
+    "marketbot_exchange_clock_offset_ms",
+    "Measured server time minus local time, in milliseconds",
+    ["exchange"],
+)
+RETRIES = Counter(
+    "marketbot_exchange_retries_total",
+    "Requests sent again after a retryable failure",
+    ["exchange", "endpoint", "reason"],
+)
+BANNED = Gauge(
+    "marketbot_exchange_ip_banned",
+    "1 while the exchange has banned this IP and all traffic is stopped",
+    ["exchange"],
+)

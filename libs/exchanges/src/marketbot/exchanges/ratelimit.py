@@ -1,0 +1,177 @@
+"""Rate limiting keyed by what the exchange meters.
+
+A ``WindowBucket`` is a token bucket whose tokens come back exactly one window after they
+were spent, so no window of the exchange's length ever sees more than ``limit`` tokens (a
+classic bucket that refills continuously can put ``capacity + rate * window`` into one
+window, which a sliding-window limit rejects). Usage reported by the exchange in response
+headers is merged in, so other processes behind the same IP are accounted for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections import deque
+from collections.abc import Iterable
+
+from marketbot.contracts import Exchange
+from marketbot.runtime.clock import Clock
+
+from marketbot.exchanges import metrics
+from marketbot.exchanges.errors import IpBannedError, RateLimited
+
+
+class WindowBucket:
+    """At most ``limit`` tokens spent in any ``window_s`` seconds (``safety`` keeps headroom)."""
+
+    def __init__(
+        self,
+        name: str,
+        limit: float,
+        window_s: float,
+        clock: Clock,
+        *,
+        safety: float = 0.9,
+    ) -> None:
+        self.name = name
+        self.limit = float(limit)
+        self.window_s = window_s
+        self.budget = max(1.0, math.floor(limit * safety))
+        self._clock = clock
+        self._spent: deque[tuple[float, float]] = deque()
+        self._used = 0.0
+        self._blocked_until = 0.0
+        self.lock = asyncio.Lock()
+
+    def _expire(self, now: float) -> None:
+        spent = self._spent
+        horizon = now - self.window_s
+        while spent and spent[0][0] <= horizon:
+            self._used -= spent.popleft()[1]
+        if not spent:
+            self._used = 0.0
+
+    def used(self) -> float:
+        self._expire(self._clock.monotonic())
+        return self._used
+
+    def headroom(self) -> float:
+        return max(0.0, 1.0 - self.used() / self.limit)
+
+    def delay_for(self, cost: float) -> float:
+        """Seconds to wait before ``cost`` tokens fit (0 when they fit now)."""
+        now = self._clock.monotonic()
+        self._expire(now)
+        wait = max(0.0, self._blocked_until - now)
+        if self._used + cost <= self.budget:
+            return wait
+        excess = self._used + cost - self.budget
+        freed = 0.0
+        for at, amount in self._spent:
+            freed += amount
+            if freed >= excess:
+                return max(wait, at + self.window_s - now)
+        return max(wait, self.window_s)
+
+    def spend(self, cost: float) -> None:
+        now = self._clock.monotonic()
+        self._spent.append((now, cost))
+        self._used += cost
+
+    def observe_used(self, used_by_exchange: float) -> None:
+        """Merge the exchange's own count: spend the difference we did not see ourselves."""
+        now = self._clock.monotonic()
+        self._expire(now)
+        missing = used_by_exchange - self._used
+        if missing > 0:
+            self._spent.append((now, missing))
+            self._used += missing
+
+    def block_for(self, seconds: float) -> None:
+        now = self._clock.monotonic()
+        self._blocked_until = max(self._blocked_until, now + max(0.0, seconds))
+
+
+class RateLimiter:
+    """All buckets of one exchange in this process, plus its ban state."""
+
+    def __init__(self, exchange: Exchange, clock: Clock, *, max_wait_s: float = 30.0) -> None:
+        self.exchange = exchange
+        self._clock = clock
+        self._buckets: dict[tuple[str, ...], WindowBucket] = {}
+        self._banned_until = 0.0
+        self.max_wait_s = max_wait_s
+
+    def bucket(
+        self, key: tuple[str, ...], limit: float, window_s: float, *, safety: float = 0.9
+    ) -> WindowBucket:
+        bucket = self._buckets.get(key)
+        if bucket is None or bucket.limit != limit or bucket.window_s != window_s:
+            bucket = WindowBucket("/".join(key), limit, window_s, self._clock, safety=safety)
+            self._buckets[key] = bucket
+        return bucket
+
+    def existing(self, key: tuple[str, ...]) -> WindowBucket | None:
+        return self._buckets.get(key)
+
+    # bans ---------------------------------------------------------------------------
+    def ban(self, seconds: float) -> None:
+        """Stop all traffic to this exchange for ``seconds`` (418, Bybit 403)."""
+        self._banned_until = max(self._banned_until, self._clock.monotonic() + seconds)
+        metrics.BANNED.labels(self.exchange.value).set(1)
+
+    def ban_remaining(self) -> float:
+        remaining = self._banned_until - self._clock.monotonic()
+        if remaining <= 0 and self._banned_until:
+            self._banned_until = 0.0
+            metrics.BANNED.labels(self.exchange.value).set(0)
+        return max(0.0, remaining)
+
+    def check_ban(self) -> None:
+        remaining = self.ban_remaining()
+        if remaining > 0:
+            raise IpBannedError(
+                f"IP banned by the exchange; traffic stopped for {remaining:.1f}s more",
+                retry_after_s=remaining,
+                exchange=self.exchange,
+            )
+
+    # acquiring ----------------------------------------------------------------------
+    async def acquire(self, costs: Iterable[tuple[WindowBucket, float]]) -> float:
+        """Wait until each bucket in turn has room and spend it; returns the seconds waited.
+
+        Buckets are taken in the order given (per-key first, then per-IP), each under its
+        own lock, so one user's per-key wait never holds up other users' IP budget.
+        Raises ``RateLimited`` instead of waiting longer than ``max_wait_s``.
+        """
+        waited = 0.0
+        for bucket, cost in costs:
+            self.check_ban()
+            if bucket.delay_for(cost) > 0 or bucket.lock.locked():
+                async with bucket.lock:
+                    waited += await self._wait(bucket, cost, waited)
+                    bucket.spend(cost)
+            else:
+                bucket.spend(cost)
+            metrics.RATE_LIMIT_HEADROOM.labels(self.exchange.value, bucket.name).set(
+                bucket.headroom()
+            )
+        if waited:
+            metrics.RATE_LIMIT_WAIT.labels(self.exchange.value).inc(waited)
+        return waited
+
+    async def _wait(self, bucket: WindowBucket, cost: float, already: float) -> float:
+        waited = 0.0
+        while True:
+            self.check_ban()
+            delay = bucket.delay_for(cost)
+            if delay <= 0:
+                return waited
+            if already + waited + delay > self.max_wait_s:
+                raise RateLimited(
+                    f"rate-limit budget {bucket.name} exhausted for {delay:.2f}s",
+                    retry_after_s=delay,
+                    exchange=self.exchange,
+                )
+            await self._clock.sleep(delay)
+            waited += delay

@@ -1,0 +1,68 @@
+"""How a client obtains signatures without holding secrets.
+
+The client builds the exact bytes it will send (``SigningInput``) and asks a ``Signer`` for
+the signature. In production the signer is a thin NATS client of the key vault; the
+``LocalSigner`` here is what the vault itself (and the tests) use.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from marketbot.contracts import Exchange
+
+
+@dataclass(frozen=True, slots=True)
+class SigningInput:
+    """One request exactly as it will be sent: ``query`` and ``body`` are the sent bytes."""
+
+    exchange: Exchange
+    method: str
+    path: str
+    query: str
+    body: str
+    timestamp_ms: int
+    recv_window_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Signature:
+    api_key: str
+    signature: str
+
+
+class Signer(Protocol):
+    async def sign(self, request: SigningInput) -> Signature: ...
+
+
+class LocalSigner:
+    """Signs in-process with the secret (the vault's own signer, and tests').
+
+    With ``enforce_policy`` (the default) it refuses anything the venue's signing policy
+    refuses, exactly as the vault does.
+    """
+
+    __slots__ = ("_api_key", "_enforce", "_secret")
+
+    def __init__(self, api_key: str, secret: str, *, enforce_policy: bool = True) -> None:
+        self._api_key = api_key
+        self._secret = secret
+        self._enforce = enforce_policy
+
+    @property
+    def api_key(self) -> str:
+        return self._api_key
+
+    def __repr__(self) -> str:
+        return f"LocalSigner(api_key={self._api_key[:4]}…)"
+
+    async def sign(self, request: SigningInput) -> Signature:
+        from marketbot.exchanges.signing import sign_request, signing_policy
+
+        if self._enforce:
+            signing_policy(request.exchange).validate(request)
+        return Signature(
+            api_key=self._api_key,
+            signature=sign_request(request.exchange, self._secret, self._api_key, request),
+        )

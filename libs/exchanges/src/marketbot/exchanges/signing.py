@@ -1,0 +1,41 @@
+"""Venue-agnostic signing entry points for the key vault (no per-exchange branching here)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from marketbot.contracts import Exchange
+from marketbot.runtime.clock import Clock, epoch_ms
+
+from marketbot.exchanges.binance import signing as binance_signing
+from marketbot.exchanges.bybit import signing as bybit_signing
+from marketbot.exchanges.policy import SigningPolicy
+from marketbot.exchanges.signer import SigningInput
+
+
+@dataclass(frozen=True, slots=True)
+class VenueSigning:
+    sign: Callable[[str, str, SigningInput], str]
+    policy: SigningPolicy
+
+
+REGISTRY: dict[Exchange, VenueSigning] = {
+    Exchange.BYBIT: VenueSigning(bybit_signing.sign, bybit_signing.POLICY),
+    Exchange.BINANCE: VenueSigning(binance_signing.sign, binance_signing.POLICY),
+}
+
+
+def sign_request(exchange: Exchange, secret: str, api_key: str, request: SigningInput) -> str:
+    """The exchange's signature of ``request`` (pure: no policy check, no I/O)."""
+    return REGISTRY[exchange].sign(secret, api_key, request)
+
+
+def signing_policy(exchange: Exchange) -> SigningPolicy:
+    """``is_allowed(method, path)`` and ``validate(request)`` for the vault."""
+    return REGISTRY[exchange].policy
+
+
+def signed_timestamp_ms(clock: Clock, offset_ms: int = 0) -> int:
+    """Local wall clock corrected by the measured server offset, in milliseconds."""
+    return epoch_ms(clock.now()) + offset_ms

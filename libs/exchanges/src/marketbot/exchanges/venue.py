@@ -1,0 +1,326 @@
+"""The one ``Venue`` protocol both exchanges implement, and its exact-decimal result models.
+
+Every per-user (signed) method takes the user's ``Signer`` first; public methods take none.
+One venue instance (one pooled ``httpx.AsyncClient``) per exchange per process serves
+every user.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Protocol, runtime_checkable
+
+from marketbot.contracts import Exchange, KeyPermissions, Side
+
+from marketbot.exchanges.signer import Signer
+
+
+class OrderType(StrEnum):
+    MARKET = "MARKET"
+    LIMIT = "LIMIT"
+
+
+class OrderStatus(StrEnum):
+    """Order status normalised across venues."""
+
+    NEW = "NEW"
+    PARTIALLY_FILLED = "PARTIALLY_FILLED"
+    FILLED = "FILLED"
+    CANCELED = "CANCELED"
+    PARTIALLY_FILLED_CANCELED = "PARTIALLY_FILLED_CANCELED"
+    REJECTED = "REJECTED"
+    EXPIRED = "EXPIRED"
+    UNTRIGGERED = "UNTRIGGERED"
+    TRIGGERED = "TRIGGERED"
+    DEACTIVATED = "DEACTIVATED"
+    PENDING = "PENDING"
+
+    @property
+    def is_final(self) -> bool:
+        return self in _FINAL
+
+
+_FINAL = frozenset(
+    {
+        OrderStatus.FILLED,
+        OrderStatus.CANCELED,
+        OrderStatus.PARTIALLY_FILLED_CANCELED,
+        OrderStatus.REJECTED,
+        OrderStatus.EXPIRED,
+        OrderStatus.DEACTIVATED,
+    }
+)
+
+
+class KlineInterval(StrEnum):
+    """Candle intervals both venues offer."""
+
+    M1 = "1m"
+    M3 = "3m"
+    M5 = "5m"
+    M15 = "15m"
+    M30 = "30m"
+    H1 = "1h"
+    H2 = "2h"
+    H4 = "4h"
+    H6 = "6h"
+    H12 = "12h"
+    D1 = "1d"
+    W1 = "1w"
+    MO1 = "1M"
+
+
+class ExitKind(StrEnum):
+    TAKE_PROFIT = "TAKE_PROFIT"
+    STOP_LOSS = "STOP_LOSS"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Ticker:
+    symbol: str
+    last_price: Decimal
+    bid_price: Decimal | None = None
+    ask_price: Decimal | None = None
+    open_price_24h: Decimal | None = None
+    high_price_24h: Decimal | None = None
+    low_price_24h: Decimal | None = None
+    volume_24h: Decimal | None = None
+    quote_volume_24h: Decimal | None = None
+    change_percent_24h: Decimal | None = None
+    """Percent, e.g. ``Decimal("0.68")`` for +0.68 %."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Kline:
+    open_time: datetime
+    open: Decimal
+    high: Decimal
+    low: Decimal
+    close: Decimal
+    volume: Decimal
+    quote_volume: Decimal
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InstrumentFilters:
+    """Trading rules of one symbol; ``None`` means the rule is not set on the venue."""
+
+    symbol: str
+    base_asset: str
+    quote_asset: str
+    qty_step: Decimal
+    min_qty: Decimal
+    max_qty: Decimal | None
+    min_notional: Decimal
+    tick_size: Decimal
+    max_notional: Decimal | None = None
+    market_qty_step: Decimal | None = None
+    market_min_qty: Decimal | None = None
+    market_max_qty: Decimal | None = None
+    quote_step: Decimal | None = None
+    """Precision of a quote-denominated amount (market buy by value)."""
+    min_price: Decimal | None = None
+    max_price: Decimal | None = None
+    trading: bool = True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Balance:
+    asset: str
+    free: Decimal
+    locked: Decimal
+
+    @property
+    def total(self) -> Decimal:
+        return self.free + self.locked
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AccountInfo:
+    can_trade: bool
+    account_type: str
+    can_withdraw: bool | None = None
+    margin_mode: str | None = None
+    maker_commission: Decimal | None = None
+    taker_commission: Decimal | None = None
+    raw: dict[str, object] = field(default_factory=dict, compare=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OrderRequest:
+    """A spot order. Exactly one of ``quantity`` (base) and ``quote_quantity`` (quote)."""
+
+    symbol: str
+    side: Side
+    order_type: OrderType
+    client_order_id: str
+    quantity: Decimal | None = None
+    quote_quantity: Decimal | None = None
+    price: Decimal | None = None
+    take_profit_price: Decimal | None = None
+    stop_loss_price: Decimal | None = None
+
+    def __post_init__(self) -> None:
+        if (self.quantity is None) == (self.quote_quantity is None):
+            raise ValueError("exactly one of quantity and quote_quantity is required")
+        if self.order_type is OrderType.LIMIT and (self.price is None or self.quantity is None):
+            raise ValueError("a LIMIT order needs price and (base) quantity")
+        for amount in (self.quantity, self.quote_quantity, self.price):
+            if amount is not None and amount <= 0:
+                raise ValueError("amounts must be positive")
+        if not self.client_order_id or len(self.client_order_id) > 36:
+            raise ValueError("client_order_id must have 1..36 characters")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Fill:
+    price: Decimal
+    quantity: Decimal
+    fee: Decimal
+    fee_asset: str
+    trade_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExitLeg:
+    """A take-profit or stop-loss leg protecting a filled entry."""
+
+    kind: ExitKind
+    trigger_price: Decimal
+    limit_price: Decimal | None = None
+    exchange_order_id: str | None = None
+    client_order_id: str | None = None
+    status: OrderStatus | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OrderState:
+    exchange_order_id: str
+    client_order_id: str
+    symbol: str
+    side: Side
+    order_type: str
+    status: OrderStatus
+    quantity: Decimal
+    filled_quantity: Decimal
+    price: Decimal | None = None
+    average_price: Decimal | None = None
+    quote_quantity: Decimal | None = None
+    filled_quote_quantity: Decimal | None = None
+    fills: tuple[Fill, ...] = ()
+    fees: tuple[tuple[str, Decimal], ...] = ()
+    """Cumulative fee per asset (from fills, or the venue's cumulative fee detail)."""
+    exits: tuple[ExitLeg, ...] = ()
+    exit_list_id: str | None = None
+    exit_error: str | None = None
+    """Set when the entry was placed but its exit orders could not be (entry stands)."""
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    reject_reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Position:
+    symbol: str
+    side: str
+    size: Decimal
+    average_price: Decimal | None
+    mark_price: Decimal | None
+    unrealised_pnl: Decimal | None
+    take_profit: Decimal | None = None
+    stop_loss: Decimal | None = None
+
+
+@runtime_checkable
+class Venue(Protocol):
+    """One exchange, as every service sees it."""
+
+    @property
+    def exchange(self) -> Exchange: ...
+
+    # clock and connectivity
+    async def server_time(self) -> datetime:
+        """The exchange's clock (one request)."""
+        ...
+
+    async def sync_clock(self) -> int:
+        """Measure the server-time offset now; returns it in milliseconds (server - local)."""
+        ...
+
+    @property
+    def clock_offset_ms(self) -> int: ...
+
+    async def check_connectivity(self) -> float:
+        """Round-trip time in seconds of the venue's cheapest endpoint; raises if unreachable."""
+        ...
+
+    # market data (public, cached)
+    async def ticker(self, symbol: str) -> Ticker: ...
+
+    async def tickers(self, symbols: Sequence[str] | None = None) -> list[Ticker]: ...
+
+    async def price(self, symbol: str) -> Decimal: ...
+
+    async def klines(
+        self,
+        symbol: str,
+        interval: KlineInterval,
+        *,
+        limit: int = 200,
+        start: datetime | None = None,
+        end: datetime | None = None,
+    ) -> list[Kline]:
+        """Candles oldest first, whatever the venue's own order."""
+        ...
+
+    async def instrument(self, symbol: str) -> InstrumentFilters: ...
+
+    # account (signed)
+    async def account_info(self, signer: Signer) -> AccountInfo: ...
+
+    async def balances(self, signer: Signer) -> list[Balance]: ...
+
+    async def balance(self, signer: Signer, asset: str) -> Balance: ...
+
+    async def key_permissions(self, signer: Signer) -> KeyPermissions: ...
+
+    # orders (signed)
+    async def place_order(self, signer: Signer, order: OrderRequest) -> OrderState:
+        """Place an order (and its TP/SL exits). An unknown outcome is resolved by client id."""
+        ...
+
+    async def cancel_order(
+        self,
+        signer: Signer,
+        symbol: str,
+        *,
+        exchange_order_id: str | None = None,
+        client_order_id: str | None = None,
+    ) -> OrderState: ...
+
+    async def get_order(
+        self,
+        signer: Signer,
+        symbol: str,
+        *,
+        exchange_order_id: str | None = None,
+        client_order_id: str | None = None,
+    ) -> OrderState | None:
+        """The order, or ``None`` when the exchange says it does not exist."""
+        ...
+
+    async def open_orders(self, signer: Signer, symbol: str | None = None) -> list[OrderState]: ...
+
+    async def order_history(
+        self, signer: Signer, symbol: str, *, limit: int = 50
+    ) -> list[OrderState]: ...
+
+    async def positions(self, signer: Signer, symbol: str | None = None) -> list[Position]:
+        """Derivative positions (Bybit linear); spot-only venues return ``[]``."""
+        ...
+
+    async def aclose(self) -> None: ...

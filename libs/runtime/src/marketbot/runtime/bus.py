@@ -1,0 +1,292 @@
+"""NATS and JetStream: connect, provision streams, publish events, request/reply.
+
+Every publish carries ``Nats-Msg-Id = event_id`` so JetStream drops a duplicate within the
+stream's duplicate window; a ``duplicate`` PubAck is success (blueprint rule 2).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import nats
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    PubAck,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import NotFoundError
+from prometheus_client import Counter
+
+from marketbot.contracts import (
+    BusNamespace,
+    ContractError,
+    ErrorDetail,
+    Event,
+    Reply,
+    Request,
+    StreamSpec,
+    decode_as,
+)
+from marketbot.runtime.logs import correlation, get_logger
+
+log = get_logger("marketbot.bus")
+
+R = TypeVar("R", bound=Reply)
+Q = TypeVar("Q", bound=Request)
+
+EVENTS_PUBLISHED = Counter(
+    "marketbot_events_published_total",
+    "Events published to JetStream, by type and whether JetStream reported a duplicate",
+    ["type", "duplicate"],
+)
+REQUESTS_SERVED = Counter(
+    "marketbot_requests_served_total",
+    "Core NATS requests answered, by subject and outcome",
+    ["subject", "outcome"],
+)
+
+_RETENTION = {
+    "limits": RetentionPolicy.LIMITS,
+    "interest": RetentionPolicy.INTEREST,
+    "workqueue": RetentionPolicy.WORK_QUEUE,
+}
+
+
+class BusError(RuntimeError):
+    """A bus operation that could not complete (no server, no responder, timeout)."""
+
+
+async def connect_nats(url: str, name: str, *, connect_timeout: float = 5.0) -> NatsClient:
+    """Connect with unlimited reconnects; state changes are logged, never raised."""
+
+    async def on_disconnect() -> None:
+        log.warning("nats disconnected", client=name)
+
+    async def on_reconnect() -> None:
+        log.info("nats reconnected", client=name)
+
+    async def on_error(exc: Exception) -> None:
+        log.warning("nats error", client=name, error=str(exc))
+
+    async def on_closed() -> None:
+        log.info("nats connection closed", client=name)
+
+    return await nats.connect(
+        servers=[url],
+        name=name,
+        connect_timeout=connect_timeout,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.5,
+        allow_reconnect=True,
+        disconnected_cb=on_disconnect,
+        reconnected_cb=on_reconnect,
+        error_cb=on_error,
+        closed_cb=on_closed,
+    )
+
+
+def stream_config(spec: StreamSpec) -> StreamConfig:
+    return StreamConfig(
+        name=spec.name,
+        description=spec.description or None,
+        subjects=list(spec.subjects),
+        retention=_RETENTION[spec.retention.value],
+        storage=StorageType.FILE,
+        max_age=spec.max_age.total_seconds(),
+        duplicate_window=spec.duplicate_window.total_seconds(),
+        num_replicas=spec.replicas,
+    )
+
+
+async def provision_streams(js: JetStreamContext, specs: Iterable[StreamSpec]) -> None:
+    """Create each stream, or update it to the spec; safe to run from every service at start."""
+    for spec in specs:
+        config = stream_config(spec)
+        try:
+            await js.stream_info(spec.name)
+        except NotFoundError:
+            try:
+                await js.add_stream(config)
+                continue
+            except nats.js.errors.BadRequestError:
+                pass  # another process created it between our two calls: update below
+        await js.update_stream(config)
+
+
+@dataclass
+class Bus:
+    """One NATS connection, its JetStream context and the namespace this copy runs in."""
+
+    nc: NatsClient
+    js: JetStreamContext
+    namespace: BusNamespace = field(default_factory=BusNamespace)
+    publish_timeout: float = 5.0
+    publish_attempts: int = 5
+    _subscriptions: list[Subscription] = field(default_factory=list)
+    _pulls: list[JetStreamContext.PullSubscription] = field(default_factory=list)
+
+    @classmethod
+    async def connect(cls, url: str, name: str, namespace: BusNamespace | None = None) -> Bus:
+        nc = await connect_nats(url, name)
+        return cls(nc=nc, js=nc.jetstream(), namespace=namespace or BusNamespace())
+
+    async def provision(self) -> None:
+        await provision_streams(self.js, self.namespace.streams())
+
+    def subject(self, subject: str) -> str:
+        return self.namespace.subject(subject)
+
+    def stream(self, name: str) -> str:
+        return self.namespace.stream(name)
+
+    async def publish(self, event: Event) -> PubAck:
+        """Publish durably; retried on timeout (safe: the message id de-duplicates)."""
+        return await self.publish_raw(
+            self.subject(event.subject()), event.to_json(), str(event.event_id), event.type
+        )
+
+    async def publish_raw(self, subject: str, payload: bytes, msg_id: str, kind: str) -> PubAck:
+        delay = 0.05
+        for attempt in range(1, self.publish_attempts + 1):
+            try:
+                ack = await self.js.publish(
+                    subject, payload, timeout=self.publish_timeout, headers={"Nats-Msg-Id": msg_id}
+                )
+            except (NatsTimeoutError, NoRespondersError, nats.errors.ConnectionClosedError) as exc:
+                if attempt == self.publish_attempts:
+                    raise BusError(f"publish to {subject} failed: {type(exc).__name__}") from exc
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+                continue
+            EVENTS_PUBLISHED.labels(kind, str(bool(ack.duplicate)).lower()).inc()
+            return ack
+        raise BusError(f"publish to {subject} failed")  # unreachable: the loop returns or raises
+
+    async def request(self, message: Request, reply_type: type[R], timeout: float = 5.0) -> R:
+        """Send a core-NATS request and parse the reply."""
+        subject = self.subject(message.SUBJECT)
+        try:
+            response = await self.nc.request(subject, message.to_json(), timeout=timeout)
+        except NoRespondersError as exc:
+            raise BusError(f"no service answers {subject}") from exc
+        except NatsTimeoutError as exc:
+            raise BusError(f"{subject} did not answer within {timeout}s") from exc
+        return reply_type.model_validate_json(response.data)
+
+    async def serve(
+        self,
+        request_type: type[Q],
+        reply_type: type[R],
+        handler: Callable[[Q], Awaitable[R]],
+        *,
+        queue: str | None = None,
+    ) -> Subscription:
+        """Answer ``request_type`` on its subject (a queue group, so replicas share the load).
+
+        A malformed request gets a reply with ``ok=False`` naming the field; an unexpected
+        handler failure gets ``ok=False`` with code ``internal`` and is logged.
+        """
+        subject = self.subject(request_type.SUBJECT)
+
+        async def on_message(msg: Msg) -> None:
+            try:
+                request = decode_as(msg.data, request_type)
+            except ContractError as exc:
+                REQUESTS_SERVED.labels(request_type.SUBJECT, "invalid").inc()
+                await _respond(msg, reply_type(ok=False, error=_invalid(exc)))
+                return
+            with correlation(request.correlation_id, request=request_type.TYPE):
+                try:
+                    reply = await handler(request)
+                except Exception:
+                    log.exception("request handler failed")
+                    REQUESTS_SERVED.labels(request_type.SUBJECT, "error").inc()
+                    error = ErrorDetail(code="internal", message="the service failed; try again")
+                    await _respond(msg, reply_type(ok=False, error=error))
+                    return
+            REQUESTS_SERVED.labels(request_type.SUBJECT, "ok" if reply.ok else "refused").inc()
+            await _respond(msg, reply)
+
+        sub = await self.nc.subscribe(subject, queue=queue or request_type.SUBJECT, cb=on_message)
+        self._subscriptions.append(sub)
+        return sub
+
+    async def pull(
+        self,
+        stream: str,
+        durable: str,
+        filter_subjects: Iterable[str],
+        *,
+        ack_wait: float = 30.0,
+        max_deliver: int = -1,
+        max_ack_pending: int = 1000,
+        deliver_policy: DeliverPolicy = DeliverPolicy.ALL,
+    ) -> JetStreamContext.PullSubscription:
+        """Create (or update) a durable pull consumer and bind to it.
+
+        ``stream`` and ``durable`` are logical names; the namespace prefixes them, and each
+        filter subject.
+        """
+        stream_name = self.stream(stream)
+        durable_name = self.namespace.durable(durable)
+        subjects = [self.subject(s) for s in filter_subjects]
+        config = ConsumerConfig(
+            durable_name=durable_name,
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=ack_wait,
+            max_deliver=max_deliver,
+            max_ack_pending=max_ack_pending,
+            deliver_policy=deliver_policy,
+            **(
+                {"filter_subject": subjects[0]}
+                if len(subjects) == 1
+                else {"filter_subjects": subjects}
+            ),
+        )
+        await self.js.add_consumer(stream_name, config)
+        sub = await self.js.pull_subscribe_bind(durable_name, stream_name)
+        self._pulls.append(sub)
+        return sub
+
+    async def close(self) -> None:
+        """Drain: finish in-flight handlers and flush pending publishes, then disconnect."""
+        if self.nc.is_closed:
+            return
+        for pull in self._pulls:
+            # A pull subscription has nothing in flight once its consumer loop has stopped.
+            with contextlib.suppress(Exception):
+                await pull.unsubscribe()
+        self._pulls.clear()
+        try:
+            await asyncio.wait_for(self.nc.drain(), timeout=10)
+        except (TimeoutError, nats.errors.ConnectionClosedError):
+            await self.nc.close()
+
+
+async def _respond(msg: Msg, reply: Reply) -> None:
+    if msg.reply:
+        await msg.respond(reply.model_dump_json().encode())
+
+
+def _invalid(exc: ContractError) -> ErrorDetail:
+    text = str(exc)
+    field_name = text.split(":", 1)[0] if ":" in text else None
+    return ErrorDetail(code="invalid_request", message=text, field=field_name)
+
+
+def message_headers(msg: Msg) -> dict[str, Any]:
+    return dict(msg.headers or {})

@@ -1,0 +1,121 @@
+"""The life of a service process: start, serve, drain on SIGTERM/SIGINT, stop.
+
+A service provides ``setup(ctx)``: it starts its consumers, responders and servers and
+registers what must be stopped with ``ctx.on_shutdown``. The runner owns the rest: logging,
+the bus (streams provisioned), the database pool (migrations applied), the health server,
+and a graceful shutdown that stops intake first, then drains NATS, then closes the pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import asyncpg
+import uvloop
+
+from marketbot.runtime.bus import Bus
+from marketbot.runtime.clock import Clock, SystemClock
+from marketbot.runtime.db import create_pool, migrate_service
+from marketbot.runtime.health import HealthServer
+from marketbot.runtime.logs import configure_logging, get_logger
+from marketbot.runtime.settings import ServiceSettings
+
+log = get_logger("marketbot.service")
+
+Closer = Callable[[], Awaitable[None]]
+
+
+@dataclass
+class ServiceContext:
+    settings: ServiceSettings
+    bus: Bus
+    health: HealthServer
+    clock: Clock
+    pool: asyncpg.Pool | None = None
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    _closers: list[Closer] = field(default_factory=list)
+
+    def on_shutdown(self, closer: Closer) -> None:
+        """Register a coroutine function to call at shutdown (last registered runs first)."""
+        self._closers.append(closer)
+
+    def require_pool(self) -> asyncpg.Pool:
+        if self.pool is None:
+            raise RuntimeError("this service was started without a database")
+        return self.pool
+
+
+async def open_context(
+    settings: ServiceSettings,
+    *,
+    migrations: Path | None = None,
+    clock: Clock | None = None,
+) -> ServiceContext:
+    """Connect everything a service needs; with ``migrations`` it also gets its schema."""
+    bus = await Bus.connect(settings.nats_url, settings.service_name, settings.namespace)
+    await bus.provision()
+    pool = None
+    if migrations is not None:
+        pool = await create_pool(settings.database_url, settings.schema_name)
+        await migrate_service(pool, settings.schema_name, settings.service_name, migrations)
+    health = HealthServer(settings.http_host, settings.metrics_port)
+    health.add_check("nats", lambda: bus.nc.is_connected)
+    if pool is not None:
+        db = pool
+
+        async def database_ready() -> bool:
+            return bool(await db.fetchval("SELECT true"))
+
+        health.add_check("database", database_ready)
+    await health.start()
+    return ServiceContext(settings, bus, health, clock or SystemClock(), pool)
+
+
+async def close_context(ctx: ServiceContext) -> None:
+    ctx.stopping.set()
+    for closer in reversed(ctx._closers):
+        try:
+            await closer()
+        except Exception:
+            log.exception("shutdown step failed")
+    await ctx.bus.close()
+    if ctx.pool is not None:
+        await ctx.pool.close()
+    await ctx.health.stop()
+
+
+async def serve(
+    settings: ServiceSettings,
+    setup: Callable[[ServiceContext], Awaitable[None]],
+    *,
+    migrations: Path | None = None,
+) -> None:
+    configure_logging(settings.service_name, settings.log_level)
+    ctx = await open_context(settings, migrations=migrations)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, ctx.stopping.set)
+    try:
+        await setup(ctx)
+        log.info("service started", metrics=f"{ctx.health.url}/metrics")
+        await ctx.stopping.wait()
+        log.info("service stopping")
+    finally:
+        await close_context(ctx)
+        log.info("service stopped")
+
+
+def run_service(
+    settings: ServiceSettings,
+    setup: Callable[[ServiceContext], Awaitable[None]],
+    *,
+    migrations: Path | None = None,
+) -> None:
+    """Synchronous entry point for a service's console script."""
+    uvloop.run(serve(settings, setup, migrations=migrations))

@@ -1,0 +1,58 @@
+"""Frozen settings read once from the environment (blueprint rule 8).
+
+Each service subclasses ``ServiceSettings`` with its own env prefix, e.g.
+``model_config = service_config("MARKETBOT_LEDGER_")``. The shared connection settings
+(``NATS_URL``, ``DATABASE_URL``, ``MARKETBOT_BUS_PREFIX``, ``LOG_LEVEL``) are read without the
+prefix, so one environment serves every service.
+"""
+
+from __future__ import annotations
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from marketbot.contracts import BusNamespace
+
+
+def service_config(env_prefix: str) -> SettingsConfigDict:
+    return SettingsConfigDict(
+        env_prefix=env_prefix,
+        frozen=True,
+        extra="ignore",
+        case_sensitive=False,
+        env_nested_delimiter="__",
+    )
+
+
+class ServiceSettings(BaseSettings):
+    model_config = service_config("MARKETBOT_")
+
+    service_name: str = "marketbot"
+    nats_url: str = Field(
+        default="nats://127.0.0.1:4222",
+        validation_alias=AliasChoices("NATS_URL", "nats_url"),
+    )
+    database_url: str = Field(
+        default="postgresql://postgres@127.0.0.1:5432/postgres",
+        validation_alias=AliasChoices("DATABASE_URL", "database_url"),
+    )
+    bus_prefix: str = Field(
+        default="",
+        validation_alias=AliasChoices("MARKETBOT_BUS_PREFIX", "bus_prefix"),
+        description="prefix for every subject and stream; lets isolated copies share one NATS",
+    )
+    db_schema: str | None = Field(
+        default=None,
+        description="PostgreSQL schema owned by this service; defaults to the service name",
+    )
+    log_level: str = Field(default="INFO", validation_alias=AliasChoices("LOG_LEVEL", "log_level"))
+    http_host: str = "127.0.0.1"
+    metrics_port: int = Field(default=0, ge=0, le=65535, description="0 picks a free port")
+
+    @property
+    def namespace(self) -> BusNamespace:
+        return BusNamespace(self.bus_prefix)
+
+    @property
+    def schema_name(self) -> str:
+        return self.db_schema or self.service_name.replace("-", "_")

@@ -1,0 +1,267 @@
+"""What the Bybit and Binance apps share: request dispatch, faults, server clock, admin API."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from marketbot.sim.asgi import (
+    ADMIN_PREFIX,
+    Receive,
+    Request,
+    Response,
+    Scope,
+    Send,
+    drop_connection,
+    json_response,
+    lifespan,
+    read_body,
+    request_from,
+    send_response,
+)
+from marketbot.sim.engine import Exchange, Order
+from marketbot.sim.faults import Faults
+from marketbot.sim.prices import PriceBook
+
+
+class ServerClock:
+    """Exchange server time in ms; an admin-settable offset simulates a drifting server."""
+
+    def __init__(self) -> None:
+        self.offset_ms = 0
+
+    def now_ms(self) -> int:
+        return time.time_ns() // 1_000_000 + self.offset_ms
+
+
+class AdminError(Exception):
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def parse_decimal(value: Any, name: str) -> Decimal:
+    try:
+        result = Decimal(str(value))
+    except (InvalidOperation, ValueError) as exc:
+        raise AdminError(f"{name} must be a decimal string") from exc
+    if not result.is_finite():
+        raise AdminError(f"{name} must be finite")
+    return result
+
+
+class BaseApp:
+    """A raw ASGI app. Subclasses implement ``handle`` (sync, the hot path) and ``server_error``."""
+
+    venue = "base"
+
+    def __init__(self, *, prices: PriceBook, clock: ServerClock, seed: int) -> None:
+        self.prices = prices
+        self.clock = clock
+        self.faults = Faults(seed)
+        self.limits_enabled = True
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            if scope["type"] == "lifespan":
+                await lifespan(receive, send)
+            return
+        request = request_from(scope, await read_body(receive))
+        if request.path.startswith(ADMIN_PREFIX):
+            await send_response(send, self._admin(request))
+            return
+        decision = self.faults.decide(request.path)
+        if decision.latency_ms:
+            await asyncio.sleep(decision.latency_ms / 1000)
+        action = decision.action
+        if action == "drop":
+            await drop_connection(send)
+            return
+        if action == "http_5xx":
+            await send_response(send, self.server_error(decision.status))
+            return
+        response = self.handle(request)
+        if action == "executed_5xx":
+            response = self.server_error(decision.status)
+        elif action == "executed_drop":
+            await drop_connection(send)
+            return
+        await send_response(send, response)
+
+    def handle(self, request: Request) -> Response:
+        raise NotImplementedError
+
+    def server_error(self, status: int) -> Response:
+        raise NotImplementedError
+
+    # admin -------------------------------------------------------------------------------
+
+    def _admin(self, request: Request) -> Response:
+        try:
+            payload = request.json() if request.method in ("POST", "PUT") else {}
+            if not isinstance(payload, dict):
+                raise AdminError("expected a JSON object")
+            result = self.admin(request.method, request.path[len(ADMIN_PREFIX) :], request, payload)
+        except AdminError as exc:
+            return json_response(exc.status, {"error": str(exc)})
+        except (KeyError, ValueError, TypeError) as exc:
+            return json_response(400, {"error": f"{type(exc).__name__}: {exc}"})
+        if result is None:
+            return json_response(404, {"error": f"no admin route {request.method} {request.path}"})
+        return json_response(200, result)
+
+    def admin(
+        self, method: str, route: str, request: Request, body: dict[str, Any]
+    ) -> dict[str, Any] | list[Any] | None:
+        match method, route:
+            case "GET", "health":
+                return {"ok": True, "venue": self.venue}
+            case "GET", "prices":
+                return {"prices": {s: str(self.prices.price(s)) for s in self.prices.symbols()}}
+            case "POST", "prices":
+                symbol = str(body["symbol"])
+                if symbol not in self.prices.symbols():
+                    raise AdminError(f"unknown symbol {symbol}", 404)
+                self.prices.set(symbol, parse_decimal(body["price"], "price"))
+                return {"symbol": symbol, "price": str(self.prices.price(symbol))}
+            case "POST", "prices/step":
+                steps = int(body.get("steps", 1))
+                if not 0 <= steps <= 100_000:
+                    raise AdminError("steps must be within [0, 100000]")
+                self.prices.step(steps)
+                return {"prices": {s: str(self.prices.price(s)) for s in self.prices.symbols()}}
+            case "GET", "faults":
+                return {"faults": [f.as_dict() for f in self.faults.rules]}
+            case "POST", "faults":
+                fault = self.faults.add(
+                    str(body["kind"]),
+                    rate=None if body.get("rate") is None else float(body["rate"]),
+                    next_n=None if body.get("next_n") is None else int(body["next_n"]),
+                    latency_ms=None if body.get("latency_ms") is None else int(body["latency_ms"]),
+                    path=body.get("path"),
+                    status=int(body.get("status", 503)),
+                )
+                return {"fault": fault.as_dict()}
+            case "DELETE", "faults":
+                self.faults.clear()
+                return {"faults": []}
+            case "POST", "clock":
+                self.clock.offset_ms = int(body.get("offset_ms", 0))
+                return {"offset_ms": self.clock.offset_ms, "server_time": self.clock.now_ms()}
+        return None
+
+
+class ExchangeApp(BaseApp):
+    """An exchange venue: accounts, keys, orders, limits on top of the shared admin routes."""
+
+    key_length = 64
+    secret_length = 64
+
+    def __init__(
+        self, *, exchange: Exchange, prices: PriceBook, clock: ServerClock, seed: int
+    ) -> None:
+        super().__init__(prices=prices, clock=clock, seed=seed)
+        self.exchange = exchange
+
+    def reset_limits(self) -> None:
+        raise NotImplementedError
+
+    def configure_limits(self, body: dict[str, Any]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def order_view(self, order: Order) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def admin(
+        self, method: str, route: str, request: Request, body: dict[str, Any]
+    ) -> dict[str, Any] | list[Any] | None:
+        exchange = self.exchange
+        match method, route:
+            case "POST", "accounts":
+                account = exchange.create_account(body.get("account_id"))
+                return {"account_id": account.account_id, "uid": account.uid}
+            case "POST", "keys":
+                account_id = str(body["account_id"])
+                if account_id not in exchange.accounts:
+                    raise AdminError(f"unknown account {account_id}", 404)
+                ips = body.get("ips")
+                key = exchange.create_key(
+                    account_id,
+                    key_length=self.key_length,
+                    secret_length=self.secret_length,
+                    read=bool(body.get("read", True)),
+                    trade=bool(body.get("trade", True)),
+                    withdraw=bool(body.get("withdraw", False)),
+                    ips=[str(ip) for ip in ips] if ips else None,
+                    expires_at_ms=body.get("expires_at_ms"),
+                )
+                return {"api_key": key.api_key, "api_secret": key.secret}
+            case "POST", "fund":
+                account_id = str(body["account_id"])
+                if account_id not in exchange.accounts:
+                    raise AdminError(f"unknown account {account_id}", 404)
+                exchange.fund(account_id, str(body["asset"]), parse_decimal(body["amount"], "amount"))
+                return self._balances(account_id)
+            case "GET", "balances":
+                account_id = request.query_params().get("account_id", "")
+                if account_id not in exchange.accounts:
+                    raise AdminError(f"unknown account {account_id}", 404)
+                return self._balances(account_id)
+            case "GET", "orders":
+                wanted = request.query_params().get("account_id")
+                return {
+                    "orders": [
+                        self.admin_order(o)
+                        for o in exchange.orders
+                        if wanted is None or o.account_id == wanted
+                    ]
+                }
+            case "POST", "limits":
+                return self.configure_limits(body)
+            case "POST", "reset":
+                exchange.reset()
+                self.faults.clear()
+                self.reset_limits()
+                self.clock.offset_ms = 0
+                if body.get("prices", True):
+                    self.prices.reset()
+                return {"ok": True}
+        return super().admin(method, route, request, body)
+
+    def _balances(self, account_id: str) -> dict[str, Any]:
+        account = self.exchange.accounts[account_id]
+        assets = sorted(set(account.free) | set(account.locked))
+        return {
+            "account_id": account_id,
+            "balances": {
+                a: {"free": str(account.available(a)), "locked": str(account.locked.get(a, 0))}
+                for a in assets
+            },
+        }
+
+    def admin_order(self, order: Order) -> dict[str, Any]:
+        """The ground-truth view of an order, venue-neutral field names plus the venue's view."""
+        return {
+            "venue": self.venue,
+            "account_id": order.account_id,
+            "order_id": order.order_id,
+            "client_order_id": order.client_id,
+            "symbol": order.symbol,
+            "side": order.side,
+            "type": order.type,
+            "status": order.status.value,
+            "qty": str(order.qty),
+            "quote_qty": str(order.quote_qty),
+            "price": str(order.price),
+            "stop_price": str(order.stop_price),
+            "executed_qty": str(order.executed_qty),
+            "cum_quote": str(order.cum_quote),
+            "fee": str(order.fee),
+            "fee_asset": order.fee_asset,
+            "order_list_id": order.list_id,
+            "created_ms": order.created_ms,
+            "updated_ms": order.updated_ms,
+            "native": self.order_view(order),
+        }
