@@ -1,0 +1,1 @@
+"""marketbot.devstack: run the whole platform as separate processes on one machine."""
