@@ -116,7 +116,7 @@ class Supervisor:
         log_file = None
         if self._log_dir is not None:
             self._log_dir.mkdir(parents=True, exist_ok=True)
-            log_file = open(self._log_dir / f"{running.spec.name}.log", "a")  # noqa: SIM115
+            log_file = open(self._log_dir / f"{running.spec.name}.log", "a")  # noqa: SIM115, ASYNC230
         try:
             while True:
                 raw = await running.process.stdout.readline()

@@ -10,7 +10,6 @@ from decimal import Decimal
 from typing import TypeVar
 
 from marketbot.contracts import Exchange, KeyPermissions
-
 from marketbot.exchanges.cache import TTLCache
 from marketbot.exchanges.errors import (
     DuplicateClientOrderIdError,

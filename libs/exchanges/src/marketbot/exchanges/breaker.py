@@ -10,10 +10,9 @@ from __future__ import annotations
 from enum import IntEnum
 
 from marketbot.contracts import Exchange
-from marketbot.runtime.clock import Clock
-
 from marketbot.exchanges import metrics
 from marketbot.exchanges.errors import CircuitOpenError
+from marketbot.runtime.clock import Clock
 
 
 class BreakerState(IntEnum):

@@ -16,7 +16,9 @@ T = TypeVar("T")
 
 
 class TTLCache:
-    def __init__(self, clock: Clock, *, default_ttl_s: float = 2.0, max_entries: int = 4096) -> None:
+    def __init__(
+        self, clock: Clock, *, default_ttl_s: float = 2.0, max_entries: int = 4096
+    ) -> None:
         self._clock = clock
         self.default_ttl_s = default_ttl_s
         self.max_entries = max_entries

@@ -40,7 +40,7 @@ class ExchangeError(Exception):
         return f"{where}{type(self).__name__}{code}{status}: {self.message}"
 
 
-class Rejected(ExchangeError):
+class Rejected(ExchangeError):  # noqa: N818 - the name the issue and callers use
     """Final: the exchange refused the request. Do not retry."""
 
     def __init__(
@@ -64,7 +64,7 @@ class DuplicateClientOrderIdError(Rejected):
     """The client order id is already in use: an earlier attempt may have been placed."""
 
 
-class Retryable(ExchangeError):
+class Retryable(ExchangeError):  # noqa: N818 - the name the issue and callers use
     """Nothing was executed; the same request may be sent again."""
 
 
@@ -96,7 +96,7 @@ class IpBannedError(RateLimited):
     """The exchange banned this IP (Binance 418, Bybit 403): all traffic stops until it ends."""
 
 
-class OutcomeUnknown(ExchangeError):
+class OutcomeUnknown(ExchangeError):  # noqa: N818 - the name the issue and callers use
     """The request may or may not have been executed. Reconcile by client order id."""
 
     def __init__(

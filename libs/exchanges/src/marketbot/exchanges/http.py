@@ -20,9 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-from marketbot.contracts import Exchange
-from marketbot.runtime.clock import Clock
 
+from marketbot.contracts import Exchange
 from marketbot.exchanges import metrics
 from marketbot.exchanges.breaker import CircuitBreaker
 from marketbot.exchanges.errors import (
@@ -38,6 +37,7 @@ from marketbot.exchanges.ratelimit import RateLimiter, WindowBucket
 from marketbot.exchanges.retry import RetryPolicy
 from marketbot.exchanges.signer import Signature, Signer, SigningInput
 from marketbot.exchanges.timesync import ServerClock
+from marketbot.runtime.clock import Clock
 
 Params = Mapping[str, str]
 Costs = list[tuple[WindowBucket, float]]
@@ -109,7 +109,7 @@ class VenueHttp(ABC):
         self.settings = settings or HttpSettings()
         self.base_url = base_url.rstrip("/")
         self.clock = clock
-        self.rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
+        self.rng = rng or random.Random()
         s = self.settings
         self.client = httpx.AsyncClient(
             base_url=self.base_url,
@@ -192,7 +192,10 @@ class VenueHttp(ABC):
             except (IpBannedError, CircuitOpenError):
                 raise
             except RateLimited as exc:
-                if attempt >= policy.max_attempts or exc.retry_after_s > policy.max_rate_limit_wait_s:
+                if (
+                    attempt >= policy.max_attempts
+                    or exc.retry_after_s > policy.max_rate_limit_wait_s
+                ):
                     raise
                 delay = max(exc.retry_after_s, policy.delay(attempt, self.rng))
                 self._count_retry(endpoint, "rate_limited")

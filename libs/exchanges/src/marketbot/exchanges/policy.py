@@ -14,7 +14,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from marketbot.contracts import Exchange
-
 from marketbot.exchanges.errors import SigningRefusedError
 from marketbot.exchanges.signer import SigningInput
 

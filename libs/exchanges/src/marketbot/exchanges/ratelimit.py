@@ -15,10 +15,9 @@ from collections import deque
 from collections.abc import Iterable
 
 from marketbot.contracts import Exchange
-from marketbot.runtime.clock import Clock
-
 from marketbot.exchanges import metrics
 from marketbot.exchanges.errors import IpBannedError, RateLimited
+from marketbot.runtime.clock import Clock
 
 
 class WindowBucket:

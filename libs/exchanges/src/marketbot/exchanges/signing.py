@@ -6,12 +6,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from marketbot.contracts import Exchange
-from marketbot.runtime.clock import Clock, epoch_ms
-
 from marketbot.exchanges.binance import signing as binance_signing
 from marketbot.exchanges.bybit import signing as bybit_signing
 from marketbot.exchanges.policy import SigningPolicy
 from marketbot.exchanges.signer import SigningInput
+from marketbot.runtime.clock import Clock, epoch_ms
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,9 +6,8 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 from marketbot.contracts import Exchange
-from marketbot.runtime.clock import Clock, epoch_ms
-
 from marketbot.exchanges import metrics
+from marketbot.runtime.clock import Clock, epoch_ms
 
 
 class ServerClock:

@@ -15,7 +15,6 @@ from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
 from marketbot.contracts import Exchange, KeyPermissions, Side
-
 from marketbot.exchanges.signer import Signer
 
 

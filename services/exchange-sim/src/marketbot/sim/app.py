@@ -196,13 +196,17 @@ class ExchangeApp(BaseApp):
                     withdraw=bool(body.get("withdraw", False)),
                     ips=[str(ip) for ip in ips] if ips else None,
                     expires_at_ms=body.get("expires_at_ms"),
+                    api_key=body.get("api_key"),
+                    secret=body.get("api_secret"),
                 )
                 return {"api_key": key.api_key, "api_secret": key.secret}
             case "POST", "fund":
                 account_id = str(body["account_id"])
                 if account_id not in exchange.accounts:
                     raise AdminError(f"unknown account {account_id}", 404)
-                exchange.fund(account_id, str(body["asset"]), parse_decimal(body["amount"], "amount"))
+                exchange.fund(
+                    account_id, str(body["asset"]), parse_decimal(body["amount"], "amount")
+                )
                 return self._balances(account_id)
             case "GET", "balances":
                 account_id = request.query_params().get("account_id", "")
@@ -236,7 +240,10 @@ class ExchangeApp(BaseApp):
         return {
             "account_id": account_id,
             "balances": {
-                a: {"free": str(account.available(a)), "locked": str(account.locked.get(a, 0))}
+                a: {
+                    "free": format(account.available(a), "f"),
+                    "locked": format(account.locked.get(a, Decimal(0)), "f"),
+                }
                 for a in assets
             },
         }

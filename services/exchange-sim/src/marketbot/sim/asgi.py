@@ -68,7 +68,9 @@ class Response:
         self.headers.append((b"content-type", content_type))
 
 
-def json_response(status: int, payload: Any, headers: list[tuple[bytes, bytes]] | None = None) -> Response:
+def json_response(
+    status: int, payload: Any, headers: list[tuple[bytes, bytes]] | None = None
+) -> Response:
     return Response(status, orjson.dumps(payload), headers)
 
 
@@ -108,9 +110,12 @@ async def drop_connection(send: Send) -> None:
 class _QuietDrops(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         message = str(record.msg)
-        return not message.startswith(
-            ("ASGI callable returned without", "Exception in ASGI application")
-        ) or not _dropping()
+        return (
+            not message.startswith(
+                ("ASGI callable returned without", "Exception in ASGI application")
+            )
+            or not _dropping()
+        )
 
 
 _DROPPING = {"active": False}

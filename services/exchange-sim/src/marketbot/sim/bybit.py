@@ -248,7 +248,9 @@ class BybitApp(ExchangeApp):
         message = "" if path == "/v5/user/query-api" else "OK"
         return Response(200, self.envelope(result, message=message), headers, JSON_UTF8)
 
-    def _authenticate(self, request: Request, now: int, needs_trade: bool) -> tuple[ApiKey, Account]:
+    def _authenticate(
+        self, request: Request, now: int, needs_trade: bool
+    ) -> tuple[ApiKey, Account]:
         api_key = request.header(b"x-bapi-api-key")
         if not api_key:
             raise BybitError(10003, http_status=401)
@@ -590,7 +592,7 @@ class BybitApp(ExchangeApp):
                     market=not is_limit,
                     qty=qty,
                     quote_qty=ZERO,
-                    price=Decimal(limit_price) if is_limit else ZERO,
+                    price=Decimal(str(limit_price)) if is_limit else ZERO,
                     stop_price=trigger,
                     trigger_dir=1 if rising else -1,
                     time_in_force="GTC" if is_limit else "IOC",
@@ -660,7 +662,9 @@ class BybitApp(ExchangeApp):
             found = self._find(account, params)
             candidates = [found] if found is not None else []
         else:
-            candidates = [o for o in reversed(self.exchange.orders) if o.account_id == account.account_id]
+            candidates = [
+                o for o in reversed(self.exchange.orders) if o.account_id == account.account_id
+            ]
         symbol = params.get("symbol")
         order_filter = params.get("orderFilter")
         status_filter = params.get("orderStatus")

@@ -203,11 +203,15 @@ class Exchange:
         withdraw: bool,
         ips: list[str] | None,
         expires_at_ms: int | None,
+        api_key: str | None = None,
+        secret: str | None = None,
     ) -> ApiKey:
         if account_id not in self.accounts:
             raise KeyError(account_id)
-        api_key = "".join(secrets.choice(_ALNUM) for _ in range(key_length))
-        secret = "".join(secrets.choice(_ALNUM) for _ in range(secret_length))
+        api_key = api_key or "".join(secrets.choice(_ALNUM) for _ in range(key_length))
+        secret = secret or "".join(secrets.choice(_ALNUM) for _ in range(secret_length))
+        if api_key in self.keys:
+            raise ValueError("api key already exists")
         key = ApiKey(
             api_key=api_key,
             secret=secret,
@@ -412,7 +416,7 @@ class Exchange:
     # price-driven triggers ---------------------------------------------------------------
 
     def _on_price(self, symbol: str, price: Decimal) -> None:
-        if symbol in self.resting and self.resting[symbol]:
+        if self.resting.get(symbol):
             step = self.step_for(symbol)
             self._check_symbol(symbol, price, step)
 

@@ -1,4 +1,4 @@
-"""Binance Spot facts as data: base URLs, weights, limits, signable endpoints (reference/binance-spot)."""
+"""Binance Spot facts as data: base URLs, weights, limits, signable endpoints."""
 
 from __future__ import annotations
 

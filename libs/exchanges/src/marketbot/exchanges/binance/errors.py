@@ -7,7 +7,6 @@ Codes decide; for -1013, -2010 and -2011 the documented messages are matched *ex
 from __future__ import annotations
 
 from marketbot.contracts import Exchange, RejectReason
-
 from marketbot.exchanges.errors import (
     CLOCK,
     DUPLICATE,

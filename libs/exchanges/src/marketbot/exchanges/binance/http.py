@@ -9,8 +9,8 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 import httpx
-from marketbot.contracts import Exchange, RejectReason
 
+from marketbot.contracts import Exchange, RejectReason
 from marketbot.exchanges.binance import constants as c
 from marketbot.exchanges.binance.errors import error_for
 from marketbot.exchanges.errors import IpBannedError, OutcomeUnknown, RateLimited, Rejected
@@ -45,7 +45,9 @@ class BinanceHttp(VenueHttp):
         orders: list[tuple[int, float]] = []
         raw: list[WindowBucket] = []
         for item in rate_limits:
-            window = _INTERVAL_S.get(str(item.get("interval")), 0.0) * int(item.get("intervalNum", 1))
+            window = _INTERVAL_S.get(str(item.get("interval")), 0.0) * int(
+                item.get("intervalNum", 1)
+            )
             limit = int(item.get("limit", 0))
             if window <= 0 or limit <= 0:
                 continue
@@ -53,7 +55,9 @@ class BinanceHttp(VenueHttp):
             if kind == "REQUEST_WEIGHT" and window == c.REQUEST_WEIGHT_WINDOW_S:
                 self._weight = self.limiter.bucket(("ip", "weight"), limit, window, safety=safety)
             elif kind == "RAW_REQUESTS":
-                raw.append(self.limiter.bucket(("ip", "raw", str(window)), limit, window, safety=safety))
+                raw.append(
+                    self.limiter.bucket(("ip", "raw", str(window)), limit, window, safety=safety)
+                )
             elif kind == "ORDERS":
                 orders.append((limit, window))
         self._raw = raw
@@ -160,7 +164,9 @@ class BinanceHttp(VenueHttp):
                     http_status=status,
                 ) from exc
             raise OutcomeUnknown(
-                f"unreadable response to {endpoint.name}", exchange=self.exchange, http_status=status
+                f"unreadable response to {endpoint.name}",
+                exchange=self.exchange,
+                http_status=status,
             ) from exc
         if status < 400:
             return payload

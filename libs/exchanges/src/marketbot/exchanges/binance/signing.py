@@ -6,7 +6,6 @@ import hashlib
 import hmac
 
 from marketbot.contracts import Exchange
-
 from marketbot.exchanges.binance.constants import SIGNABLE
 from marketbot.exchanges.policy import EndpointRule, SigningPolicy, parse_params, unique_keys
 from marketbot.exchanges.signer import SigningInput

@@ -7,7 +7,6 @@ from decimal import Decimal
 from typing import Any
 
 from marketbot.contracts import KeyPermissions, Side
-
 from marketbot.exchanges.bybit import constants as c
 from marketbot.exchanges.http import Endpoint
 from marketbot.exchanges.numbers import optional_decimal, to_decimal
@@ -169,8 +168,7 @@ def parse_key_permissions(result: dict[str, Any]) -> KeyPermissions:
 
 def parse_order(item: dict[str, Any]) -> OrderState:
     fees = tuple(
-        (asset, to_decimal(amount))
-        for asset, amount in (item.get("cumFeeDetail") or {}).items()
+        (asset, to_decimal(amount)) for asset, amount in (item.get("cumFeeDetail") or {}).items()
     )
     exits: list[ExitLeg] = []
     take_profit = _positive(item.get("takeProfit"))

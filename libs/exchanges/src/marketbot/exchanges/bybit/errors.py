@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from marketbot.contracts import Exchange, RejectReason
-
 from marketbot.exchanges.errors import (
     CLOCK,
     DUPLICATE,

@@ -7,8 +7,8 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 import httpx
-from marketbot.contracts import Exchange, RejectReason
 
+from marketbot.contracts import Exchange, RejectReason
 from marketbot.exchanges.bybit import constants as c
 from marketbot.exchanges.bybit.errors import error_for
 from marketbot.exchanges.errors import IpBannedError, OutcomeUnknown, RateLimited, Rejected
@@ -126,12 +126,16 @@ class BybitHttp(VenueHttp):
                     http_status=status,
                 ) from exc
             raise OutcomeUnknown(
-                f"unreadable response to {endpoint.name}", exchange=self.exchange, http_status=status
+                f"unreadable response to {endpoint.name}",
+                exchange=self.exchange,
+                http_status=status,
             ) from exc
         if code == 0:
             return payload.get("result")
         retry_after = self._reset_in_s(response) if code == 10006 else 1.0
-        raise error_for(code, str(payload.get("retMsg", "")), http_status=status, retry_after_s=retry_after)
+        raise error_for(
+            code, str(payload.get("retMsg", "")), http_status=status, retry_after_s=retry_after
+        )
 
     async def fetch_server_time_ms(self) -> int:
         result = await self.call(TIME_ENDPOINT)

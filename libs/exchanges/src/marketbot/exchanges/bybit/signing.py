@@ -7,7 +7,6 @@ import hmac
 import json
 
 from marketbot.contracts import Exchange
-
 from marketbot.exchanges.bybit.constants import SIGNABLE, WS_AUTH
 from marketbot.exchanges.policy import (
     EndpointRule,
@@ -19,7 +18,7 @@ from marketbot.exchanges.signer import SigningInput
 
 
 def pre_sign_string(api_key: str, request: SigningInput) -> str:
-    """GET: timestamp+key+recv_window+queryString; POST: ...+jsonBody; WS auth: GET/realtime+expires."""
+    """GET: ts+key+window+query; POST: ts+key+window+jsonBody; WS auth: GET/realtime+expires."""
     if request.path == WS_AUTH:
         return f"GET{WS_AUTH}{request.timestamp_ms}"
     payload = request.body if request.method == "POST" else request.query
@@ -67,7 +66,11 @@ def _check(request: SigningInput, endpoint: EndpointRule) -> None:
     else:
         if request.body:
             raise POLICY.refuse(f"a {request.method} carries no body")
-        keys = set(unique_keys(parse_params(request.query, exchange=Exchange.BYBIT), exchange=Exchange.BYBIT))
+        keys = set(
+            unique_keys(
+                parse_params(request.query, exchange=Exchange.BYBIT), exchange=Exchange.BYBIT
+            )
+        )
     unexpected = keys - endpoint.params
     if unexpected:
         raise POLICY.refuse(f"parameters not allowed on {request.path}: {sorted(unexpected)}")
