@@ -1,0 +1,3 @@
+from marketbot.sim.cli import main
+
+main()

@@ -1,0 +1,198 @@
+"""``SimAdmin``: the async client of the simulator's admin API (``/__admin/`` on every port)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import httpx
+
+
+class SimAdminError(Exception):
+    """The admin API refused a request."""
+
+
+class SimAdmin:
+    """Admin client for one simulator port (Bybit, Binance or market data)."""
+
+    def __init__(self, base_url: str, *, client: httpx.AsyncClient | None = None) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._client = client or httpx.AsyncClient(timeout=10.0)
+        self._owns_client = client is None
+
+    async def aclose(self) -> None:
+        if self._owns_client:
+            await self._client.aclose()
+
+    async def __aenter__(self) -> SimAdmin:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def _call(
+        self,
+        method: str,
+        route: str,
+        *,
+        json: dict[str, Any] | None = None,
+        params: dict[str, str] | None = None,
+    ) -> Any:
+        response = await self._client.request(
+            method, f"{self.base_url}/__admin/{route}", json=json, params=params
+        )
+        if response.status_code != 200:
+            raise SimAdminError(f"{method} {route}: {response.status_code} {response.text}")
+        return response.json()
+
+    async def health(self) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call("GET", "health")
+        return result
+
+    async def create_account(self, account_id: str | None = None) -> str:
+        result = await self._call("POST", "accounts", json={"account_id": account_id})
+        return str(result["account_id"])
+
+    async def create_api_key(
+        self,
+        account_id: str,
+        *,
+        read: bool = True,
+        trade: bool = True,
+        withdraw: bool = False,
+        ips: list[str] | None = None,
+        expires_at_ms: int | None = None,
+        api_key: str | None = None,
+        api_secret: str | None = None,
+    ) -> tuple[str, str]:
+        """A new key; ``api_key``/``api_secret`` pin them (e.g. the docs' test vectors)."""
+        result = await self._call(
+            "POST",
+            "keys",
+            json={
+                "account_id": account_id,
+                "read": read,
+                "trade": trade,
+                "withdraw": withdraw,
+                "ips": ips,
+                "expires_at_ms": expires_at_ms,
+                "api_key": api_key,
+                "api_secret": api_secret,
+            },
+        )
+        return str(result["api_key"]), str(result["api_secret"])
+
+    async def fund(self, account_id: str, asset: str, amount: Decimal) -> None:
+        await self._call(
+            "POST", "fund", json={"account_id": account_id, "asset": asset, "amount": str(amount)}
+        )
+
+    async def balances_detail(self, account_id: str) -> dict[str, dict[str, Decimal]]:
+        """Per asset ``{"free": ..., "locked": ...}``."""
+        result = await self._call("GET", "balances", params={"account_id": account_id})
+        return {
+            asset: {"free": Decimal(v["free"]), "locked": Decimal(v["locked"])}
+            for asset, v in result["balances"].items()
+        }
+
+    async def balances(self, account_id: str) -> dict[str, Decimal]:
+        """Total balance (free + locked) per asset."""
+        detail = await self.balances_detail(account_id)
+        return {asset: v["free"] + v["locked"] for asset, v in detail.items()}
+
+    async def set_price(self, symbol: str, price: Decimal) -> None:
+        await self._call("POST", "prices", json={"symbol": symbol, "price": str(price)})
+
+    async def step_prices(self, steps: int = 1) -> dict[str, Decimal]:
+        result = await self._call("POST", "prices/step", json={"steps": steps})
+        return {s: Decimal(p) for s, p in result["prices"].items()}
+
+    async def prices(self) -> dict[str, Decimal]:
+        result = await self._call("GET", "prices")
+        return {s: Decimal(p) for s, p in result["prices"].items()}
+
+    async def price(self, symbol: str) -> Decimal:
+        return (await self.prices())[symbol]
+
+    async def set_fault(
+        self,
+        kind: str,
+        *,
+        rate: float | None = None,
+        next_n: int | None = None,
+        latency_ms: int | None = None,
+        path: str | None = None,
+        status: int = 503,
+    ) -> None:
+        """kind: latency | http_5xx | drop | executed_5xx | executed_drop.
+
+        ``path`` matches exactly, or as a prefix when it ends with ``*``.
+        """
+        await self._call(
+            "POST",
+            "faults",
+            json={
+                "kind": kind,
+                "rate": rate,
+                "next_n": next_n,
+                "latency_ms": latency_ms,
+                "path": path,
+                "status": status,
+            },
+        )
+
+    async def clear_faults(self) -> None:
+        await self._call("DELETE", "faults")
+
+    async def set_limits(
+        self, enabled: bool, *, ban_seconds: int | None = None, **overrides: Any
+    ) -> dict[str, Any]:
+        """Switch rate limits; ``ban_seconds`` shortens the IP ban (Bybit 403, Binance 418 base).
+
+        Other overrides: Bybit ``ip_limit``, ``uid_limits``; Binance ``weight_limit``,
+        ``orders_10s``, ``orders_1d``. Counters and bans are cleared.
+        """
+        result: dict[str, Any] = await self._call(
+            "POST", "limits", json={"enabled": enabled, "ban_seconds": ban_seconds, **overrides}
+        )
+        return result
+
+    async def set_clock_offset(self, offset_ms: int) -> None:
+        """Shift the exchange's server time (both venues share one clock)."""
+        await self._call("POST", "clock", json={"offset_ms": offset_ms})
+
+    async def orders(self, account_id: str | None = None) -> list[dict[str, Any]]:
+        params = {"account_id": account_id} if account_id is not None else None
+        result = await self._call("GET", "orders", params=params)
+        orders: list[dict[str, Any]] = result["orders"]
+        return orders
+
+    async def set_market_data(
+        self,
+        *,
+        fear_greed: int | None = None,
+        classification: str | None = None,
+        btc_dominance: float | None = None,
+        eth_dominance: float | None = None,
+        market_cap_change_24h: float | None = None,
+        changes_24h: dict[str, float] | None = None,
+        all_changes_24h: float | None = None,
+    ) -> dict[str, Any]:
+        """Market-data port only. ``changes_24h`` maps a CoinGecko id or symbol to a % change."""
+        result: dict[str, Any] = await self._call(
+            "POST",
+            "market-data",
+            json={
+                "fear_greed": fear_greed,
+                "classification": classification,
+                "btc_dominance": btc_dominance,
+                "eth_dominance": eth_dominance,
+                "market_cap_change_24h": market_cap_change_24h,
+                "changes_24h": changes_24h,
+                "all_changes_24h": all_changes_24h,
+            },
+        )
+        return result
+
+    async def reset(self, *, prices: bool = True) -> None:
+        await self._call("POST", "reset", json={"prices": prices})
