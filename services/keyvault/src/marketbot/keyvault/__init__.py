@@ -1,0 +1,1 @@
+"""marketbot.keyvault: the only holder of users exchange API secrets."""

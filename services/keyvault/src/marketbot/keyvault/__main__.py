@@ -1,0 +1,3 @@
+from marketbot.keyvault.cli import main
+
+raise SystemExit(main())

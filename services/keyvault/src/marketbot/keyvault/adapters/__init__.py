@@ -1,0 +1,1 @@
+"""The outside world: PostgreSQL repository, venues, audit writer."""

@@ -1,0 +1,34 @@
+"""One venue client per exchange, created on first use and shared by every verification."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Protocol
+
+from marketbot.contracts import Exchange
+from marketbot.exchanges.factory import create_venue
+from marketbot.exchanges.venue import Venue
+from marketbot.runtime.clock import Clock
+
+
+class VenueProvider(Protocol):
+    def venue(self, exchange: Exchange) -> Venue: ...
+
+
+class VenuePool:
+    def __init__(self, urls: Mapping[Exchange, str], clock: Clock) -> None:
+        self._urls = dict(urls)
+        self._clock = clock
+        self._venues: dict[Exchange, Venue] = {}
+
+    def venue(self, exchange: Exchange) -> Venue:
+        venue = self._venues.get(exchange)
+        if venue is None:
+            venue = create_venue(exchange, self._urls.get(exchange, "mainnet"), clock=self._clock)
+            self._venues[exchange] = venue
+        return venue
+
+    async def aclose(self) -> None:
+        for venue in self._venues.values():
+            await venue.aclose()
+        self._venues.clear()

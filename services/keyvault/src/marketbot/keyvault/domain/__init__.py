@@ -1,0 +1,1 @@
+"""Pure logic of the vault: envelope encryption, masking, formats, policies."""
