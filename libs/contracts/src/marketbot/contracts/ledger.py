@@ -111,6 +111,12 @@ class StatementReply(Reply):
     lines: tuple[StatementLine, ...] = ()
     total_realized_pnl: Money = Decimal("0")
     total_commissions: Money = Decimal("0")
+    total_volume: Money = Decimal("0")
+    total_operations: int = 0
+    total_affiliate_commissions: Money = Field(
+        default=Decimal("0"),
+        description="earned as a referrer (user statement) or paid to referrers (platform)",
+    )
 
 
 class CommissionEntry(Message):
@@ -147,5 +153,6 @@ class SignalTraceQuery(Request):
 
 class SignalTrace(Reply):
     signal_id: uuid.UUID | None = None
+    signal: dict[str, object] | None = None
     decision: dict[str, object] | None = None
     operations: tuple[Operation, ...] = ()

@@ -58,11 +58,20 @@ class MarketContext(Message):
         default=None, description="share of the top 100 up in 24 h, 0..1"
     )
     top100_median_change: Money | None = Field(default=None, description="median 24 h % change")
+    btc_change_24h: Money | None = Field(
+        default=None, description="BTC's own 24 h % change (CoinGecko markets, bitcoin row)"
+    )
+    market_cap_change_24h: Money | None = Field(
+        default=None, description="total market cap 24 h % change (CoinGecko global)"
+    )
     ticker_price: Money | None = None
     ticker_exchange: Exchange | None = None
     ticker_change_24h: Money | None = None
     stale: tuple[str, ...] = ()
     missing: tuple[str, ...] = ()
+    errors: tuple[str, ...] = Field(
+        default=(), description="why each missing or stale input could not be fetched fresh"
+    )
 
 
 class DecisionMade(Event):
@@ -81,6 +90,13 @@ class DecisionMade(Event):
     take_profit_percent: Percent | None = None
     exchange: Exchange | None = None
     decided_at: AwareDatetime
+    signal_price: Money | None = Field(default=None, description="the alert's price, if any")
+    signal_time: AwareDatetime | None = Field(
+        default=None, description="alert time (else receipt time) the signal's age is taken from"
+    )
+    policy_id: str | None = Field(
+        default=None, max_length=64, description="fingerprint of the policy settings used"
+    )
 
     def subject(self) -> str:
         return "decisions.made"

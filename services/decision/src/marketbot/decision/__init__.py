@@ -1,0 +1,1 @@
+"""marketbot.decision: market context, an explainable decision, plan-priority fan-out."""

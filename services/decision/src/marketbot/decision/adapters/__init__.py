@@ -1,0 +1,1 @@
+"""The outside world: market-data providers, the eligibility repository, the publisher."""

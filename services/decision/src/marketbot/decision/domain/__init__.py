@@ -1,0 +1,1 @@
+"""Pure logic: the decision policy, eligibility rules, the plan table."""
