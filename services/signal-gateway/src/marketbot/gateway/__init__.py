@@ -1,0 +1,1 @@
+"""marketbot.gateway: the public HTTP edge (TradingView webhooks, user/admin API, push)."""

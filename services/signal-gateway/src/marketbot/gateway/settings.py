@@ -1,0 +1,66 @@
+"""Gateway settings, from ``MARKETBOT_GATEWAY_*`` environment variables (plus the shared ones)."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from pydantic import Field, SecretStr, field_validator
+
+from marketbot.gateway.domain.errors import ClientError
+from marketbot.gateway.domain.network import TRADINGVIEW_IPS
+from marketbot.gateway.domain.sources import check_source_name
+from marketbot.runtime.settings import ServiceSettings, service_config
+
+
+class GatewaySettings(ServiceSettings):
+    model_config = service_config("MARKETBOT_GATEWAY_")
+
+    service_name: str = "signal-gateway"
+    http_port: int = Field(default=8080, ge=0, le=65535, description="0 picks a free port")
+    admin_token: SecretStr | None = Field(
+        default=None, description="bearer token of the admin API; hashed at start"
+    )
+    webhook_sources: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description='sources and their tokens, JSON: {"tradingview": "<token>"}; more can be '
+        "created with POST /admin/sources",
+    )
+    ip_allowlist_enabled: bool = False
+    ip_allowlist: tuple[str, ...] = TRADINGVIEW_IPS
+    trusted_proxies: tuple[str, ...] = Field(
+        default=(), description="addresses/CIDRs whose X-Forwarded-For is believed"
+    )
+    max_body_bytes: int = Field(default=4096, ge=64, le=1_048_576)
+    max_alert_age_seconds: float = Field(
+        default=120.0, gt=0, le=600, description="<= the 10-minute JetStream duplicate window"
+    )
+    max_clock_skew_seconds: float = Field(default=30.0, ge=0)
+    untimed_dedup_seconds: int = Field(
+        default=60, ge=1, le=600, description="de-duplication window for alerts without a time"
+    )
+    rate_limit_per_second: float = Field(default=10.0, ge=0)
+    rate_limit_burst: int = Field(default=20, ge=1)
+    request_timeout_seconds: float = Field(default=5.0, gt=0, description="vault/ledger replies")
+    ws_queue_size: int = Field(default=1000, ge=1)
+    ws_ring_size: int = Field(default=256, ge=1, description="recent events kept per user")
+    ws_all_ring_size: int = Field(default=4096, ge=1, description="recent events kept for admins")
+    ws_replay_limit: int = Field(default=10_000, ge=1, description="max events replayed by seq")
+
+    @field_validator("ip_allowlist", "trusted_proxies")
+    @classmethod
+    def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for entry in value:
+            ipaddress.ip_network(entry.strip(), strict=False)
+        return value
+
+    @field_validator("webhook_sources")
+    @classmethod
+    def _source_names(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        for name, token in value.items():
+            try:
+                check_source_name(name)
+            except ClientError as exc:
+                raise ValueError(f"source {name!r}: {exc.message}") from exc
+            if len(token.get_secret_value()) < 16:
+                raise ValueError(f"the token of source {name!r} must be at least 16 characters")
+        return value
