@@ -12,6 +12,7 @@ The venue subclasses supply the wire format (``encode``/``attach``), the meterin
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 from abc import ABC, abstractmethod
@@ -79,8 +80,8 @@ class HttpSettings:
     recv_window_ms: int = 5000
     connect_timeout_s: float = 5.0
     read_timeout_s: float = 10.0
-    max_connections: int = 100
-    max_keepalive_connections: int = 50
+    max_connections: int = 20
+    max_keepalive_connections: int = 20
     keepalive_expiry_s: float = 30.0
     clock_refresh_s: float = 300.0
     clock_safety_ms: int = 200
@@ -88,7 +89,12 @@ class HttpSettings:
     breaker_failure_threshold: int = 5
     breaker_reset_timeout_s: float = 10.0
     rate_limit_safety: float = 0.9
+    rate_limit_scale: float = 1.0
+    """Multiplies every documented limit; only for simulators run with their limits off."""
     max_rate_limit_wait_s: float = 30.0
+    ban_fallback_s: float | None = None
+    """Ban length when the exchange names none (Bybit 403; 418 without Retry-After);
+    ``None`` keeps the venue's documented default."""
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
 
@@ -122,7 +128,9 @@ class VenueHttp(ABC):
             ),
             headers={"User-Agent": "marketbot-exchanges/0.1"},
         )
-        self.limiter = RateLimiter(self.exchange, clock, max_wait_s=s.max_rate_limit_wait_s)
+        self.limiter = RateLimiter(
+            self.exchange, clock, max_wait_s=s.max_rate_limit_wait_s, scale=s.rate_limit_scale
+        )
         self.breaker = CircuitBreaker(
             self.exchange,
             clock,
@@ -136,6 +144,9 @@ class VenueHttp(ABC):
             refresh_s=s.clock_refresh_s,
             safety_ms=s.clock_safety_ms,
         )
+        # Waiting here is far cheaper than in httpx's pool queue, and nothing queues there.
+        self._slots = asyncio.Semaphore(s.max_connections)
+        self._resign_s = s.resign_after_wait_ms / 1000
         self._latency = metrics.REQUEST_LATENCY
         self._exchange_label = self.exchange.value
 
@@ -217,26 +228,38 @@ class VenueHttp(ABC):
         """One attempt: meter, sign, send, decode. Raises typed errors only."""
         self.limiter.check_ban()
         api_key: str | None = None
+        signed_at = 0.0
         if endpoint.signed:
             if signer is None:
                 raise TypeError(f"{endpoint.name} is signed: pass the user's Signer")
-            wire, api_key = await self._signed_wire(endpoint, params, signer)
+            await self.time.ensure_fresh()
+            wire, api_key, signed_at = await self._sign(endpoint, params, signer)
+            tokens = await self.limiter.acquire(
+                self.key_costs(endpoint, api_key) + self.ip_costs(endpoint, params)
+            )
         else:
             wire = self.encode(endpoint, params, None)
-            await self.limiter.acquire(self.ip_costs(endpoint, params))
-        self.breaker.before_request()
+            tokens = await self.limiter.acquire(self.ip_costs(endpoint, params))
         started = time.perf_counter()
         try:
-            response = await self.client.request(
-                wire.method, wire.target(), headers=wire.headers, content=wire.body or None
-            )
+            async with self._slots:
+                if signer is not None and self.clock.monotonic() - signed_at > self._resign_s:
+                    # the signed timestamp aged while waiting for budget or a connection
+                    wire, api_key, signed_at = await self._sign(endpoint, params, signer)
+                self.breaker.before_request()
+                response = await self.client.request(
+                    wire.method, wire.target(), headers=wire.headers, content=wire.body or None
+                )
         except httpx.HTTPError as exc:
-            self.breaker.record_failure()
+            tokens.settle()
+            if not isinstance(exc, httpx.PoolTimeout):
+                self.breaker.record_failure()
             self._observe_latency(endpoint, "transport_error", started)
             message = f"{type(exc).__name__} on {endpoint.name}: {exc}"
             if isinstance(exc, _NOT_SENT):
                 raise Retryable(message, exchange=self.exchange) from exc
             raise OutcomeUnknown(message, exchange=self.exchange) from exc
+        tokens.settle()
         if response.status_code >= 500:
             self.breaker.record_failure()
         elif response.status_code < 400:
@@ -252,36 +275,25 @@ class VenueHttp(ABC):
         self._observe_latency(endpoint, "ok", started)
         return data
 
-    async def _signed_wire(
+    async def _sign(
         self, endpoint: Endpoint, params: Params, signer: Signer
-    ) -> tuple[Wire, str]:
-        await self.time.ensure_fresh()
-        ip_costs = self.ip_costs(endpoint, params)
-        resign_after_s = self.settings.resign_after_wait_ms / 1000
-        waited_total = 0.0
-        while True:
-            timestamp_ms = self.time.now_ms()
-            wire = self.encode(endpoint, params, timestamp_ms)
-            signature = await signer.sign(
-                SigningInput(
-                    exchange=self.exchange,
-                    method=wire.method,
-                    path=wire.path,
-                    query=wire.query,
-                    body=wire.body,
-                    timestamp_ms=timestamp_ms,
-                    recv_window_ms=self.settings.recv_window_ms,
-                )
+    ) -> tuple[Wire, str, float]:
+        """Encode with a fresh timestamp and obtain the signature: (wire, api key, when)."""
+        timestamp_ms = self.time.now_ms()
+        wire = self.encode(endpoint, params, timestamp_ms)
+        signature = await signer.sign(
+            SigningInput(
+                exchange=self.exchange,
+                method=wire.method,
+                path=wire.path,
+                query=wire.query,
+                body=wire.body,
+                timestamp_ms=timestamp_ms,
+                recv_window_ms=self.settings.recv_window_ms,
             )
-            if waited_total == 0.0:
-                waited = await self.limiter.acquire(
-                    self.key_costs(endpoint, signature.api_key) + ip_costs
-                )
-                waited_total += waited
-                if waited > resign_after_s:
-                    continue  # the signed timestamp aged while waiting: sign afresh
-            self.attach(wire, timestamp_ms, signature)
-            return wire, signature.api_key
+        )
+        self.attach(wire, timestamp_ms, signature)
+        return wire, signature.api_key, self.clock.monotonic()
 
     def _observe_latency(self, endpoint: Endpoint, outcome: str, started: float) -> None:
         self._latency.labels(self._exchange_label, endpoint.path, outcome).observe(

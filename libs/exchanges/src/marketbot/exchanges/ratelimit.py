@@ -13,6 +13,7 @@ import asyncio
 import math
 from collections import deque
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from marketbot.contracts import Exchange
 from marketbot.exchanges import metrics
@@ -37,7 +38,7 @@ class WindowBucket:
         self.window_s = window_s
         self.budget = max(1.0, math.floor(limit * safety))
         self._clock = clock
-        self._spent: deque[tuple[float, float]] = deque()
+        self._spent: deque[list[float]] = deque()
         self._used = 0.0
         self._blocked_until = 0.0
         self.lock = asyncio.Lock()
@@ -66,16 +67,29 @@ class WindowBucket:
             return wait
         excess = self._used + cost - self.budget
         freed = 0.0
+        latest = 0.0
         for at, amount in self._spent:
             freed += amount
+            latest = max(latest, at)
             if freed >= excess:
-                return max(wait, at + self.window_s - now)
+                return max(wait, latest + self.window_s - now)
         return max(wait, self.window_s)
 
-    def spend(self, cost: float) -> None:
-        now = self._clock.monotonic()
-        self._spent.append((now, cost))
+    def spend(self, cost: float) -> list[float]:
+        """Spend now; returns the token, to be ``settle``-d when the request completes."""
+        token = [self._clock.monotonic(), cost]
+        self._spent.append(token)
         self._used += cost
+        return token
+
+    def settle(self, token: list[float]) -> None:
+        """The request behind ``token`` completed: its window starts now.
+
+        The exchange counts a request when it arrives, which can be later than when its
+        token was spent (queued for a connection, slow network); restarting the window at
+        completion keeps the exchange's view of any window within our budget.
+        """
+        token[0] = max(token[0], self._clock.monotonic())
 
     def observe_used(self, used_by_exchange: float) -> None:
         """Merge the exchange's own count: spend the difference we did not see ourselves."""
@@ -83,7 +97,7 @@ class WindowBucket:
         self._expire(now)
         missing = used_by_exchange - self._used
         if missing > 0:
-            self._spent.append((now, missing))
+            self._spent.append([now, missing])
             self._used += missing
 
     def block_for(self, seconds: float) -> None:
@@ -91,11 +105,26 @@ class WindowBucket:
         self._blocked_until = max(self._blocked_until, now + max(0.0, seconds))
 
 
+@dataclass(slots=True)
+class Tokens:
+    """What one ``acquire`` spent; ``settle()`` when the request has completed."""
+
+    waited_s: float
+    spent: list[tuple[WindowBucket, list[float]]]
+
+    def settle(self) -> None:
+        for bucket, token in self.spent:
+            bucket.settle(token)
+
+
 class RateLimiter:
     """All buckets of one exchange in this process, plus its ban state."""
 
-    def __init__(self, exchange: Exchange, clock: Clock, *, max_wait_s: float = 30.0) -> None:
+    def __init__(
+        self, exchange: Exchange, clock: Clock, *, max_wait_s: float = 30.0, scale: float = 1.0
+    ) -> None:
         self.exchange = exchange
+        self.scale = scale
         self._clock = clock
         self._buckets: dict[tuple[str, ...], WindowBucket] = {}
         self._banned_until = 0.0
@@ -104,6 +133,7 @@ class RateLimiter:
     def bucket(
         self, key: tuple[str, ...], limit: float, window_s: float, *, safety: float = 0.9
     ) -> WindowBucket:
+        limit = limit * self.scale
         bucket = self._buckets.get(key)
         if bucket is None or bucket.limit != limit or bucket.window_s != window_s:
             bucket = WindowBucket("/".join(key), limit, window_s, self._clock, safety=safety)
@@ -136,7 +166,7 @@ class RateLimiter:
             )
 
     # acquiring ----------------------------------------------------------------------
-    async def acquire(self, costs: Iterable[tuple[WindowBucket, float]]) -> float:
+    async def acquire(self, costs: Iterable[tuple[WindowBucket, float]]) -> Tokens:
         """Wait until each bucket in turn has room and spend it; returns the seconds waited.
 
         Buckets are taken in the order given (per-key first, then per-IP), each under its
@@ -144,20 +174,21 @@ class RateLimiter:
         Raises ``RateLimited`` instead of waiting longer than ``max_wait_s``.
         """
         waited = 0.0
+        spent: list[tuple[WindowBucket, list[float]]] = []
         for bucket, cost in costs:
             self.check_ban()
             if bucket.delay_for(cost) > 0 or bucket.lock.locked():
                 async with bucket.lock:
                     waited += await self._wait(bucket, cost, waited)
-                    bucket.spend(cost)
+                    spent.append((bucket, bucket.spend(cost)))
             else:
-                bucket.spend(cost)
+                spent.append((bucket, bucket.spend(cost)))
             metrics.RATE_LIMIT_HEADROOM.labels(self.exchange.value, bucket.name).set(
                 bucket.headroom()
             )
         if waited:
             metrics.RATE_LIMIT_WAIT.labels(self.exchange.value).inc(waited)
-        return waited
+        return Tokens(waited, spent)
 
     async def _wait(self, bucket: WindowBucket, cost: float, already: float) -> float:
         waited = 0.0

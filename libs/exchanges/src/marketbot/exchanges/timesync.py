@@ -35,6 +35,7 @@ class ServerClock:
         self.offset_ms = 0
         self.round_trip_ms = 0
         self._measured_at: float | None = None
+        self._generation = 0
         self._lock = asyncio.Lock()
 
     @property
@@ -56,17 +57,18 @@ class ServerClock:
 
     async def measure(self, *, only_if_stale: bool = False) -> int:
         """Measure now (concurrent callers share one measurement); returns the offset."""
-        started = self._clock.monotonic()
+        generation = self._generation
         async with self._lock:
             if only_if_stale and not self.is_stale():
                 return self.offset_ms
-            if self._measured_at is not None and self._measured_at >= started:
-                return self.offset_ms
+            if self._generation != generation:
+                return self.offset_ms  # measured by a concurrent caller meanwhile
             sent = epoch_ms(self._clock.now())
             server_ms = await self._fetch()
             received = epoch_ms(self._clock.now())
             self.round_trip_ms = received - sent
             self.offset_ms = server_ms - (sent + received) // 2
             self._measured_at = self._clock.monotonic()
+            self._generation += 1
             metrics.CLOCK_OFFSET.labels(self.exchange.value).set(self.offset_ms)
             return self.offset_ms

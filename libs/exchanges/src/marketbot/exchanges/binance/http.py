@@ -130,7 +130,7 @@ class BinanceHttp(VenueHttp):
     def decode(self, endpoint: Endpoint, response: httpx.Response) -> Any:
         status = response.status_code
         if status == 418:
-            ban = self._retry_after(response, c.DEFAULT_BAN_S)
+            ban = self._retry_after(response, self.settings.ban_fallback_s or c.DEFAULT_BAN_S)
             self.limiter.ban(ban)
             raise IpBannedError(
                 f"HTTP 418: IP auto-banned for {ban:.0f}s; all traffic stopped",

@@ -13,6 +13,7 @@ from marketbot.exchanges.bybit import constants as c
 from marketbot.exchanges.bybit.errors import error_for
 from marketbot.exchanges.errors import IpBannedError, OutcomeUnknown, RateLimited, Rejected
 from marketbot.exchanges.http import Costs, Endpoint, Params, VenueHttp, Wire
+from marketbot.exchanges.ratelimit import WindowBucket
 from marketbot.exchanges.signer import Signature
 
 TIME_ENDPOINT = Endpoint("GET", c.TIME)
@@ -27,6 +28,8 @@ class BybitHttp(VenueHttp):
             ("ip",), c.IP_LIMIT, c.IP_WINDOW_S, safety=self.settings.rate_limit_safety
         )
         self._recv_window = str(self.settings.recv_window_ms)
+        # Per-endpoint per-UID limits: documented defaults, replaced by what X-Bapi-Limit says.
+        self._key_limits: dict[str, int] = dict(c.KEY_LIMITS_PER_S)
 
     def encode(self, endpoint: Endpoint, params: Params, timestamp_ms: int | None) -> Wire:
         if endpoint.method == "POST":
@@ -46,13 +49,15 @@ class BybitHttp(VenueHttp):
         return [(self._ip, 1.0)]
 
     def key_costs(self, endpoint: Endpoint, api_key: str) -> Costs:
-        limit = c.KEY_LIMITS_PER_S.get(endpoint.path)
+        limit = self._key_limits.get(endpoint.path)
         if limit is None:
             return []
-        bucket = self.limiter.bucket(
-            ("key", api_key, endpoint.path), limit, 1.0, safety=self.settings.rate_limit_safety
+        return [(self._key_bucket(api_key, endpoint.path, limit), 1.0)]
+
+    def _key_bucket(self, api_key: str, path: str, limit: int) -> WindowBucket:
+        return self.limiter.bucket(
+            ("key", api_key, path), limit, 1.0, safety=self.settings.rate_limit_safety
         )
-        return [(bucket, 1.0)]
 
     def observe(self, endpoint: Endpoint, response: httpx.Response, api_key: str | None) -> None:
         if api_key is None:
@@ -69,9 +74,8 @@ class BybitHttp(VenueHttp):
             return
         if limit <= 0:
             return
-        bucket = self.limiter.bucket(
-            ("key", api_key, endpoint.path), limit, 1.0, safety=self.settings.rate_limit_safety
-        )
+        self._key_limits[endpoint.path] = limit
+        bucket = self._key_bucket(api_key, endpoint.path, limit)
         bucket.observe_used(limit - remaining)
         if remaining <= 0:
             bucket.block_for(self._reset_in_s(response))
@@ -89,10 +93,11 @@ class BybitHttp(VenueHttp):
     def decode(self, endpoint: Endpoint, response: httpx.Response) -> Any:
         status = response.status_code
         if status == 403:
-            self.limiter.ban(c.IP_BAN_S)
+            ban = self.settings.ban_fallback_s or c.IP_BAN_S
+            self.limiter.ban(ban)
             raise IpBannedError(
                 "HTTP 403: IP rate limit breached (access too frequent); all traffic stopped",
-                retry_after_s=c.IP_BAN_S,
+                retry_after_s=ban,
                 exchange=self.exchange,
                 http_status=status,
             )

@@ -1,0 +1,258 @@
+"""Bybit V5 as a ``Venue``: spot orders with attached TP/SL, UNIFIED wallet, linear positions."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from marketbot.contracts import KeyPermissions, RejectReason
+from marketbot.exchanges.base import BaseVenue
+from marketbot.exchanges.bybit import constants as c
+from marketbot.exchanges.bybit import endpoints as ep
+from marketbot.exchanges.bybit.http import BybitHttp
+from marketbot.exchanges.errors import Rejected
+from marketbot.exchanges.numbers import format_decimal, round_down_to_step, round_to_step
+from marketbot.exchanges.signer import Signer
+from marketbot.exchanges.venue import (
+    AccountInfo,
+    Balance,
+    InstrumentFilters,
+    Kline,
+    KlineInterval,
+    OrderRequest,
+    OrderState,
+    OrderStatus,
+    OrderType,
+    Position,
+    Ticker,
+)
+from marketbot.runtime.clock import epoch_ms
+
+SPOT = "spot"
+
+
+class BybitVenue(BaseVenue):
+    http: BybitHttp
+
+    def __init__(self, http: BybitHttp, **kwargs: Any) -> None:
+        super().__init__(http, **kwargs)
+
+    async def _ping(self) -> None:
+        await self.http.call(ep.SERVER_TIME)
+
+    # ---- market data ------------------------------------------------------------------
+    async def _all_tickers(self) -> list[Ticker]:
+        result = await self.http.call(ep.TICKERS, {"category": SPOT})
+        return [ep.parse_ticker(item) for item in result.get("list", [])]
+
+    async def _one_ticker(self, symbol: str) -> Ticker:
+        result = await self.http.call(ep.TICKERS, {"category": SPOT, "symbol": symbol})
+        items = result.get("list", [])
+        if not items:
+            raise Rejected(
+                f"unknown symbol {symbol}", reason=RejectReason.EXCHANGE, exchange=self.exchange
+            )
+        return ep.parse_ticker(items[0])
+
+    async def ticker(self, symbol: str) -> Ticker:
+        return await self.cached(("ticker", symbol), lambda: self._one_ticker(symbol))
+
+    async def tickers(self, symbols: Sequence[str] | None = None) -> list[Ticker]:
+        everything = await self.cached(("tickers",), self._all_tickers)
+        if symbols is None:
+            return everything
+        wanted = set(symbols)
+        return [t for t in everything if t.symbol in wanted]
+
+    async def klines(
+        self,
+        symbol: str,
+        interval: KlineInterval,
+        *,
+        limit: int = 200,
+        start: datetime | None = None,
+        end: datetime | None = None,
+    ) -> list[Kline]:
+        params = {
+            "category": SPOT,
+            "symbol": symbol,
+            "interval": c.KLINE_INTERVALS[interval.value],
+            "limit": str(limit),
+        }
+        if start is not None:
+            params["start"] = str(epoch_ms(start))
+        if end is not None:
+            params["end"] = str(epoch_ms(end))
+
+        async def load() -> list[Kline]:
+            return ep.parse_klines(await self.http.call(ep.KLINE, params))
+
+        return await self.cached(("klines", tuple(params.items())), load)
+
+    async def instrument(self, symbol: str) -> InstrumentFilters:
+        async def load() -> InstrumentFilters:
+            result = await self.http.call(ep.INSTRUMENTS, {"category": SPOT, "symbol": symbol})
+            items = result.get("list", [])
+            if not items:
+                raise Rejected(
+                    f"unknown symbol {symbol}", reason=RejectReason.EXCHANGE, exchange=self.exchange
+                )
+            return ep.parse_instrument(items[0])
+
+        return await self.cached(("instrument", symbol), load, ttl_s=self.instrument_ttl_s)
+
+    # ---- account --------------------------------------------------------------------
+    async def account_info(self, signer: Signer) -> AccountInfo:
+        return ep.parse_account_info(await self.http.call(ep.ACCOUNT_INFO, {}, signer))
+
+    async def balances(self, signer: Signer) -> list[Balance]:
+        result = await self.http.call(ep.WALLET_BALANCE, {"accountType": "UNIFIED"}, signer)
+        return ep.parse_balances(result)
+
+    async def key_permissions(self, signer: Signer) -> KeyPermissions:
+        return ep.parse_key_permissions(await self.http.call(ep.QUERY_API, {}, signer))
+
+    # ---- orders ---------------------------------------------------------------------
+    def order_params(self, order: OrderRequest, filters: InstrumentFilters) -> dict[str, str]:
+        """The create body. A spot market order always names its ``marketUnit`` explicitly:
+        Bybit reads a market Buy's ``qty`` in the QUOTE coin unless ``marketUnit=baseCoin``."""
+        params = {
+            "category": SPOT,
+            "symbol": order.symbol,
+            "side": ep.SIDE_NAMES[order.side],
+            "orderType": "Market" if order.order_type is OrderType.MARKET else "Limit",
+        }
+        if order.quote_quantity is not None:
+            step = filters.quote_step or filters.tick_size
+            amount = round_down_to_step(order.quote_quantity, step)
+            params["qty"] = format_decimal(amount, step)
+            params["marketUnit"] = "quoteCoin"
+        else:
+            assert order.quantity is not None
+            amount = round_down_to_step(order.quantity, filters.qty_step)
+            params["qty"] = format_decimal(amount, filters.qty_step)
+            if order.order_type is OrderType.MARKET:
+                params["marketUnit"] = "baseCoin"
+        if amount <= 0:
+            raise Rejected(
+                f"quantity {order.quantity or order.quote_quantity} rounds to zero at the "
+                f"step of {order.symbol}",
+                reason=RejectReason.FILTER,
+                exchange=self.exchange,
+            )
+        if order.order_type is OrderType.LIMIT:
+            assert order.price is not None
+            params["price"] = self._price(order.price, filters)
+            params["timeInForce"] = "GTC"
+        params["orderLinkId"] = order.client_order_id
+        if order.take_profit_price is not None:
+            params["takeProfit"] = self._price(order.take_profit_price, filters)
+            params["tpOrderType"] = "Market"
+        if order.stop_loss_price is not None:
+            params["stopLoss"] = self._price(order.stop_loss_price, filters)
+            params["slOrderType"] = "Market"
+        return params
+
+    @staticmethod
+    def _price(price: Decimal, filters: InstrumentFilters) -> str:
+        return format_decimal(round_to_step(price, filters.tick_size), filters.tick_size)
+
+    async def _submit(
+        self, signer: Signer, order: OrderRequest, filters: InstrumentFilters
+    ) -> OrderState:
+        ack = await self.http.call(ep.ORDER_CREATE, self.order_params(order, filters), signer)
+        # The create response is only an acknowledgement: read the order itself.
+        for _ in range(3):
+            state = await self.get_order(
+                signer, order.symbol, client_order_id=order.client_order_id
+            )
+            if state is not None:
+                return state
+            await self.clock.sleep(self.resolve_poll_s)
+        return OrderState(
+            exchange_order_id=str(ack.get("orderId", "")),
+            client_order_id=str(ack.get("orderLinkId", order.client_order_id)),
+            symbol=order.symbol,
+            side=order.side,
+            order_type=order.order_type.value,
+            status=OrderStatus.NEW,
+            quantity=order.quantity or Decimal(0),
+            quote_quantity=order.quote_quantity,
+            filled_quantity=Decimal(0),
+            price=order.price,
+        )
+
+    @staticmethod
+    def _id_params(exchange_order_id: str | None, client_order_id: str | None) -> dict[str, str]:
+        if exchange_order_id:
+            return {"orderId": exchange_order_id}
+        if client_order_id:
+            return {"orderLinkId": client_order_id}
+        raise ValueError("pass exchange_order_id or client_order_id")
+
+    async def get_order(
+        self,
+        signer: Signer,
+        symbol: str,
+        *,
+        exchange_order_id: str | None = None,
+        client_order_id: str | None = None,
+    ) -> OrderState | None:
+        params = {"category": SPOT, "symbol": symbol}
+        params.update(self._id_params(exchange_order_id, client_order_id))
+        for endpoint in (ep.ORDER_REALTIME, ep.ORDER_HISTORY):
+            result = await self.http.call(endpoint, params, signer)
+            items = result.get("list", []) if result else []
+            if items:
+                return ep.parse_order(items[0])
+        return None
+
+    async def cancel_order(
+        self,
+        signer: Signer,
+        symbol: str,
+        *,
+        exchange_order_id: str | None = None,
+        client_order_id: str | None = None,
+    ) -> OrderState:
+        params = {"category": SPOT, "symbol": symbol}
+        params.update(self._id_params(exchange_order_id, client_order_id))
+        ack = await self.http.call(ep.ORDER_CANCEL, params, signer)
+        state = await self.get_order(
+            signer,
+            symbol,
+            exchange_order_id=str(ack.get("orderId") or "") or exchange_order_id,
+            client_order_id=client_order_id,
+        )
+        if state is None:
+            raise Rejected(
+                f"cancelled order {exchange_order_id or client_order_id} not found",
+                reason=RejectReason.EXCHANGE,
+                exchange=self.exchange,
+            )
+        return state
+
+    async def open_orders(self, signer: Signer, symbol: str | None = None) -> list[OrderState]:
+        params = {"category": SPOT, "openOnly": "0", "limit": "50"}
+        if symbol:
+            params["symbol"] = symbol
+        result = await self.http.call(ep.ORDER_REALTIME, params, signer)
+        return [ep.parse_order(item) for item in result.get("list", [])]
+
+    async def order_history(
+        self, signer: Signer, symbol: str, *, limit: int = 50
+    ) -> list[OrderState]:
+        params = {"category": SPOT, "symbol": symbol, "limit": str(min(50, max(1, limit)))}
+        result = await self.http.call(ep.ORDER_HISTORY, params, signer)
+        return [ep.parse_order(item) for item in result.get("list", [])]
+
+    async def positions(self, signer: Signer, symbol: str | None = None) -> list[Position]:
+        params = {"category": "linear"}
+        if symbol:
+            params["symbol"] = symbol
+        else:
+            params["settleCoin"] = "USDT"
+        result = await self.http.call(ep.POSITION_LIST, params, signer)
+        return [ep.parse_position(item) for item in result.get("list", [])]

@@ -1,0 +1,183 @@
+"""Rate limiter, circuit breaker, cache and server clock, on a manual clock."""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+
+import httpx
+import pytest
+
+from marketbot.contracts import Exchange
+from marketbot.exchanges.breaker import BreakerState, CircuitBreaker
+from marketbot.exchanges.cache import TTLCache
+from marketbot.exchanges.errors import CircuitOpenError, IpBannedError, OutcomeUnknown, RateLimited
+from marketbot.exchanges.http import HttpSettings
+from marketbot.exchanges.numbers import format_decimal, round_down_to_step
+from marketbot.exchanges.ratelimit import RateLimiter, WindowBucket
+from marketbot.exchanges.retry import RetryPolicy
+from marketbot.exchanges.timesync import ServerClock
+from marketbot.runtime.clock import ManualClock
+
+from .fakes import bybit_ok, fail_with, make_venue, respond
+
+
+async def test_window_bucket_never_exceeds_the_limit_in_any_window() -> None:
+    clock = ManualClock()
+    limiter = RateLimiter(Exchange.BYBIT, clock, max_wait_s=60)
+    bucket = limiter.bucket(("ip",), 600, 5.0)
+    sent: list[float] = []
+    for _ in range(1000):
+        await limiter.acquire([(bucket, 1.0)])
+        sent.append(clock.monotonic())
+    # slide a 5 s window over every send time: never more than 90 % of 600
+    for i, start in enumerate(sent):
+        in_window = sum(1 for t in sent[i:] if t < start + 5.0)
+        assert in_window <= 540
+    assert sent[-1] - sent[0] >= 5.0
+
+
+async def test_observed_usage_from_headers_slows_down_before_the_limit() -> None:
+    clock = ManualClock()
+    bucket = WindowBucket("weight", 6000, 60.0, clock)
+    bucket.observe_used(5390)  # another process behind the same IP used this much
+    assert bucket.delay_for(10) == 0
+    bucket.spend(10)
+    assert bucket.delay_for(1) > 0
+    assert bucket.headroom() == pytest.approx(1 - 5400 / 6000)
+
+
+async def test_waiting_longer_than_allowed_raises_rate_limited() -> None:
+    clock = ManualClock()
+    limiter = RateLimiter(Exchange.BINANCE, clock, max_wait_s=1.0)
+    bucket = limiter.bucket(("ip", "weight"), 10, 60.0, safety=1.0)
+    await limiter.acquire([(bucket, 10.0)])
+    with pytest.raises(RateLimited) as caught:
+        await limiter.acquire([(bucket, 1.0)])
+    assert caught.value.retry_after_s == pytest.approx(60.0)
+
+
+async def test_ban_stops_acquiring_until_it_ends() -> None:
+    clock = ManualClock()
+    limiter = RateLimiter(Exchange.BINANCE, clock)
+    bucket = limiter.bucket(("ip",), 100, 60.0)
+    limiter.ban(120)
+    with pytest.raises(IpBannedError):
+        await limiter.acquire([(bucket, 1.0)])
+    clock.advance(120)
+    await limiter.acquire([(bucket, 1.0)])
+
+
+def test_breaker_opens_half_opens_and_recovers() -> None:
+    clock = ManualClock()
+    breaker = CircuitBreaker(Exchange.BYBIT, clock, failure_threshold=3, reset_timeout_s=10)
+    for _ in range(3):
+        breaker.before_request()
+        breaker.record_failure()
+    assert breaker.state is BreakerState.OPEN
+    with pytest.raises(CircuitOpenError):
+        breaker.before_request()
+    clock.advance(10)
+    assert breaker.state is BreakerState.HALF_OPEN
+    breaker.before_request()  # the probe
+    with pytest.raises(CircuitOpenError):
+        breaker.before_request()  # only one probe at a time
+    breaker.record_failure()
+    assert breaker.state is BreakerState.OPEN
+    clock.advance(10)
+    breaker.before_request()
+    breaker.record_success()
+    assert breaker.state is BreakerState.CLOSED
+    breaker.before_request()
+
+
+async def test_breaker_in_the_client_opens_on_5xx_and_recovers() -> None:
+    settings = HttpSettings(
+        breaker_failure_threshold=3,
+        breaker_reset_timeout_s=5,
+        retry=RetryPolicy(max_attempts=1),
+    )
+    venue, fake = make_venue(Exchange.BYBIT, http=settings)
+    fake.queue(
+        "/v5/market/tickers", *[respond(502, "Bad Gateway")] * 2, fail_with(httpx.ReadTimeout)
+    )
+    for symbol in ("A", "B", "C"):
+        with pytest.raises(OutcomeUnknown):
+            await venue.ticker(symbol)
+    assert venue.http.breaker.state is BreakerState.OPEN
+    before = len(fake.requests)
+    with pytest.raises(CircuitOpenError):
+        await venue.ticker("D")
+    assert len(fake.requests) == before
+    venue.clock.advance(5)
+    fake.always(
+        "/v5/market/tickers",
+        respond(200, bybit_ok({"category": "spot", "list": [{"symbol": "E", "lastPrice": "1"}]})),
+    )
+    assert (await venue.ticker("E")).last_price == Decimal(1)
+    assert venue.http.breaker.state is BreakerState.CLOSED
+
+
+async def test_cache_single_flight_and_ttl() -> None:
+    clock = ManualClock()
+    cache = TTLCache(clock, default_ttl_s=2.0)
+    calls = 0
+    gate = asyncio.Event()
+
+    async def load() -> int:
+        nonlocal calls
+        calls += 1
+        await gate.wait()
+        return calls
+
+    waiters = [asyncio.create_task(cache.get_or_load("k", load)) for _ in range(100)]
+    await asyncio.sleep(0)
+    gate.set()
+    assert set(await asyncio.gather(*waiters)) == {1}
+    assert calls == 1
+    assert await cache.get_or_load("k", load) == 1
+    clock.advance(2.0)
+    assert await cache.get_or_load("k", load) == 2
+
+
+async def test_cache_does_not_keep_errors() -> None:
+    cache = TTLCache(ManualClock())
+
+    async def boom() -> int:
+        raise ValueError("x")
+
+    async def fine() -> int:
+        return 5
+
+    with pytest.raises(ValueError, match="x"):
+        await cache.get_or_load("k", boom)
+    assert await cache.get_or_load("k", fine) == 5
+
+
+async def test_server_clock_measures_and_refreshes() -> None:
+    clock = ManualClock()
+    server_offset = 1234
+    fetches = 0
+
+    async def fetch() -> int:
+        nonlocal fetches
+        fetches += 1
+        return int(clock.now().timestamp() * 1000) + server_offset
+
+    synced = ServerClock(Exchange.BINANCE, clock, fetch, refresh_s=60, safety_ms=0)
+    await synced.ensure_fresh()
+    assert synced.offset_ms == 1234
+    await asyncio.gather(*(synced.ensure_fresh() for _ in range(10)))
+    assert fetches == 1
+    server_offset = -50
+    clock.advance(60)
+    await synced.ensure_fresh()
+    assert (synced.offset_ms, fetches) == (-50, 2)
+
+
+def test_decimal_formatting_uses_the_step_exponent() -> None:
+    assert format_decimal(Decimal("0.0100009"), Decimal("0.000001")) == "0.010000"
+    assert format_decimal(Decimal("1E-7"), Decimal("1E-8")) == "0.00000010"
+    assert format_decimal(Decimal("123"), Decimal("1")) == "123"
+    assert format_decimal(Decimal("1E+3")) == "1000"
+    assert round_down_to_step(Decimal("0.123456"), Decimal("0.001")) == Decimal("0.123")

@@ -1,0 +1,582 @@
+"""Venue behaviour on documented payloads: parsing, order building, TP/SL, reconciliation."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from urllib.parse import parse_qsl
+
+import httpx
+import pytest
+
+from marketbot.contracts import Exchange, Side
+from marketbot.exchanges.signer import LocalSigner
+from marketbot.exchanges.venue import (
+    ExitKind,
+    KlineInterval,
+    OrderRequest,
+    OrderStatus,
+    OrderType,
+    Venue,
+)
+
+from .fakes import bybit_ok, make_venue, respond
+
+SIGNER = LocalSigner("key", "secret")
+
+# market_instrument.mdx (spot example)
+BYBIT_INSTRUMENT = bybit_ok(
+    {
+        "category": "spot",
+        "list": [
+            {
+                "symbolId": 9,
+                "symbol": "BTCUSDT",
+                "baseCoin": "BTC",
+                "quoteCoin": "USDT",
+                "innovation": "0",
+                "status": "Trading",
+                "marginTrading": "utaOnly",
+                "stTag": "0",
+                "lotSizeFilter": {
+                    "basePrecision": "0.000001",
+                    "quotePrecision": "0.0000001",
+                    "minOrderQty": "0.000011",
+                    "maxOrderQty": "83",
+                    "minOrderAmt": "5",
+                    "maxOrderAmt": "8000000",
+                    "maxLimitOrderQty": "83",
+                    "maxMarketOrderQty": "41.5",
+                    "postOnlyMaxLimitOrderSize": "60000",
+                },
+                "priceFilter": {"tickSize": "0.1"},
+                "riskParameters": {"priceLimitRatioX": "0.005", "priceLimitRatioY": "0.01"},
+                "symbolType": "",
+            }
+        ],
+    }
+)
+
+# rest-api.md exchangeInfo + filters.md filter examples
+BINANCE_EXCHANGE_INFO = {
+    "timezone": "UTC",
+    "serverTime": 1565246363776,
+    "rateLimits": [
+        {"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1, "limit": 6000},
+        {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10, "limit": 100},
+        {"rateLimitType": "ORDERS", "interval": "DAY", "intervalNum": 1, "limit": 200000},
+        {"rateLimitType": "RAW_REQUESTS", "interval": "MINUTE", "intervalNum": 5, "limit": 61000},
+    ],
+    "exchangeFilters": [],
+    "symbols": [
+        {
+            "symbol": "BTCUSDT",
+            "status": "TRADING",
+            "baseAsset": "BTC",
+            "baseAssetPrecision": 8,
+            "quoteAsset": "USDT",
+            "quotePrecision": 8,
+            "quoteAssetPrecision": 8,
+            "orderTypes": ["LIMIT", "LIMIT_MAKER", "MARKET", "STOP_LOSS", "TAKE_PROFIT"],
+            "ocoAllowed": True,
+            "quoteOrderQtyMarketAllowed": True,
+            "filters": [
+                {
+                    "filterType": "PRICE_FILTER",
+                    "minPrice": "0.01000000",
+                    "maxPrice": "1000000.00000000",
+                    "tickSize": "0.01000000",
+                },
+                {
+                    "filterType": "LOT_SIZE",
+                    "minQty": "0.00001000",
+                    "maxQty": "9000.00000000",
+                    "stepSize": "0.00001000",
+                },
+                {
+                    "filterType": "MARKET_LOT_SIZE",
+                    "minQty": "0.00000000",
+                    "maxQty": "100.00000000",
+                    "stepSize": "0.00000000",
+                },
+                {
+                    "filterType": "NOTIONAL",
+                    "minNotional": "5.00000000",
+                    "applyMinToMarket": True,
+                    "maxNotional": "9000000.00000000",
+                    "applyMaxToMarket": False,
+                    "avgPriceMins": 5,
+                },
+            ],
+            "permissions": [],
+            "permissionSets": [["SPOT", "MARGIN"]],
+        }
+    ],
+}
+
+
+def test_both_venues_implement_the_protocol() -> None:
+    for exchange in Exchange:
+        venue, _ = make_venue(exchange)
+        assert isinstance(venue, Venue)
+
+
+async def test_bybit_instrument_filters_from_the_documented_payload() -> None:
+    venue, fake = make_venue(Exchange.BYBIT)
+    fake.always("/v5/market/instruments-info", respond(200, BYBIT_INSTRUMENT))
+    filters = await venue.instrument("BTCUSDT")
+    assert filters.qty_step == Decimal("0.000001")
+    assert filters.min_notional == Decimal("5")
+    assert filters.tick_size == Decimal("0.1")
+    assert filters.quote_step == Decimal("0.0000001")
+    assert filters.market_max_qty == Decimal("41.5")
+
+
+async def test_binance_instrument_filters_and_rate_limits() -> None:
+    venue, fake = make_venue(Exchange.BINANCE)
+    fake.always("/api/v3/exchangeInfo", respond(200, BINANCE_EXCHANGE_INFO))
+    filters = await venue.instrument("BTCUSDT")
+    assert filters.qty_step == Decimal("0.00001")
+    assert filters.min_qty == Decimal("0.00001")
+    assert filters.min_notional == Decimal("5")
+    assert filters.tick_size == Decimal("0.01")
+    assert filters.market_qty_step is None  # 0 disables the rule
+    assert filters.quote_step == Decimal("1E-8")
+    assert venue.http.order_limits == [(100, 10.0), (200000, 86400.0)]
+
+
+async def test_bybit_ticker_and_klines_oldest_first() -> None:
+    venue, fake = make_venue(Exchange.BYBIT)
+    ticker = bybit_ok(
+        {
+            "category": "spot",
+            "list": [
+                {
+                    "symbol": "BTCUSDT",
+                    "bid1Price": "20517.96",
+                    "bid1Size": "2",
+                    "ask1Price": "20527.77",
+                    "ask1Size": "1.862172",
+                    "lastPrice": "20533.13",
+                    "prevPrice24h": "20393.48",
+                    "price24hPcnt": "0.0068",
+                    "highPrice24h": "21128.12",
+                    "lowPrice24h": "20318.89",
+                    "turnover24h": "243765620.65899866",
+                    "volume24h": "11801.27771",
+                    "usdIndexPrice": "20784.12009279",
+                }
+            ],
+        }
+    )
+    klines = bybit_ok(
+        {
+            "symbol": "BTCUSD",
+            "category": "inverse",
+            "list": [
+                ["1670608800000", "17071", "17073", "17027", "17055.5", "268611", "15.74462667"],
+                ["1670605200000", "17071.5", "17071.5", "17061", "17071", "4177", "0.24469757"],
+                ["1670601600000", "17086.5", "17088", "16978", "17071.5", "6356", "0.37288112"],
+            ],
+        }
+    )
+    fake.always("/v5/market/tickers", respond(200, ticker))
+    fake.always("/v5/market/kline", respond(200, klines))
+    result = await venue.ticker("BTCUSDT")
+    assert result.last_price == Decimal("20533.13")
+    assert result.change_percent_24h == Decimal("0.6800")
+    candles = await venue.klines("BTCUSDT", KlineInterval.H1, limit=3)
+    assert [k.close for k in candles] == [Decimal("17071.5"), Decimal("17071"), Decimal("17055.5")]
+    assert dict(parse_qsl(fake.calls("/v5/market/kline")[0].url.query.decode()))["interval"] == "60"
+
+
+async def test_binance_klines_and_ticker() -> None:
+    venue, fake = make_venue(Exchange.BINANCE)
+    rows = [
+        [
+            1499040000000,
+            "0.01634790",
+            "0.80000000",
+            "0.01575800",
+            "0.01577100",
+            "148976.11427815",
+            1499644799999,
+            "2434.19055334",
+            308,
+            "1756.87402397",
+            "28.46694368",
+            "0",
+        ]
+    ]
+    fake.always("/api/v3/klines", respond(200, rows))
+    candles = await venue.klines("BNBBTC", KlineInterval.D1)
+    assert candles[0].close == Decimal("0.01577100")
+    assert candles[0].quote_volume == Decimal("2434.19055334")
+
+
+async def test_bybit_wallet_balance_and_key_permissions() -> None:
+    venue, fake = make_venue(Exchange.BYBIT)
+    wallet = bybit_ok(
+        {
+            "list": [
+                {
+                    "accountType": "UNIFIED",
+                    "coin": [
+                        {"coin": "USDT", "walletBalance": "1000.5", "locked": "200.25"},
+                        {"coin": "BTC", "walletBalance": "0", "locked": "0"},
+                    ],
+                }
+            ]
+        }
+    )
+    fake.always("/v5/account/wallet-balance", respond(200, wallet))
+    usdt = await venue.balance(SIGNER, "USDT")
+    assert (usdt.free, usdt.locked) == (Decimal("800.25"), Decimal("200.25"))
+    # user_apikey-info.mdx response example (readOnly 1, three bound IPs, Wallet transfer only)
+    api = bybit_ok(
+        {
+            "id": "2208369",
+            "note": "testnet",
+            "apiKey": "XXXXXXXX",
+            "readOnly": 1,
+            "secret": "",
+            "permissions": {
+                "ContractTrade": ["Order", "Position"],
+                "Spot": ["SpotTrade"],
+                "Wallet": ["AccountTransfer", "SubMemberTransfer"],
+            },
+            "ips": ["18.181.170.164", "13.212.45.47", "13.212.45.48"],
+            "type": 1,
+            "deadlineDay": -2,
+            "expiredAt": "1970-01-01T00:00:00Z",
+            "createdAt": "2025-10-13T03:20:45Z",
+            "uta": 1,
+        }
+    )
+    fake.always("/v5/user/query-api", respond(200, api))
+    permissions = await venue.key_permissions(SIGNER)
+    assert permissions.can_read
+    assert not permissions.can_trade
+    assert not permissions.can_withdraw
+    assert permissions.ip_bound
+    assert len(permissions.ips) == 3
+    assert permissions.expires_at is None
+
+
+async def test_binance_key_permissions_from_api_restrictions_and_account() -> None:
+    venue, fake = make_venue(Exchange.BINANCE)
+    fake.always(
+        "/sapi/v1/account/apiRestrictions",
+        respond(
+            200,
+            {
+                "ipRestrict": False,
+                "createTime": 1623840271000,
+                "enableWithdrawals": True,
+                "enableInternalTransfer": True,
+                "permitsUniversalTransfer": True,
+                "enableVanillaOptions": False,
+                "enableReading": True,
+                "enableFutures": False,
+                "enableMargin": False,
+                "enableSpotAndMarginTrading": True,
+                "tradingAuthorityExpirationTime": 1628985600000,
+            },
+        ),
+    )
+    fake.always(
+        "/api/v3/account",
+        respond(
+            200, {"canTrade": True, "canWithdraw": True, "accountType": "SPOT", "balances": []}
+        ),
+    )
+    permissions = await venue.key_permissions(SIGNER)
+    assert permissions.can_trade
+    assert permissions.can_withdraw
+    assert not permissions.ip_bound
+    assert permissions.expires_at is not None
+
+
+def _bybit_order(status: str = "Filled", **extra: str) -> dict[str, object]:
+    item: dict[str, object] = {
+        "orderId": "1321003749386327552",
+        "orderLinkId": "mb-1",
+        "symbol": "BTCUSDT",
+        "price": "0",
+        "qty": "0.01",
+        "side": "Buy",
+        "orderStatus": status,
+        "avgPrice": "20000",
+        "cumExecQty": "0.01",
+        "cumExecValue": "200",
+        "orderType": "Market",
+        "marketUnit": "baseCoin",
+        "takeProfit": "35000",
+        "stopLoss": "27000",
+        "createdTime": "1684738540559",
+        "updatedTime": "1684738540561",
+        "cumFeeDetail": {"BTC": "0.00001"},
+        "rejectReason": "EC_NoError",
+    }
+    item.update(extra)
+    return item
+
+
+async def test_bybit_market_buy_names_its_unit_and_carries_tp_sl() -> None:
+    venue, fake = make_venue(Exchange.BYBIT)
+    fake.always("/v5/market/instruments-info", respond(200, BYBIT_INSTRUMENT))
+    fake.always(
+        "/v5/order/create",
+        respond(200, bybit_ok({"orderId": "1321003749386327552", "orderLinkId": "mb-1"})),
+    )
+    fake.always(
+        "/v5/order/realtime", respond(200, bybit_ok({"list": [_bybit_order()], "category": "spot"}))
+    )
+    order = OrderRequest(
+        symbol="BTCUSDT",
+        side=Side.BUY,
+        order_type=OrderType.MARKET,
+        quantity=Decimal("0.0100009"),
+        client_order_id="mb-1",
+        take_profit_price=Decimal("35000.04"),
+        stop_loss_price=Decimal("27000"),
+    )
+    state = await venue.place_order(SIGNER, order)
+    body = json.loads(fake.calls("/v5/order/create")[0].content)
+    assert body == {
+        "category": "spot",
+        "symbol": "BTCUSDT",
+        "side": "Buy",
+        "orderType": "Market",
+        "qty": "0.010000",
+        "marketUnit": "baseCoin",
+        "orderLinkId": "mb-1",
+        "takeProfit": "35000.0",
+        "tpOrderType": "Market",
+        "stopLoss": "27000.0",
+        "slOrderType": "Market",
+    }
+    assert state.status is OrderStatus.FILLED
+    assert state.fees == (("BTC", Decimal("0.00001")),)
+    assert {leg.kind for leg in state.exits} == {ExitKind.TAKE_PROFIT, ExitKind.STOP_LOSS}
+    assert state.reject_reason is None
+
+    quote = OrderRequest(
+        symbol="BTCUSDT",
+        side=Side.BUY,
+        order_type=OrderType.MARKET,
+        quote_quantity=Decimal("200"),
+        client_order_id="mb-2",
+    )
+    await venue.place_order(SIGNER, quote)
+    body = json.loads(fake.calls("/v5/order/create")[1].content)
+    assert (body["qty"], body["marketUnit"]) == ("200.0000000", "quoteCoin")
+
+
+async def test_binance_entry_then_oco_exit_sized_to_the_fill_less_base_fees() -> None:
+    venue, fake = make_venue(Exchange.BINANCE)
+    fake.always("/api/v3/exchangeInfo", respond(200, BINANCE_EXCHANGE_INFO))
+    entry = {
+        "symbol": "BTCUSDT",
+        "orderId": 28,
+        "orderListId": -1,
+        "clientOrderId": "mb-1",
+        "transactTime": 1507725176595,
+        "price": "0.00000000",
+        "origQty": "0.01000000",
+        "executedQty": "0.01000000",
+        "origQuoteOrderQty": "0.000000",
+        "cummulativeQuoteQty": "400.00000000",
+        "status": "FILLED",
+        "timeInForce": "GTC",
+        "type": "MARKET",
+        "side": "BUY",
+        "workingTime": 1507725176595,
+        "selfTradePreventionMode": "NONE",
+        "fills": [
+            {
+                "price": "40000.00000000",
+                "qty": "0.01000000",
+                "commission": "0.00001000",
+                "commissionAsset": "BTC",
+                "tradeId": 56,
+            }
+        ],
+    }
+    fake.always("/api/v3/order", respond(200, entry))
+    oco = {
+        "orderListId": 1,
+        "contingencyType": "OCO",
+        "listStatusType": "EXEC_STARTED",
+        "listOrderStatus": "EXECUTING",
+        "listClientOrderId": "x",
+        "transactionTime": 1710485608839,
+        "symbol": "BTCUSDT",
+        "orders": [],
+        "orderReports": [
+            {
+                "symbol": "BTCUSDT",
+                "orderId": 10,
+                "orderListId": 1,
+                "clientOrderId": "ab",
+                "price": "0",
+                "origQty": "0.00999",
+                "executedQty": "0",
+                "status": "NEW",
+                "type": "TAKE_PROFIT",
+                "side": "SELL",
+                "stopPrice": "44000.00",
+            },
+            {
+                "symbol": "BTCUSDT",
+                "orderId": 11,
+                "orderListId": 1,
+                "clientOrderId": "be",
+                "price": "0",
+                "origQty": "0.00999",
+                "executedQty": "0",
+                "status": "NEW",
+                "type": "STOP_LOSS",
+                "side": "SELL",
+                "stopPrice": "38000.00",
+            },
+        ],
+    }
+    fake.always("/api/v3/orderList/oco", respond(200, oco))
+    order = OrderRequest(
+        symbol="BTCUSDT",
+        side=Side.BUY,
+        order_type=OrderType.MARKET,
+        quote_quantity=Decimal("400"),
+        client_order_id="mb-1",
+        take_profit_price=Decimal("44000"),
+        stop_loss_price=Decimal("38000"),
+    )
+    state = await venue.place_order(SIGNER, order)
+    sent = dict(parse_qsl(fake.calls("/api/v3/order")[0].url.query.decode()))
+    assert sent["quoteOrderQty"] == "400.00000000"
+    assert sent["newOrderRespType"] == "FULL"
+    assert state.average_price == Decimal("40000")
+    assert state.fills[0].fee_asset == "BTC"
+    exit_query = dict(parse_qsl(fake.calls("/api/v3/orderList/oco")[0].url.query.decode()))
+    assert exit_query["side"] == "SELL"
+    assert exit_query["quantity"] == "0.00999"
+    assert (exit_query["aboveType"], exit_query["aboveStopPrice"]) == ("TAKE_PROFIT", "44000.00")
+    assert (exit_query["belowType"], exit_query["belowStopPrice"]) == ("STOP_LOSS", "38000.00")
+    assert len(exit_query["listClientOrderId"]) <= 36
+    assert state.exit_list_id == "1"
+    assert [leg.kind for leg in state.exits] == [ExitKind.TAKE_PROFIT, ExitKind.STOP_LOSS]
+
+
+async def test_lost_response_is_resolved_by_client_order_id_without_resending() -> None:
+    venue, fake = make_venue(Exchange.BYBIT)
+    fake.always("/v5/market/instruments-info", respond(200, BYBIT_INSTRUMENT))
+    fake.queue(
+        "/v5/order/create",
+        lambda r: (_ for _ in ()).throw(httpx.RemoteProtocolError("dropped", request=r)),
+    )
+    fake.always("/v5/order/create", respond(200, bybit_ok({"orderId": "x", "orderLinkId": "mb-1"})))
+    fake.always(
+        "/v5/order/realtime", respond(200, bybit_ok({"list": [_bybit_order()], "category": "spot"}))
+    )
+    order = OrderRequest(
+        symbol="BTCUSDT",
+        side=Side.BUY,
+        order_type=OrderType.MARKET,
+        quantity=Decimal("0.01"),
+        client_order_id="mb-1",
+    )
+    state = await venue.place_order(SIGNER, order)
+    assert state.client_order_id == "mb-1"
+    assert len(fake.calls("/v5/order/create")) == 1
+
+
+async def test_market_data_burst_makes_one_request() -> None:
+    import asyncio
+
+    venue, fake = make_venue(Exchange.BINANCE)
+    ticker = {"symbol": "BNBBTC", "lastPrice": "4.00000200"}
+    fake.always("/api/v3/ticker/24hr", respond(200, ticker))
+    prices = await asyncio.gather(*(venue.price("BNBBTC") for _ in range(200)))
+    assert set(prices) == {Decimal("4.00000200")}
+    assert len(fake.calls("/api/v3/ticker/24hr")) == 1
+
+
+@pytest.mark.parametrize("exchange", list(Exchange))
+async def test_check_connectivity(exchange: Exchange) -> None:
+    venue, fake = make_venue(exchange)
+    fake.always("/api/v3/ping", respond(200, {}))
+    assert await venue.check_connectivity() >= 0
+
+
+async def test_bybit_linear_positions_from_the_documented_payload() -> None:
+    venue, fake = make_venue(Exchange.BYBIT)
+    position = {
+        "positionIdx": 0,
+        "riskId": 1,
+        "symbol": "BTCUSD",
+        "side": "Sell",
+        "size": "300",
+        "avgPrice": "27464.50441675",
+        "positionValue": "0.01092319",
+        "markPrice": "28224.50",
+        "liqPrice": "",
+        "takeProfit": "0.00",
+        "stopLoss": "0.00",
+        "unrealisedPnl": "-0.00029413",
+        "createdTime": "1676538056258",
+        "updatedTime": "1697673600012",
+    }
+    fake.always(
+        "/v5/position/list",
+        respond(200, bybit_ok({"list": [position], "nextPageCursor": "", "category": "inverse"})),
+    )
+    [parsed] = await venue.positions(SIGNER)
+    assert (parsed.symbol, parsed.side, parsed.size) == ("BTCUSD", "Sell", Decimal("300"))
+    assert parsed.take_profit is None
+    query = dict(parse_qsl(fake.calls("/v5/position/list")[0].url.query.decode()))
+    assert query == {"category": "linear", "settleCoin": "USDT"}
+
+
+async def test_bybit_limit_headers_slow_the_key_down_before_the_limit() -> None:
+    venue, fake = make_venue(Exchange.BYBIT)
+    reset_ms = fake.server_ms() + 800
+    headers = {
+        "X-Bapi-Limit": "10",
+        "X-Bapi-Limit-Status": "0",
+        "X-Bapi-Limit-Reset-Timestamp": str(reset_ms),
+    }
+    fake.always(
+        "/v5/user/query-api",
+        respond(
+            200,
+            bybit_ok({"readOnly": 0, "permissions": {"Spot": ["SpotTrade"]}, "ips": ["*"]}),
+            headers,
+        ),
+    )
+    await venue.key_permissions(SIGNER)
+    started = venue.clock.monotonic()
+    permissions = await venue.key_permissions(SIGNER)
+    assert venue.clock.monotonic() - started >= 0.5  # waited for the reset, no 10006
+    assert permissions.can_trade
+    assert not permissions.ip_bound
+
+
+async def test_metrics_are_recorded() -> None:
+    from prometheus_client import REGISTRY
+
+    venue, fake = make_venue(Exchange.BINANCE)
+    fake.always("/api/v3/ping", respond(200, {}))
+    await venue.check_connectivity()
+    labels = {"exchange": "binance", "endpoint": "/api/v3/ping", "outcome": "ok"}
+    assert REGISTRY.get_sample_value("marketbot_exchange_request_seconds_count", labels)
+    assert (
+        REGISTRY.get_sample_value("marketbot_exchange_breaker_state", {"exchange": "binance"}) == 0
+    )
+    assert (
+        REGISTRY.get_sample_value(
+            "marketbot_exchange_rate_limit_headroom_ratio",
+            {"exchange": "binance", "bucket": "ip/weight"},
+        )
+        is not None
+    )
