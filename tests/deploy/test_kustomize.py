@@ -194,7 +194,14 @@ def test_environment_names_are_real_settings(rendered: dict[str, list[dict]], ov
     """Every MARKETBOT_<SVC>_* variable a pod gets is a field of that service's settings."""
     objects = rendered[overlay]
     config_maps = by_kind(objects, "ConfigMap")
-    shared = {"NATS_URL", "DATABASE_URL", "MARKETBOT_BUS_PREFIX", "LOG_LEVEL", "POD_NAME"}
+    shared = {
+        "NATS_URL",
+        "DATABASE_URL",
+        "MARKETBOT_BUS_PREFIX",
+        "MARKETBOT_STREAM_REPLICAS",
+        "LOG_LEVEL",
+        "POD_NAME",
+    }
     for name in deploy_services.DEPLOYED:
         settings = deploy_services.settings_class(name)
         prefix = str(settings.model_config["env_prefix"])
@@ -379,17 +386,19 @@ def test_nats_is_a_three_node_jetstream_cluster(
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_streams_are_provisioned_by_the_services() -> None:
-    """R3 needs every StreamSpec replicated 3x in production; the runtime owns provisioning."""
-    from marketbot.contracts.streams import STREAMS
+@pytest.mark.parametrize("overlay", ["dev", "prod"])
+def test_streams_are_provisioned_r3_by_the_services(
+    rendered: dict[str, list[dict]], overlay: str
+) -> None:
+    """The services provision the streams; the shared config makes every one R3."""
+    from marketbot.runtime.settings import ServiceSettings
 
-    replicas = {s.name: s.replicas for s in STREAMS}
-    if all(r == 1 for r in replicas.values()):
-        pytest.xfail(
-            "streams are provisioned with 1 replica and no setting changes it: "
-            "the runtime needs a stream-replicas setting for R3 (see docs/operations.md)"
-        )
-    assert all(r == 3 for r in replicas.values()), replicas
+    shared = by_kind(rendered[overlay], "ConfigMap")
+    (config,) = [c for name, c in shared.items() if name.startswith("marketbot-shared")]
+    replicas = config["data"]["MARKETBOT_STREAM_REPLICAS"]
+    assert replicas == "3"
+    settings = ServiceSettings.model_validate({"MARKETBOT_STREAM_REPLICAS": replicas})
+    assert settings.stream_replicas == 3
 
 
 @pytest.mark.parametrize(("overlay", "instances"), [("dev", 1), ("prod", 3)])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from pathlib import Path
 
@@ -157,3 +158,16 @@ async def test_events_emitted_by_a_handler_are_published_through_the_outbox(
         await eventually(lambda: pg_pool.fetchval("SELECT count(*) = 0 FROM outbox"))
     finally:
         await consumer.stop()
+
+
+async def test_streams_are_provisioned_with_the_configured_replicas(bus: Bus) -> None:
+    from marketbot.runtime.bus import stream_config
+
+    # One server cannot hold R3, so check the configuration the provisioner sends.
+    (spec,) = [s for s in bus.namespace.streams() if s.name.endswith("SIGNALS")]
+    config = stream_config(dataclasses.replace(spec, replicas=3))
+    assert config.num_replicas == 3
+    assert config.storage is not None
+    assert config.storage.value == "file"
+    info = await bus.js.stream_info(spec.name)
+    assert info.config.duplicate_window == spec.duplicate_window.total_seconds()

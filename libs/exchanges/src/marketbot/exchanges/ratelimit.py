@@ -117,6 +117,16 @@ class Tokens:
             bucket.settle(token)
 
 
+PER_KEY = "key"
+
+
+def _bucket_name(key: tuple[str, ...]) -> str:
+    """A bucket's display name; the API key of a per-key bucket is never part of it."""
+    if key and key[0] == PER_KEY:
+        return "/".join((PER_KEY, *key[2:]))
+    return "/".join(key)
+
+
 class RateLimiter:
     """All buckets of one exchange in this process, plus its ban state."""
 
@@ -136,7 +146,7 @@ class RateLimiter:
         limit = limit * self.scale
         bucket = self._buckets.get(key)
         if bucket is None or bucket.limit != limit or bucket.window_s != window_s:
-            bucket = WindowBucket("/".join(key), limit, window_s, self._clock, safety=safety)
+            bucket = WindowBucket(_bucket_name(key), limit, window_s, self._clock, safety=safety)
             self._buckets[key] = bucket
         return bucket
 
@@ -183,9 +193,12 @@ class RateLimiter:
                     spent.append((bucket, bucket.spend(cost)))
             else:
                 spent.append((bucket, bucket.spend(cost)))
-            metrics.RATE_LIMIT_HEADROOM.labels(self.exchange.value, bucket.name).set(
-                bucket.headroom()
-            )
+            if not bucket.name.startswith(PER_KEY):
+                # Per-key buckets stay out of metrics: one series per user and endpoint is
+                # unbounded cardinality, and an API key is not a label anyone should see.
+                metrics.RATE_LIMIT_HEADROOM.labels(self.exchange.value, bucket.name).set(
+                    bucket.headroom()
+                )
         if waited:
             metrics.RATE_LIMIT_WAIT.labels(self.exchange.value).inc(waited)
         return Tokens(waited, spent)

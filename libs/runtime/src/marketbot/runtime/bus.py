@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -144,8 +145,10 @@ class Bus:
         nc = await connect_nats(url, name)
         return cls(nc=nc, js=nc.jetstream(), namespace=namespace or BusNamespace())
 
-    async def provision(self) -> None:
-        await provision_streams(self.js, self.namespace.streams())
+    async def provision(self, replicas: int = 1) -> None:
+        """Create or update every stream of the namespace with ``replicas`` copies (R3 = 3)."""
+        specs = [dataclasses.replace(spec, replicas=replicas) for spec in self.namespace.streams()]
+        await provision_streams(self.js, specs)
 
     def subject(self, subject: str) -> str:
         return self.namespace.subject(subject)

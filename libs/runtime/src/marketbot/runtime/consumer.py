@@ -190,6 +190,8 @@ class ExactlyOnceConsumer:
         If anything in the batch fails, the transaction rolls back as a whole and each message
         is processed on its own, so one bad message never holds the others back.
         """
+        if not messages:  # a fetch can return an empty batch; nothing to apply
+            return
         if len(messages) == 1:
             await self.process(messages[0])
             return

@@ -58,7 +58,7 @@ async def open_context(
 ) -> ServiceContext:
     """Connect everything a service needs; with ``migrations`` it also gets its schema."""
     bus = await Bus.connect(settings.nats_url, settings.service_name, settings.namespace)
-    await bus.provision()
+    await bus.provision(settings.stream_replicas)
     pool = None
     if migrations is not None:
         pool = await create_pool(settings.database_url, settings.schema_name)

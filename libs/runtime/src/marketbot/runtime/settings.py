@@ -41,6 +41,13 @@ class ServiceSettings(BaseSettings):
         validation_alias=AliasChoices("MARKETBOT_BUS_PREFIX", "bus_prefix"),
         description="prefix for every subject and stream; lets isolated copies share one NATS",
     )
+    stream_replicas: int = Field(
+        default=1,
+        ge=1,
+        le=5,
+        validation_alias=AliasChoices("MARKETBOT_STREAM_REPLICAS", "stream_replicas"),
+        description="JetStream replicas of every stream: 3 on a production cluster (R3)",
+    )
     db_schema: str | None = Field(
         default=None,
         description="PostgreSQL schema owned by this service; defaults to the service name",

@@ -254,7 +254,7 @@ async def _rebuild(settings: DecisionSettings) -> None:
     bus = await Bus.connect(
         settings.nats_url, f"{settings.service_name}-rebuild", settings.namespace
     )
-    await bus.provision()
+    await bus.provision(settings.stream_replicas)
     pool = await create_pool(settings.database_url, settings.schema_name)
     try:
         await migrate_service(pool, settings.schema_name, settings.service_name, MIGRATIONS)

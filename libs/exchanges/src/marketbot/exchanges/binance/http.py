@@ -15,7 +15,7 @@ from marketbot.exchanges.binance import constants as c
 from marketbot.exchanges.binance.errors import error_for
 from marketbot.exchanges.errors import IpBannedError, OutcomeUnknown, RateLimited, Rejected
 from marketbot.exchanges.http import Costs, Endpoint, Params, VenueHttp, Wire
-from marketbot.exchanges.ratelimit import WindowBucket
+from marketbot.exchanges.ratelimit import PER_KEY, WindowBucket
 from marketbot.exchanges.signer import Signature
 
 TIME_ENDPOINT = Endpoint("GET", c.TIME)
@@ -89,7 +89,7 @@ class BinanceHttp(VenueHttp):
 
     def _order_bucket(self, api_key: str, limit: int, window: float) -> WindowBucket:
         return self.limiter.bucket(
-            ("key", api_key, "orders", str(window)),
+            (PER_KEY, api_key, "orders", str(window)),
             limit,
             window,
             safety=self.settings.rate_limit_safety,

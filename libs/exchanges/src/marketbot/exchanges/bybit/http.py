@@ -13,7 +13,7 @@ from marketbot.exchanges.bybit import constants as c
 from marketbot.exchanges.bybit.errors import error_for
 from marketbot.exchanges.errors import IpBannedError, OutcomeUnknown, RateLimited, Rejected
 from marketbot.exchanges.http import Costs, Endpoint, Params, VenueHttp, Wire
-from marketbot.exchanges.ratelimit import WindowBucket
+from marketbot.exchanges.ratelimit import PER_KEY, WindowBucket
 from marketbot.exchanges.signer import Signature
 
 TIME_ENDPOINT = Endpoint("GET", c.TIME)
@@ -56,7 +56,7 @@ class BybitHttp(VenueHttp):
 
     def _key_bucket(self, api_key: str, path: str, limit: int) -> WindowBucket:
         return self.limiter.bucket(
-            ("key", api_key, path), limit, 1.0, safety=self.settings.rate_limit_safety
+            (PER_KEY, api_key, path), limit, 1.0, safety=self.settings.rate_limit_safety
         )
 
     def observe(self, endpoint: Endpoint, response: httpx.Response, api_key: str | None) -> None:

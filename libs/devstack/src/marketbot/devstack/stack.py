@@ -1,0 +1,191 @@
+"""The whole platform as separate processes: the simulator and the six services.
+
+``Stack`` starts them with the supervisor in dependency order, each on free loopback ports,
+all pointed at one NATS + PostgreSQL and at the simulator for every exchange and
+market-data URL. The same stack serves ``make run``, the e2e tests and the system benchmark.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from marketbot.devstack.supervisor import ProcessSpec, Supervisor
+from marketbot.runtime.infra import free_port
+
+SERVICES = (
+    "keyvault",
+    "ledger",
+    "decision",
+    "executor-bybit",
+    "executor-binance",
+    "signal-gateway",
+)
+
+
+def script(name: str) -> str:
+    """A console script of this environment (installed beside the running Python)."""
+    path = Path(sys.executable).parent / name
+    if not path.exists():
+        raise FileNotFoundError(f"{name} is not installed in {path.parent}: run make sync")
+    return str(path)
+
+
+@dataclass(frozen=True)
+class SimUrls:
+    bybit: str
+    binance: str
+    market: str
+
+
+@dataclass
+class StackConfig:
+    data_dir: Path
+    nats_url: str
+    database_url: str
+    bus_prefix: str = ""
+    log_level: str = "INFO"
+    admin_token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    webhook_source: str = "tradingview"
+    webhook_token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    sim_limits: bool = True
+    sim_seed: int = 42
+    gateway_port: int = 0
+    extra_env: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Per-service environment overrides (by service name)."""
+
+
+@dataclass
+class StackUrls:
+    gateway: str
+    sim: SimUrls
+    metrics: dict[str, str]
+
+    @property
+    def webhook(self) -> str:
+        return f"{self.gateway}/webhooks/tradingview"
+
+
+def _secret_file(path: Path, make: str) -> Path:
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(make)
+    return path
+
+
+def vault_key_files(secrets_dir: Path) -> tuple[Path, Path]:
+    """The vault's master key and sealing key for a local run, made once and kept (0600)."""
+    master = _secret_file(
+        secrets_dir / "keyvault-master-keys",
+        f"1:{base64.b64encode(os.urandom(32)).decode()}\n",
+    )
+    raw = X25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+    )
+    sealing = _secret_file(secrets_dir / "keyvault-sealing-key", base64.b64encode(raw).decode())
+    return master, sealing
+
+
+class Stack:
+    def __init__(self, config: StackConfig, supervisor: Supervisor) -> None:
+        self.config = config
+        self.supervisor = supervisor
+        self.urls: StackUrls | None = None
+        self._metrics_ports = {name: free_port() for name in SERVICES}
+
+    def _common_env(self) -> dict[str, str]:
+        return {
+            "NATS_URL": self.config.nats_url,
+            "DATABASE_URL": self.config.database_url,
+            "MARKETBOT_BUS_PREFIX": self.config.bus_prefix,
+            "LOG_LEVEL": self.config.log_level,
+        }
+
+    def _service(self, name: str, argv: list[str], env: dict[str, str]) -> ProcessSpec:
+        prefix = "MARKETBOT_" + name.replace("-", "_").upper().replace("SIGNAL_", "") + "_"
+        port = self._metrics_ports[name]
+        full_env = {
+            **self._common_env(),
+            f"{prefix}METRICS_PORT": str(port),
+            **env,
+            **self.config.extra_env.get(name, {}),
+        }
+        return ProcessSpec(
+            name=name,
+            argv=argv,
+            env=full_env,
+            ready_url=f"http://127.0.0.1:{port}/readyz",
+            ready_timeout=90,
+        )
+
+    def sim_spec(self) -> tuple[ProcessSpec, SimUrls]:
+        ports = [free_port() for _ in range(3)]
+        urls = SimUrls(*(f"http://127.0.0.1:{p}" for p in ports))
+        argv = [
+            script("marketbot-sim"),
+            "--bybit-port", str(ports[0]),
+            "--binance-port", str(ports[1]),
+            "--market-port", str(ports[2]),
+            "--seed", str(self.config.sim_seed),
+        ]
+        if not self.config.sim_limits:
+            argv.append("--no-limits")
+        spec = ProcessSpec("exchange-sim", argv, ready_url=f"{urls.bybit}/v5/market/time")
+        return spec, urls
+
+    def service_specs(self, sim: SimUrls) -> list[ProcessSpec]:
+        master, sealing = vault_key_files(self.config.data_dir / "secrets")
+        gateway_port = self.config.gateway_port or free_port()
+        self._gateway_port = gateway_port
+        venue_urls = {"MARKETBOT_KEYVAULT_VENUE_URLS": json.dumps(
+            {"bybit": sim.bybit, "binance": sim.binance})}
+        return [
+            self._service("keyvault", [script("marketbot-keyvault"), "serve"], {
+                "MARKETBOT_KEYVAULT_MASTER_KEYS_FILE": str(master),
+                "MARKETBOT_KEYVAULT_SEALING_KEY_FILE": str(sealing),
+                **venue_urls,
+            }),
+            self._service("ledger", [script("marketbot-ledger"), "serve"], {}),
+            self._service("decision", [script("marketbot-decision"), "serve"], {
+                "MARKETBOT_DECISION_FEAR_GREED_URL": sim.market,
+                "MARKETBOT_DECISION_COINGECKO_URL": sim.market,
+                "MARKETBOT_DECISION_BYBIT_URL": sim.bybit,
+                "MARKETBOT_DECISION_BINANCE_URL": sim.binance,
+            }),
+            self._service("executor-bybit", [script("marketbot-executor-bybit")], {
+                "MARKETBOT_EXECUTOR_BYBIT_EXCHANGE_URL": sim.bybit,
+            }),
+            self._service("executor-binance", [script("marketbot-executor-binance")], {
+                "MARKETBOT_EXECUTOR_BINANCE_EXCHANGE_URL": sim.binance,
+            }),
+            self._service("signal-gateway", [script("marketbot-gateway")], {
+                "MARKETBOT_GATEWAY_HTTP_PORT": str(gateway_port),
+                "MARKETBOT_GATEWAY_ADMIN_TOKEN": self.config.admin_token,
+                "MARKETBOT_GATEWAY_WEBHOOK_SOURCES": json.dumps(
+                    {self.config.webhook_source: self.config.webhook_token}),
+            }),
+        ]
+
+    async def start(self) -> StackUrls:
+        sim_spec, sim_urls = self.sim_spec()
+        await self.supervisor.start(sim_spec)
+        for spec in self.service_specs(sim_urls):
+            await self.supervisor.start(spec)
+        self.urls = StackUrls(
+            gateway=f"http://127.0.0.1:{self._gateway_port}",
+            sim=sim_urls,
+            metrics={n: f"http://127.0.0.1:{p}/metrics" for n, p in self._metrics_ports.items()},
+        )
+        return self.urls
+
+    async def stop(self) -> None:
+        await self.supervisor.stop()

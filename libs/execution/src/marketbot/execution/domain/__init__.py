@@ -1,0 +1,1 @@
+"""Pure execution rules: sizing, protection prices, PnL. No I/O."""

@@ -1,0 +1,136 @@
+"""Outcome events built from a request: deterministic ids, so a re-run re-derives them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from marketbot.contracts import (
+    CloseReason,
+    Fill,
+    OrderFilled,
+    OrderOutcomeUnknown,
+    OrderPlaced,
+    OrderRejected,
+    OrderRequested,
+    PositionClosed,
+    RejectReason,
+    derived_id,
+)
+
+
+def _common(request: OrderRequested, kind: str, now: datetime) -> dict[str, Any]:
+    return {
+        "event_id": derived_id("execution", request.client_order_id, kind),
+        "occurred_at": now,
+        "correlation_id": request.correlation_id,
+        "causation_id": str(request.event_id),
+        "request_id": request.request_id,
+        "decision_id": request.decision_id,
+        "signal_id": request.signal_id,
+        "user_id": request.user_id,
+        "exchange": request.exchange,
+        "symbol": request.symbol,
+        "side": request.side,
+        "plan": request.plan,
+        "client_order_id": request.client_order_id,
+    }
+
+
+def rejected(
+    request: OrderRequested,
+    reason: RejectReason,
+    message: str,
+    now: datetime,
+    *,
+    code: int | str | None = None,
+) -> OrderRejected:
+    return OrderRejected(
+        **_common(request, "rejected", now),
+        reason=reason,
+        message=message[:1000],
+        exchange_code=None if code is None else str(code),
+        rejected_at=now,
+    )
+
+
+def outcome_unknown(request: OrderRequested, detail: str, now: datetime) -> OrderOutcomeUnknown:
+    return OrderOutcomeUnknown(**_common(request, "unknown", now), detail=detail[:1000], since=now)
+
+
+def placed(
+    request: OrderRequested,
+    *,
+    exchange_order_id: str,
+    quantity: Decimal,
+    quote_amount: Decimal,
+    reference_price: Decimal,
+    stop_loss: Decimal | None,
+    take_profit: Decimal | None,
+    now: datetime,
+) -> OrderPlaced:
+    return OrderPlaced(
+        **_common(request, "placed", now),
+        exchange_order_id=exchange_order_id,
+        quantity=quantity,
+        quote_amount=quote_amount,
+        reference_price=reference_price,
+        stop_loss_price=stop_loss,
+        take_profit_price=take_profit,
+        placed_at=now,
+    )
+
+
+def filled(
+    request: OrderRequested,
+    *,
+    exchange_order_id: str,
+    fills: tuple[Fill, ...],
+    filled_quantity: Decimal,
+    average_price: Decimal,
+    quote_quantity: Decimal,
+    fees_quote: Decimal,
+    now: datetime,
+) -> OrderFilled:
+    return OrderFilled(
+        **_common(request, "filled", now),
+        exchange_order_id=exchange_order_id,
+        fills=fills,
+        filled_quantity=filled_quantity,
+        average_price=average_price,
+        quote_quantity=quote_quantity,
+        fees_quote=fees_quote,
+        filled_at=now,
+    )
+
+
+def position_closed(
+    entry: OrderRequested,
+    *,
+    cause: OrderRequested | None,
+    exchange_order_id: str | None,
+    reason: CloseReason,
+    quantity: Decimal,
+    entry_price: Decimal,
+    exit_price: Decimal,
+    fees_quote: Decimal,
+    realized_pnl: Decimal,
+    now: datetime,
+) -> PositionClosed:
+    """Carries the entry's identity (the position is the entry); ``cause`` is a close signal."""
+    common = _common(entry, "closed", now)
+    if cause is not None:
+        common["correlation_id"] = cause.correlation_id
+        common["causation_id"] = str(cause.event_id)
+    return PositionClosed(
+        **common,
+        exchange_order_id=exchange_order_id,
+        close_reason=reason,
+        quantity=quantity,
+        entry_price=entry_price,
+        exit_price=exit_price,
+        fees_quote=fees_quote,
+        realized_pnl=realized_pnl,
+        closed_at=now,
+    )

@@ -1,0 +1,40 @@
+"""Executor metrics (Prometheus, default registry)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+ORDERS = Counter(
+    "marketbot_execution_orders_total",
+    "Order outcomes by exchange, plan and outcome (placed, filled, rejected, stale, closed)",
+    ["exchange", "plan", "outcome"],
+)
+ACK_LATENCY = Histogram(
+    "marketbot_execution_signal_to_ack_seconds",
+    "From the request's requested_at to the exchange's acknowledgement, by plan",
+    ["exchange", "plan"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 10, 20, 30, 60, 120),
+)
+QUEUE_DEPTH = Gauge(
+    "marketbot_execution_queue_depth",
+    "Requests waiting or in flight per tier (consumer pending + ack pending)",
+    ["exchange", "plan"],
+)
+UNKNOWN_OPEN = Gauge(
+    "marketbot_execution_unknown_outcomes_open",
+    "Orders sent whose outcome is not yet resolved",
+    ["exchange"],
+)
+RECONCILIATIONS = Counter(
+    "marketbot_execution_reconciliations_total",
+    "Lookups of an order by client id after an unknown outcome or a redelivery, by result",
+    ["exchange", "result"],
+)
+PAUSES = Counter(
+    "marketbot_execution_pauses_total",
+    "Times the executor paused sending (ban, rate limit, open breaker), by cause",
+    ["exchange", "cause"],
+)
+OPEN_POSITIONS = Gauge(
+    "marketbot_execution_positions_tracked", "Open positions being tracked", ["exchange"]
+)

@@ -1,0 +1,75 @@
+"""Executor settings: each executor service subclasses with its own env prefix.
+
+``MARKETBOT_EXECUTOR_BYBIT_*`` / ``MARKETBOT_EXECUTOR_BINANCE_*`` (plus the shared
+``NATS_URL``, ``DATABASE_URL``, ``MARKETBOT_BUS_PREFIX``, ``LOG_LEVEL``).
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from pydantic import Field
+
+from marketbot.contracts import RiskLevel
+from marketbot.execution.domain.sizing import SizingRules
+from marketbot.runtime.settings import ServiceSettings, service_config
+
+
+class ExecutorSettings(ServiceSettings):
+    model_config = service_config("MARKETBOT_EXECUTOR_")
+
+    service_name: str = "executor"
+    exchange_url: str = Field(
+        default="mainnet",
+        description="mainnet | testnet | demo, or a base URL (e.g. the simulator's)",
+    )
+    rate_limit_safety: float = Field(
+        default=0.9, gt=0, le=1, description="share of the exchange's per-IP budget to use"
+    )
+    # consumption
+    max_request_age_s: float = Field(default=120.0, gt=0, description="older requests: STALE")
+    tier_concurrency: int = Field(default=64, ge=1, description="orders in flight within a tier")
+    fetch_batch: int = Field(default=64, ge=1)
+    ack_wait_s: float = Field(default=60.0, gt=0)
+    idle_poll_s: float = Field(default=0.05, gt=0)
+    # exactly once
+    unknown_settle_s: float = Field(
+        default=15.0,
+        ge=0,
+        description="after a maybe-sent attempt, 'not found' is conclusive only this much later "
+        "(covers the receive window of the attempt and of the venue's own resubmission)",
+    )
+    unknown_poll_s: float = Field(default=1.0, gt=0)
+    retry_backoff_s: float = Field(default=0.5, gt=0)
+    breaker_pause_s: float = Field(default=2.0, gt=0)
+    # sizing (blueprint formula)
+    risk_percent_low: Decimal = Decimal(1)
+    risk_percent_medium: Decimal = Decimal(2)
+    risk_percent_high: Decimal = Decimal(5)
+    min_order_quote: Decimal = Decimal(10)
+    max_balance_percent: Decimal = Decimal(10)
+    brl_per_quote: Decimal = Decimal("5.5")
+    quote_asset: str = "USDT"
+    default_fee_rate: Decimal = Field(
+        default=Decimal("0.001"), description="fee estimate when the venue reports none"
+    )
+    # tracking
+    track_interval_s: float = Field(default=2.0, gt=0)
+    track_max_interval_s: float = Field(default=30.0, gt=0)
+    track_concurrency: int = Field(default=32, ge=1)
+    track_batch: int = Field(default=200, ge=1)
+    outbox_relay_s: float = Field(default=2.0, gt=0)
+    db_pool_size: int = Field(default=20, ge=2)
+
+    def sizing_rules(self) -> SizingRules:
+        return SizingRules(
+            risk_percents={
+                RiskLevel.LOW: self.risk_percent_low,
+                RiskLevel.MEDIUM: self.risk_percent_medium,
+                RiskLevel.HIGH: self.risk_percent_high,
+            },
+            min_order_quote=self.min_order_quote,
+            max_balance_percent=self.max_balance_percent,
+            brl_per_quote=self.brl_per_quote,
+            quote_asset=self.quote_asset,
+        )

@@ -1,0 +1,1 @@
+"""The Binance executor: the shared execution engine wired to the Binance venue."""

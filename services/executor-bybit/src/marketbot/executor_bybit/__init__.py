@@ -1,0 +1,1 @@
+"""The Bybit executor: the shared execution engine wired to the Bybit venue."""

@@ -1,0 +1,1 @@
+"""marketbot.ledger: operations, fills, PnL and commissions projected from the event stream."""

@@ -1,0 +1,1 @@
+"""Pure ledger logic: the operation merge, commission math, statements. No I/O."""

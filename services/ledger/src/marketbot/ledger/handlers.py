@@ -1,0 +1,167 @@
+"""Plain async handlers: one event and a connection in, the effect written, events out.
+
+Each handler is idempotent on its own (applying an event twice changes nothing) and
+commutative with the others, so the exactly-once consumer's processed-events table is a
+second line of defence, not the only one, and any delivery order gives the same tables.
+"""
+
+from __future__ import annotations
+
+from marketbot.contracts import (
+    CommissionAccrued,
+    DecisionMade,
+    Event,
+    OperationStatusChanged,
+    OrderEvent,
+    OrderFilled,
+    OrderRequested,
+    PositionClosed,
+    ReferrerAssigned,
+    SignalReceived,
+    UserRegistered,
+    derived_id,
+)
+from marketbot.ledger import metrics
+from marketbot.ledger.adapters import repository as repo
+from marketbot.ledger.domain.commission import (
+    CommissionRecord,
+    ReferrerChange,
+    commission_of,
+    referrer_at,
+)
+from marketbot.ledger.domain.money import MoneyRules, commission_for
+from marketbot.ledger.domain.operation import OperationEvent, OperationState, merge
+from marketbot.runtime.db import Conn
+
+
+async def apply_event(event: Event, conn: Conn, rules: MoneyRules) -> list[Event]:
+    """Route any ledger input to its handler; events the ledger does not project are skipped."""
+    if isinstance(event, OrderRequested | OrderEvent):
+        return await apply_order_event(event, conn, rules)
+    if isinstance(event, UserRegistered | ReferrerAssigned):
+        return await apply_referrer_change(event, conn, rules)
+    if isinstance(event, SignalReceived):
+        await repo.save_signal(conn, event)
+    elif isinstance(event, DecisionMade):
+        await repo.save_decision(conn, event)
+    return []
+
+
+async def apply_order_event(event: OperationEvent, conn: Conn, rules: MoneyRules) -> list[Event]:
+    closing = isinstance(event, PositionClosed)
+    if closing:
+        # Taken before the operation row, as apply_referrer_change does: no lock cycle.
+        await repo.lock_user(conn, event.user_id)
+    before = await repo.load_operation(conn, event.request_id)
+    after = merge(before, event, rules)
+    emitted: list[Event] = []
+    if after != before:
+        await repo.save_operation(conn, after)
+    if isinstance(event, OrderFilled):
+        await repo.save_fills(
+            conn, after.operation_id, event.event_id, event.filled_at, event.fills
+        )
+    if before is None or before.status is not after.status:
+        emitted.append(status_changed(after, event))
+        metrics.STATUS_CHANGES.labels(after.status.value).inc()
+    if closing:
+        history = await repo.referrer_history(conn, after.user_id)
+        referrer = referrer_at(history, after.closed_at) if after.closed_at else None
+        record = commission_of(after, referrer, rules)
+        emitted.extend(await _store_commission(conn, after, record, event))
+    return emitted
+
+
+async def _store_commission(
+    conn: Conn, operation: OperationState, record: CommissionRecord | None, cause: Event
+) -> list[Event]:
+    existing = await repo.load_commission(conn, operation.operation_id)
+    if record == existing:
+        return []
+    if record is None:
+        await repo.delete_commission(conn, operation.operation_id)
+        await repo.set_operation_commission(conn, operation.operation_id, None)
+        return []
+    await repo.save_commission(conn, record)
+    await repo.set_operation_commission(conn, operation.operation_id, record.amount)
+    metrics.COMMISSIONS.labels(record.plan.value, record.currency).inc()
+    return [commission_accrued(record, cause)]
+
+
+async def apply_referrer_change(
+    event: UserRegistered | ReferrerAssigned, conn: Conn, rules: MoneyRules
+) -> list[Event]:
+    """Record the change; commissions accrued since it take the referrer now in force."""
+    change = ReferrerChange(event.user_id, event.occurred_at, event.event_id, event.referrer_id)
+    await repo.lock_user(conn, event.user_id)
+    if not await repo.add_referrer_change(conn, change):
+        return []
+    history = await repo.referrer_history(conn, event.user_id)
+    emitted: list[Event] = []
+    for record in await repo.commissions_since(conn, event.user_id, change.effective_at):
+        referrer = referrer_at(history, record.accrued_at)
+        if referrer == record.referrer_id:
+            continue
+        amounts = commission_for(record.realized_pnl, record.rate, record.currency, referrer, rules)
+        if amounts is None:  # cannot happen for a stored commission; keep it as it was
+            continue
+        updated = CommissionRecord(
+            **{
+                **record.as_row(),
+                "referrer_id": amounts.referrer_id,
+                "affiliate_rate": amounts.affiliate_rate,
+                "affiliate_amount": amounts.affiliate_amount,
+            }
+        )
+        await repo.save_commission(conn, updated)
+        emitted.append(commission_accrued(updated, event))
+    return emitted
+
+
+def status_changed(operation: OperationState, cause: Event) -> OperationStatusChanged:
+    detail = (
+        operation.reject_message
+        or operation.close_reason
+        or (operation.unknown_detail if operation.status.value == "UNKNOWN" else None)
+    )
+    return OperationStatusChanged(
+        # One id per (operation, status): a replay or a redelivery can never notify twice.
+        event_id=derived_id(
+            "ledger.OperationStatusChanged", operation.operation_id, operation.status
+        ),
+        occurred_at=cause.occurred_at,
+        **cause.caused(),
+        operation_id=operation.operation_id,
+        user_id=operation.user_id,
+        exchange=operation.exchange,
+        symbol=operation.symbol,
+        side=operation.side,
+        status=operation.status,
+        detail=detail,
+        realized_pnl=operation.realized_pnl,
+    )
+
+
+def commission_accrued(record: CommissionRecord, cause: Event) -> CommissionAccrued:
+    return CommissionAccrued(
+        # The same commission always has the same id; a correction (new referrer) a new one.
+        event_id=derived_id(
+            "ledger.CommissionAccrued",
+            record.operation_id,
+            record.amount,
+            record.referrer_id,
+            record.affiliate_amount,
+        ),
+        occurred_at=cause.occurred_at,
+        **cause.caused(),
+        operation_id=record.operation_id,
+        user_id=record.user_id,
+        plan=record.plan,
+        rate=record.rate,
+        realized_pnl=record.realized_pnl,
+        amount=record.amount,
+        currency=record.currency,
+        referrer_id=record.referrer_id,
+        affiliate_rate=record.affiliate_rate,
+        affiliate_amount=record.affiliate_amount,
+    )
