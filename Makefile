@@ -52,7 +52,7 @@ unit: sync
 	$(RUN) pytest -q -m "not slow"
 
 run: sync
-	$(RUN) python -m marketbot.runtime.infra
+	$(RUN) marketbot-run $(RUN_ARGS)
 
 infra: sync
 	$(RUN) python -m marketbot.runtime.infra

@@ -132,10 +132,14 @@ class Stack:
         urls = SimUrls(*(f"http://127.0.0.1:{p}" for p in ports))
         argv = [
             script("marketbot-sim"),
-            "--bybit-port", str(ports[0]),
-            "--binance-port", str(ports[1]),
-            "--market-port", str(ports[2]),
-            "--seed", str(self.config.sim_seed),
+            "--bybit-port",
+            str(ports[0]),
+            "--binance-port",
+            str(ports[1]),
+            "--market-port",
+            str(ports[2]),
+            "--seed",
+            str(self.config.sim_seed),
         ]
         if not self.config.sim_limits:
             argv.append("--no-limits")
@@ -146,33 +150,57 @@ class Stack:
         master, sealing = vault_key_files(self.config.data_dir / "secrets")
         gateway_port = self.config.gateway_port or free_port()
         self._gateway_port = gateway_port
-        venue_urls = {"MARKETBOT_KEYVAULT_VENUE_URLS": json.dumps(
-            {"bybit": sim.bybit, "binance": sim.binance})}
+        venue_urls = {
+            "MARKETBOT_KEYVAULT_VENUE_URLS": json.dumps(
+                {"bybit": sim.bybit, "binance": sim.binance}
+            )
+        }
         return [
-            self._service("keyvault", [script("marketbot-keyvault"), "serve"], {
-                "MARKETBOT_KEYVAULT_MASTER_KEYS_FILE": str(master),
-                "MARKETBOT_KEYVAULT_SEALING_KEY_FILE": str(sealing),
-                **venue_urls,
-            }),
+            self._service(
+                "keyvault",
+                [script("marketbot-keyvault"), "serve"],
+                {
+                    "MARKETBOT_KEYVAULT_MASTER_KEYS_FILE": str(master),
+                    "MARKETBOT_KEYVAULT_SEALING_KEY_FILE": str(sealing),
+                    **venue_urls,
+                },
+            ),
             self._service("ledger", [script("marketbot-ledger"), "serve"], {}),
-            self._service("decision", [script("marketbot-decision"), "serve"], {
-                "MARKETBOT_DECISION_FEAR_GREED_URL": sim.market,
-                "MARKETBOT_DECISION_COINGECKO_URL": sim.market,
-                "MARKETBOT_DECISION_BYBIT_URL": sim.bybit,
-                "MARKETBOT_DECISION_BINANCE_URL": sim.binance,
-            }),
-            self._service("executor-bybit", [script("marketbot-executor-bybit")], {
-                "MARKETBOT_EXECUTOR_BYBIT_EXCHANGE_URL": sim.bybit,
-            }),
-            self._service("executor-binance", [script("marketbot-executor-binance")], {
-                "MARKETBOT_EXECUTOR_BINANCE_EXCHANGE_URL": sim.binance,
-            }),
-            self._service("signal-gateway", [script("marketbot-gateway")], {
-                "MARKETBOT_GATEWAY_HTTP_PORT": str(gateway_port),
-                "MARKETBOT_GATEWAY_ADMIN_TOKEN": self.config.admin_token,
-                "MARKETBOT_GATEWAY_WEBHOOK_SOURCES": json.dumps(
-                    {self.config.webhook_source: self.config.webhook_token}),
-            }),
+            self._service(
+                "decision",
+                [script("marketbot-decision"), "serve"],
+                {
+                    "MARKETBOT_DECISION_FEAR_GREED_URL": sim.market,
+                    "MARKETBOT_DECISION_COINGECKO_URL": sim.market,
+                    "MARKETBOT_DECISION_BYBIT_URL": sim.bybit,
+                    "MARKETBOT_DECISION_BINANCE_URL": sim.binance,
+                },
+            ),
+            self._service(
+                "executor-bybit",
+                [script("marketbot-executor-bybit")],
+                {
+                    "MARKETBOT_EXECUTOR_BYBIT_EXCHANGE_URL": sim.bybit,
+                },
+            ),
+            self._service(
+                "executor-binance",
+                [script("marketbot-executor-binance")],
+                {
+                    "MARKETBOT_EXECUTOR_BINANCE_EXCHANGE_URL": sim.binance,
+                },
+            ),
+            self._service(
+                "signal-gateway",
+                [script("marketbot-gateway")],
+                {
+                    "MARKETBOT_GATEWAY_HTTP_PORT": str(gateway_port),
+                    "MARKETBOT_GATEWAY_ADMIN_TOKEN": self.config.admin_token,
+                    "MARKETBOT_GATEWAY_WEBHOOK_SOURCES": json.dumps(
+                        {self.config.webhook_source: self.config.webhook_token}
+                    ),
+                },
+            ),
         ]
 
     async def start(self) -> StackUrls:
