@@ -56,6 +56,11 @@ class DemoUser:
     referrer_id: str | None = None
     eligible: bool = True
     can_withdraw: bool = False
+    trading_mode: str = "PERSONAL"
+    subscription_status: str = "ACTIVE"
+    expires_in_days: int = 14
+    """Subscription expiry for TRIAL users; negative means already expired."""
+    register_key: bool = True
 
 
 DEMO_USERS: tuple[DemoUser, ...] = (
@@ -123,7 +128,11 @@ class Demo:
         api_key, api_secret = await sim.create_api_key(
             account_id, read=True, trade=True, withdraw=user.can_withdraw
         )
-        expires = (self.now() + timedelta(days=14)).isoformat() if user.plan == "TRIAL" else None
+        expires = (
+            (self.now() + timedelta(days=user.expires_in_days)).isoformat()
+            if user.plan == "TRIAL"
+            else None
+        )
         existing = await self.http.get(
             f"{self.gateway_url}/admin/users/{user.user_id}", headers=self._admin()
         )
@@ -138,9 +147,9 @@ class Demo:
                         "display_name": user.display_name,
                         "referrer_id": user.referrer_id,
                         "plan": user.plan,
-                        "subscription_status": "ACTIVE",
+                        "subscription_status": user.subscription_status,
                         "expires_at": expires,
-                        "trading_mode": "PERSONAL",
+                        "trading_mode": user.trading_mode,
                         "preferred_exchange": user.exchange,
                         "risk_level": user.risk_level,
                     },
@@ -154,10 +163,18 @@ class Demo:
                 await self.http.put(
                     f"{self.gateway_url}/admin/users/{user.user_id}/subscription",
                     headers=self._admin(),
-                    json={"plan": user.plan, "status": "ACTIVE", "expires_at": expires},
+                    json={
+                        "plan": user.plan,
+                        "status": user.subscription_status,
+                        "expires_at": expires,
+                    },
                 ),
                 f"renew {user.user_id}",
             )
+        if not user.register_key:
+            no_key = SeededUser(user, "no key")
+            self.users[user.user_id] = no_key
+            return no_key
         # The simulator starts empty on every run, so the key is always a new one.
         response = await self.http.put(
             f"{self.gateway_url}/users/{user.user_id}/keys/{user.exchange}",
@@ -177,7 +194,7 @@ class Demo:
 
     async def wait_verified(self, seeded: SeededUser, timeout: float = 30.0) -> str:
         """Until the vault has verified (or rejected) the key; returns the final state."""
-        if seeded.key_status.startswith("refused"):
+        if seeded.key_status.startswith("refused") or seeded.key_status == "no key":
             return seeded.key_status
         deadline = asyncio.get_running_loop().time() + timeout
         while True:
@@ -193,6 +210,23 @@ class Demo:
                 seeded.key_status = state
                 return state
             await asyncio.sleep(0.2)
+
+    async def pause(self, user_id: str) -> None:
+        """Stop trading for a user (their trading mode becomes PAUSED)."""
+        await self._check(
+            await self.http.put(
+                f"{self.gateway_url}/admin/users/{user_id}/preferences",
+                headers=self._admin(),
+                json={"trading_mode": "PAUSED"},
+            ),
+            f"pause {user_id}",
+        )
+
+    async def get(self, path: str) -> Any:
+        """GET an admin-authorised gateway path (e.g. a user's operations) as JSON."""
+        return await self._check(
+            await self.http.get(f"{self.gateway_url}{path}", headers=self._admin()), path
+        )
 
     async def price(self, symbol: str) -> Decimal:
         return await self.sims["bybit"].price(symbol)
