@@ -36,8 +36,6 @@ from marketbot.runtime.db import create_pool, migrate_service
 from marketbot.sim.admin import SimAdmin
 from marketbot.sim.testing import RunningSim
 
-pytest_plugins = ["marketbot.sim.testing"]
-
 
 def test_settings(**overrides: Any) -> ExecutorSettings:
     values: dict[str, Any] = {

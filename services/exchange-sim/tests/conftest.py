@@ -17,6 +17,9 @@ import pytest_asyncio
 
 from marketbot.sim.admin import SimAdmin
 from marketbot.sim.server import Apps, SimServer, build_apps
+
+# The simulator's own suite drives limits and faults hard: it gets its own simulator
+# process (these names shadow the shared session fixture of the global plugin).
 from marketbot.sim.testing import sim, sim_process, sim_reset  # noqa: F401
 
 

@@ -24,8 +24,6 @@ from marketbot.runtime.health import HealthServer
 from marketbot.runtime.service import ServiceContext
 from marketbot.sim.testing import RunningSim
 
-pytest_plugins = ["marketbot.sim.testing"]
-
 
 @pytest.fixture(scope="session")
 def master_key_1() -> str:

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Iterable
 
 import asyncpg
 import pytest
@@ -15,10 +15,10 @@ RULES = LedgerSettings().money_rules()
 
 
 @pytest.fixture
-async def ledger_pool(pg_pool: asyncpg.Pool, pg_schema: str) -> AsyncIterator[asyncpg.Pool]:
+async def ledger_pool(pg_pool: asyncpg.Pool, pg_schema: str) -> asyncpg.Pool:
     """A fresh schema with the ledger's tables."""
     await migrate_service(pg_pool, pg_schema, "ledger", MIGRATIONS)
-    yield pg_pool
+    return pg_pool
 
 
 async def apply_each(pool: asyncpg.Pool, events: Iterable[Event]) -> list[Event]:

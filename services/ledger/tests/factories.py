@@ -37,6 +37,7 @@ from marketbot.contracts import (
 )
 
 T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+FIRST_SIGNAL = uuid.UUID(int=1)
 
 
 def signal_events(signal_id: uuid.UUID, at: datetime = T0) -> tuple[SignalReceived, DecisionMade]:
@@ -75,7 +76,7 @@ class Script:
 
     user_id: str
     plan: Plan = Plan.PRO
-    signal_id: uuid.UUID = uuid.UUID(int=1)
+    signal_id: uuid.UUID = FIRST_SIGNAL
     symbol: str = "BTCUSDT"
     exchange: Exchange = Exchange.BYBIT
     quantity: Decimal = Decimal("0.001")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator
@@ -24,6 +25,7 @@ from marketbot.contracts.ledger import CommissionsQuery, OperationsQuery, Statem
 from marketbot.ledger.adapters.queries import PROJECTION_TABLES, checksums
 from marketbot.ledger.api import LedgerQueries
 from marketbot.ledger.app import MIGRATIONS
+from marketbot.ledger.handlers import apply_event
 from marketbot.runtime.db import create_pool, migrate_service
 
 from .conftest import RULES, apply_each
@@ -99,7 +101,7 @@ def events_for(
 
 
 @settings(
-    max_examples=12,
+    max_examples=25,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
@@ -270,3 +272,45 @@ async def test_status_changes_are_emitted_once_with_derived_ids(ledger_pool: asy
     assert again == []
     fills = await ledger_pool.fetchval("SELECT count(*) FROM fills")
     assert fills == 1
+
+
+async def test_consumers_racing_on_the_same_operations_lose_nothing(
+    ledger_pool: asyncpg.Pool, rebuild_pool: asyncpg.Pool
+) -> None:
+    """Requests and outcomes arrive through two consumers at once, in batch transactions."""
+    scripts = [
+        Script(
+            f"u{n % 3}",
+            Plan.PRO,
+            signal_id=uuid.UUID(int=500 + n),
+            quantity=D("1"),
+            entry=D("100"),
+            exit=D("101"),
+            fees=D("0"),
+        )
+        for n in range(40)
+    ]
+    requests = [s.requested() for s in scripts]
+    outcomes = [e for s in scripts for e in s.story()[1:]]
+
+    async def consume(events: list[Event], batch: int) -> None:
+        async with ledger_pool.acquire() as conn:
+            for i in range(0, len(events), batch):
+                while True:
+                    try:
+                        async with conn.transaction():
+                            for event in events[i : i + batch]:
+                                await apply_event(event, conn, RULES)
+                        break
+                    except asyncpg.DeadlockDetectedError:
+                        continue  # what the consumer does: roll back and apply again
+
+    await asyncio.gather(consume(requests, 4), consume(list(reversed(outcomes)), 5))
+    await apply_each(rebuild_pool, canonical(requests + outcomes))
+    assert await checksum(ledger_pool) == await checksum(rebuild_pool)
+    assert (
+        await ledger_pool.fetchval(
+            "SELECT count(*) FROM operations WHERE status = 'CLOSED' AND requested_at IS NOT NULL"
+        )
+        == 40
+    )

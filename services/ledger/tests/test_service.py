@@ -125,7 +125,19 @@ async def test_events_on_the_bus_become_operations_queries_and_pushes(
             "SELECT count(*) FROM operations WHERE status IN ('CLOSED', 'REJECTED') "
             "AND requested_event_id IS NOT NULL"
         )
-        return n == 3 and await caught_up(ledger)
+        pending = await ledger.pending()
+        print(
+            "settle",
+            n,
+            pending,
+            [
+                dict(r)
+                for r in await ledger_pool.fetch(
+                    "SELECT user_id, status, requested_event_id IS NOT NULL AS req FROM operations"
+                )
+            ],
+        )
+        return n == 3 and sum(pending.values()) == 0
 
     await eventually(all_settled, timeout=20)
 
@@ -151,15 +163,19 @@ async def test_events_on_the_bus_become_operations_queries_and_pushes(
 
     trace = await bus.request(SignalTraceQuery(**ASK, signal_id=signal_id), SignalTrace)
     assert trace.ok
-    assert trace.signal is not None and trace.signal["signal_id"] == str(signal_id)
-    assert trace.decision is not None and trace.decision["action"] == "BUY"
+    assert trace.signal is not None
+    assert trace.signal["signal_id"] == str(signal_id)
+    assert trace.decision is not None
+    assert trace.decision["action"] == "BUY"
     assert [(o.user_id, o.status) for o in trace.operations] == [
         ("alice", OperationStatus.CLOSED),
         ("bob", OperationStatus.CLOSED),
         ("carol", OperationStatus.REJECTED),
     ]
     missing = await bus.request(SignalTraceQuery(**ASK, signal_id=uuid.uuid4()), SignalTrace)
-    assert not missing.ok and missing.error is not None and missing.error.code == "not_found"
+    assert not missing.ok
+    assert missing.error is not None
+    assert missing.error.code == "not_found"
 
     pushed = await ledger_stream(bus)
     commissions = [e for e in pushed if isinstance(e, CommissionAccrued)]
@@ -180,8 +196,10 @@ async def test_events_on_the_bus_become_operations_queries_and_pushes(
     published = (await bus.js.stream_info(bus.stream("LEDGER"))).state.messages
     assert published == len(pushed)
     result = await rebuild(bus, database_url, f"{pg_schema}_rb", RULES)
+    replayed = await rebuild(bus, database_url, f"{pg_schema}_rb", RULES, mode="replay")
     try:
         assert result.checksums == live
+        assert replayed.checksums == live
         assert result.events >= 14
         assert (await bus.js.stream_info(bus.stream("LEDGER"))).state.messages == published
     finally:

@@ -10,7 +10,7 @@ import sys
 
 from marketbot.ledger.adapters.queries import checksums
 from marketbot.ledger.app import MIGRATIONS, main_serve
-from marketbot.ledger.rebuild import rebuild
+from marketbot.ledger.rebuild import Mode, rebuild
 from marketbot.ledger.settings import LedgerSettings
 from marketbot.runtime.bus import Bus
 from marketbot.runtime.db import create_pool, migrate_service
@@ -24,6 +24,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     rebuild_cmd = commands.add_parser("rebuild", help="replay the streams into fresh tables")
     rebuild_cmd.add_argument(
         "--schema", default=None, help="target schema (default: <ledger schema>_rebuild)"
+    )
+    rebuild_cmd.add_argument(
+        "--mode",
+        choices=("fold", "replay"),
+        default="fold",
+        help="fold in memory and bulk-load (fast), or apply through the live handlers",
     )
     commands.add_parser("checksum", help="print the live projection's checksums")
     return parser.parse_args(argv)
@@ -39,7 +45,7 @@ async def live_checksums(settings: LedgerSettings) -> dict[str, str]:
         await pool.close()
 
 
-async def run_rebuild(settings: LedgerSettings, schema: str | None) -> int:
+async def run_rebuild(settings: LedgerSettings, schema: str | None, mode: Mode) -> int:
     bus = await Bus.connect(settings.nats_url, "ledger-rebuild", settings.namespace)
     try:
         await bus.provision(settings.stream_replicas)
@@ -48,6 +54,7 @@ async def run_rebuild(settings: LedgerSettings, schema: str | None) -> int:
             settings.database_url,
             schema or f"{settings.schema_name}_rebuild",
             settings.money_rules(),
+            mode=mode,
         )
     finally:
         await bus.close()
@@ -55,6 +62,7 @@ async def run_rebuild(settings: LedgerSettings, schema: str | None) -> int:
     same = live["all"] == result.checksums["all"]
     report = {
         "schema": result.schema,
+        "mode": result.mode,
         "events": result.events,
         "skipped": result.skipped,
         "seconds": round(result.seconds, 3),
@@ -74,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     configure_logging(settings.service_name, settings.log_level)
     if args.command == "rebuild":
-        return asyncio.run(run_rebuild(settings, args.schema))
+        return asyncio.run(run_rebuild(settings, args.schema, args.mode))
     sys.stdout.write(json.dumps(asyncio.run(live_checksums(settings)), indent=2) + "\n")
     return 0
 

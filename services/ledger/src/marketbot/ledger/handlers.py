@@ -52,6 +52,8 @@ async def apply_order_event(event: OperationEvent, conn: Conn, rules: MoneyRules
     if closing:
         # Taken before the operation row, as apply_referrer_change does: no lock cycle.
         await repo.lock_user(conn, event.user_id)
+    # Two statements, not one: a statement reads the snapshot taken before its lock is granted.
+    await repo.lock_operation(conn, event.request_id)
     before = await repo.load_operation(conn, event.request_id)
     after = merge(before, event, rules)
     emitted: list[Event] = []

@@ -1,9 +1,16 @@
 """Rebuild: replay every stream from its first message into fresh tables, publish nothing.
 
-The replay reads each stream with a throw-away consumer up to the last message present when
-it started, applies the events with the live handlers (same processed-events bookkeeping,
-same consumer names) in large transactions, and discards what the handlers would emit: the
-users were notified when the events first happened, so a rebuild must not notify them again.
+Each stream is read with a throw-away consumer up to the last message present when the
+rebuild started. Two ways to apply what is read, which must agree byte for byte:
+
+- ``fold`` (default, fast): the pure domain folds all events in memory
+  (``domain.projection``), then the tables are bulk-loaded with COPY;
+- ``replay``: the live handlers apply the events in large transactions, as the consumers
+  would.
+
+Either way nothing is published: users were notified when the events first happened, so a
+rebuild must not notify them again (the live ids are derived, so even a publish would be
+de-duplicated within the window, but the rebuild does not rely on it).
 """
 
 from __future__ import annotations
@@ -11,7 +18,9 @@ from __future__ import annotations
 import contextlib
 import time
 import uuid
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import asyncpg
 from nats.errors import TimeoutError as NatsTimeoutError
@@ -19,20 +28,27 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from marketbot.contracts import ContractError, Event, decode
+from marketbot.ledger.adapters.bulk import load_projection
 from marketbot.ledger.adapters.queries import checksums
 from marketbot.ledger.app import CONSUMERS, MIGRATIONS, projection_handler
 from marketbot.ledger.domain.money import MoneyRules
+from marketbot.ledger.domain.projection import Projection
 from marketbot.runtime.bus import Bus
 from marketbot.runtime.clock import Clock, SystemClock
+from marketbot.runtime.consumer import Handler
 from marketbot.runtime.db import check_identifier, create_pool, migrate_service
 from marketbot.runtime.logs import get_logger
 
 log = get_logger("marketbot.ledger.rebuild")
 
+Mode = Literal["fold", "replay"]
+BatchSink = Callable[[Sequence[Event]], Awaitable[None]]
+
 
 @dataclass
 class RebuildResult:
     schema: str
+    mode: Mode = "fold"
     events: int = 0
     skipped: int = 0
     seconds: float = 0.0
@@ -52,21 +68,12 @@ async def fresh_schema(database_url: str, schema: str) -> asyncpg.Pool:
     return pool
 
 
-async def replay_stream(
-    bus: Bus,
-    pool: asyncpg.Pool,
-    stream: str,
-    consumer: str,
-    rules: MoneyRules,
-    clock: Clock,
-    *,
-    batch: int = 500,
-) -> tuple[int, int]:
-    """Apply one stream from its start; returns (events applied, messages skipped)."""
+async def read_stream(bus: Bus, stream: str, sink: BatchSink, *, batch: int = 1000) -> int:
+    """Hand every decodable event of ``stream`` (from the start) to ``sink``; returns skips."""
     stream_name = bus.stream(stream)
     last = (await bus.js.stream_info(stream_name)).state.last_seq
     if not last:
-        return 0, 0
+        return 0
     name = f"ledger_rebuild_{uuid.uuid4().hex[:12]}"
     await bus.js.add_consumer(
         stream_name,
@@ -78,8 +85,7 @@ async def replay_stream(
             max_ack_pending=-1,
         ),
     )
-    handler = projection_handler(consumer, rules, clock, emit=False)
-    applied = skipped = 0
+    skipped = 0
     try:
         sub = await bus.js.pull_subscribe_bind(consumer=name, stream=stream_name)
         done = False
@@ -87,7 +93,7 @@ async def replay_stream(
             try:
                 msgs = await sub.fetch(batch, timeout=2.0)
             except NatsTimeoutError:
-                break  # nothing more to read (the stream ended below ``last``: deletions)
+                break  # nothing more to read (the stream ends below ``last``: deletions)
             events: list[Event] = []
             for msg in msgs:
                 try:
@@ -99,24 +105,14 @@ async def replay_stream(
                     events.append(event)
                 if msg.metadata.sequence.stream >= last or msg.metadata.num_pending == 0:
                     done = True
-            async with pool.acquire() as conn, conn.transaction():
-                for event in events:
-                    first = await conn.fetchval(
-                        "INSERT INTO processed_events (consumer, event_id) VALUES ($1, $2) "
-                        "ON CONFLICT DO NOTHING RETURNING true",
-                        consumer,
-                        event.event_id,
-                    )
-                    if first:
-                        await handler(event, conn)
-                        applied += 1
+            await sink(events)
             if msgs:
                 await msgs[-1].ack()
         await sub.unsubscribe()
     finally:
         with contextlib.suppress(NotFoundError):
             await bus.js.delete_consumer(stream_name, name)
-    return applied, skipped
+    return skipped
 
 
 async def rebuild(
@@ -125,22 +121,50 @@ async def rebuild(
     schema: str,
     rules: MoneyRules,
     *,
+    mode: Mode = "fold",
     clock: Clock | None = None,
-    batch: int = 500,
 ) -> RebuildResult:
     """Replay every ledger input stream into ``schema`` (dropped and re-created first)."""
     started = time.perf_counter()
-    result = RebuildResult(schema)
+    result = RebuildResult(schema, mode)
     pool = await fresh_schema(database_url, schema)
+    projection = Projection(rules)
+    processed: dict[tuple[str, uuid.UUID], None] = {}
     try:
         for spec in CONSUMERS:
-            applied, skipped = await replay_stream(
-                bus, pool, spec.stream, spec.name, rules, clock or SystemClock(), batch=batch
+            handler = projection_handler(spec.name, rules, clock or SystemClock(), emit=False)
+
+            async def fold_batch(events: Sequence[Event], consumer: str = spec.name) -> None:
+                for event in events:
+                    key = (consumer, event.event_id)
+                    if key not in processed:
+                        processed[key] = None
+                        projection.apply(event)
+                        result.events += 1
+
+            async def replay_batch(
+                events: Sequence[Event], consumer: str = spec.name, apply: Handler = handler
+            ) -> None:
+                async with pool.acquire() as conn, conn.transaction():
+                    for event in events:
+                        first = await conn.fetchval(
+                            "INSERT INTO processed_events (consumer, event_id) VALUES ($1, $2) "
+                            "ON CONFLICT DO NOTHING RETURNING true",
+                            consumer,
+                            event.event_id,
+                        )
+                        if first:
+                            await apply(event, conn)
+                            result.events += 1
+
+            result.skipped += await read_stream(
+                bus, spec.stream, fold_batch if mode == "fold" else replay_batch
             )
-            result.events += applied
-            result.skipped += skipped
-            log.info("stream replayed", stream=spec.stream, events=applied, skipped=skipped)
+            log.info("stream replayed", stream=spec.stream, events=result.events)
         async with pool.acquire() as conn:
+            if mode == "fold":
+                async with conn.transaction():
+                    await load_projection(conn, projection, processed)
             result.checksums = await checksums(conn)
     finally:
         await pool.close()

@@ -73,6 +73,17 @@ async def lock_user(conn: Conn, user_id: str) -> None:
     await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 7))", f"ledger:{user_id}")
 
 
+async def lock_operation(conn: Conn, operation_id: uuid.UUID) -> None:
+    """Serialize the consumers that write one operation (requests vs outcomes) until commit.
+
+    A row lock is not enough: the first event of an operation finds no row to lock, and two
+    first events racing would each insert their own half of it.
+    """
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended($1, 7))", f"ledger-op:{operation_id}"
+    )
+
+
 async def load_operation(conn: Conn, operation_id: uuid.UUID) -> OperationState | None:
     row = await conn.fetchrow(_SELECT_OPERATION + " FOR UPDATE", operation_id)
     return operation_from_row(row) if row is not None else None

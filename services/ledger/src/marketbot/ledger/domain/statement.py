@@ -7,6 +7,7 @@ A day is a UTC calendar day. An operation counts towards:
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date
@@ -37,7 +38,7 @@ class DayLine:
 
 def statement_lines(
     operations: Iterable[OperationState],
-    commissions: Mapping[object, CommissionRecord],
+    commissions: Mapping[uuid.UUID, CommissionRecord],
 ) -> list[DayLine]:
     """The reference computation the SQL statement query is checked against."""
     days: dict[date, DayLine] = {}

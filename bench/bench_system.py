@@ -1,0 +1,250 @@
+"""The system benchmark: webhook → last order acknowledged, through the real processes.
+
+1,000 users (half Bybit, half Binance; PRO / FLEX / TRIAL mixed) are registered through the
+gateway with keys verified by the vault. One TradingView alert is posted and the clock runs
+until every user's order outcome (OrderFilled or OrderRejected) is on the bus.
+
+- limits off: raw pipeline speed (the simulator meters nothing);
+- limits on: the simulator's real per-IP limits. The floor those limits impose is computed
+  from the requests each order costs (measured on the simulator) and each exchange's per-IP
+  budget; the figure is reported against it. TRIAL's 3 s dispatch delay is a floor too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import tempfile
+import time
+import uuid
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+from nats.aio.msg import Msg
+from prometheus_client.parser import text_string_to_metric_families
+
+from marketbot.contracts import BusNamespace, OrderFilled, OrderRejected, decode
+from marketbot.devstack.demo import Demo, DemoUser
+from marketbot.devstack.stack import Stack, StackConfig
+from marketbot.devstack.supervisor import Supervisor
+from marketbot.exchanges.binance.constants import WEIGHTS
+from marketbot.runtime.bus import Bus
+from marketbot.runtime.infra import start_infra
+from marketbot.sim.admin import SimAdmin
+
+USERS = int(os.environ.get("MARKETBOT_BENCH_SYSTEM_USERS", "1000"))
+PLANS = ("PRO", "FLEX", "TRIAL")
+BYBIT_IP_PER_S = 600 / 5  # Bybit: 600 requests per 5 s per IP
+BINANCE_WEIGHT_PER_S = 6000 / 60  # Binance: REQUEST_WEIGHT 6,000 per minute per IP
+
+
+def users() -> list[DemoUser]:
+    return [
+        DemoUser(
+            user_id=f"bench-{i:05d}",
+            display_name=f"bench {i}",
+            plan=PLANS[i % 3],
+            exchange="bybit" if i % 2 == 0 else "binance",
+            risk_level="medium",
+            funds=Decimal("5000"),
+        )
+        for i in range(USERS)
+    ]
+
+
+async def seed(demo: Demo, population: list[DemoUser], concurrency: int = 16) -> None:
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(user: DemoUser) -> None:
+        async with gate:
+            seeded = await demo.seed_user(user)
+            state = await demo.wait_verified(seeded, timeout=120)
+            if state != "verified":
+                raise RuntimeError(f"{user.user_id}: key {state}")
+
+    await asyncio.gather(*(one(u) for u in population))
+
+
+async def settled(bus: Bus) -> None:
+    while True:
+        busy = False
+        for stream in ("ACCOUNTS", "KEYS"):
+            for consumer in await bus.js.consumers_info(bus.stream(stream)):
+                busy = busy or bool(consumer.num_pending or consumer.num_ack_pending)
+        if not busy:
+            return
+        await asyncio.sleep(0.2)
+
+
+async def one_alert(stack: Stack, demo: Demo, bus: Bus, symbol: str) -> dict[str, Any]:
+    """Post one alert; seconds until every user has an outcome, and counts."""
+    wanted = {u.user_id for u in users()}
+    outcomes: dict[str, str] = {}
+    done = asyncio.Event()
+
+    async def on_event(msg: Msg) -> None:
+        event = decode(msg.data)
+        if isinstance(event, OrderFilled | OrderRejected) and event.user_id in wanted:
+            outcomes[event.user_id] = event.type
+            if len(outcomes) == len(wanted):
+                done.set()
+
+    subs = [
+        await bus.nc.subscribe(bus.subject(f"orders.{ex}.{kind}"), cb=on_event)
+        for ex in ("bybit", "binance")
+        for kind in ("OrderFilled", "OrderRejected")
+    ]
+    price = await demo.price(symbol)
+    body = {
+        "symbol": symbol,
+        "action": "buy",
+        "price": str(price),
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime()),
+        "strategy": "bench",
+    }
+    started = time.perf_counter()
+    await demo.send_alert(stack.config.webhook_source, stack.config.webhook_token, body)
+    try:
+        await asyncio.wait_for(done.wait(), timeout=900)
+    finally:
+        for sub in subs:
+            await sub.unsubscribe()
+    elapsed = time.perf_counter() - started
+    return {
+        "seconds": elapsed,
+        "filled": sum(1 for kind in outcomes.values() if kind == "OrderFilled"),
+        "rejected": sum(1 for kind in outcomes.values() if kind == "OrderRejected"),
+    }
+
+
+async def request_counts(http: httpx.AsyncClient, metrics_url: str) -> dict[str, float]:
+    """Exchange requests an executor has sent, by path (from its own /metrics)."""
+    text = (await http.get(metrics_url)).text
+    counts: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name != "marketbot_exchange_request_seconds":
+            continue
+        for sample in family.samples:
+            if sample.name.endswith("_count"):
+                path = sample.labels["endpoint"]
+                counts[path] = counts.get(path, 0.0) + sample.value
+    return counts
+
+
+def delta(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
+    return {path: n - before.get(path, 0.0) for path, n in after.items()}
+
+
+def binance_weight(path_counts: dict[str, float]) -> float:
+    """Request weight spent, counting each path at its lightest method (a lower bound, so the
+    floor is never overstated)."""
+    lightest: dict[str, int] = {}
+    for (_method, path), weight in WEIGHTS.items():
+        lightest[path] = min(weight, lightest.get(path, weight))
+    return sum(n * lightest.get(path, 1) for path, n in path_counts.items())
+
+
+async def run() -> list[dict[str, Any]]:
+    nats_url, database_url = os.environ["NATS_URL"], os.environ["DATABASE_URL"]
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="bench-system-") as tmp:
+        config = StackConfig(
+            data_dir=Path(tmp),
+            nats_url=nats_url,
+            database_url=database_url,
+            bus_prefix=f"bs{uuid.uuid4().hex[:6]}",
+            sim_limits=False,
+            log_level="WARNING",
+            extra_env={
+                # every gateway caller here is the benchmark itself: no per-source throttle
+                "signal-gateway": {"MARKETBOT_GATEWAY_RATE_LIMIT_PER_SECOND": "0"},
+            },
+        )
+        stack = Stack(config, Supervisor(log_dir=Path(tmp) / "logs", quiet=True))
+        await stack.start()
+        assert stack.urls is not None
+        bus = await Bus.connect(nats_url, "bench-system", BusNamespace(config.bus_prefix))
+        async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=32)) as http:
+            sims = {
+                name: SimAdmin(url, client=http)
+                for name, url in (
+                    ("bybit", stack.urls.sim.bybit),
+                    ("binance", stack.urls.sim.binance),
+                    ("market", stack.urls.sim.market),
+                )
+            }
+            demo = Demo(stack.urls.gateway, config.admin_token, sims, http)
+            try:
+                await demo.set_bullish_market()
+                started = time.perf_counter()
+                await seed(demo, users())
+                await settled(bus)
+                seeding = time.perf_counter() - started
+                off = await one_alert(stack, demo, bus, "ETHUSDT")
+                rows.append(
+                    {
+                        "name": f"system: webhook → last order ack, {USERS} users, limits off",
+                        "value": off["seconds"],
+                        "unit": "s",
+                        "baseline": f"floor: TRIAL delay 3 s; {off['filled']} filled, "
+                        f"{off['rejected']} rejected",
+                        "ratio": off["seconds"] / 3.0,
+                    }
+                )
+                rows.append(
+                    {
+                        "name": "system: orders/s end to end, limits off",
+                        "value": USERS / off["seconds"],
+                        "unit": "orders/s",
+                        "baseline": f"registration of {USERS} users took {seeding:.0f} s",
+                        "ratio": None,
+                    }
+                )
+                for sim in (sims["bybit"], sims["binance"]):
+                    await sim.set_limits(True)
+                metrics = stack.urls.metrics
+                before = {
+                    ex: await request_counts(http, metrics[f"executor-{ex}"])
+                    for ex in ("bybit", "binance")
+                }
+                on = await one_alert(stack, demo, bus, "SOLUSDT")
+                used = {
+                    ex: delta(await request_counts(http, metrics[f"executor-{ex}"]), before[ex])
+                    for ex in ("bybit", "binance")
+                }
+                # The floor the per-IP limits impose on the requests this alert really cost
+                # (counted by the executors, tracking polls included), and TRIAL's 3 s delay.
+                bybit_floor = sum(used["bybit"].values()) / BYBIT_IP_PER_S
+                binance_floor = binance_weight(used["binance"]) / BINANCE_WEIGHT_PER_S
+                floor = max(bybit_floor, binance_floor, 3.0)
+                rows.append(
+                    {
+                        "name": f"system: webhook → last order ack, {USERS} users, limits on",
+                        "value": on["seconds"],
+                        "unit": "s",
+                        "baseline": f"per-IP floor {floor:.1f} s (Bybit {bybit_floor:.1f} s, "
+                        f"Binance {binance_floor:.1f} s); {on['filled']} filled, "
+                        f"{on['rejected']} rejected",
+                        "ratio": on["seconds"] / floor,
+                    }
+                )
+            finally:
+                await bus.close()
+                await stack.stop()
+    return rows
+
+
+if __name__ == "__main__":
+    with tempfile.TemporaryDirectory() as tmp:
+        infra = start_infra(Path(tmp))
+        os.environ.setdefault("NATS_URL", infra.nats_url)
+        os.environ.setdefault("DATABASE_URL", infra.database_url)
+        try:
+            for row in asyncio.run(run()):
+                print(row)
+        finally:
+            infra.stop()
+    sys.exit(0)
