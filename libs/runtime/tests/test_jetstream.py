@@ -9,6 +9,7 @@ from pathlib import Path
 
 import asyncpg
 import nats
+import pytest
 from nats.errors import TimeoutError as NatsTimeoutError
 
 from marketbot.contracts import Event, SignalReceived
@@ -171,3 +172,20 @@ async def test_streams_are_provisioned_with_the_configured_replicas(bus: Bus) ->
     assert config.storage.value == "file"
     info = await bus.js.stream_info(spec.name)
     assert info.config.duplicate_window == spec.duplicate_window.total_seconds()
+
+
+async def test_a_publish_budget_bounds_the_whole_call(nats_url: str) -> None:
+    import time
+
+    from marketbot.contracts import BusNamespace
+    from marketbot.runtime.bus import BusError
+
+    # A namespace whose streams were never provisioned: nothing answers the publish.
+    bus = await Bus.connect(nats_url, "budget", BusNamespace("nostreams"))
+    try:
+        started = time.monotonic()
+        with pytest.raises(BusError):
+            await bus.publish(signal(), budget=0.5)
+        assert time.monotonic() - started < 1.5
+    finally:
+        await bus.close()

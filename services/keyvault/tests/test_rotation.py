@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -24,7 +25,10 @@ from marketbot.runtime.clock import SystemClock
 
 from .conftest import VaultFactory
 
-ACCOUNT = SigningInput(Exchange.BYBIT, "GET", "/v5/account/info", "", "", 1, 5000)
+
+def account_request() -> SigningInput:
+    """A harmless signed read, stamped now (the vault signs only current timestamps)."""
+    return SigningInput(Exchange.BYBIT, "GET", "/v5/account/info", "", "", now_ms(), 5000)
 
 
 async def test_rotation_rewraps_every_row_and_retired_versions_are_refused(
@@ -55,7 +59,7 @@ async def test_rotation_rewraps_every_row_and_retired_versions_are_refused(
     # Retiring version 1 before rotating: the rows cannot be read, signing is refused.
     retired_early = await vaults.start(master_keys=two, min_decrypt_version=2)
     with pytest.raises(Rejected) as caught:
-        await VaultSigner(bus, "user-0", Exchange.BYBIT).sign(ACCOUNT)
+        await VaultSigner(bus, "user-0", Exchange.BYBIT).sign(account_request())
     assert "register it again" in caught.value.message
     await retired_early.close()
     vaults.started.remove(retired_early)
@@ -78,9 +82,12 @@ async def test_rotation_rewraps_every_row_and_retired_versions_are_refused(
     # Only version 2 is needed now: version 1 can be retired, and signing works.
     only_two = two.split(",", 1)[1]
     await vaults.start(master_keys=only_two)
-    signature = await VaultSigner(bus, "user-0", Exchange.BYBIT).sign(ACCOUNT)
+    signature = await VaultSigner(bus, "user-0", Exchange.BYBIT).sign(account_request())
     assert signature.api_key == users[0][2]
-    binance = SigningInput(Exchange.BINANCE, "GET", "/api/v3/account", "timestamp=1", "", 1, 5000)
+    stamp = now_ms()
+    binance = SigningInput(
+        Exchange.BINANCE, "GET", "/api/v3/account", f"timestamp={stamp}", "", stamp, 5000
+    )
     assert (await VaultSigner(bus, "user-1", Exchange.BINANCE).sign(binance)).signature
 
 
@@ -131,3 +138,7 @@ def test_a_passphrase_derives_a_master_key() -> None:
     assert ring.current_version == 4
     with pytest.raises(ValueError, match="600000"):
         KeyvaultSettings(master_passphrase_iterations=1000)
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)

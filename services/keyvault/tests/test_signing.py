@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable
 from datetime import timedelta
@@ -122,6 +123,37 @@ async def test_withdrawals_and_path_tricks_are_refused_and_audited(
     assert await migrated.fetchval("SELECT count(*) FROM audit_log WHERE action = 'sign'") == 0
 
 
+async def test_a_timestamp_far_from_now_is_not_signed(
+    vault: RunningVault,
+    client: VaultClient,
+    bus: Bus,
+    migrated: asyncpg.Pool,
+    make_key: Callable[..., Any],
+) -> None:
+    import time
+
+    key = await make_key(Exchange.BYBIT, ips=["127.0.0.1"])
+    assert (await client.register("trader", Exchange.BYBIT, key.api_key, key.secret)).ok
+    now_ms = int(time.time() * 1000)
+    for timestamp in (now_ms - 3_600_000, now_ms + 3_600_000):
+        request = sign_request(
+            Exchange.BYBIT, "GET", "/v5/account/wallet-balance", "accountType=UNIFIED", ""
+        ).model_copy(update={"timestamp_ms": timestamp})
+        reply = await bus.request(request, SignReply)
+        assert not reply.ok
+        assert reply.error is not None
+        assert reply.error.code == "timestamp_out_of_range"
+        assert reply.signature == ""
+    fresh = sign_request(
+        Exchange.BYBIT, "GET", "/v5/account/wallet-balance", "accountType=UNIFIED", ""
+    ).model_copy(update={"timestamp_ms": now_ms})
+    assert (await bus.request(fresh, SignReply)).ok
+    refused = await migrated.fetchval(
+        "SELECT count(*) FROM audit_log WHERE action = 'sign_refused'"
+    )
+    assert refused == 2
+
+
 async def test_the_vault_signer_raises_typed_errors(
     vault: RunningVault, bus: Bus, client: VaultClient, make_key: Callable[..., Any]
 ) -> None:
@@ -130,7 +162,7 @@ async def test_the_vault_signer_raises_typed_errors(
     withdraw = SigningInput(Exchange.BYBIT, "POST", "/v5/asset/withdraw/create", "", "{}", 1, 5000)
     with pytest.raises(SigningRefusedError):
         await VaultSigner(bus, "nobody", Exchange.BYBIT).sign(withdraw)
-    time_query = SigningInput(Exchange.BYBIT, "GET", "/v5/account/info", "", "", 1, 5000)
+    time_query = SigningInput(Exchange.BYBIT, "GET", "/v5/account/info", "", "", now_ms(), 5000)
     with pytest.raises(Rejected) as caught:
         await VaultSigner(bus, "nobody", Exchange.BYBIT).sign(time_query)
     assert caught.value.reason is RejectReason.INVALID_KEY
@@ -176,7 +208,7 @@ async def test_periodic_reverification_disables_a_key_that_stopped_working(
     signer = VaultSigner(bus, "user-p", Exchange.BYBIT)
     from marketbot.exchanges.signer import SigningInput
 
-    account = SigningInput(Exchange.BYBIT, "GET", "/v5/account/info", "", "", 1, 5000)
+    account = SigningInput(Exchange.BYBIT, "GET", "/v5/account/info", "", "", now_ms(), 5000)
     assert (await signer.sign(account)).api_key == key.api_key
 
     venues.flaky.broken = True
@@ -225,3 +257,7 @@ async def test_a_malformed_sign_request_gets_a_typed_refusal(vault: RunningVault
     assert reply.error is not None
     assert reply.error.code == "invalid_request"
     assert reply.signature == ""
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)

@@ -10,6 +10,9 @@ from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
 
+KEEP = timedelta(0)
+"""A stream ``max_age`` of zero: JetStream keeps the messages with no age limit."""
+
 
 class Retention(StrEnum):
     LIMITS = "limits"
@@ -29,31 +32,31 @@ class StreamSpec:
 
 
 STREAMS: tuple[StreamSpec, ...] = (
-    StreamSpec("SIGNALS", ("signals.>",), description="SignalReceived from the gateway"),
-    StreamSpec("DECISIONS", ("decisions.>",), description="DecisionMade"),
+    # The ledger is rebuilt by replaying these streams, so everything it reads is kept
+    # (max_age 0 = no age limit); archiving old events is an operations decision.
+    StreamSpec("SIGNALS", ("signals.>",), max_age=KEEP, description="SignalReceived"),
+    StreamSpec("DECISIONS", ("decisions.>",), max_age=KEEP, description="DecisionMade"),
     StreamSpec(
         "ORDER_REQUESTS",
         ("orders.requested.>",),
-        # Order requests go stale in minutes; the window covers every redelivery of a signal.
-        max_age=timedelta(days=7),
+        max_age=KEEP,
         description="OrderRequested, one subject per exchange and plan",
     ),
     StreamSpec(
         "ORDER_EVENTS",
         ("orders.bybit.>", "orders.binance.>"),
+        max_age=KEEP,
         description="OrderPlaced, OrderFilled, OrderRejected, OrderOutcomeUnknown, PositionClosed",
     ),
-    StreamSpec(
-        "ACCOUNTS", ("accounts.>",), max_age=timedelta(0), description="user and plan events"
-    ),
-    StreamSpec("KEYS", ("keys.>",), max_age=timedelta(0), description="API key lifecycle"),
+    StreamSpec("ACCOUNTS", ("accounts.>",), max_age=KEEP, description="user and plan events"),
+    StreamSpec("KEYS", ("keys.>",), max_age=KEEP, description="API key lifecycle"),
     StreamSpec(
         "LEDGER",
         ("ledger.CommissionAccrued", "ledger.OperationStatusChanged"),
-        description="ledger outputs for live push",
+        max_age=timedelta(days=30),
+        description="ledger outputs for live push (derived: a rebuild recomputes them)",
     ),
 )
-"""max_age 0 keeps events forever: account and key streams are the source for projections."""
 
 
 @dataclass(frozen=True)

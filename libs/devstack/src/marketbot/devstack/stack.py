@@ -82,8 +82,9 @@ def _secret_file(path: Path, make: str) -> Path:
     return path
 
 
-def vault_key_files(secrets_dir: Path) -> tuple[Path, Path]:
-    """The vault's master key and sealing key for a local run, made once and kept (0600)."""
+def vault_key_files(secrets_dir: Path) -> tuple[Path, Path, str]:
+    """The vault's master key and sealing key for a local run, made once and kept (0600),
+    and the sealing key's public half (base64) that the gateway pins."""
     master = _secret_file(
         secrets_dir / "keyvault-master-keys",
         f"1:{base64.b64encode(os.urandom(32)).decode()}\n",
@@ -92,7 +93,11 @@ def vault_key_files(secrets_dir: Path) -> tuple[Path, Path]:
         serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
     )
     sealing = _secret_file(secrets_dir / "keyvault-sealing-key", base64.b64encode(raw).decode())
-    return master, sealing
+    private = X25519PrivateKey.from_private_bytes(base64.b64decode(sealing.read_text().strip()))
+    public = private.public_key().public_bytes(
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw
+    )
+    return master, sealing, base64.b64encode(public).decode()
 
 
 class Stack:
@@ -147,7 +152,7 @@ class Stack:
         return spec, urls
 
     def service_specs(self, sim: SimUrls) -> list[ProcessSpec]:
-        master, sealing = vault_key_files(self.config.data_dir / "secrets")
+        master, sealing, vault_public = vault_key_files(self.config.data_dir / "secrets")
         gateway_port = self.config.gateway_port or free_port()
         self._gateway_port = gateway_port
         venue_urls = {
@@ -196,6 +201,7 @@ class Stack:
                 {
                     "MARKETBOT_GATEWAY_HTTP_PORT": str(gateway_port),
                     "MARKETBOT_GATEWAY_ADMIN_TOKEN": self.config.admin_token,
+                    "MARKETBOT_GATEWAY_VAULT_PUBLIC_KEY": vault_public,
                     "MARKETBOT_GATEWAY_WEBHOOK_SOURCES": json.dumps(
                         {self.config.webhook_source: self.config.webhook_token}
                     ),

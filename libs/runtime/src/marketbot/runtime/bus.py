@@ -29,7 +29,7 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import NotFoundError
+from nats.js.errors import NoStreamResponseError, NotFoundError
 from prometheus_client import Counter
 
 from marketbot.contracts import (
@@ -156,21 +156,44 @@ class Bus:
     def stream(self, name: str) -> str:
         return self.namespace.stream(name)
 
-    async def publish(self, event: Event) -> PubAck:
-        """Publish durably; retried on timeout (safe: the message id de-duplicates)."""
+    async def publish(self, event: Event, *, budget: float | None = None) -> PubAck:
+        """Publish durably; retried on timeout (safe: the message id de-duplicates).
+
+        ``budget`` bounds the whole call in seconds, retries included (an HTTP caller with
+        its own deadline passes one); without it, ``publish_attempts`` x ``publish_timeout``.
+        """
         return await self.publish_raw(
-            self.subject(event.subject()), event.to_json(), str(event.event_id), event.type
+            self.subject(event.subject()),
+            event.to_json(),
+            str(event.event_id),
+            event.type,
+            budget=budget,
         )
 
-    async def publish_raw(self, subject: str, payload: bytes, msg_id: str, kind: str) -> PubAck:
+    async def publish_raw(
+        self, subject: str, payload: bytes, msg_id: str, kind: str, *, budget: float | None = None
+    ) -> PubAck:
+        loop = asyncio.get_running_loop()
+        deadline = None if budget is None else loop.time() + budget
         delay = 0.05
         for attempt in range(1, self.publish_attempts + 1):
+            timeout = self.publish_timeout
+            if deadline is not None:
+                timeout = min(timeout, deadline - loop.time())
+                if timeout <= 0:
+                    raise BusError(f"publish to {subject} did not complete within {budget}s")
             try:
                 ack = await self.js.publish(
-                    subject, payload, timeout=self.publish_timeout, headers={"Nats-Msg-Id": msg_id}
+                    subject, payload, timeout=timeout, headers={"Nats-Msg-Id": msg_id}
                 )
-            except (NatsTimeoutError, NoRespondersError, nats.errors.ConnectionClosedError) as exc:
-                if attempt == self.publish_attempts:
+            except (
+                NatsTimeoutError,
+                NoRespondersError,
+                NoStreamResponseError,
+                nats.errors.ConnectionClosedError,
+            ) as exc:
+                out_of_time = deadline is not None and loop.time() + delay >= deadline
+                if attempt == self.publish_attempts or out_of_time:
                     raise BusError(f"publish to {subject} failed: {type(exc).__name__}") from exc
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)

@@ -101,14 +101,25 @@ class Outbox:
         return len(rows)
 
     async def _publish_rows(self, conn: Conn, rows: Sequence[Any]) -> None:
-        for row in rows:
-            await self._bus.publish_raw(
-                self._bus.subject(row["subject"]),
-                bytes(row["payload"]),
-                str(row["event_id"]),
-                row["event_type"],
+        """Publish rows pipelined on the one connection (so the stream keeps their order)
+        and delete them in one statement once JetStream has acknowledged all of them; if any
+        publish fails, every row stays for the relay (a re-publish is de-duplicated)."""
+        if not rows:
+            return
+        await asyncio.gather(
+            *(
+                self._bus.publish_raw(
+                    self._bus.subject(row["subject"]),
+                    bytes(row["payload"]),
+                    str(row["event_id"]),
+                    row["event_type"],
+                )
+                for row in rows
             )
-            await conn.execute("DELETE FROM outbox WHERE id = $1", row["id"])
+        )
+        await conn.execute(
+            "DELETE FROM outbox WHERE id = ANY($1::bigint[])", [row["id"] for row in rows]
+        )
 
     async def run_relay(self, interval: float = 2.0, stop: asyncio.Event | None = None) -> None:
         stop = stop or asyncio.Event()

@@ -1,13 +1,20 @@
-"""``marketbot-keyvault``: serve (default), rotate, generate-master-key, generate-sealing-key."""
+"""``marketbot-keyvault``: serve (default), rotate, generate-master-key, generate-sealing-key,
+public-key."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import sys
 
-from marketbot.keyvault.adapters.keysource import KeyMaterialError, SealingKey, load_keyring
+from marketbot.keyvault.adapters.keysource import (
+    KeyMaterialError,
+    SealingKey,
+    load_keyring,
+    load_sealing_key,
+)
 from marketbot.keyvault.domain.masterkeys import format_master_key, generate_master_key
 from marketbot.keyvault.settings import KeyvaultSettings
 
@@ -29,6 +36,11 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "generate-sealing-key",
         help="print a new X25519 sealing private key (base64); its public key goes to stderr",
+    )
+    commands.add_parser(
+        "public-key",
+        help="print the configured sealing key's public half (base64) for the gateway's "
+        "MARKETBOT_GATEWAY_VAULT_PUBLIC_KEY",
     )
     return parser
 
@@ -77,6 +89,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"key id: {key.key_id}", file=sys.stderr)
             return 0
         settings = KeyvaultSettings()
+        if command == "public-key":
+            sealing = load_sealing_key(settings)
+            print(base64.b64encode(sealing.public).decode())
+            print(f"key id: {sealing.key_id}", file=sys.stderr)
+            return 0
         if command == "rotate":
             return asyncio.run(_rotate(settings, args.batch))
         from marketbot.keyvault.app import serve

@@ -66,7 +66,7 @@ from marketbot.keyvault.domain.verification import (
     judge,
     key_is_broken,
 )
-from marketbot.runtime.clock import Clock
+from marketbot.runtime.clock import Clock, epoch_ms
 from marketbot.runtime.logs import get_logger, redactor
 from marketbot.runtime.sealing import SealError, seal_context, unseal
 
@@ -495,6 +495,10 @@ async def _status_of(vault: Vault, credential_id: uuid.UUID) -> Any:
 
 # --- signing --------------------------------------------------------------------------------
 
+SIGN_CLOCK_TOLERANCE_MS = 10_000
+"""Clock difference allowed between a sign request's timestamp and the vault's clock, on top
+of the request's recv window (executors stamp requests with the exchange's clock offset)."""
+
 
 async def sign(request: SignRequest, vault: Vault) -> SignReply:
     """Sign one allowed request with the user's active, verified key."""
@@ -523,6 +527,19 @@ async def sign(request: SignRequest, vault: Vault) -> SignReply:
         return SignReply(
             ok=False,
             error=_refusal("endpoint_refused", f"the vault does not sign this: {exc.message}"),
+        )
+    skew_ms = abs(request.timestamp_ms - epoch_ms(vault.clock.now()))
+    if skew_ms > request.recv_window_ms + SIGN_CLOCK_TOLERANCE_MS:
+        # A signature is only good inside its receive window: refusing far-off timestamps
+        # means no one can collect signatures now to use after the key is revoked.
+        await _audit_refusal(vault, request, "timestamp_out_of_range", f"{skew_ms} ms off")
+        return SignReply(
+            ok=False,
+            error=_refusal(
+                "timestamp_out_of_range",
+                f"timestamp_ms is {skew_ms} ms from the vault's clock; at most recv_window_ms "
+                f"+ {SIGN_CLOCK_TOLERANCE_MS} ms is signed",
+            ),
         )
     if not vault.audit.accepting:
         return SignReply(

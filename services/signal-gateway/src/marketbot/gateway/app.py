@@ -52,8 +52,9 @@ def build_gateway(settings: GatewaySettings, deps: GatewayDeps) -> Gateway:
         repo=Repository(deps.pool),
         outbox=Outbox(deps.bus, deps.pool),
         clock=deps.clock,
-        publish_signal=deps.publish_signal or BusSignalPublisher(deps.bus),
-        vault=VaultClient(deps.bus, settings.request_timeout_seconds),
+        publish_signal=deps.publish_signal
+        or BusSignalPublisher(deps.bus, settings.publish_budget_seconds),
+        vault=VaultClient(deps.bus, settings.request_timeout_seconds, settings.pinned_vault_key()),
         ledger=LedgerClient(deps.bus, settings.request_timeout_seconds),
         hub=deps.hub
         or Hub(settings.ws_ring_size, settings.ws_all_ring_size, settings.ws_queue_size),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 
 from pydantic import Field, SecretStr, field_validator
@@ -40,6 +41,18 @@ class GatewaySettings(ServiceSettings):
     )
     rate_limit_per_second: float = Field(default=10.0, ge=0)
     rate_limit_burst: int = Field(default=20, ge=1)
+    publish_budget_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        le=2.9,
+        description="time to store an alert in JetStream before answering 503 (TradingView "
+        "gives up after 3 s)",
+    )
+    vault_public_key: str | None = Field(
+        default=None,
+        description="the key vault's X25519 public key (base64, from marketbot-keyvault "
+        "public-key); pins it so a rogue NATS client cannot stand in for the vault",
+    )
     request_timeout_seconds: float = Field(default=5.0, gt=0, description="vault/ledger replies")
     ws_queue_size: int = Field(default=1000, ge=1)
     ws_ring_size: int = Field(default=256, ge=1, description="recent events kept per user")
@@ -64,3 +77,18 @@ class GatewaySettings(ServiceSettings):
             if len(token.get_secret_value()) < 16:
                 raise ValueError(f"the token of source {name!r} must be at least 16 characters")
         return value
+
+    @field_validator("vault_public_key")
+    @classmethod
+    def _x25519_key(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                raw = base64.b64decode(value, validate=True)
+            except ValueError as exc:
+                raise ValueError("vault_public_key must be base64") from exc
+            if len(raw) != 32:
+                raise ValueError("vault_public_key must be a raw 32-byte X25519 key")
+        return value
+
+    def pinned_vault_key(self) -> bytes | None:
+        return base64.b64decode(self.vault_public_key) if self.vault_public_key else None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -45,6 +46,11 @@ class KeyReply(Reply):
     keys: tuple[KeyStatus, ...] = ()
 
 
+def pinned_key_id(public_key: bytes) -> str:
+    """The key id the vault gives its sealing key (``x25519:`` + 16 hex of its SHA-256)."""
+    return "x25519:" + hashlib.sha256(public_key).hexdigest()[:16]
+
+
 def _envelope(now: datetime, correlation_id: str) -> dict[str, object]:
     return {"occurred_at": now, "correlation_id": correlation_id}
 
@@ -53,9 +59,14 @@ def _envelope(now: datetime, correlation_id: str) -> dict[str, object]:
 class VaultClient:
     bus: Bus
     timeout: float = 5.0
+    pinned_public_key: bytes | None = None
+    """The vault's X25519 public key from configuration. When set, secrets are sealed to it
+    and nothing on the bus can substitute another key (NATS is not trusted for that)."""
 
     async def _public_key(self, now: datetime, correlation_id: str) -> tuple[str, bytes]:
-        # Asked every time: the vault may rotate its key, and registration is rare.
+        if self.pinned_public_key is not None:
+            return pinned_key_id(self.pinned_public_key), self.pinned_public_key
+        # Unpinned: asked every time (the vault may rotate its key; registration is rare).
         reply = await self.bus.request(
             VaultPublicKeyRequest(**_envelope(now, correlation_id)),
             VaultPublicKeyReply,
@@ -187,7 +198,9 @@ class BusSignalPublisher:
     """Publishes a signal and reports whether JetStream already had it (a duplicate)."""
 
     bus: Bus
+    budget_seconds: float = 2.0
+    """The whole publish, retries included, must fit TradingView's 3 s answer deadline."""
 
     async def __call__(self, signal: SignalReceived) -> bool:
-        ack = await self.bus.publish(signal)
+        ack = await self.bus.publish(signal, budget=self.budget_seconds)
         return bool(ack.duplicate)
