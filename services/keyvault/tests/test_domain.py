@@ -203,3 +203,15 @@ def test_the_policy_refuses_withdrawals_transfers_and_path_tricks(
     request = SigningInput(exchange, method, path, query, body, 1, 5000)
     with pytest.raises(SigningRefusedError):
         signing_policy(exchange).validate(request)
+
+
+def test_a_key_bound_to_other_ips_than_marketbots_egress_is_refused() -> None:
+    policy = VerificationPolicy(egress_ips=("203.0.113.7", "203.0.113.8"))
+    partial = perms(ip_bound=True, ips=("203.0.113.7",))
+    verdict = judge(partial, policy, NOW)
+    assert not verdict.accepted
+    assert verdict.reason_code == "ip_mismatch"
+    assert "203.0.113.8" in verdict.message
+    assert judge(perms(ip_bound=True, ips=("203.0.113.7", "203.0.113.8")), policy, NOW).accepted
+    # Binance reports only that a restriction exists, not the list: nothing to compare.
+    assert judge(perms(ip_bound=True, ips=()), policy, NOW).accepted

@@ -55,7 +55,12 @@ def engine_config(settings: ExecutorSettings) -> EngineConfig:
 
 
 def venue_settings(settings: ExecutorSettings) -> VenueSettings:
-    return VenueSettings(http=HttpSettings(rate_limit_safety=settings.rate_limit_safety))
+    return VenueSettings(
+        http=HttpSettings(
+            rate_limit_safety=settings.rate_limit_safety,
+            rate_limit_scale=settings.rate_limit_scale,
+        )
+    )
 
 
 def vault_signers(bus: Bus) -> SignerFactory:

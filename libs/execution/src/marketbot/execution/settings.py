@@ -26,6 +26,12 @@ class ExecutorSettings(ServiceSettings):
     rate_limit_safety: float = Field(
         default=0.9, gt=0, le=1, description="share of the exchange's per-IP budget to use"
     )
+    rate_limit_scale: float = Field(
+        default=1.0,
+        gt=0,
+        description="multiplies every documented exchange limit; only for a simulator run "
+        "with its limits off (never against a real exchange)",
+    )
     # consumption
     max_request_age_s: float = Field(default=120.0, gt=0, description="older requests: STALE")
     tier_concurrency: int = Field(default=64, ge=1, description="orders in flight within a tier")

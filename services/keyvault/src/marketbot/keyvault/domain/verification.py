@@ -20,7 +20,9 @@ EXPIRY_WARNING = timedelta(days=14)
 class VerificationPolicy:
     require_ip_binding: bool = False
     egress_ips: tuple[str, ...] = ()
-    """marketbot's egress IPs, named in the messages so the user can bind the key to them."""
+    """marketbot's egress IPs (executors and vault). Named in the messages so the user can bind
+    the key to them; a key bound to a list the exchange reports must allow every one of them,
+    or some replica's orders would be refused."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +79,14 @@ def judge(permissions: KeyPermissions, policy: VerificationPolicy, now: datetime
             "then verify again",
             warnings,
         )
+    missing = _missing_egress(permissions, policy)
+    if missing:
+        return _refuse(
+            "ip_mismatch",
+            "this key is bound to IP addresses that do not include marketbot's "
+            f"{', '.join(missing)}; on the exchange, add them to the key, then verify again",
+            warnings,
+        )
     if not permissions.ip_bound and policy.require_ip_binding:
         return _refuse(
             "ip_unbound",
@@ -85,6 +95,15 @@ def judge(permissions: KeyPermissions, policy: VerificationPolicy, now: datetime
             warnings,
         )
     return Verdict(accepted=True, warnings=tuple(warnings))
+
+
+def _missing_egress(permissions: KeyPermissions, policy: VerificationPolicy) -> list[str]:
+    """Egress IPs a bound key does not allow. Only judged when the exchange reports the
+    key's IP list (Bybit does; Binance reports only that a restriction exists)."""
+    if not permissions.ip_bound or not permissions.ips or not policy.egress_ips:
+        return []
+    allowed = set(permissions.ips)
+    return [ip for ip in policy.egress_ips if ip not in allowed]
 
 
 def _refuse(code: str, message: str, warnings: list[str]) -> Verdict:
