@@ -180,10 +180,10 @@ class ExactlyOnceConsumer:
         while not self._stopping.is_set():
             try:
                 messages = await sub.fetch(self._spec.batch, timeout=self._spec.fetch_timeout)
-            except NatsTimeoutError:
-                continue
+            except (NatsTimeoutError, TimeoutError):
+                continue  # nothing to fetch within fetch_timeout
             except Exception as exc:  # connection trouble: back off, the loop goes on
-                log.warning("fetch failed", consumer=self._spec.name, error=str(exc))
+                log.warning("fetch failed", consumer=self._spec.name, error=repr(exc))
                 await asyncio.sleep(self._spec.retry_delay)
                 continue
             self._busy = True
