@@ -279,8 +279,6 @@ async def test_below_minimum_notional_is_a_filter_rejection(env: Env) -> None:
 
 
 async def test_positions_are_empty_for_a_spot_account(env: Env) -> None:
-    if env.exchange is Exchange.BYBIT:
-        pytest.skip("the simulator does not serve /v5/position/list yet")
     assert await env.venue.positions(env.signer) == []
 
 

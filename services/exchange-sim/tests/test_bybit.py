@@ -334,3 +334,13 @@ async def test_wallet_account_and_key_info(local, h):
     assert key["readOnly"] == 1
     assert key["ips"] == ["*"]
     assert key["permissions"]["Spot"] == []
+
+
+async def test_position_list_is_empty_for_a_spot_account_and_checks_its_parameters(local, h):
+    _account, client = await h.new_bybit(local)
+    body = ok(await client.get("/v5/position/list", {"category": "linear", "symbol": "BTCUSDT"}))
+    assert body == {"category": "linear", "nextPageCursor": "", "list": []}
+    missing = await client.get("/v5/position/list", {"category": "linear"})
+    assert missing.json()["retCode"] == 10001  # linear needs symbol or settleCoin
+    spot = await client.get("/v5/position/list", {"category": "spot", "symbol": "BTCUSDT"})
+    assert spot.json()["retCode"] == 10001  # linear, inverse or option only

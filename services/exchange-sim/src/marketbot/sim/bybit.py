@@ -57,6 +57,7 @@ UID_LIMITS: dict[str, int] = {
     "/v5/order/history": 50,
     "/v5/account/wallet-balance": 50,
     "/v5/account/info": 50,
+    "/v5/position/list": 50,
     "/v5/user/query-api": 10,
 }
 
@@ -148,6 +149,7 @@ class BybitApp(ExchangeApp):
             ("GET", "/v5/order/history"): (self.order_history, False),
             ("GET", "/v5/account/wallet-balance"): (self.wallet_balance, False),
             ("GET", "/v5/account/info"): (self.account_info, False),
+            ("GET", "/v5/position/list"): (self.position_list, False),
             ("GET", "/v5/user/query-api"): (self.query_api, False),
         }
         self.ip_ban_seconds = IP_BAN_SECONDS
@@ -857,6 +859,19 @@ class BybitApp(ExchangeApp):
             "isMasterTrader": False,
             "spotHedgingStatus": "OFF",
         }
+
+    def position_list(self, request: Request, account: Account, key: ApiKey) -> dict[str, Any]:
+        """Derivative positions (position_position.mdx). The simulator trades spot only, so
+        every account's list is empty; the parameters are checked as documented."""
+        params = request.query_params()
+        category = params.get("category")
+        if not category:
+            raise _empty("category")
+        if category not in ("linear", "inverse", "option"):
+            raise BybitError(10001)
+        if category == "linear" and not (params.get("symbol") or params.get("settleCoin")):
+            raise BybitError(10001)
+        return {"category": category, "nextPageCursor": "", "list": []}
 
     def query_api(self, request: Request, account: Account, key: ApiKey) -> dict[str, Any]:
         def iso(ms: int) -> str:
