@@ -37,8 +37,14 @@ from marketbot.sim.admin import SimAdmin
 
 USERS = int(os.environ.get("MARKETBOT_BENCH_SYSTEM_USERS", "1000"))
 PLANS = ("PRO", "FLEX", "TRIAL")
-BYBIT_IP_PER_S = 600 / 5  # Bybit: 600 requests per 5 s per IP
-BINANCE_WEIGHT_PER_S = 6000 / 60  # Binance: REQUEST_WEIGHT 6,000 per minute per IP
+BYBIT_IP_LIMIT, BYBIT_IP_WINDOW_S = 600, 5.0  # Bybit: 600 requests per 5 s per IP
+BINANCE_WEIGHT_LIMIT, BINANCE_WEIGHT_WINDOW_S = 6000, 60.0  # Binance: weight 6,000 per minute
+
+
+def window_floor(used: float, limit: float, window_s: float) -> float:
+    """Least time to spend ``used`` under "at most ``limit`` per ``window_s``": the first
+    window's worth goes at once, the rest at ``limit / window_s`` per second."""
+    return max(0.0, used - limit) / (limit / window_s)
 
 
 def users() -> list[DemoUser]:
@@ -217,8 +223,12 @@ async def run() -> list[dict[str, Any]]:
                 }
                 # The floor the per-IP limits impose on the requests this alert really cost
                 # (counted by the executors, tracking polls included), and TRIAL's 3 s delay.
-                bybit_floor = sum(used["bybit"].values()) / BYBIT_IP_PER_S
-                binance_floor = binance_weight(used["binance"]) / BINANCE_WEIGHT_PER_S
+                bybit_used = sum(used["bybit"].values())
+                binance_used = binance_weight(used["binance"])
+                bybit_floor = window_floor(bybit_used, BYBIT_IP_LIMIT, BYBIT_IP_WINDOW_S)
+                binance_floor = window_floor(
+                    binance_used, BINANCE_WEIGHT_LIMIT, BINANCE_WEIGHT_WINDOW_S
+                )
                 floor = max(bybit_floor, binance_floor, 3.0)
                 rows.append(
                     {

@@ -59,6 +59,8 @@ def venue_settings(settings: ExecutorSettings) -> VenueSettings:
         http=HttpSettings(
             rate_limit_safety=settings.rate_limit_safety,
             rate_limit_scale=settings.rate_limit_scale,
+            max_connections=settings.http_max_connections,
+            max_keepalive_connections=settings.http_max_connections,
         )
     )
 

@@ -331,12 +331,13 @@ class OrderExecutor:
         closes_position: str | None = None,
     ) -> OrderRow:
         now = self.clock.now()
-        async with self.pool.acquire() as conn, conn.transaction():
-            await Repository.insert_order(
+        async with self.pool.acquire() as conn:
+            row = await Repository.insert_sending(
                 conn,
                 request,
-                state=OrderState.SENDING,
                 now=now,
+                owner=self.owner,
+                lease_s=self.config.lease_s,
                 quantity=quantity,
                 quote_amount=quote_amount,
                 reference_price=reference_price,
@@ -344,11 +345,10 @@ class OrderExecutor:
                 take_profit_price=take_profit,
                 closes_position=closes_position,
             )
-            await Repository.claim(
-                conn, request.client_order_id, self.owner, now, self.config.lease_s
-            )
-            row = await Repository.get_order(conn, request.client_order_id)
-        assert row is not None
+        if row is None:
+            # Another delivery recorded it first: go round again and take the path for an
+            # existing row (lease, lookup), never send on its behalf.
+            raise _WaitError(0.0)
         return row
 
     # ---- sending -------------------------------------------------------------------

@@ -41,10 +41,10 @@ class OrderRow:
     unknown_since: datetime | None
 
     @classmethod
-    def from_record(cls, r: Any) -> OrderRow:
+    def from_record(cls, r: Any, *, request: OrderRequested | None = None) -> OrderRow:
         return cls(
             client_order_id=r["client_order_id"],
-            request=OrderRequested.model_validate_json(r["request"]),
+            request=request or OrderRequested.model_validate_json(r["request"]),
             state=r["state"],
             attempts=r["attempts"],
             settle_until=r["settle_until"],
@@ -200,6 +200,53 @@ class Repository:
             now,
         )
         return bool(inserted)
+
+    @staticmethod
+    async def insert_sending(
+        conn: Conn,
+        request: OrderRequested,
+        *,
+        now: datetime,
+        owner: str,
+        lease_s: float,
+        quantity: Decimal,
+        quote_amount: Decimal,
+        reference_price: Decimal,
+        stop_loss_price: Decimal | None = None,
+        take_profit_price: Decimal | None = None,
+        closes_position: str | None = None,
+    ) -> OrderRow | None:
+        """Record a SENDING order, leased to ``owner``, in one statement (one round trip).
+
+        ``None`` if the id already exists (another delivery got there first)."""
+        record = await conn.fetchrow(
+            "INSERT INTO orders (client_order_id, request_id, user_id, symbol, side, plan, "
+            "request, state, quantity, quote_amount, reference_price, stop_loss_price, "
+            "take_profit_price, closes_position, created_at, updated_at, lease_owner, "
+            "lease_until) VALUES "
+            "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15, $16, $17) "
+            "ON CONFLICT (client_order_id) DO NOTHING RETURNING *",
+            request.client_order_id,
+            request.request_id,
+            request.user_id,
+            request.symbol,
+            request.side.value,
+            request.plan.value,
+            request.model_dump_json(),
+            OrderState.SENDING,
+            quantity,
+            quote_amount,
+            reference_price,
+            stop_loss_price,
+            take_profit_price,
+            closes_position,
+            now,
+            owner,
+            now + timedelta(seconds=lease_s),
+        )
+        if record is None:
+            return None
+        return OrderRow.from_record(record, request=request)
 
     @staticmethod
     async def mark_attempt(

@@ -26,6 +26,13 @@ class ExecutorSettings(ServiceSettings):
     rate_limit_safety: float = Field(
         default=0.9, gt=0, le=1, description="share of the exchange's per-IP budget to use"
     )
+    http_max_connections: int = Field(
+        default=20,
+        ge=1,
+        description="pooled connections to the exchange (and requests in flight); about "
+        "request rate x round trip is enough, and each extra pooled connection costs CPU on "
+        "every request (httpcore probes every idle connection per request)",
+    )
     rate_limit_scale: float = Field(
         default=1.0,
         gt=0,
