@@ -58,7 +58,6 @@ async def _wait_ready(client: VaultClient, process: subprocess.Popen[bytes]) -> 
 
 async def measure(signer: VaultSigner, count: int, concurrency: int) -> tuple[float, list[float]]:
     latencies: list[float] = []
-    now_ms = int(time.time() * 1000)
     queue = iter(range(count))
 
     async def worker() -> None:
@@ -78,7 +77,7 @@ async def measure(signer: VaultSigner, count: int, concurrency: int) -> tuple[fl
                         "orderLinkId": f"bench-{i}",
                     }
                 ),
-                now_ms + i,
+                int(time.time() * 1000),  # stamped now, as an executor does
                 5000,
             )
             started = time.perf_counter()

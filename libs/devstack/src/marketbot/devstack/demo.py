@@ -211,6 +211,20 @@ class Demo:
                 return state
             await asyncio.sleep(0.2)
 
+    async def verify(self, seeded: SeededUser) -> str:
+        """Ask the vault to verify the user's key again; returns the new state."""
+        user = seeded.user
+        response = await self.http.post(
+            f"{self.gateway_url}/users/{user.user_id}/keys/{user.exchange}/verify",
+            headers=self._admin(),
+        )
+        if response.status_code == 422:
+            error = response.json().get("error", {})
+            seeded.key_status = f"refused ({error.get('code')}): {error.get('message')}"
+        else:
+            seeded.key_status = _key_state(await self._check(response, "verify"))
+        return seeded.key_status
+
     async def pause(self, user_id: str) -> None:
         """Stop trading for a user (their trading mode becomes PAUSED)."""
         await self._check(
