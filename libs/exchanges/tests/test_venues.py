@@ -568,7 +568,7 @@ async def test_metrics_are_recorded() -> None:
     venue, fake = make_venue(Exchange.BINANCE)
     fake.always("/api/v3/ping", respond(200, {}))
     await venue.check_connectivity()
-    labels = {"exchange": "binance", "endpoint": "/api/v3/ping", "outcome": "ok"}
+    labels = {"exchange": "binance", "method": "GET", "endpoint": "/api/v3/ping", "outcome": "ok"}
     assert REGISTRY.get_sample_value("marketbot_exchange_request_seconds_count", labels)
     assert (
         REGISTRY.get_sample_value("marketbot_exchange_breaker_state", {"exchange": "binance"}) == 0

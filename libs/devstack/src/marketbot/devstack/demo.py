@@ -214,11 +214,16 @@ class Demo:
     async def verify(self, seeded: SeededUser) -> str:
         """Ask the vault to verify the user's key again; returns the new state."""
         user = seeded.user
-        response = await self.http.post(
-            f"{self.gateway_url}/users/{user.user_id}/keys/{user.exchange}/verify",
-            headers=self._admin(),
-        )
-        if response.status_code == 422:
+        try:
+            response = await self.http.post(
+                f"{self.gateway_url}/users/{user.user_id}/keys/{user.exchange}/verify",
+                headers=self._admin(),
+            )
+        except httpx.TransportError as exc:  # e.g. an idle keep-alive connection closed
+            seeded.key_status = f"refused (unavailable): {type(exc).__name__}"
+            return seeded.key_status
+        if response.status_code in (422, 503):
+            # 422: the vault's verdict; 503: the vault is busy (asked to retry).
             error = response.json().get("error", {})
             seeded.key_status = f"refused ({error.get('code')}): {error.get('message')}"
         else:

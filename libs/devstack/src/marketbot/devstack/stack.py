@@ -106,6 +106,7 @@ class Stack:
         self.supervisor = supervisor
         self.urls: StackUrls | None = None
         self._metrics_ports = {name: free_port() for name in SERVICES}
+        self._gateway_port = config.gateway_port or free_port()
 
     def _common_env(self) -> dict[str, str]:
         return {
@@ -153,8 +154,7 @@ class Stack:
 
     def service_specs(self, sim: SimUrls) -> list[ProcessSpec]:
         master, sealing, vault_public = vault_key_files(self.config.data_dir / "secrets")
-        gateway_port = self.config.gateway_port or free_port()
-        self._gateway_port = gateway_port
+        gateway_port = self._gateway_port
         venue_urls = {
             "MARKETBOT_KEYVAULT_VENUE_URLS": json.dumps(
                 {"bybit": sim.bybit, "binance": sim.binance}
@@ -220,6 +220,13 @@ class Stack:
             metrics={n: f"http://127.0.0.1:{p}/metrics" for n, p in self._metrics_ports.items()},
         )
         return self.urls
+
+    async def restart(self, name: str) -> None:
+        """Restart one service with the stack's current configuration (e.g. changed
+        ``extra_env``), on the same ports."""
+        assert self.urls is not None, "the stack is not started"
+        (spec,) = [s for s in self.service_specs(self.urls.sim) if s.name == name]
+        await self.supervisor.replace(spec)
 
     async def stop(self) -> None:
         await self.supervisor.stop()

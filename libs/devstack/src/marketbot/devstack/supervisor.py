@@ -170,6 +170,13 @@ class Supervisor:
         self._running.remove(running)
         return await self.start(running.spec)
 
+    async def replace(self, spec: ProcessSpec) -> Running:
+        """Stop the process named ``spec.name`` and start ``spec`` in its place."""
+        running = self.process(spec.name)
+        await self.kill(spec.name, signal.SIGTERM)
+        self._running.remove(running)
+        return await self.start(spec)
+
     async def stop(self, timeout: float = 15.0) -> None:
         for running in reversed(self._running):
             if running.process.returncode is None:

@@ -296,7 +296,7 @@ class VenueHttp(ABC):
         return wire, signature.api_key, self.clock.monotonic()
 
     def _observe_latency(self, endpoint: Endpoint, outcome: str, started: float) -> None:
-        self._latency.labels(self._exchange_label, endpoint.path, outcome).observe(
+        self._latency.labels(self._exchange_label, endpoint.method, endpoint.path, outcome).observe(
             time.perf_counter() - started
         )
 

@@ -6,8 +6,8 @@ from prometheus_client import Counter, Gauge, Histogram
 
 REQUEST_LATENCY = Histogram(
     "marketbot_exchange_request_seconds",
-    "Latency of exchange HTTP requests",
-    ["exchange", "endpoint", "outcome"],
+    "Latency of exchange HTTP requests (method + endpoint: Binance weighs GET and POST apart)",
+    ["exchange", "method", "endpoint", "outcome"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )
 RATE_LIMIT_HEADROOM = Gauge(
