@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from abc import ABC, abstractmethod
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -52,7 +53,7 @@ def parse_decimal(value: Any, name: str) -> Decimal:
     return result
 
 
-class BaseApp:
+class BaseApp(ABC):
     """A raw ASGI app. Subclasses implement ``handle`` (sync, the hot path) and ``server_error``."""
 
     venue = "base"
@@ -90,11 +91,13 @@ class BaseApp:
             return
         await send_response(send, response)
 
+    @abstractmethod
     def handle(self, request: Request) -> Response:
-        raise NotImplementedError
+        """Each exchange's app implements this."""
 
+    @abstractmethod
     def server_error(self, status: int) -> Response:
-        raise NotImplementedError
+        """Each exchange's app implements this."""
 
     # admin -------------------------------------------------------------------------------
 
@@ -165,14 +168,17 @@ class ExchangeApp(BaseApp):
         super().__init__(prices=prices, clock=clock, seed=seed)
         self.exchange = exchange
 
+    @abstractmethod
     def reset_limits(self) -> None:
-        raise NotImplementedError
+        """Each exchange's app implements this."""
 
+    @abstractmethod
     def configure_limits(self, body: dict[str, Any]) -> dict[str, Any]:
-        raise NotImplementedError
+        """Each exchange's app implements this."""
 
+    @abstractmethod
     def order_view(self, order: Order) -> dict[str, Any]:
-        raise NotImplementedError
+        """Each exchange's app implements this."""
 
     def admin(
         self, method: str, route: str, request: Request, body: dict[str, Any]
