@@ -61,3 +61,26 @@ def test_a_malformed_pinned_key_is_refused_at_start() -> None:
 
     with pytest.raises(ValidationError, match="32-byte X25519"):
         GatewaySettings.model_validate({"vault_public_key": base64.b64encode(b"short").decode()})
+
+
+def test_a_transient_vault_refusal_is_a_503_not_a_client_error() -> None:
+    from marketbot.contracts import ErrorDetail
+    from marketbot.gateway.api.context import refused
+
+    unreachable = RegisterKeyReply(
+        ok=False,
+        error=ErrorDetail(
+            code="verification_unavailable",
+            message="the exchange could not be reached to check this key; it will be checked again",
+        ),
+    )
+    error = refused(unreachable, "key vault")
+    assert error is not None
+    assert error.status == 503
+    assert error.code == "verification_unavailable"
+    withdraw = RegisterKeyReply(
+        ok=False, error=ErrorDetail(code="withdraw_enabled", message="this key can withdraw")
+    )
+    client_mistake = refused(withdraw, "key vault")
+    assert client_mistake is not None
+    assert client_mistake.status == 422

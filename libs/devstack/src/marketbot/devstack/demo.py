@@ -181,8 +181,9 @@ class Demo:
             headers=self._admin(),
             json={"api_key": api_key, "api_secret": api_secret},
         )
-        if response.status_code == 422:
-            # The vault refused the key (e.g. it can withdraw): show the user's reason.
+        if response.status_code in (422, 503):
+            # 422: the vault refused the key (e.g. it can withdraw): show the user's reason.
+            # 503: it could not be checked now (exchange busy); the caller may verify again.
             error = response.json().get("error", {})
             refused = SeededUser(user, f"refused ({error.get('code')}): {error.get('message')}")
             self.users[user.user_id] = refused

@@ -135,6 +135,10 @@ def check_owner(who: Caller, user_id: str) -> None:
         raise ApiError(403, "not_owner", "this token may only reach its own account", "user_id")
 
 
+TRANSIENT = frozenset({"verification_unavailable"})
+"""Peer refusals caused by something outside the request (an exchange unreachable)."""
+
+
 def refused(reply: Reply, service: str) -> ApiError | None:
     """A peer's ``ok=False`` as the HTTP error the caller should see."""
     if reply.ok:
@@ -142,6 +146,10 @@ def refused(reply: Reply, service: str) -> ApiError | None:
     error = reply.error or ErrorDetail(code="refused", message=f"the {service} refused")
     if error.code in ("internal", "unavailable", "timeout"):
         return ApiError(503, "unavailable", f"the {service} failed: {error.message}", error.field)
+    if error.code in TRANSIENT:
+        # Nothing is wrong with the request: the exchange could not be asked. The key is
+        # stored and checked again; the caller may retry now.
+        return ApiError(503, error.code, error.message, error.field, {"Retry-After": "5"})
     status = 404 if error.code in ("not_found", "unknown_key", "no_key") else 422
     return ApiError(status, error.code, error.message, error.field)
 
