@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import pytest
 
 
@@ -40,7 +43,17 @@ async def test_bybit_ip_limit_403_then_ban(limited, h, fresh_limits):
     assert (await limited.http.get(f"{base}/v5/market/time")).status_code == 200
 
 
+async def early_in_window(window_s: float, needed: float) -> None:
+    """Binance counts in fixed, clock-aligned windows: wait (at most ``needed`` seconds) for
+    a fresh one when fewer than ``needed`` seconds are left, so a test's requests cannot
+    straddle a boundary on a slow machine."""
+    left = window_s - time.time() % window_s
+    if left < needed:
+        await asyncio.sleep(left + 0.05)
+
+
 async def test_binance_weight_429_then_418(limited, h, fresh_limits):
+    await early_in_window(60, needed=10)
     await limited.binance_admin.set_limits(True, ban_seconds=120, weight_limit=40)
     base = limited.urls["binance"]
     first = await limited.http.get(f"{base}/api/v3/exchangeInfo")
@@ -68,6 +81,7 @@ async def test_binance_weight_429_then_418(limited, h, fresh_limits):
 async def test_binance_order_count_limit(limited, h, fresh_limits):
     await limited.binance_admin.set_limits(True, orders_10s=3)
     _, client = await h.new_binance(limited)
+    await early_in_window(10, needed=6)
     order = {"symbol": "BTCUSDT", "side": "BUY", "type": "MARKET", "quantity": "0.0001"}
     counts = []
     for _ in range(3):
