@@ -6,8 +6,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from marketbot.contracts import Exchange
+from marketbot.exchanges.binance import constants as binance_constants
 from marketbot.exchanges.binance import signing as binance_signing
+from marketbot.exchanges.bybit import constants as bybit_constants
 from marketbot.exchanges.bybit import signing as bybit_signing
+from marketbot.exchanges.credentials import CredentialFormat
 from marketbot.exchanges.policy import SigningPolicy
 from marketbot.exchanges.signer import SigningInput
 from marketbot.runtime.clock import Clock, epoch_ms
@@ -17,11 +20,16 @@ from marketbot.runtime.clock import Clock, epoch_ms
 class VenueSigning:
     sign: Callable[[str, str, SigningInput], str]
     policy: SigningPolicy
+    credentials: CredentialFormat
 
 
 REGISTRY: dict[Exchange, VenueSigning] = {
-    Exchange.BYBIT: VenueSigning(bybit_signing.sign, bybit_signing.POLICY),
-    Exchange.BINANCE: VenueSigning(binance_signing.sign, binance_signing.POLICY),
+    Exchange.BYBIT: VenueSigning(
+        bybit_signing.sign, bybit_signing.POLICY, bybit_constants.CREDENTIAL_FORMAT
+    ),
+    Exchange.BINANCE: VenueSigning(
+        binance_signing.sign, binance_signing.POLICY, binance_constants.CREDENTIAL_FORMAT
+    ),
 }
 
 
@@ -33,6 +41,11 @@ def sign_request(exchange: Exchange, secret: str, api_key: str, request: Signing
 def signing_policy(exchange: Exchange) -> SigningPolicy:
     """``is_allowed(method, path)`` and ``validate(request)`` for the vault."""
     return REGISTRY[exchange].policy
+
+
+def credential_format(exchange: Exchange) -> CredentialFormat:
+    """What the venue's API key and secret look like (for validating what users paste)."""
+    return REGISTRY[exchange].credentials
 
 
 def signed_timestamp_ms(clock: Clock, offset_ms: int = 0) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from marketbot.exchanges.credentials import CredentialFormat, field_format
 from marketbot.exchanges.policy import EndpointRule, rule
 
 MAINNET_URL = "https://api.binance.com"
@@ -144,3 +145,11 @@ KLINE_INTERVALS: dict[str, str] = {
     "1w": "1w",
     "1M": "1M",
 }
+
+
+# System-generated HMAC keys (faqs_api_key_types.md); RSA/Ed25519 keys are not supported.
+CREDENTIAL_FORMAT = CredentialFormat(
+    api_key=field_format(r"[A-Za-z0-9]{64}", "64 letters and digits"),
+    secret=field_format(r"[A-Za-z0-9]{64}", "64 letters and digits"),
+    where="Binance > API Management (system-generated key, HMAC)",
+)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from marketbot.exchanges.credentials import CredentialFormat, field_format
 from marketbot.exchanges.policy import EndpointRule, rule
 
 MAINNET_URL = "https://api.bybit.com"
@@ -111,3 +112,12 @@ KLINE_INTERVALS: dict[str, str] = {
     "1w": "W",
     "1M": "M",
 }
+
+
+# System-generated HMAC keys (guide.mdx, user_apikey-info.mdx examples);
+# RSA/Ed25519 keys are not supported.
+CREDENTIAL_FORMAT = CredentialFormat(
+    api_key=field_format(r"[A-Za-z0-9]{18}", "18 letters and digits"),
+    secret=field_format(r"[A-Za-z0-9]{36}", "36 letters and digits"),
+    where="Bybit > Account > API Management (system-generated key, HMAC)",
+)

@@ -1,53 +1,18 @@
-"""What a pasted API key and secret must look like, per exchange, with a fix per field.
+"""Checks a pasted API key and secret against the venue's format, with a fix per field.
 
-Only system-generated HMAC keys are supported: Bybit's are 18 + 36 letters and digits
-(guide.mdx, user_apikey-info.mdx examples), Binance's 64 + 64 (faqs_api_key_types.md).
-An RSA or Ed25519 private key (PEM) is recognised and refused with an explanation.
+The formats are venue data (``marketbot.exchanges.signing.credential_format``); only
+system-generated HMAC keys are supported. An RSA or Ed25519 private key (PEM) is recognised
+and refused with an explanation.
 """
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
-
 from marketbot.contracts import ErrorDetail, Exchange
+from marketbot.exchanges.credentials import FieldFormat
+from marketbot.exchanges.signing import credential_format
 
 
-@dataclass(frozen=True, slots=True)
-class FieldRule:
-    pattern: re.Pattern[str]
-    expected: str
-    """What the value must be, in words."""
-
-
-@dataclass(frozen=True, slots=True)
-class CredentialFormat:
-    api_key: FieldRule
-    secret: FieldRule
-    where: str
-    """Where the user finds the key (for messages)."""
-
-
-def _rule(regex: str, expected: str) -> FieldRule:
-    return FieldRule(re.compile(regex), expected)
-
-
-# Data, not branching: the venue facts live in this one table.
-FORMATS: dict[Exchange, CredentialFormat] = {
-    Exchange.BYBIT: CredentialFormat(
-        api_key=_rule(r"[A-Za-z0-9]{18}", "18 letters and digits"),
-        secret=_rule(r"[A-Za-z0-9]{36}", "36 letters and digits"),
-        where="Bybit > Account > API Management (system-generated key, HMAC)",
-    ),
-    Exchange.BINANCE: CredentialFormat(
-        api_key=_rule(r"[A-Za-z0-9]{64}", "64 letters and digits"),
-        secret=_rule(r"[A-Za-z0-9]{64}", "64 letters and digits"),
-        where="Binance > API Management (system-generated key, HMAC)",
-    ),
-}
-
-
-def _check(value: str, rule: FieldRule, field: str, label: str, where: str) -> ErrorDetail | None:
+def _check(value: str, rule: FieldFormat, field: str, label: str, where: str) -> ErrorDetail | None:
     if not value:
         return ErrorDetail(code="missing", field=field, message=f"the {label} is empty")
     if value != value.strip():
@@ -79,10 +44,10 @@ def _check(value: str, rule: FieldRule, field: str, label: str, where: str) -> E
 
 
 def check_api_key(exchange: Exchange, api_key: str) -> ErrorDetail | None:
-    fmt = FORMATS[exchange]
+    fmt = credential_format(exchange)
     return _check(api_key, fmt.api_key, "api_key", "API key", fmt.where)
 
 
 def check_secret(exchange: Exchange, secret: str) -> ErrorDetail | None:
-    fmt = FORMATS[exchange]
+    fmt = credential_format(exchange)
     return _check(secret, fmt.secret, "secret", "API secret", fmt.where)
