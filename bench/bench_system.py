@@ -30,7 +30,9 @@ from marketbot.contracts import BusNamespace, OrderFilled, OrderRejected, decode
 from marketbot.devstack.demo import Demo, DemoUser
 from marketbot.devstack.stack import Stack, StackConfig
 from marketbot.devstack.supervisor import Supervisor
+from marketbot.exchanges.binance import constants as binance_constants
 from marketbot.exchanges.binance.constants import WEIGHTS
+from marketbot.exchanges.bybit import constants as bybit_constants
 from marketbot.runtime.bus import Bus
 from marketbot.runtime.infra import start_infra
 from marketbot.sim.admin import SimAdmin
@@ -41,8 +43,9 @@ UNLIMITED = {
     "binance": "MARKETBOT_EXECUTOR_BINANCE_RATE_LIMIT_SCALE",
 }
 PLANS = ("PRO", "FLEX", "TRIAL")
-BYBIT_IP_LIMIT, BYBIT_IP_WINDOW_S = 600, 5.0  # Bybit: 600 requests per 5 s per IP
-BINANCE_WEIGHT_LIMIT, BINANCE_WEIGHT_WINDOW_S = 6000, 60.0  # Binance: weight 6,000 per minute
+BYBIT_IP_LIMIT, BYBIT_IP_WINDOW_S = bybit_constants.IP_LIMIT, bybit_constants.IP_WINDOW_S
+BINANCE_WEIGHT_LIMIT = binance_constants.REQUEST_WEIGHT_LIMIT
+BINANCE_WEIGHT_WINDOW_S = binance_constants.REQUEST_WEIGHT_WINDOW_S
 
 
 def window_floor(used: float, limit: float, window_s: float) -> float:

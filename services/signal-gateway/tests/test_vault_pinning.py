@@ -15,10 +15,10 @@ from marketbot.contracts.vault import (
     VaultPublicKeyReply,
     VaultPublicKeyRequest,
 )
-from marketbot.gateway.adapters.services import VaultClient, pinned_key_id
+from marketbot.gateway.adapters.services import VaultClient
 from marketbot.gateway.settings import GatewaySettings
 from marketbot.runtime.bus import Bus
-from marketbot.runtime.sealing import seal_context, unseal
+from marketbot.runtime.sealing import key_id_for, seal_context, unseal
 
 
 def _raw(private: X25519PrivateKey) -> bytes:
@@ -50,7 +50,7 @@ async def test_a_rogue_public_key_on_the_bus_is_never_used(bus: Bus) -> None:
     await client.register("u-1", Exchange.BYBIT, "APIKEY12345678", "s3cret-value", now, "c-1")
 
     (request,) = captured
-    assert request.sealed_secret.key_id == pinned_key_id(_raw(vault))
+    assert request.sealed_secret.key_id == key_id_for(_raw(vault))
     context = seal_context("u-1", "bybit", "APIKEY12345678")
     assert unseal(vault, request.sealed_secret, context) == "s3cret-value"
 

@@ -58,7 +58,6 @@ from marketbot.contracts.registry import (
     ContractError,
     decode,
     decode_as,
-    encode,
     upcast,
 )
 from marketbot.contracts.signals import DecisionMade, MarketContext, Reason, SignalReceived
@@ -119,7 +118,6 @@ __all__ = [
     "decode",
     "decode_as",
     "derived_id",
-    "encode",
     "order_request_subject",
     "request_id_for",
     "upcast",

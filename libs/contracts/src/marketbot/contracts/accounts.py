@@ -14,8 +14,6 @@ from marketbot.contracts.enums import (
 from marketbot.contracts.envelope import Event, Money
 from marketbot.contracts.orders import AllocationCurrency
 
-UserId = str
-
 
 class AccountEvent(Event):
     user_id: str = Field(min_length=1, max_length=64)

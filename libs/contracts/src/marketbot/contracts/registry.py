@@ -99,7 +99,3 @@ def decode_as(raw: bytes | str | dict[str, Any], expected: type[M]) -> M:
             f"type: expected {expected.TYPE or expected.__name__}, got {message.type}"
         )
     return message
-
-
-def encode(message: Envelope) -> bytes:
-    return message.to_json()

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
 
+from marketbot.contracts.enums import Exchange
+
 KEEP = timedelta(0)
 """A stream ``max_age`` of zero: JetStream keeps the messages with no age limit."""
 
@@ -44,7 +46,7 @@ STREAMS: tuple[StreamSpec, ...] = (
     ),
     StreamSpec(
         "ORDER_EVENTS",
-        ("orders.bybit.>", "orders.binance.>"),
+        tuple(f"orders.{exchange.value}.>" for exchange in Exchange),
         max_age=KEEP,
         description="OrderPlaced, OrderFilled, OrderRejected, OrderOutcomeUnknown, PositionClosed",
     ),
@@ -71,11 +73,6 @@ class BusNamespace:
 
     def subject(self, subject: str) -> str:
         return f"{self.prefix}.{subject}" if self.prefix else subject
-
-    def unprefixed(self, subject: str) -> str:
-        if self.prefix and subject.startswith(self.prefix + "."):
-            return subject[len(self.prefix) + 1 :]
-        return subject
 
     def stream(self, name: str) -> str:
         return f"{self.prefix}_{name}".replace("-", "_") if self.prefix else name

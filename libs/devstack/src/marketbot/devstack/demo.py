@@ -290,7 +290,7 @@ class Narrator:
         self.changed = asyncio.Event()
 
     async def start(self) -> None:
-        for subject in ("decisions.made", "orders.bybit.>", "orders.binance.>", "ledger.>"):
+        for subject in ("decisions.made", "orders.*.*", "ledger.>"):
             self._subs.append(
                 await self._bus.nc.subscribe(self._bus.subject(subject), cb=self._on_message)
             )

@@ -12,6 +12,7 @@ import json
 import os
 import secrets
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -74,12 +75,19 @@ class StackUrls:
         return f"{self.gateway}/webhooks/tradingview"
 
 
-def _secret_file(path: Path, make: str) -> Path:
+def _secret_file(path: Path, make: Callable[[], str]) -> Path:
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.touch(mode=0o600)
-        path.write_text(make)
+        path.write_text(make())
     return path
+
+
+def _new_sealing_key() -> str:
+    raw = X25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+    )
+    return base64.b64encode(raw).decode()
 
 
 def vault_key_files(secrets_dir: Path) -> tuple[Path, Path, str]:
@@ -87,12 +95,9 @@ def vault_key_files(secrets_dir: Path) -> tuple[Path, Path, str]:
     and the sealing key's public half (base64) that the gateway pins."""
     master = _secret_file(
         secrets_dir / "keyvault-master-keys",
-        f"1:{base64.b64encode(os.urandom(32)).decode()}\n",
+        lambda: f"1:{base64.b64encode(os.urandom(32)).decode()}\n",
     )
-    raw = X25519PrivateKey.generate().private_bytes(
-        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
-    )
-    sealing = _secret_file(secrets_dir / "keyvault-sealing-key", base64.b64encode(raw).decode())
+    sealing = _secret_file(secrets_dir / "keyvault-sealing-key", _new_sealing_key)
     private = X25519PrivateKey.from_private_bytes(base64.b64decode(sealing.read_text().strip()))
     public = private.public_key().public_bytes(
         serialization.Encoding.Raw, serialization.PublicFormat.Raw

@@ -107,10 +107,6 @@ class Supervisor:
             await self._wait_ready(running)
         return running
 
-    async def start_all(self, specs: Sequence[ProcessSpec]) -> None:
-        for spec in specs:
-            await self.start(spec)
-
     async def _pump(self, running: Running, colour: str) -> None:
         assert running.process.stdout is not None
         log_file = None
@@ -165,10 +161,7 @@ class Supervisor:
             await running.process.wait()
 
     async def restart(self, name: str) -> Running:
-        running = self.process(name)
-        await self.kill(name, signal.SIGTERM)
-        self._running.remove(running)
-        return await self.start(running.spec)
+        return await self.replace(self.process(name).spec)
 
     async def replace(self, spec: ProcessSpec) -> Running:
         """Stop the process named ``spec.name`` and start ``spec`` in its place."""

@@ -273,9 +273,12 @@ class OrderExecutor:
 
     async def _prepare_entry(self, request: OrderRequested) -> OrderRow | Outcome:
         signer = self.signers(request.user_id, request.exchange)
-        filters = await self.venue.instrument(request.symbol)
-        price = await self.venue.price(request.symbol)
-        balance = await self.venue.balance(signer, self.sizing.quote_asset)
+        # Independent reads: one round trip of latency instead of three.
+        filters, price, balance = await asyncio.gather(
+            self.venue.instrument(request.symbol),
+            self.venue.price(request.symbol),
+            self.venue.balance(signer, self.sizing.quote_asset),
+        )
         sized = size_order(
             balance=balance.free,
             risk_level=request.risk_level,

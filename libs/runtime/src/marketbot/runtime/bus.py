@@ -11,7 +11,7 @@ import contextlib
 import dataclasses
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import nats
 from nats.aio.client import Client as NatsClient
@@ -137,7 +137,6 @@ class Bus:
     namespace: BusNamespace = field(default_factory=BusNamespace)
     publish_timeout: float = 5.0
     publish_attempts: int = 5
-    _subscriptions: list[Subscription] = field(default_factory=list)
     _pulls: list[JetStreamContext.PullSubscription] = field(default_factory=list)
 
     @classmethod
@@ -248,7 +247,6 @@ class Bus:
             await _respond(msg, reply)
 
         sub = await self.nc.subscribe(subject, queue=queue or request_type.SUBJECT, cb=on_message)
-        self._subscriptions.append(sub)
         return sub
 
     async def pull(
@@ -312,7 +310,3 @@ def _invalid(exc: ContractError) -> ErrorDetail:
     text = str(exc)
     field_name = text.split(":", 1)[0] if ":" in text else None
     return ErrorDetail(code="invalid_request", message=text, field=field_name)
-
-
-def message_headers(msg: Msg) -> dict[str, Any]:
-    return dict(msg.headers or {})

@@ -88,6 +88,14 @@ class Outbox:
             )
             await self._publish_rows(conn, rows)
 
+    async def publish_committed(self, row_ids: Sequence[int]) -> None:
+        """``flush`` for rows already committed: a failure is logged, never raised, because
+        the effect stands and the relay publishes the rows when the bus is back."""
+        try:
+            await self.flush(row_ids)
+        except (BusError, OSError, asyncpg.PostgresError) as exc:
+            log.warning("event publish deferred to the outbox relay", error=str(exc))
+
     async def relay(self, older_than_seconds: float = 0.0, limit: int = 1000) -> int:
         """Publish rows a crashed process left behind; returns how many it published."""
         async with self._pool.acquire() as conn:
@@ -228,10 +236,7 @@ class ExactlyOnceConsumer:
             for msg in messages:
                 await self.process(msg)
             return
-        try:
-            await self._outbox.flush(rows)
-        except (BusError, OSError, asyncpg.PostgresError) as exc:
-            log.warning("outbox publish deferred to the relay", error=str(exc))
+        await self._outbox.publish_committed(rows)
         for (msg, _), outcome in zip(decoded, outcomes, strict=True):
             await msg.ack()
             EVENTS_APPLIED.labels(self._spec.name, outcome).inc()
@@ -283,11 +288,8 @@ class ExactlyOnceConsumer:
                 with contextlib.suppress(Exception):
                     await msg.nak(delay=self._spec.retry_delay)
                 return
-            try:
-                await self._outbox.flush(outbox_rows)
-            except (BusError, OSError, asyncpg.PostgresError) as exc:
-                # Committed: the relay publishes these rows later; acking is still right.
-                log.warning("outbox publish deferred to the relay", error=str(exc))
+            # Committed: a failed publish is left to the relay; acking is still right.
+            await self._outbox.publish_committed(outbox_rows)
             await msg.ack()
             EVENTS_APPLIED.labels(self._spec.name, outcome).inc()
             APPLY_SECONDS.labels(self._spec.name).observe(loop.time() - started)

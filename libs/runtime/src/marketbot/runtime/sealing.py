@@ -11,6 +11,7 @@ moved to another user's registration fails to open.
 from __future__ import annotations
 
 import base64
+import hashlib
 import os
 
 from cryptography.exceptions import InvalidTag
@@ -81,6 +82,11 @@ def unseal(private_key: X25519PrivateKey, sealed: SealedSecret, context: str) ->
     except InvalidTag as exc:
         raise SealError("sealed secret does not open with this vault key and context") from exc
     return plaintext.decode()
+
+
+def key_id_for(public_key: bytes) -> str:
+    """The id of a vault sealing key: ``x25519:`` + 16 hex chars of its SHA-256."""
+    return "x25519:" + hashlib.sha256(public_key).hexdigest()[:16]
 
 
 def seal_context(user_id: str, exchange: str, api_key: str) -> str:

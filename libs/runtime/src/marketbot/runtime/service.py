@@ -20,6 +20,7 @@ import uvloop
 
 from marketbot.runtime.bus import Bus
 from marketbot.runtime.clock import Clock, SystemClock
+from marketbot.runtime.consumer import Outbox
 from marketbot.runtime.db import create_pool, migrate_service
 from marketbot.runtime.health import HealthServer
 from marketbot.runtime.logs import configure_logging, get_logger
@@ -73,7 +74,21 @@ async def open_context(
 
         health.add_check("database", database_ready)
     await health.start()
-    return ServiceContext(settings, bus, health, clock or SystemClock(), pool)
+    ctx = ServiceContext(settings, bus, health, clock or SystemClock(), pool)
+    if pool is not None:
+        # One relay per process publishes whatever a failed post-commit publish (or a crash)
+        # left in the service's outbox.
+        relay = asyncio.create_task(
+            Outbox(bus, pool).run_relay(stop=ctx.stopping), name="outbox-relay"
+        )
+
+        async def stop_relay() -> None:
+            ctx.stopping.set()
+            with contextlib.suppress(Exception):
+                await relay
+
+        ctx.on_shutdown(stop_relay)
+    return ctx
 
 
 async def close_context(ctx: ServiceContext) -> None:

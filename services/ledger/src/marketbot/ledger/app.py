@@ -11,6 +11,7 @@ from pathlib import Path
 import asyncpg
 
 from marketbot.contracts import Event
+from marketbot.contracts.streams import STREAMS
 from marketbot.ledger import metrics
 from marketbot.ledger.api import LedgerQueries
 from marketbot.ledger.domain.money import MoneyRules
@@ -27,6 +28,11 @@ log = get_logger("marketbot.ledger")
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
+
+def stream_subjects(name: str) -> tuple[str, ...]:
+    return next(spec.subjects for spec in STREAMS if spec.name == name)
+
+
 # Accounts first, so a replay meets the referrers before the commissions that need them
 # (any other order gives the same tables; this one just does less rework).
 CONSUMERS: tuple[ConsumerSpec, ...] = (
@@ -36,7 +42,7 @@ CONSUMERS: tuple[ConsumerSpec, ...] = (
     ConsumerSpec("ledger_signals", "SIGNALS", ("signals.>",)),
     ConsumerSpec("ledger_decisions", "DECISIONS", ("decisions.>",)),
     ConsumerSpec("ledger_order_requests", "ORDER_REQUESTS", ("orders.requested.>",)),
-    ConsumerSpec("ledger_order_events", "ORDER_EVENTS", ("orders.bybit.>", "orders.binance.>")),
+    ConsumerSpec("ledger_order_events", "ORDER_EVENTS", stream_subjects("ORDER_EVENTS")),
 )
 
 

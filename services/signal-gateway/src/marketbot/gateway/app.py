@@ -116,8 +116,6 @@ async def setup(ctx: ServiceContext) -> None:
     app = create_app(settings, GatewayDeps(ctx.bus, pool, ctx.clock, feed=feed))
     gateway: Gateway = app.state.gateway
     await start_push(gateway)
-    relay_stop = asyncio.Event()
-    relay = asyncio.create_task(gateway.outbox.run_relay(stop=relay_stop), name="outbox-relay")
     server = uvicorn_server(app, settings.http_host, settings.http_port)
     serving = asyncio.create_task(server.serve(), name="uvicorn")
 
@@ -125,9 +123,6 @@ async def setup(ctx: ServiceContext) -> None:
         server.should_exit = True
         with contextlib.suppress(Exception):
             await asyncio.wait_for(serving, timeout=10)
-        relay_stop.set()
-        with contextlib.suppress(Exception):
-            await relay
         await feed.stop()
 
     ctx.on_shutdown(stop)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives import serialization
@@ -17,6 +16,7 @@ from marketbot.keyvault.domain.masterkeys import (
     parse_master_keys,
 )
 from marketbot.keyvault.settings import KeyvaultSettings
+from marketbot.runtime.sealing import key_id_for
 
 
 class KeyMaterialError(RuntimeError):
@@ -74,7 +74,7 @@ class SealingKey:
         public = private.public_key().public_bytes(
             serialization.Encoding.Raw, serialization.PublicFormat.Raw
         )
-        return cls(private, public, "x25519:" + hashlib.sha256(public).hexdigest()[:16])
+        return cls(private, public, key_id_for(public))
 
     @classmethod
     def generate(cls) -> SealingKey:

@@ -19,7 +19,7 @@ import asyncpg
 from marketbot.contracts import Event, Exchange, KeyPermissions
 from marketbot.contracts.vault import KeyStatus
 from marketbot.keyvault.domain.envelope import Binding, EncryptedSecret
-from marketbot.runtime.bus import Bus, BusError
+from marketbot.runtime.bus import Bus
 from marketbot.runtime.consumer import Outbox
 from marketbot.runtime.db import Conn
 from marketbot.runtime.logs import get_logger
@@ -364,10 +364,7 @@ class PgStore:
             unit = Unit(conn)
             yield unit
             rows = await Outbox.add(conn, unit.events)
-        try:
-            await self.outbox.flush(rows)
-        except (BusError, OSError, asyncpg.PostgresError) as exc:
-            log.warning("event publish deferred to the outbox relay", error=str(exc))
+        await self.outbox.publish_committed(rows)
 
     @asynccontextmanager
     async def reader(self) -> AsyncIterator[Repository]:

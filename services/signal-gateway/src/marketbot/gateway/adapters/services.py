@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -34,7 +33,7 @@ from marketbot.contracts.vault import (
     VerifyKeyRequest,
 )
 from marketbot.runtime.bus import Bus, BusError
-from marketbot.runtime.sealing import seal, seal_context
+from marketbot.runtime.sealing import key_id_for, seal, seal_context
 
 
 class KeyReply(Reply):
@@ -44,11 +43,6 @@ class KeyReply(Reply):
 
     key: KeyStatus | None = None
     keys: tuple[KeyStatus, ...] = ()
-
-
-def pinned_key_id(public_key: bytes) -> str:
-    """The key id the vault gives its sealing key (``x25519:`` + 16 hex of its SHA-256)."""
-    return "x25519:" + hashlib.sha256(public_key).hexdigest()[:16]
 
 
 def _envelope(now: datetime, correlation_id: str) -> dict[str, object]:
@@ -65,7 +59,7 @@ class VaultClient:
 
     async def _public_key(self, now: datetime, correlation_id: str) -> tuple[str, bytes]:
         if self.pinned_public_key is not None:
-            return pinned_key_id(self.pinned_public_key), self.pinned_public_key
+            return key_id_for(self.pinned_public_key), self.pinned_public_key
         # Unpinned: asked every time (the vault may rotate its key; registration is rare).
         reply = await self.bus.request(
             VaultPublicKeyRequest(**_envelope(now, correlation_id)),

@@ -38,7 +38,6 @@ from marketbot.gateway.api.models import (
 from marketbot.gateway.domain import accounts
 from marketbot.gateway.domain.accounts import User
 from marketbot.gateway.domain.auth import hash_token, new_token
-from marketbot.runtime.bus import BusError
 from marketbot.runtime.logs import get_logger
 
 log = get_logger("marketbot.gateway.admin")
@@ -54,11 +53,7 @@ RequestIdDep = Depends(request_id)
 
 
 async def publish_after_commit(gw: Gateway, rows: Sequence[int]) -> None:
-    try:
-        await gw.outbox.flush(rows)
-    except (BusError, OSError) as exc:
-        # Committed with its events: the outbox relay publishes them when the bus is back.
-        log.warning("account events deferred to the outbox relay", error=str(exc))
+    await gw.outbox.publish_committed(rows)
 
 
 async def change_user(
