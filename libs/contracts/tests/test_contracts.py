@@ -114,5 +114,19 @@ def test_subjects_route_orders_by_exchange_and_plan() -> None:
 def test_json_schema_is_written_for_every_message(tmp_path: Path) -> None:
     written = write_schemas(tmp_path)
     assert len(written) == len(MESSAGE_TYPES)
-    schema = json.loads((tmp_path / "OrderFilled.v1.json").read_text())
+    schema = json.loads((tmp_path / "OrderFilled.v2.json").read_text())
     assert schema["properties"]["average_price"]["type"] == "string"
+
+
+@pytest.mark.parametrize("type_name", ["OrderPlaced", "OrderFilled", "PositionClosed"])
+def test_order_events_v1_are_upcast_to_v2_without_claiming_what_v1_did_not_say(
+    type_name: str,
+) -> None:
+    v1 = json.loads((GOLDEN / f"{type_name}.v1.json").read_text())
+    message = decode(v1)
+    assert message.schema_version == 2
+    if type_name == "OrderPlaced":
+        assert getattr(message, "limit_price") is None
+    else:
+        # v1 fees could be estimates without saying so: unknown, neither True nor False.
+        assert getattr(message, "fees_estimated") is None

@@ -76,7 +76,11 @@ class OrderEvent(Event):
 
 
 class OrderPlaced(OrderEvent):
+    """v2 adds the entry's price bound: ``limit_price`` and the ``max_slippage_percent``
+    it was derived from (an IOC limit order fills at that price or better, or not)."""
+
     TYPE = "OrderPlaced"
+    VERSION = 2
 
     exchange_order_id: str
     quantity: Money = Field(gt=0, description="base quantity sent")
@@ -84,20 +88,37 @@ class OrderPlaced(OrderEvent):
     reference_price: Money
     stop_loss_price: Money | None = None
     take_profit_price: Money | None = None
+    limit_price: Money | None = Field(default=None, description="worst price accepted")
+    max_slippage_percent: Percent | None = None
     placed_at: AwareDatetime
 
 
 class Fill(Message):
+    """One trade as the exchange recorded it (Binance myTrades / FULL fills, Bybit
+    execution list). The fee is in the asset actually charged; ``fee_quote`` values it in
+    the quote currency, at ``fee_price`` when charged in a third asset."""
+
     trade_id: str
     price: Money
     quantity: Money
     fee: Money
     fee_asset: str
     fee_quote: Money = Field(description="the fee valued in the quote currency")
+    fee_price: Money | None = Field(
+        default=None, description="price of fee_asset in quote used for fee_quote (third asset)"
+    )
+    fee_estimated: bool = Field(
+        default=False, description="fee_quote is an estimate (no price for a third asset)"
+    )
+    filled_at: AwareDatetime | None = Field(default=None, description="the exchange's time")
 
 
 class OrderFilled(OrderEvent):
+    """v2: fills from the exchange's trade records, ``fees_estimated`` (``None`` for v1
+    events, whose fees could be estimates without saying so), exchange times."""
+
     TYPE = "OrderFilled"
+    VERSION = 2
 
     exchange_order_id: str
     fills: tuple[Fill, ...]
@@ -105,7 +126,8 @@ class OrderFilled(OrderEvent):
     average_price: Money = Field(gt=0)
     quote_quantity: Money
     fees_quote: Money
-    filled_at: AwareDatetime
+    fees_estimated: bool | None = False
+    filled_at: AwareDatetime = Field(description="the exchange's time of the last fill")
 
 
 class OrderRejected(OrderEvent):
@@ -127,9 +149,17 @@ class OrderOutcomeUnknown(OrderEvent):
 
 
 class PositionClosed(OrderEvent):
+    """v2: the exit is named by its own client id (``exit_client_order_id``: the TP or SL
+    leg, or the close order of a signal); fees say whether they are estimated; the times
+    are the exchange's."""
+
     TYPE = "PositionClosed"
+    VERSION = 2
 
     exchange_order_id: str | None = None
+    exit_client_order_id: str | None = None
+    fees_estimated: bool | None = False
+    opened_at: AwareDatetime | None = None
     close_reason: CloseReason
     quantity: Money = Field(gt=0)
     entry_price: Money

@@ -53,8 +53,32 @@ def upcast_signal_received_v1_v2(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
+def upcast_order_placed_v1_v2(data: dict[str, Any]) -> dict[str, Any]:
+    """v1 entries were market orders: no price bound."""
+    return {**data, "limit_price": None, "max_slippage_percent": None, "schema_version": 2}
+
+
+def upcast_order_filled_v1_v2(data: dict[str, Any]) -> dict[str, Any]:
+    """v1 did not say whether its fees were estimated: unknown."""
+    return {**data, "fees_estimated": None, "schema_version": 2}
+
+
+def upcast_position_closed_v1_v2(data: dict[str, Any]) -> dict[str, Any]:
+    """v1 named no exit id, said nothing of estimates and had no opening time."""
+    return {
+        **data,
+        "exit_client_order_id": None,
+        "fees_estimated": None,
+        "opened_at": None,
+        "schema_version": 2,
+    }
+
+
 UPCASTERS: dict[tuple[str, int], Upcaster] = {
     ("SignalReceived", 1): upcast_signal_received_v1_v2,
+    ("OrderPlaced", 1): upcast_order_placed_v1_v2,
+    ("OrderFilled", 1): upcast_order_filled_v1_v2,
+    ("PositionClosed", 1): upcast_position_closed_v1_v2,
 }
 
 
