@@ -126,7 +126,7 @@ def test_order_events_v1_are_upcast_to_v2_without_claiming_what_v1_did_not_say(
     message = decode(v1)
     assert message.schema_version == 2
     if type_name == "OrderPlaced":
-        assert getattr(message, "limit_price") is None
+        assert message.limit_price is None
     else:
         # v1 fees could be estimates without saying so: unknown, neither True nor False.
-        assert getattr(message, "fees_estimated") is None
+        assert message.fees_estimated is None

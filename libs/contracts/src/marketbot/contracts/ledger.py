@@ -70,6 +70,16 @@ class Operation(Message):
     reject_reason: str | None = None
     requested_at: AwareDatetime
     updated_at: AwareDatetime
+    limit_price: Money | None = Field(default=None, description="the entry's worst price")
+    max_slippage_percent: Money | None = Field(
+        default=None, description="the slippage bound the limit price was derived from"
+    )
+    exit_client_order_id: str | None = Field(
+        default=None, description="the client id of the exit that closed the position"
+    )
+    fees_estimated: bool | None = Field(
+        default=None, description="a fee is an estimate (true), exact (false), unknown (null)"
+    )
 
 
 class OperationsQuery(Request):

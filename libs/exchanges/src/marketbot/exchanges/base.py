@@ -11,12 +11,6 @@ from typing import TypeVar
 
 from marketbot.contracts import Exchange, KeyPermissions
 from marketbot.exchanges.cache import TTLCache
-from marketbot.exchanges.errors import (
-    DuplicateClientOrderIdError,
-    ExchangeError,
-    OutcomeUnknown,
-    Rejected,
-)
 from marketbot.exchanges.http import VenueHttp
 from marketbot.exchanges.signer import Signer
 from marketbot.exchanges.venue import (
@@ -84,68 +78,12 @@ class BaseVenue(ABC):
                 return item
         return Balance(asset=asset, free=Decimal(0), locked=Decimal(0))
 
-    # ---- order placement with reconciliation ----------------------------------------
+    # ---- order placement ------------------------------------------------------------
     async def place_order(self, signer: Signer, order: OrderRequest) -> OrderState:
-        """Submit once; an unknown outcome (or a duplicate id) is resolved by client id.
-
-        If the order provably does not exist once the original request can no longer be
-        accepted (its timestamp is past the receive window), it is submitted once more
-        with the same client order id; never otherwise.
-        """
+        """Submit once. An unknown outcome or a duplicate id is raised to the caller, which
+        owns the one resend policy (a committed attempt mark, then a lookup by id)."""
         filters = await self.instrument(order.symbol)
-        entry = await self._place_entry(signer, order, filters)
-        return await self._after_entry(signer, order, filters, entry)
-
-    async def _place_entry(
-        self, signer: Signer, order: OrderRequest, filters: InstrumentFilters
-    ) -> OrderState:
-        for attempt in (1, 2):
-            try:
-                return await self._submit(signer, order, filters)
-            except (OutcomeUnknown, DuplicateClientOrderIdError) as exc:
-                found = await self._resolve(signer, order)
-                if found is not None:
-                    return found
-                if attempt == 2:
-                    raise OutcomeUnknown(
-                        f"order {order.client_order_id}: outcome unknown after resubmission",
-                        exchange=self.exchange,
-                        client_order_id=order.client_order_id,
-                    ) from exc
-        raise AssertionError("unreachable")
-
-    async def _resolve(self, signer: Signer, order: OrderRequest) -> OrderState | None:
-        """Find the order by client id; ``None`` only once it provably was not placed."""
-        window_s = self.http.settings.recv_window_ms / 1000
-        # The request was signed before it was sent; past this moment the exchange refuses it.
-        deadline = self.clock.monotonic() + window_s + 1.0
-        give_up = deadline + 10 * window_s
-        while True:
-            try:
-                found = await self.get_order(
-                    signer, order.symbol, client_order_id=order.client_order_id
-                )
-            except Rejected:
-                raise
-            except ExchangeError as exc:
-                if self.clock.monotonic() >= give_up:
-                    raise OutcomeUnknown(
-                        f"order {order.client_order_id} could not be reconciled: {exc}",
-                        exchange=self.exchange,
-                        client_order_id=order.client_order_id,
-                    ) from exc
-            else:
-                if found is not None:
-                    return found
-                if self.clock.monotonic() >= deadline:
-                    return None
-            await self.clock.sleep(self.resolve_poll_s)
-
-    async def _after_entry(
-        self, signer: Signer, order: OrderRequest, filters: InstrumentFilters, entry: OrderState
-    ) -> OrderState:
-        """Hook for venues that protect an entry with separate exit orders."""
-        return entry
+        return await self._submit(signer, order, filters)
 
     # ---- venue specifics ------------------------------------------------------------
     @abstractmethod

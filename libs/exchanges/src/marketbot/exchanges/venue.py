@@ -7,6 +7,7 @@ every user.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -21,6 +22,12 @@ from marketbot.exchanges.signer import Signer
 class OrderType(StrEnum):
     MARKET = "MARKET"
     LIMIT = "LIMIT"
+
+
+class TimeInForce(StrEnum):
+    GTC = "GTC"
+    IOC = "IOC"
+    """Immediate or cancel: what does not fill at once is cancelled (a bounded taker entry)."""
 
 
 class OrderStatus(StrEnum):
@@ -160,8 +167,8 @@ class OrderRequest:
     quantity: Decimal | None = None
     quote_quantity: Decimal | None = None
     price: Decimal | None = None
-    take_profit_price: Decimal | None = None
-    stop_loss_price: Decimal | None = None
+    time_in_force: TimeInForce = TimeInForce.GTC
+    """For a LIMIT order; a MARKET order is always immediate."""
 
     def __post_init__(self) -> None:
         if (self.quantity is None) == (self.quote_quantity is None):
@@ -177,23 +184,89 @@ class OrderRequest:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Fill:
+    """One trade of an order, as the exchange's trade records give it."""
+
     price: Decimal
     quantity: Decimal
     fee: Decimal
     fee_asset: str
     trade_id: str | None = None
+    exchange_order_id: str | None = None
+    time: datetime | None = None
+    is_maker: bool | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ExitLeg:
-    """A take-profit or stop-loss leg protecting a filled entry."""
+    """A take-profit or stop-loss leg protecting a filled entry, known by its own client id.
+
+    A ``native`` leg is an order resting on the exchange. A leg that is not native is a
+    trigger the platform watches itself (the venue offers no order form for it next to the
+    native one); when the price reaches it, the position is closed with an order carrying
+    the leg's client id."""
 
     kind: ExitKind
     trigger_price: Decimal
+    client_order_id: str
+    native: bool = True
     limit_price: Decimal | None = None
     exchange_order_id: str | None = None
-    client_order_id: str | None = None
     status: OrderStatus | None = None
+    filled_quantity: Decimal = Decimal(0)
+    average_price: Decimal | None = None
+
+    @property
+    def open(self) -> bool:
+        return self.native and (self.status is None or not self.status.is_final)
+
+    @property
+    def executed(self) -> bool:
+        return self.native and self.filled_quantity > 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProtectionSpec:
+    """What protects one position: its exit side and quantity, the TP and the SL.
+
+    Every leg's client id is derived from ``client_id`` (the entry's) and ``generation``
+    (raised only when a position has to be protected anew), so an id is never reused."""
+
+    symbol: str
+    exit_side: Side
+    quantity: Decimal
+    take_profit: Decimal | None
+    stop_loss: Decimal | None
+    client_id: str
+    generation: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Protection:
+    """The exit legs of one position as the exchange reports them, matched by their ids."""
+
+    legs: tuple[ExitLeg, ...]
+    list_id: str | None = None
+
+    @property
+    def executed(self) -> ExitLeg | None:
+        """The leg that executed (an exit fill), if any."""
+        return next((leg for leg in self.legs if leg.executed), None)
+
+    @property
+    def working(self) -> bool:
+        """Every native leg is still open (nothing executed, nothing ended)."""
+        native = [leg for leg in self.legs if leg.native]
+        return bool(native) and all(leg.open for leg in native)
+
+    @property
+    def ended_unfilled(self) -> bool:
+        """The native legs ended without executing (cancelled or deactivated outside us)."""
+        native = [leg for leg in self.legs if leg.native]
+        return bool(native) and all(not leg.open for leg in native) and self.executed is None
+
+    def watched(self) -> tuple[ExitLeg, ...]:
+        """The legs the platform triggers itself."""
+        return tuple(leg for leg in self.legs if not leg.native)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -213,10 +286,6 @@ class OrderState:
     fills: tuple[Fill, ...] = ()
     fees: tuple[tuple[str, Decimal], ...] = ()
     """Cumulative fee per asset (from fills, or the venue's cumulative fee detail)."""
-    exits: tuple[ExitLeg, ...] = ()
-    exit_list_id: str | None = None
-    exit_error: str | None = None
-    """Set when the entry was placed but its exit orders could not be (entry stands)."""
     created_at: datetime | None = None
     updated_at: datetime | None = None
     reject_reason: str | None = None
@@ -232,6 +301,15 @@ class Position:
     unrealised_pnl: Decimal | None
     take_profit: Decimal | None = None
     stop_loss: Decimal | None = None
+
+
+def leg_client_id(leg: str, client_id: str, generation: int = 0) -> str:
+    """The client id of an order derived from an entry's: unique per (entry, leg, generation).
+
+    ``leg`` is a short tag (``sl``, ``tp``, ``ol``...). At most 36 characters of
+    ``[A-Za-z0-9-]``, as both venues require."""
+    digest = hashlib.sha256(f"{client_id}|{leg}|{generation}".encode()).hexdigest()
+    return f"{leg}-{digest[:32]}"[:36]
 
 
 @runtime_checkable
@@ -289,7 +367,30 @@ class Venue(Protocol):
 
     # orders (signed)
     async def place_order(self, signer: Signer, order: OrderRequest) -> OrderState:
-        """Place an order (and its TP/SL exits). An unknown outcome is resolved by client id."""
+        """Submit the order ONCE. A timeout, 5xx or duplicate id raises (``OutcomeUnknown``,
+        ``DuplicateClientOrderIdError``): only the engine decides to look up and resend,
+        after a committed attempt mark (one resend policy)."""
+        ...
+
+    async def trades(self, signer: Signer, symbol: str, *, exchange_order_id: str) -> list[Fill]:
+        """The order's trades from the exchange's trade records (Binance ``myTrades``, Bybit
+        ``/v5/execution/list``): price, quantity, the fee in the asset charged, the time."""
+        ...
+
+    async def protect(self, signer: Signer, spec: ProtectionSpec) -> Protection:
+        """Put the position's exit legs on the exchange; idempotent.
+
+        Legs that already exist (found by their client ids) are not placed again, so a
+        retry after a crash or an unknown outcome protects the position exactly once."""
+        ...
+
+    async def protection(self, signer: Signer, spec: ProtectionSpec) -> Protection | None:
+        """The legs as the exchange reports them now, by id; ``None`` if none exists."""
+        ...
+
+    async def unprotect(self, signer: Signer, spec: ProtectionSpec) -> Protection | None:
+        """Cancel the legs still working and report how they ended (one may have executed
+        first: the caller then closes by that leg, not by its own order)."""
         ...
 
     async def cancel_order(

@@ -39,7 +39,8 @@ def execution_config(settings: ExecutorSettings) -> ExecutionConfig:
         retry_backoff_s=settings.retry_backoff_s,
         breaker_pause_s=settings.breaker_pause_s,
         lease_s=settings.ack_wait_s,
-        default_fee_rate=settings.default_fee_rate,
+        max_slippage_percent=settings.max_slippage_percent,
+        protect_settle_s=settings.protect_settle_s,
         track_interval_s=settings.track_interval_s,
         track_max_interval_s=settings.track_max_interval_s,
     )

@@ -69,6 +69,8 @@ def placed(
     stop_loss: Decimal | None,
     take_profit: Decimal | None,
     now: datetime,
+    limit_price: Decimal | None = None,
+    max_slippage_percent: Decimal | None = None,
 ) -> OrderPlaced:
     return OrderPlaced(
         **_common(request, "placed", now),
@@ -78,6 +80,8 @@ def placed(
         reference_price=reference_price,
         stop_loss_price=stop_loss,
         take_profit_price=take_profit,
+        limit_price=limit_price,
+        max_slippage_percent=max_slippage_percent,
         placed_at=now,
     )
 
@@ -91,6 +95,8 @@ def filled(
     average_price: Decimal,
     quote_quantity: Decimal,
     fees_quote: Decimal,
+    fees_estimated: bool,
+    filled_at: datetime,
     now: datetime,
 ) -> OrderFilled:
     return OrderFilled(
@@ -101,7 +107,8 @@ def filled(
         average_price=average_price,
         quote_quantity=quote_quantity,
         fees_quote=fees_quote,
-        filled_at=now,
+        fees_estimated=fees_estimated,
+        filled_at=filled_at,
     )
 
 
@@ -110,12 +117,16 @@ def position_closed(
     *,
     cause: OrderRequested | None,
     exchange_order_id: str | None,
+    exit_client_order_id: str | None,
     reason: CloseReason,
     quantity: Decimal,
     entry_price: Decimal,
     exit_price: Decimal,
     fees_quote: Decimal,
     realized_pnl: Decimal,
+    fees_estimated: bool,
+    opened_at: datetime,
+    closed_at: datetime,
     now: datetime,
 ) -> PositionClosed:
     """Carries the entry's identity (the position is the entry); ``cause`` is a close signal."""
@@ -126,11 +137,14 @@ def position_closed(
     return PositionClosed(
         **common,
         exchange_order_id=exchange_order_id,
+        exit_client_order_id=exit_client_order_id,
+        fees_estimated=fees_estimated,
+        opened_at=opened_at,
         close_reason=reason,
         quantity=quantity,
         entry_price=entry_price,
         exit_price=exit_price,
         fees_quote=fees_quote,
         realized_pnl=realized_pnl,
-        closed_at=now,
+        closed_at=closed_at,
     )

@@ -1,18 +1,30 @@
-"""What a filled order cost and yielded: fills, average price, fees in quote."""
+"""What a filled order cost and yielded, from the exchange's own trade records.
+
+The fills are the order's trades (Binance: the FULL response's ``fills`` or ``myTrades``;
+Bybit: ``/v5/execution/list``). Each fee stays in the asset actually charged; its value in
+the quote currency is the fee itself (quote), the fee at the fill's price (base), or the fee
+at the price of ``<asset><quote>`` read now and recorded with it (a third asset, e.g. BNB).
+Only a third-asset fee without a price is an estimate (valued 0), and it is marked as one.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 
 from marketbot.contracts import Fill, Side
+from marketbot.exchanges.venue import Fill as VenueFill
 from marketbot.exchanges.venue import InstrumentFilters, OrderState
 from marketbot.execution.domain.protection import fee_in_quote
 from marketbot.execution.domain.sizing import round_down
 
-FeeRate = Callable[[], Awaitable[Decimal]]
 PriceOf = Callable[[str], Awaitable[Decimal | None]]
+
+
+class FillsIncompleteError(Exception):
+    """The trade records do not (yet) add up to the order's filled quantity: read again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +36,8 @@ class FillSummary:
     fees_quote: Decimal
     base_fees: Decimal
     estimated_fees: bool
+    filled_at: datetime | None
+    """The exchange's time of the last trade."""
 
     def held_quantity(self, side: Side, step: Decimal) -> Decimal:
         """Base left to the user by a buy (less base fees), on the step; a sell holds none."""
@@ -32,75 +46,72 @@ class FillSummary:
         return round_down(self.quantity - self.base_fees, step)
 
 
+def covers(state: OrderState) -> bool:
+    """Whether the order report itself carries every trade (Binance's FULL response)."""
+    return (
+        bool(state.fills)
+        and sum((f.quantity for f in state.fills), Decimal(0)) == state.filled_quantity
+    )
+
+
 async def summarize(
     state: OrderState,
+    trades: Sequence[VenueFill],
     filters: InstrumentFilters,
     *,
-    fee_rate: FeeRate,
     price_of: PriceOf,
 ) -> FillSummary:
-    """Totals of a (partly) filled order. A venue that reports no fees (an order queried
-    after the fact) gets them estimated at the account's taker rate: a buy pays in base, a
-    sell in quote, as spot venues charge by default."""
-    quantity = state.filled_quantity
-    quote_qty = state.filled_quote_quantity
-    average = state.average_price
-    if average is None and quote_qty and quantity > 0:
-        average = quote_qty / quantity
-    if average is None:
-        average = state.price or Decimal(0)
-    if quote_qty is None or quote_qty <= 0:
-        quote_qty = quantity * average
+    """Totals of a (partly) filled order from its trades."""
+    quantity = sum((t.quantity for t in trades), Decimal(0))
+    if quantity != state.filled_quantity or quantity <= 0:
+        raise FillsIncompleteError(
+            f"order {state.exchange_order_id}: trades add up to {quantity}, the order says "
+            f"{state.filled_quantity} filled"
+        )
     base, quote = filters.base_asset, filters.quote_asset
-    fees: list[tuple[str, Decimal]] = list(state.fees)
+    quote_qty = sum((t.quantity * t.price for t in trades), Decimal(0))
+    third_prices: dict[str, Decimal | None] = {}
+    fills: list[Fill] = []
     estimated = False
-    if not fees:
-        rate = await fee_rate()
-        estimated = True
-        fees = [(base, quantity * rate)] if state.side is Side.BUY else [(quote, quote_qty * rate)]
-
-    async def to_quote(fee: Decimal, asset: str, price: Decimal) -> Decimal:
-        value = fee_in_quote(fee, asset, base_asset=base, quote_asset=quote, price=price)
-        if value is not None:
-            return value
-        asset_price = await price_of(f"{asset}{quote}")
-        return fee * asset_price if asset_price is not None else Decimal(0)
-
-    fees_quote = Decimal(0)
-    for asset, fee in fees:
-        fees_quote += await to_quote(fee, asset, average)
-    base_fees = sum((fee for asset, fee in fees if asset == base), Decimal(0))
-    contract_fills: list[Fill] = []
-    if state.fills and not estimated:
-        for index, fill in enumerate(state.fills):
-            contract_fills.append(
-                Fill(
-                    trade_id=fill.trade_id or f"{state.exchange_order_id}-{index}",
-                    price=fill.price,
-                    quantity=fill.quantity,
-                    fee=fill.fee,
-                    fee_asset=fill.fee_asset,
-                    fee_quote=await to_quote(fill.fee, fill.fee_asset, fill.price),
-                )
-            )
-    else:
-        fee_asset, fee = fees[0] if len(fees) == 1 else (quote, fees_quote)
-        contract_fills.append(
+    base_fees = Decimal(0)
+    for index, trade in enumerate(trades):
+        value = fee_in_quote(
+            trade.fee, trade.fee_asset, base_asset=base, quote_asset=quote, price=trade.price
+        )
+        fee_price: Decimal | None = None
+        fee_estimated = False
+        if value is None:
+            if trade.fee_asset not in third_prices:
+                third_prices[trade.fee_asset] = await price_of(f"{trade.fee_asset}{quote}")
+            fee_price = third_prices[trade.fee_asset]
+            if fee_price is None:
+                value, fee_estimated = Decimal(0), True
+            else:
+                value = trade.fee * fee_price
+        if trade.fee_asset == base:
+            base_fees += trade.fee
+        estimated = estimated or fee_estimated
+        fills.append(
             Fill(
-                trade_id=f"{state.exchange_order_id}-total",
-                price=average,
-                quantity=quantity,
-                fee=fee,
-                fee_asset=fee_asset,
-                fee_quote=fees_quote,
+                trade_id=trade.trade_id or f"{state.exchange_order_id}-{index}",
+                price=trade.price,
+                quantity=trade.quantity,
+                fee=trade.fee,
+                fee_asset=trade.fee_asset,
+                fee_quote=value,
+                fee_price=fee_price,
+                fee_estimated=fee_estimated,
+                filled_at=trade.time,
             )
         )
+    times = [t.time for t in trades if t.time is not None]
     return FillSummary(
-        fills=tuple(contract_fills),
+        fills=tuple(fills),
         quantity=quantity,
-        average_price=average,
+        average_price=quote_qty / quantity,
         quote_quantity=quote_qty,
-        fees_quote=fees_quote,
+        fees_quote=sum((f.fee_quote for f in fills), Decimal(0)),
         base_fees=base_fees,
         estimated_fees=estimated,
+        filled_at=max(times) if times else state.updated_at,
     )

@@ -38,3 +38,13 @@ PAUSES = Counter(
 OPEN_POSITIONS = Gauge(
     "marketbot_execution_positions_tracked", "Open positions being tracked", ["exchange"]
 )
+UNPROTECTED = Gauge(
+    "marketbot_execution_positions_unprotected",
+    "Open positions whose exit legs are not confirmed working on the exchange",
+    ["exchange"],
+)
+PROTECT_FAILURES = Counter(
+    "marketbot_execution_protect_failures_total",
+    "Protect attempts the exchange refused (the position stays UNPROTECTED and is retried)",
+    ["exchange", "cause"],
+)

@@ -11,12 +11,14 @@ into the outbox in the same transaction as the state change that caused them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
+from typing import Any
 
 import asyncpg
 
@@ -41,13 +43,21 @@ from marketbot.exchanges.errors import (
 )
 from marketbot.exchanges.signer import Signer
 from marketbot.exchanges.venue import (
+    ExitKind,
     InstrumentFilters,
     OrderRequest,
     OrderType,
+    TimeInForce,
     Venue,
 )
 from marketbot.exchanges.venue import OrderState as VenueOrder
 from marketbot.execution import events, metrics
+from marketbot.execution.domain.lifecycle import (
+    Phase,
+    allocate,
+    close_reason,
+    entry_limit_price,
+)
 from marketbot.execution.domain.protection import protection_prices, realized_pnl
 from marketbot.execution.domain.sizing import (
     LotRules,
@@ -56,14 +66,13 @@ from marketbot.execution.domain.sizing import (
     round_down,
     size_order,
 )
-from marketbot.execution.exits import ExitOrder, cancel_open_exits, exit_kind, exit_orders
-from marketbot.execution.fills import FillSummary, summarize
+from marketbot.execution.fills import FillsIncompleteError, FillSummary, covers, summarize
 from marketbot.execution.repository import (
-    ExitRef,
     NewPosition,
     OrderRow,
     OrderState,
     PositionRow,
+    Purpose,
     Repository,
 )
 from marketbot.runtime.bus import BusError
@@ -96,7 +105,11 @@ class ExecutionConfig:
     retry_backoff_s: float = 0.5
     breaker_pause_s: float = 2.0
     lease_s: float = 60.0
-    default_fee_rate: Decimal = Decimal("0.001")
+    max_slippage_percent: Decimal = Decimal("0.5")
+    """An entry is an IOC limit order at the reference price moved this much against it."""
+    protect_settle_s: float = 15.0
+    """After a protect attempt whose outcome is unknown, 'no legs found' is conclusive only
+    this much later (beyond the signed request's receive window)."""
     track_interval_s: float = 2.0
     track_max_interval_s: float = 30.0
 
@@ -137,8 +150,35 @@ class Gate:
             await self._clock.sleep(min(remaining, 1.0))
 
 
+class KeyedLocks:
+    """One asyncio lock per (user, symbol): a user's orders in one symbol never interleave,
+    so several alerts on one bar run one after the other, in the order they arrived."""
+
+    def __init__(self) -> None:
+        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._users: dict[tuple[str, str], int] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, user_id: str, symbol: str) -> AsyncIterator[None]:
+        key = (user_id, symbol)
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        self._users[key] = self._users.get(key, 0) + 1
+        try:
+            async with lock:
+                yield
+        finally:
+            self._users[key] -= 1
+            if self._users[key] == 0:
+                del self._users[key]
+                del self._locks[key]
+
+
 class OrderExecutor:
-    """Everything that happens to one request, and the shared recording of results."""
+    """The order commands: place an entry, close for a signal, fire an exit; record results.
+
+    Positions (protect, track, record exits) are ``positions.PositionKeeper``'s, which this
+    executor calls after an entry fills and whose ``record_exit`` it uses for a leg that
+    executed while a close was being prepared."""
 
     def __init__(
         self,
@@ -163,9 +203,12 @@ class OrderExecutor:
         self.owner = owner or uuid.uuid4().hex
         self.gate = Gate(clock, venue.exchange)
         self.stopping = asyncio.Event()
+        self.locks = KeyedLocks()
         self.turn: Callable[[Plan], Awaitable[None]] | None = None
         """Set by the engine: waits while a higher plan tier has work."""
-        self._fee_rates: dict[str, Decimal] = {}
+        from marketbot.execution.positions import PositionKeeper
+
+        self.positions = PositionKeeper(self)
 
     # ---- the request loop -----------------------------------------------------------
     async def execute(self, request: OrderRequested) -> Outcome:
@@ -177,7 +220,8 @@ class OrderExecutor:
             if self.turn is not None:
                 await self.turn(request.plan)
             try:
-                return await self._attempt(request)
+                async with self.locks.hold(request.user_id, request.symbol):
+                    return await self._attempt(request)
             except _WaitError as wait:
                 await self._sleep(wait.seconds)
             except CircuitOpenError:
@@ -189,6 +233,9 @@ class OrderExecutor:
             except Retryable as exc:
                 log.info("retryable exchange error", error=str(exc))
                 await self._sleep(self.config.retry_backoff_s)
+            except FillsIncompleteError as exc:
+                log.info("trade records not complete yet", detail=str(exc))
+                await self._sleep(self.config.unknown_poll_s)
             except (OutcomeUnknown, DuplicateClientOrderIdError) as exc:
                 await self._record_unknown(request, str(exc))
                 await self._sleep(self.config.unknown_poll_s)
@@ -230,18 +277,43 @@ class OrderExecutor:
             prepared = await self._prepare(request)
             if isinstance(prepared, Outcome):
                 return prepared
-            row = prepared
-        else:
-            if not await self._claim(cid):
-                raise _WaitError(min(self.config.lease_s / 4, 5.0))
-            if row.maybe_sent:
-                found = await self._lookup(row)
-                if found is not None:
-                    return await self.record_result(row, found)
-                if row.settle_until is not None and now < row.settle_until:
-                    raise _WaitError((row.settle_until - now).total_seconds())
-            if self._stale(request, now):
-                return await self._stale_reject(request, now)
+            return await self._send(prepared)
+        if not await self._claim(cid):
+            raise _WaitError(min(self.config.lease_s / 4, 5.0))
+        resolved = await self._reconcile(row, now)
+        if resolved is not None:
+            return resolved
+        if self._stale(request, now):
+            return await self._stale_reject(request, now, row)
+        return await self._send(row)
+
+    async def _reconcile(self, row: OrderRow, now: datetime) -> Outcome | None:
+        """For a row that may have been sent: what the exchange knows of it, by client id.
+
+        Raises ``_WaitError`` while 'not found' is not yet conclusive; ``None`` when the
+        order provably does not exist and may be sent (again)."""
+        if not row.maybe_sent:
+            return None
+        found = await self._lookup(row)
+        if found is not None:
+            return await self.record_result(row, found)
+        if row.settle_until is not None and now < row.settle_until:
+            raise _WaitError((row.settle_until - now).total_seconds())
+        return None
+
+    async def resume(self, row: OrderRow) -> Outcome:
+        """Carry an existing row (an exit fired by the tracker) one step further; never
+        waits: 'not found yet' is left to the next tick."""
+        if row.state in OrderState.FINAL or row.state == OrderState.PLACED:
+            return Outcome.DONE
+        if not await self._claim(row.client_order_id):
+            return Outcome.DONE
+        try:
+            resolved = await self._reconcile(row, self.clock.now())
+        except _WaitError:
+            return Outcome.PLACED
+        if resolved is not None:
+            return resolved
         return await self._send(row)
 
     async def _claim(self, cid: str) -> bool:
@@ -255,7 +327,7 @@ class OrderExecutor:
         found = await self.venue.get_order(
             self.signers(request.user_id, request.exchange),
             request.symbol,
-            client_order_id=request.client_order_id,
+            client_order_id=row.client_order_id,
         )
         metrics.RECONCILIATIONS.labels(
             self.exchange.value, "found" if found is not None else "not_found"
@@ -279,6 +351,9 @@ class OrderExecutor:
             self.venue.price(request.symbol),
             self.venue.balance(signer, self.sizing.quote_asset),
         )
+        slippage = self.config.max_slippage_percent
+        # On the tick, never beyond the bound (a buy's bound is rounded down).
+        limit = round_down(entry_limit_price(request.side, price, slippage), filters.tick_size)
         sized = size_order(
             balance=balance.free,
             risk_level=request.risk_level,
@@ -301,53 +376,48 @@ class OrderExecutor:
             quantity=sized.quantity,
             quote_amount=sized.notional,
             reference_price=price,
-            stop_loss=protection.stop_loss,
-            take_profit=protection.take_profit,
+            stop_loss_price=protection.stop_loss,
+            take_profit_price=protection.take_profit,
+            limit_price=limit,
+            max_slippage_percent=slippage,
         )
 
     async def _prepare_close(self, request: OrderRequested) -> OrderRow | Outcome:
+        """A SELL closes every open position the user holds in the symbol (what a
+        TradingView strategy's exit means: docs/tradingview.md). The row names them and
+        marks them closing, in one transaction, before any leg is cancelled."""
         async with self.pool.acquire() as conn:
-            position = await Repository.find_open_position(conn, request.user_id, request.symbol)
-        if position is None:
+            positions = await Repository.open_positions_of(conn, request.user_id, request.symbol)
+        if not positions:
             return await self.reject(
                 request,
                 RejectReason.NO_POSITION,
                 f"no open position in {request.symbol} to close",
             )
+        quantity = sum((p.quantity for p in positions), Decimal(0))
         return await self._insert_sending(
             request,
-            quantity=position.quantity,
-            quote_amount=position.quantity * position.entry_price,
-            reference_price=position.entry_price,
-            closes_position=position.entry_client_order_id,
+            quantity=quantity,
+            quote_amount=sum((p.quantity * p.entry_price for p in positions), Decimal(0)),
+            reference_price=positions[0].entry_price,
+            purpose=Purpose.CLOSE,
+            closes_positions=tuple(p.entry_client_order_id for p in positions),
         )
 
-    async def _insert_sending(
-        self,
-        request: OrderRequested,
-        *,
-        quantity: Decimal,
-        quote_amount: Decimal,
-        reference_price: Decimal,
-        stop_loss: Decimal | None = None,
-        take_profit: Decimal | None = None,
-        closes_position: str | None = None,
-    ) -> OrderRow:
+    async def _insert_sending(self, request: OrderRequested, **fields: Any) -> OrderRow:
         now = self.clock.now()
-        async with self.pool.acquire() as conn:
+        closes: tuple[str, ...] = fields.get("closes_positions", ())
+        async with self.pool.acquire() as conn, conn.transaction():
             row = await Repository.insert_sending(
                 conn,
                 request,
                 now=now,
                 owner=self.owner,
                 lease_s=self.config.lease_s,
-                quantity=quantity,
-                quote_amount=quote_amount,
-                reference_price=reference_price,
-                stop_loss_price=stop_loss,
-                take_profit_price=take_profit,
-                closes_position=closes_position,
+                **fields,
             )
+            if row is not None and closes:
+                await Repository.set_closing(conn, list(closes), row.client_order_id)
         if row is None:
             # Another delivery recorded it first: go round again and take the path for an
             # existing row (lease, lookup), never send on its behalf.
@@ -358,75 +428,77 @@ class OrderExecutor:
     async def _send(self, row: OrderRow) -> Outcome:
         request = row.request
         signer = self.signers(request.user_id, request.exchange)
-        if row.closes_position is not None:
-            order_or_outcome = await self._close_order(row, signer)
-            if isinstance(order_or_outcome, Outcome):
-                return order_or_outcome
-            order = order_or_outcome
-        else:
+        if row.purpose == Purpose.ENTRY:
             assert row.quantity is not None
+            assert row.limit_price is not None
             order = OrderRequest(
                 symbol=request.symbol,
                 side=request.side,
-                order_type=OrderType.MARKET,
-                client_order_id=request.client_order_id,
+                order_type=OrderType.LIMIT,
+                time_in_force=TimeInForce.IOC,
+                client_order_id=row.client_order_id,
                 quantity=row.quantity,
-                take_profit_price=row.take_profit_price,
-                stop_loss_price=row.stop_loss_price,
+                price=row.limit_price,
             )
+        else:
+            closing = await self._closing_order(row, signer)
+            if isinstance(closing, Outcome):
+                return closing
+            order = closing
         async with self.pool.acquire() as conn:
             await Repository.mark_attempt(
-                conn, request.client_order_id, self.clock.now(), self.config.unknown_settle_s
+                conn, row.client_order_id, self.clock.now(), self.config.unknown_settle_s
             )
         try:
             state = await self.venue.place_order(signer, order)
         except DuplicateClientOrderIdError:
-            raise  # already placed: resolved by lookup in the request loop
+            raise  # an earlier attempt was placed: resolved by lookup
         except Rejected as exc:
-            return await self.reject(request, exc.reason, str(exc), code=exc.code)
+            return await self.reject_row(row, exc.reason, str(exc), code=exc.code)
         except Retryable:
             # An answer that says nothing executed (or a request never sent): nothing is
             # in flight, so a lookup that finds nothing is conclusive right away.
             async with self.pool.acquire() as conn:
-                await Repository.set_settle(conn, request.client_order_id, self.clock.now())
+                await Repository.set_settle(conn, row.client_order_id, self.clock.now())
             raise
         return await self.record_result(row, state)
 
-    async def _close_order(self, row: OrderRow, signer: Signer) -> OrderRequest | Outcome:
-        request = row.request
-        assert row.closes_position is not None
-        async with self.pool.acquire() as conn:
-            position = await Repository.get_position(conn, row.closes_position)
-        if position is None or position.status != "OPEN":
-            return await self.reject(
-                request, RejectReason.NO_POSITION, "the position was closed before the signal"
-            )
-        exits = await exit_orders(self.venue, signer, position)
-        hit = next((e for e in exits if e.filled), None)
-        if hit is not None:
-            await self.close_by_exit(position, hit)
-            return await self.reject(
-                request,
+    async def _closing_order(self, row: OrderRow, signer: Signer) -> OrderRequest | Outcome:
+        """Cancel the exits of every position the row closes, then sell what is left.
+
+        A position whose leg executed first is closed by that leg (not by this order)."""
+        remaining: list[PositionRow] = []
+        for entry_id in row.closes_positions:
+            async with self.pool.acquire() as conn:
+                position = await Repository.get_position(conn, entry_id)
+            if position is None or position.status != "OPEN":
+                continue
+            if position.phase is not Phase.UNPROTECTED or position.protect_attempts > 0:
+                protection = await self.venue.unprotect(signer, position.spec())
+                if protection is not None and protection.executed is not None:
+                    await self.positions.record_exit(position, protection.executed)
+                    continue
+            remaining.append(position)
+        if not remaining:
+            return await self.reject_row(
+                row,
                 RejectReason.NO_POSITION,
-                f"the position was already closed by its {exit_kind(position, hit).value} leg",
+                "the positions were closed by their own exit legs before the close order",
             )
-        await cancel_open_exits(self.venue, signer, position, exits)
-        filters = await self.venue.instrument(request.symbol)
-        held = (await self.venue.balance(signer, position.base_asset)).free
-        quantity = round_down(min(position.quantity, held), filters.qty_step)
+        filters = await self.venue.instrument(row.request.symbol)
+        quantity = round_down(sum((p.quantity for p in remaining), Decimal(0)), filters.qty_step)
         quantity = round_down(quantity, filters.market_qty_step)
         if quantity <= 0 or quantity < filters.min_qty:
-            return await self.reject(
-                request,
+            return await self.reject_row(
+                row,
                 RejectReason.FILTER,
-                f"min_qty: closing quantity {quantity} (held {held}) is below the minimum "
-                f"{filters.min_qty}",
+                f"min_qty: closing quantity {quantity} is below the minimum {filters.min_qty}",
             )
         return OrderRequest(
-            symbol=request.symbol,
-            side=Side.SELL,
+            symbol=row.request.symbol,
+            side=remaining[0].exit_side,
             order_type=OrderType.MARKET,
-            client_order_id=request.client_order_id,
+            client_order_id=row.client_order_id,
             quantity=quantity,
         )
 
@@ -473,14 +545,43 @@ class OrderExecutor:
         log.info("order rejected", reason=reason.value, message=message, user=request.user_id)
         return outcome
 
-    async def _stale_reject(self, request: OrderRequested, now: datetime) -> Outcome:
+    async def reject_row(
+        self,
+        row: OrderRow,
+        reason: RejectReason,
+        message: str,
+        *,
+        code: int | str | None = None,
+    ) -> Outcome:
+        """End a recorded order unfilled. The positions it was to close stop being closed
+        by it (the tracker protects them again). An EXIT order emits nothing: it has no
+        request of its own, and its position stays open."""
+        if row.purpose == Purpose.ENTRY or row.purpose == Purpose.CLOSE:
+            outcome = await self.reject(row.request, reason, message, code=code)
+        else:
+            now = self.clock.now()
+            async with self.pool.acquire() as conn:
+                await Repository.set_state(conn, row.client_order_id, OrderState.REJECTED, now)
+            log.warning("exit order not placed", reason=reason.value, message=message)
+            outcome = Outcome.REJECTED
+        if row.closes_positions:
+            async with self.pool.acquire() as conn:
+                await Repository.clear_closing(
+                    conn, list(row.closes_positions), row.client_order_id
+                )
+        return outcome
+
+    async def _stale_reject(
+        self, request: OrderRequested, now: datetime, row: OrderRow | None = None
+    ) -> Outcome:
         age = (now - request.requested_at).total_seconds()
-        return await self.reject(
-            request,
-            RejectReason.STALE,
+        message = (
             f"request is {age:.1f}s old, older than the maximum {self.config.max_request_age_s}s; "
-            "not sent",
+            "not sent"
         )
+        if row is not None:
+            return await self.reject_row(row, RejectReason.STALE, message)
+        return await self.reject(request, RejectReason.STALE, message)
 
     async def _record_unknown(self, request: OrderRequested, detail: str) -> None:
         now = self.clock.now()
@@ -499,31 +600,50 @@ class OrderExecutor:
         """Record what the exchange says about the order: placed, filled or ended unfilled."""
         request = row.request
         now = self.clock.now()
-        if row.state == OrderState.SENDING:
+        if row.state == OrderState.SENDING and row.purpose != Purpose.EXIT:
             metrics.ACK_LATENCY.labels(self.exchange.value, request.plan.value).observe(
                 max(0.0, (now - request.requested_at).total_seconds())
             )
         if state.filled_quantity <= 0:
             if state.status.is_final:
                 reason = f": {state.reject_reason}" if state.reject_reason else ""
-                return await self.reject(
-                    request,
+                return await self.reject_row(
+                    row,
                     RejectReason.EXCHANGE,
                     f"order {state.exchange_order_id} ended {state.status.value} with nothing "
                     f"filled{reason}",
                 )
-            if row.state == OrderState.PLACED:
-                return Outcome.PLACED
             return await self._record_placed(row, state, now)
         if not state.status.is_final:
-            if row.state == OrderState.PLACED:
-                return Outcome.PLACED
             return await self._record_placed(row, state, now)
         filters = await self.venue.instrument(request.symbol)
-        summary = await self._summarize(state, filters, request)
-        if row.closes_position is not None:
-            return await self._record_close_fill(row, state, summary, filters, now)
-        return await self._record_entry_fill(row, state, summary, filters, now)
+        summary = await self.summarize(request, state, filters)
+        if row.purpose == Purpose.ENTRY:
+            return await self._record_entry_fill(row, state, summary, filters, now)
+        return await self._record_close_fill(row, state, summary, now)
+
+    async def summarize(
+        self, request: OrderRequested, state: VenueOrder, filters: InstrumentFilters
+    ) -> FillSummary:
+        """The order's fills from the exchange's trade records (the report itself when it
+        carries every trade, as Binance's FULL response does)."""
+        trades = state.fills
+        if not covers(state):
+            trades = tuple(
+                await self.venue.trades(
+                    self.signers(request.user_id, request.exchange),
+                    request.symbol,
+                    exchange_order_id=state.exchange_order_id,
+                )
+            )
+
+        async def price_of(symbol: str) -> Decimal | None:
+            try:
+                return await self.venue.price(symbol)
+            except ExchangeError:
+                return None
+
+        return await summarize(state, trades, filters, price_of=price_of)
 
     def _placed_event(self, row: OrderRow, state: VenueOrder, now: datetime) -> Event:
         request = row.request
@@ -537,22 +657,27 @@ class OrderExecutor:
             reference_price=price,
             stop_loss=row.stop_loss_price,
             take_profit=row.take_profit_price,
+            limit_price=row.limit_price,
+            max_slippage_percent=row.max_slippage_percent,
             now=now,
         )
 
     async def _record_placed(self, row: OrderRow, state: VenueOrder, now: datetime) -> Outcome:
+        if row.state == OrderState.PLACED:
+            return Outcome.PLACED
         request = row.request
 
         async def effect(conn: Conn) -> None:
             await Repository.set_state(
                 conn,
-                request.client_order_id,
+                row.client_order_id,
                 OrderState.PLACED,
                 now,
                 exchange_order_id=state.exchange_order_id,
             )
 
-        await self.commit(effect, [self._placed_event(row, state, now)])
+        emitted = [] if row.purpose == Purpose.EXIT else [self._placed_event(row, state, now)]
+        await self.commit(effect, emitted)
         metrics.ORDERS.labels(self.exchange.value, request.plan.value, "placed").inc()
         return Outcome.PLACED
 
@@ -567,6 +692,8 @@ class OrderExecutor:
             average_price=summary.average_price,
             quote_quantity=summary.quote_quantity,
             fees_quote=summary.fees_quote,
+            fees_estimated=summary.estimated_fees,
+            filled_at=summary.filled_at or now,
             now=now,
         )
 
@@ -583,8 +710,6 @@ class OrderExecutor:
         if row.state == OrderState.SENDING:
             emitted.append(self._placed_event(row, state, now))
         emitted.append(self._filled_event(request, state, summary, now))
-        if state.exit_error:
-            log.warning("entry filled but its exits were not placed", error=state.exit_error)
         position = NewPosition(
             entry_client_order_id=request.client_order_id,
             request=request,
@@ -597,16 +722,8 @@ class OrderExecutor:
             entry_order_id=state.exchange_order_id,
             stop_loss_price=row.stop_loss_price,
             take_profit_price=row.take_profit_price,
-            exits=tuple(
-                ExitRef(
-                    kind=leg.kind.value,
-                    trigger_price=leg.trigger_price,
-                    exchange_order_id=leg.exchange_order_id,
-                    client_order_id=leg.client_order_id,
-                )
-                for leg in state.exits
-            ),
-            exit_error=state.exit_error,
+            opened_at=summary.filled_at or now,
+            fees_estimated=summary.estimated_fees,
         )
 
         async def effect(conn: Conn) -> None:
@@ -624,134 +741,100 @@ class OrderExecutor:
         if row.state == OrderState.SENDING:
             metrics.ORDERS.labels(self.exchange.value, plan, "placed").inc()
         metrics.ORDERS.labels(self.exchange.value, plan, "filled").inc()
+        # Protect now; if this fails the position stays UNPROTECTED (counted, alerted) and
+        # the tracker protects it on its next pass. The request's outcome is the fill.
+        await self.positions.protect_id(request.client_order_id)
         return Outcome.FILLED
 
     async def _record_close_fill(
-        self,
-        row: OrderRow,
-        state: VenueOrder,
-        summary: FillSummary,
-        filters: InstrumentFilters,
-        now: datetime,
+        self, row: OrderRow, state: VenueOrder, summary: FillSummary, now: datetime
     ) -> Outcome:
+        """A close order filled: each position it closes gets its share of the fill, oldest
+        first; a position left without a share keeps running (the tracker protects it)."""
         request = row.request
-        assert row.closes_position is not None
+        positions: list[PositionRow] = []
         async with self.pool.acquire() as conn:
-            position = await Repository.get_position(conn, row.closes_position)
-        assert position is not None
-        fees = position.entry_fees_quote + summary.fees_quote
-        pnl = realized_pnl(
-            position.side, summary.quantity, position.entry_price, summary.average_price, fees
+            for entry_id in row.closes_positions:
+                position = await Repository.get_position(conn, entry_id)
+                if (
+                    position is not None
+                    and position.status == "OPEN"
+                    and position.closing_order == row.client_order_id
+                ):
+                    positions.append(position)
+        shares = allocate(summary.quantity, [p.quantity for p in positions])
+        reason = (
+            CloseReason.SIGNAL
+            if row.purpose == Purpose.CLOSE
+            else close_reason(ExitKind(row.exit_kind or ExitKind.TAKE_PROFIT.value))
         )
         emitted: list[Event] = []
-        if row.state == OrderState.SENDING:
-            emitted.append(self._placed_event(row, state, now))
-        emitted.append(self._filled_event(request, state, summary, now))
-        emitted.append(
-            events.position_closed(
-                position.request,
-                cause=request,
-                exchange_order_id=state.exchange_order_id,
-                reason=CloseReason.SIGNAL,
-                quantity=summary.quantity,
-                entry_price=position.entry_price,
-                exit_price=summary.average_price,
-                fees_quote=fees,
-                realized_pnl=pnl,
-                now=now,
+        if row.purpose == Purpose.CLOSE:
+            if row.state == OrderState.SENDING:
+                emitted.append(self._placed_event(row, state, now))
+            emitted.append(self._filled_event(request, state, summary, now))
+        closing: list[tuple[PositionRow, Decimal, Decimal]] = []
+        for position, share in zip(positions, shares, strict=True):
+            if share < position.quantity:
+                continue
+            exit_fees = summary.fees_quote * share / summary.quantity
+            entry_fees = position.entry_fees_quote
+            pnl = realized_pnl(
+                position.side,
+                share,
+                position.entry_price,
+                summary.average_price,
+                entry_fees + exit_fees,
             )
-        )
+            closing.append((position, entry_fees + exit_fees, pnl))
+            emitted.append(
+                events.position_closed(
+                    position.request,
+                    cause=request if row.purpose == Purpose.CLOSE else None,
+                    exchange_order_id=state.exchange_order_id,
+                    exit_client_order_id=row.client_order_id,
+                    reason=reason,
+                    quantity=share,
+                    entry_price=position.entry_price,
+                    exit_price=summary.average_price,
+                    fees_quote=entry_fees + exit_fees,
+                    realized_pnl=pnl,
+                    fees_estimated=position.fees_estimated or summary.estimated_fees,
+                    opened_at=position.opened_at,
+                    closed_at=summary.filled_at or now,
+                    now=now,
+                )
+            )
+        left = [
+            p.entry_client_order_id
+            for p, s in zip(positions, shares, strict=True)
+            if s < p.quantity
+        ]
 
         async def effect(conn: Conn) -> None:
             await Repository.set_state(
                 conn,
-                request.client_order_id,
+                row.client_order_id,
                 OrderState.FILLED,
                 now,
                 exchange_order_id=state.exchange_order_id,
             )
-            await Repository.close_position(
-                conn,
-                position.entry_client_order_id,
-                reason=CloseReason.SIGNAL.value,
-                exit_order_id=state.exchange_order_id,
-                exit_price=summary.average_price,
-                realized_pnl=pnl,
-                now=now,
-            )
+            for position, _, pnl in closing:
+                await Repository.close_position(
+                    conn,
+                    position.entry_client_order_id,
+                    reason=reason.value,
+                    exit_order_id=state.exchange_order_id,
+                    exit_client_order_id=row.client_order_id,
+                    exit_price=summary.average_price,
+                    realized_pnl=pnl,
+                    closed_at=summary.filled_at or now,
+                )
+            if left:
+                await Repository.clear_closing(conn, left, row.client_order_id)
 
         await self.commit(effect, emitted)
         plan = request.plan.value
         metrics.ORDERS.labels(self.exchange.value, plan, "filled").inc()
-        metrics.ORDERS.labels(self.exchange.value, plan, "closed").inc()
+        metrics.ORDERS.labels(self.exchange.value, plan, "closed").inc(len(closing))
         return Outcome.CLOSED
-
-    async def close_by_exit(self, position: PositionRow, hit: ExitOrder) -> bool:
-        """Close a position whose TP or SL leg filled; ``True`` if this call closed it."""
-        request = position.request
-        filters = await self.venue.instrument(position.symbol)
-        summary = await self._summarize(hit.state, filters, request)
-        kind = exit_kind(position, hit)
-        reason = CloseReason.TAKE_PROFIT if kind.value == "TAKE_PROFIT" else CloseReason.STOP_LOSS
-        fees = position.entry_fees_quote + summary.fees_quote
-        pnl = realized_pnl(
-            position.side, summary.quantity, position.entry_price, summary.average_price, fees
-        )
-        now = self.clock.now()
-        event = events.position_closed(
-            request,
-            cause=None,
-            exchange_order_id=hit.state.exchange_order_id,
-            reason=reason,
-            quantity=summary.quantity,
-            entry_price=position.entry_price,
-            exit_price=summary.average_price,
-            fees_quote=fees,
-            realized_pnl=pnl,
-            now=now,
-        )
-
-        async def effect(conn: Conn) -> bool:
-            return await Repository.close_position(
-                conn,
-                position.entry_client_order_id,
-                reason=reason.value,
-                exit_order_id=hit.state.exchange_order_id,
-                exit_price=summary.average_price,
-                realized_pnl=pnl,
-                now=now,
-            )
-
-        closed = await self.commit(effect, [event])
-        if closed:
-            metrics.ORDERS.labels(self.exchange.value, request.plan.value, "closed").inc()
-            log.info("position closed", reason=reason.value, pnl=str(pnl), user=request.user_id)
-        return closed
-
-    async def _summarize(
-        self, state: VenueOrder, filters: InstrumentFilters, request: OrderRequested
-    ) -> FillSummary:
-        async def fee_rate() -> Decimal:
-            return await self._fee_rate(request.user_id, request.exchange)
-
-        async def price_of(symbol: str) -> Decimal | None:
-            try:
-                return await self.venue.price(symbol)
-            except ExchangeError:
-                return None
-
-        return await summarize(state, filters, fee_rate=fee_rate, price_of=price_of)
-
-    async def _fee_rate(self, user_id: str, exchange: Exchange) -> Decimal:
-        cached = self._fee_rates.get(user_id)
-        if cached is not None:
-            return cached
-        rate = self.config.default_fee_rate
-        try:
-            info = await self.venue.account_info(self.signers(user_id, exchange))
-            if info.taker_commission is not None and info.taker_commission > 0:
-                rate = info.taker_commission
-        except ExchangeError as exc:
-            log.info("taker fee rate unavailable; using the default", error=str(exc))
-        self._fee_rates[user_id] = rate
-        return rate

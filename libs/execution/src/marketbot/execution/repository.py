@@ -10,9 +10,20 @@ from pathlib import Path
 from typing import Any
 
 from marketbot.contracts import OrderRequested, Side
+from marketbot.exchanges.venue import ExitKind, ExitLeg, ProtectionSpec
+from marketbot.execution.domain.lifecycle import Phase
 from marketbot.runtime.db import Conn
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+class Purpose:
+    ENTRY = "ENTRY"
+    """An OrderRequested BUY: a bounded IOC limit entry."""
+    CLOSE = "CLOSE"
+    """An OrderRequested SELL: closes every open position of the user in the symbol."""
+    EXIT = "EXIT"
+    """A watched leg fired by the tracker, under the leg's own client id (no request)."""
 
 
 class OrderState:
@@ -39,6 +50,11 @@ class OrderRow:
     closes_position: str | None
     exchange_order_id: str | None
     unknown_since: datetime | None
+    purpose: str = "ENTRY"
+    closes_positions: tuple[str, ...] = ()
+    limit_price: Decimal | None = None
+    max_slippage_percent: Decimal | None = None
+    exit_kind: str | None = None
 
     @classmethod
     def from_record(cls, r: Any, *, request: OrderRequested | None = None) -> OrderRow:
@@ -56,6 +72,11 @@ class OrderRow:
             closes_position=r["closes_position"],
             exchange_order_id=r["exchange_order_id"],
             unknown_since=r["unknown_since"],
+            purpose=r["purpose"],
+            closes_positions=tuple(r["closes_positions"] or ()),
+            limit_price=r["limit_price"],
+            max_slippage_percent=r["max_slippage_percent"],
+            exit_kind=r["exit_kind"],
         )
 
     @property
@@ -63,30 +84,33 @@ class OrderRow:
         return self.attempts > 0
 
 
-@dataclass(frozen=True, slots=True)
-class ExitRef:
-    kind: str | None
-    trigger_price: Decimal | None
-    exchange_order_id: str | None
-    client_order_id: str | None
+def legs_to_json(legs: tuple[ExitLeg, ...]) -> str:
+    return json.dumps(
+        [
+            {
+                "kind": leg.kind.value,
+                "trigger_price": str(leg.trigger_price),
+                "client_order_id": leg.client_order_id,
+                "native": leg.native,
+                "exchange_order_id": leg.exchange_order_id,
+            }
+            for leg in legs
+        ]
+    )
 
-    def as_json(self) -> dict[str, str | None]:
-        return {
-            "kind": self.kind,
-            "trigger_price": None if self.trigger_price is None else str(self.trigger_price),
-            "exchange_order_id": self.exchange_order_id,
-            "client_order_id": self.client_order_id,
-        }
 
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> ExitRef:
-        trigger = d.get("trigger_price")
-        return cls(
-            kind=d.get("kind"),
-            trigger_price=Decimal(trigger) if trigger is not None else None,
+def legs_from_json(text: str) -> tuple[ExitLeg, ...]:
+    return tuple(
+        ExitLeg(
+            kind=ExitKind(d["kind"]),
+            trigger_price=Decimal(d["trigger_price"]),
+            client_order_id=d["client_order_id"],
+            native=bool(d.get("native", True)),
             exchange_order_id=d.get("exchange_order_id"),
-            client_order_id=d.get("client_order_id"),
         )
+        for d in json.loads(text)
+        if d.get("client_order_id")
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,10 +129,32 @@ class PositionRow:
     entry_order_id: str
     stop_loss_price: Decimal | None
     take_profit_price: Decimal | None
-    exits: tuple[ExitRef, ...]
+    legs: tuple[ExitLeg, ...]
     opened_at: datetime
     status: str
     check_interval_s: float
+    phase: Phase
+    generation: int
+    protect_attempts: int
+    protect_settle_until: datetime | None
+    fees_estimated: bool
+    closing_order: str | None
+
+    @property
+    def exit_side(self) -> Side:
+        return Side.SELL if self.side is Side.BUY else Side.BUY
+
+    def spec(self, generation: int | None = None) -> ProtectionSpec:
+        """What protects this position on the exchange (its legs' ids derive from it)."""
+        return ProtectionSpec(
+            symbol=self.symbol,
+            exit_side=self.exit_side,
+            quantity=self.quantity,
+            take_profit=self.take_profit_price,
+            stop_loss=self.stop_loss_price,
+            client_id=self.entry_client_order_id,
+            generation=self.generation if generation is None else generation,
+        )
 
     @classmethod
     def from_record(cls, r: Any) -> PositionRow:
@@ -127,10 +173,16 @@ class PositionRow:
             entry_order_id=r["entry_order_id"],
             stop_loss_price=r["stop_loss_price"],
             take_profit_price=r["take_profit_price"],
-            exits=tuple(ExitRef.from_json(d) for d in json.loads(r["exits"])),
+            legs=legs_from_json(r["exits"]),
             opened_at=r["opened_at"],
             status=r["status"],
             check_interval_s=r["check_interval_s"],
+            phase=Phase(r["phase"]),
+            generation=r["generation"],
+            protect_attempts=r["protect_attempts"],
+            protect_settle_until=r["protect_settle_until"],
+            fees_estimated=r["fees_estimated"],
+            closing_order=r["closing_order"],
         )
 
 
@@ -147,8 +199,8 @@ class NewPosition:
     entry_order_id: str
     stop_loss_price: Decimal | None
     take_profit_price: Decimal | None
-    exits: tuple[ExitRef, ...]
-    exit_error: str | None
+    opened_at: datetime
+    fees_estimated: bool
 
 
 class Repository:
@@ -214,23 +266,33 @@ class Repository:
         reference_price: Decimal,
         stop_loss_price: Decimal | None = None,
         take_profit_price: Decimal | None = None,
-        closes_position: str | None = None,
+        purpose: str = "ENTRY",
+        closes_positions: tuple[str, ...] = (),
+        limit_price: Decimal | None = None,
+        max_slippage_percent: Decimal | None = None,
+        client_order_id: str | None = None,
+        side: Side | None = None,
+        exit_kind: str | None = None,
     ) -> OrderRow | None:
         """Record a SENDING order, leased to ``owner``, in one statement (one round trip).
 
-        ``None`` if the id already exists (another delivery got there first)."""
+        ``client_order_id`` / ``side`` override the request's for an EXIT order (a watched
+        leg, recorded under the leg's own id). ``None`` if the id already exists (another
+        delivery got there first)."""
         record = await conn.fetchrow(
             "INSERT INTO orders (client_order_id, request_id, user_id, symbol, side, plan, "
             "request, state, quantity, quote_amount, reference_price, stop_loss_price, "
             "take_profit_price, closes_position, created_at, updated_at, lease_owner, "
-            "lease_until) VALUES "
-            "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15, $16, $17) "
+            "lease_until, purpose, closes_positions, limit_price, max_slippage_percent, "
+            "exit_kind) VALUES "
+            "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15, $16, $17, "
+            "$18, $19, $20, $21, $22) "
             "ON CONFLICT (client_order_id) DO NOTHING RETURNING *",
-            request.client_order_id,
+            client_order_id or request.client_order_id,
             request.request_id,
             request.user_id,
             request.symbol,
-            request.side.value,
+            (side or request.side).value,
             request.plan.value,
             request.model_dump_json(),
             OrderState.SENDING,
@@ -239,10 +301,15 @@ class Repository:
             reference_price,
             stop_loss_price,
             take_profit_price,
-            closes_position,
+            closes_positions[0] if closes_positions else None,
             now,
             owner,
             now + timedelta(seconds=lease_s),
+            purpose,
+            list(closes_positions) or None,
+            limit_price,
+            max_slippage_percent,
+            exit_kind,
         )
         if record is None:
             return None
@@ -345,14 +412,15 @@ class Repository:
     async def open_position(
         conn: Conn, position: NewPosition, now: datetime, interval_s: float
     ) -> None:
+        """Store a filled entry as UNPROTECTED; its legs are recorded once they work."""
         request = position.request
         await conn.execute(
             "INSERT INTO positions (entry_client_order_id, user_id, symbol, side, request, "
             "base_asset, quote_asset, quantity, filled_quantity, entry_price, entry_fees_quote, "
-            "entry_order_id, stop_loss_price, take_profit_price, exits, exit_error, opened_at, "
-            "status, check_interval_s, next_check_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, "
-            "$9, $10, $11, $12, $13, $14, $15, $16, $17, 'OPEN', $18, $19) "
-            "ON CONFLICT (entry_client_order_id) DO NOTHING",
+            "entry_order_id, stop_loss_price, take_profit_price, exits, opened_at, "
+            "status, check_interval_s, next_check_at, phase, fees_estimated) VALUES "
+            "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, '[]', $15, 'OPEN', "
+            "$16, $17, 'UNPROTECTED', $18) ON CONFLICT (entry_client_order_id) DO NOTHING",
             position.entry_client_order_id,
             request.user_id,
             request.symbol,
@@ -367,12 +435,69 @@ class Repository:
             position.entry_order_id,
             position.stop_loss_price,
             position.take_profit_price,
-            json.dumps([e.as_json() for e in position.exits]),
-            position.exit_error,
-            now,
+            position.opened_at,
             interval_s,
-            now + timedelta(seconds=interval_s),
+            now,
+            position.fees_estimated,
         )
+
+    @staticmethod
+    async def mark_protect_attempt(
+        conn: Conn, entry_client_order_id: str, now: datetime, settle_s: float
+    ) -> None:
+        """Committed before each protect call: from now on legs may exist on the exchange."""
+        await conn.execute(
+            "UPDATE positions SET protect_attempts = protect_attempts + 1, "
+            "protect_settle_until = $2 WHERE entry_client_order_id = $1",
+            entry_client_order_id,
+            now + timedelta(seconds=settle_s),
+        )
+
+    @staticmethod
+    async def set_protection(
+        conn: Conn,
+        entry_client_order_id: str,
+        *,
+        phase: Phase,
+        legs: tuple[ExitLeg, ...],
+        generation: int,
+        error: str | None,
+    ) -> None:
+        await conn.execute(
+            "UPDATE positions SET phase = $2, exits = $3, generation = $4, protect_error = $5, "
+            "protect_attempts = CASE WHEN generation = $4 THEN protect_attempts ELSE 0 END "
+            "WHERE entry_client_order_id = $1 AND status = 'OPEN'",
+            entry_client_order_id,
+            phase.value,
+            legs_to_json(legs),
+            generation,
+            error,
+        )
+
+    @staticmethod
+    async def set_closing(conn: Conn, entry_client_order_ids: list[str], order_id: str) -> None:
+        await conn.execute(
+            "UPDATE positions SET closing_order = $2 "
+            "WHERE entry_client_order_id = ANY($1::text[]) AND status = 'OPEN'",
+            entry_client_order_ids,
+            order_id,
+        )
+
+    @staticmethod
+    async def clear_closing(conn: Conn, entry_client_order_ids: list[str], order_id: str) -> None:
+        await conn.execute(
+            "UPDATE positions SET closing_order = NULL "
+            "WHERE entry_client_order_id = ANY($1::text[]) AND closing_order = $2",
+            entry_client_order_ids,
+            order_id,
+        )
+
+    @staticmethod
+    async def unprotected_count(conn: Conn) -> int:
+        count = await conn.fetchval(
+            "SELECT count(*) FROM positions WHERE status = 'OPEN' AND phase = 'UNPROTECTED'"
+        )
+        return int(count or 0)
 
     @staticmethod
     async def get_position(conn: Conn, entry_client_order_id: str) -> PositionRow | None:
@@ -382,14 +507,15 @@ class Repository:
         return PositionRow.from_record(record) if record is not None else None
 
     @staticmethod
-    async def find_open_position(conn: Conn, user_id: str, symbol: str) -> PositionRow | None:
-        record = await conn.fetchrow(
+    async def open_positions_of(conn: Conn, user_id: str, symbol: str) -> list[PositionRow]:
+        """The user's open positions in ``symbol``, oldest first (the allocation order)."""
+        records = await conn.fetch(
             "SELECT * FROM positions WHERE user_id = $1 AND symbol = $2 AND status = 'OPEN' "
-            "ORDER BY opened_at LIMIT 1",
+            "ORDER BY opened_at, entry_client_order_id",
             user_id,
             symbol,
         )
-        return PositionRow.from_record(record) if record is not None else None
+        return [PositionRow.from_record(r) for r in records]
 
     @staticmethod
     async def due_positions(conn: Conn, now: datetime, limit: int) -> list[PositionRow]:
@@ -420,21 +546,24 @@ class Repository:
         *,
         reason: str,
         exit_order_id: str | None,
+        exit_client_order_id: str | None,
         exit_price: Decimal,
         realized_pnl: Decimal,
-        now: datetime,
+        closed_at: datetime,
     ) -> bool:
         """``True`` for the one caller that closes it (tracker and close signal may race)."""
         closed = await conn.fetchval(
-            "UPDATE positions SET status = 'CLOSED', closed_at = $2, close_reason = $3, "
-            "exit_order_id = $4, exit_price = $5, realized_pnl = $6 "
+            "UPDATE positions SET status = 'CLOSED', phase = 'CLOSED', closed_at = $2, "
+            "close_reason = $3, exit_order_id = $4, exit_price = $5, realized_pnl = $6, "
+            "exit_client_order_id = $7 "
             "WHERE entry_client_order_id = $1 AND status = 'OPEN' RETURNING true",
             entry_client_order_id,
-            now,
+            closed_at,
             reason,
             exit_order_id,
             exit_price,
             realized_pnl,
+            exit_client_order_id,
         )
         return bool(closed)
 

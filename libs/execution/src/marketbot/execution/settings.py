@@ -50,7 +50,7 @@ class ExecutorSettings(ServiceSettings):
         default=15.0,
         ge=0,
         description="after a maybe-sent attempt, 'not found' is conclusive only this much later "
-        "(covers the receive window of the attempt and of the venue's own resubmission)",
+        "(beyond the signed request's receive window; the venue never resubmits on its own)",
     )
     unknown_poll_s: float = Field(default=1.0, gt=0)
     retry_backoff_s: float = Field(default=0.5, gt=0)
@@ -63,8 +63,18 @@ class ExecutorSettings(ServiceSettings):
     max_balance_percent: Decimal = Decimal(10)
     brl_per_quote: Decimal = Decimal("5.5")
     quote_asset: str = "USDT"
-    default_fee_rate: Decimal = Field(
-        default=Decimal("0.001"), description="fee estimate when the venue reports none"
+    max_slippage_percent: Decimal = Field(
+        default=Decimal("0.5"),
+        gt=0,
+        le=10,
+        description="an entry is an IOC limit order at the reference price plus this percent "
+        "(a buy); it fills at that price or better, or not at all; shown on the operation",
+    )
+    protect_settle_s: float = Field(
+        default=15.0,
+        ge=0,
+        description="after a protect attempt with an unknown outcome, 'no exit legs found' is "
+        "conclusive only this much later (beyond the signed request's receive window)",
     )
     # tracking
     track_interval_s: float = Field(default=2.0, gt=0)

@@ -1,8 +1,10 @@
 """Following orders and positions to their end by polling with backoff.
 
 * An acknowledged order not yet filled (state PLACED) is looked up until it fills or ends.
-* An open position's exit legs are checked; the interval doubles while nothing changes (up
-  to a maximum). When the TP or SL leg has filled, PositionClosed is published.
+* An open position is one step of the lifecycle (``PositionKeeper.check``): protected if it
+  is not, closed by the leg that executed, or closed when the price reaches a watched leg.
+  Its legs are read by their own ids. The interval doubles while nothing changes (up to a
+  maximum); an UNPROTECTED position, or one with a watched leg, is looked at every pass.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from marketbot.exchanges.errors import (
     RateLimited,
 )
 from marketbot.execution import metrics
-from marketbot.execution.exits import exit_orders
+from marketbot.execution.domain.lifecycle import Phase
+from marketbot.execution.fills import FillsIncompleteError
 from marketbot.execution.placement import OrderExecutor
 from marketbot.execution.repository import PositionRow, Repository
 from marketbot.runtime.logs import get_logger
@@ -58,9 +61,12 @@ class PositionTracker:
                     client_order_id=row.client_order_id,
                 )
                 if found is not None:
-                    await executor.record_result(row, found)
+                    async with executor.locks.hold(row.request.user_id, row.request.symbol):
+                        await executor.record_result(row, found)
             except ExchangeError as exc:
                 self._note(exc)
+            except FillsIncompleteError as exc:
+                log.info("trade records not complete yet", detail=str(exc))
         results = await asyncio.gather(*(self._check(p) for p in due))
         async with executor.pool.acquire() as conn:
             metrics.OPEN_POSITIONS.labels(executor.exchange.value).set(
@@ -69,25 +75,40 @@ class PositionTracker:
             metrics.UNKNOWN_OPEN.labels(executor.exchange.value).set(
                 await Repository.unknown_count(conn)
             )
+            metrics.UNPROTECTED.labels(executor.exchange.value).set(
+                await Repository.unprotected_count(conn)
+            )
         return sum(results)
 
     async def _check(self, position: PositionRow) -> bool:
         executor = self.executor
         async with self._limit:
             try:
-                signer = executor.signers(position.user_id, position.request.exchange)
-                exits = await exit_orders(executor.venue, signer, position)
-                hit = next((e for e in exits if e.filled), None)
-                if hit is not None:
-                    return await executor.close_by_exit(position, hit)
+                async with executor.locks.hold(position.user_id, position.symbol):
+                    fresh = await self._fresh(position)
+                    if fresh is None:
+                        return False
+                    if await executor.positions.check(fresh):
+                        return True
             except ExchangeError as exc:
                 self._note(exc)
-            interval = min(position.check_interval_s * 2, executor.config.track_max_interval_s)
+            except FillsIncompleteError as exc:
+                log.info("trade records not complete yet", detail=str(exc))
+            if position.phase is Phase.UNPROTECTED or any(not leg.native for leg in position.legs):
+                interval = executor.config.track_interval_s
+            else:
+                interval = min(position.check_interval_s * 2, executor.config.track_max_interval_s)
             async with executor.pool.acquire() as conn:
                 await Repository.reschedule(
                     conn, position.entry_client_order_id, interval, executor.clock.now()
                 )
             return False
+
+    async def _fresh(self, position: PositionRow) -> PositionRow | None:
+        """The row again, under the user's lock: a request may have changed it meanwhile."""
+        async with self.executor.pool.acquire() as conn:
+            fresh = await Repository.get_position(conn, position.entry_client_order_id)
+        return fresh if fresh is not None and fresh.status == "OPEN" else None
 
     def _note(self, exc: ExchangeError) -> None:
         gate = self.executor.gate

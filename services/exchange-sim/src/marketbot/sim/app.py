@@ -230,6 +230,15 @@ class ExchangeApp(BaseApp):
                 }
             case "POST", "limits":
                 return self.configure_limits(body)
+            case "POST", "liquidity":
+                symbol = str(body["symbol"])
+                if symbol not in exchange.instruments:
+                    raise AdminError(f"unknown symbol {symbol}", 404)
+                if body.get("max_qty") is None:
+                    exchange.liquidity.pop(symbol, None)
+                else:
+                    exchange.liquidity[symbol] = parse_decimal(body["max_qty"], "max_qty")
+                return {"liquidity": {s: str(q) for s, q in exchange.liquidity.items()}}
             case "POST", "reset":
                 exchange.reset()
                 self.faults.clear()

@@ -699,6 +699,10 @@ class BybitApp(ExchangeApp):
         if order.status == Status.EXPIRED:
             if order.stop_price or order.extra.get("ended_by"):
                 return "Deactivated"
+            if order.executed_qty > 0:
+                # enum.mdx orderStatus: "PartiallyFilledCanceled: Only spot has this order
+                # status" (an IOC / market order whose remainder was cancelled).
+                return "PartiallyFilledCanceled"
             return "Cancelled"
         return STATUS_NAMES[order.status]
 

@@ -180,6 +180,10 @@ class Exchange:
         self._trade_ids = itertools.count(1_000_001)
         self._list_ids = itertools.count(1)
         self._key_ids = itertools.count(2_208_369)
+        self.liquidity: dict[str, Decimal] = {}
+        """Most base quantity one taker order can execute, per symbol (admin-set): what is
+        beyond it is left unfilled, so an IOC or market order fills partially and its
+        remainder ends (there is no order book to exhaust)."""
 
     # accounts and keys -------------------------------------------------------------------
 
@@ -328,6 +332,10 @@ class Exchange:
             self._lock_for(order)
         if self._crosses(order, price):
             self._execute(order, price, step)
+        elif order.time_in_force in ("IOC", "FOK"):
+            # Immediate-or-cancel / fill-or-kill that cannot trade now ends unfilled
+            # (Binance enums.md: EXPIRED "LIMIT IOC or MARKET orders that partially fill").
+            self._close(order, Status.EXPIRED)
         else:
             self.resting[order.symbol][order.order_id] = order
 
@@ -366,7 +374,12 @@ class Exchange:
     def _execute(self, order: Order, price: Decimal, step: Decimal) -> None:
         inst = self.instruments[order.symbol]
         account = self.accounts[order.account_id]
-        qty = self.market_fill_qty(order, price, step)
+        wanted = self.market_fill_qty(order, price, step) if order.market else order.qty
+        qty = wanted
+        taker = order.market or order.time_in_force in ("IOC", "FOK")
+        cap = self.liquidity.get(order.symbol)
+        if taker and cap is not None:
+            qty = min(qty, floor_to(cap, step))
         if qty <= 0 or not self._funded(account, order, qty, price, inst):
             self._close(order, Status.EXPIRED if order.market else Status.CANCELED)
             order.extra["expired_reason"] = "insufficient_balance"
@@ -390,10 +403,14 @@ class Exchange:
         order.fee += fee
         order.fee_asset = fee_asset
         if order.qty == 0:
-            order.qty = qty
+            order.qty = wanted
         if order.working_ms < 0:
             order.working_ms = self.now_ms()
-        self._close(order, Status.FILLED)
+        if qty < wanted:
+            order.extra["partial_remainder"] = str(wanted - qty)
+            self._close(order, Status.EXPIRED)
+        else:
+            self._close(order, Status.FILLED)
 
     def _funded(
         self, account: Account, order: Order, qty: Decimal, price: Decimal, inst: Instrument

@@ -13,8 +13,6 @@ from marketbot.exchanges.numbers import optional_decimal, to_decimal
 from marketbot.exchanges.venue import (
     AccountInfo,
     Balance,
-    ExitKind,
-    ExitLeg,
     Fill,
     InstrumentFilters,
     Kline,
@@ -215,23 +213,9 @@ def parse_order(item: dict[str, Any]) -> OrderState:
     )
 
 
-def parse_exit_legs(payload: dict[str, Any]) -> tuple[ExitLeg, ...]:
-    """The legs of an OCO order list (from ``orderReports``)."""
-    legs: list[ExitLeg] = []
+def parse_list_reports(payload: dict[str, Any]) -> tuple[OrderState, ...]:
+    """The legs of an order list as ``orderReports`` give them (create and cancel answers)."""
+    reports: list[OrderState] = []
     for report in payload.get("orderReports", []) or []:
-        kind_name = str(report.get("type", ""))
-        kind = ExitKind.STOP_LOSS if kind_name.startswith("STOP_LOSS") else ExitKind.TAKE_PROFIT
-        trigger = _positive(report.get("stopPrice")) or _positive(report.get("price"))
-        legs.append(
-            ExitLeg(
-                kind=kind,
-                trigger_price=trigger or Decimal(0),
-                limit_price=_positive(report.get("price"))
-                if kind_name.endswith(("LIMIT", "MAKER"))
-                else None,
-                exchange_order_id=str(report.get("orderId")),
-                client_order_id=str(report.get("clientOrderId", "")),
-                status=STATUSES.get(str(report.get("status")), OrderStatus.PENDING),
-            )
-        )
-    return tuple(legs)
+        reports.append(parse_order({"symbol": payload.get("symbol", ""), **report}))
+    return tuple(reports)

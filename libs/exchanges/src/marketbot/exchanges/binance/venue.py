@@ -1,11 +1,18 @@
-"""Binance Spot as a ``Venue``: entry order, then an OCO exit list sized to the fill."""
+"""Binance Spot as a ``Venue``: a bounded entry, then an OCO exit list sized to what it left.
+
+The protection is an OCO order list (``POST /api/v3/orderList/oco``, rest-api.md "New
+Order list - OCO"): a TAKE_PROFIT leg above and a STOP_LOSS leg below, one executes and the
+other expires, assets reserved once. It is placed after the entry has filled, for the
+quantity the user received after commission (a buy's commission is charged in the asset
+received), so a partial fill is protected for what filled. Its ``listClientOrderId`` and
+both legs' client ids derive from the entry's, so a retry finds what an earlier attempt
+placed (``GET /api/v3/orderList`` by ``origClientOrderId``) instead of placing it twice.
+"""
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -17,9 +24,7 @@ from marketbot.exchanges.binance import endpoints as ep
 from marketbot.exchanges.binance.http import BinanceHttp
 from marketbot.exchanges.errors import (
     DuplicateClientOrderIdError,
-    ExchangeError,
     OrderNotFoundError,
-    OutcomeUnknown,
     Rejected,
 )
 from marketbot.exchanges.numbers import format_decimal, round_down_to_step, round_to_step
@@ -27,21 +32,22 @@ from marketbot.exchanges.signer import Signer
 from marketbot.exchanges.venue import (
     AccountInfo,
     Balance,
+    ExitKind,
+    ExitLeg,
     InstrumentFilters,
     Kline,
     KlineInterval,
     OrderRequest,
     OrderState,
+    OrderStatus,
     OrderType,
     Position,
+    Protection,
+    ProtectionSpec,
     Ticker,
+    leg_client_id,
 )
 from marketbot.runtime.clock import epoch_ms
-
-
-def derived_client_id(kind: str, client_order_id: str) -> str:
-    """A deterministic id (<= 36 chars) for an order derived from an entry's client id."""
-    return f"{kind}-{hashlib.sha256(client_order_id.encode()).hexdigest()[:30]}"
 
 
 class BinanceVenue(BaseVenue):
@@ -134,7 +140,7 @@ class BinanceVenue(BaseVenue):
     def order_params(self, order: OrderRequest, filters: InstrumentFilters) -> dict[str, str]:
         params = {"symbol": order.symbol, "side": order.side.value, "type": order.order_type.value}
         if order.order_type is OrderType.LIMIT:
-            params["timeInForce"] = "GTC"
+            params["timeInForce"] = order.time_in_force.value
         if order.quote_quantity is not None:
             step = filters.quote_step or filters.tick_size
             amount = round_down_to_step(order.quote_quantity, step)
@@ -169,34 +175,48 @@ class BinanceVenue(BaseVenue):
         payload = await self.http.call(ep.NEW_ORDER, self.order_params(order, filters), signer)
         return ep.parse_order(payload)
 
-    def exit_params(
-        self, order: OrderRequest, filters: InstrumentFilters, entry: OrderState
-    ) -> dict[str, str] | None:
-        """The OCO exit list (``POST /api/v3/orderList/oco``) for a filled entry, or ``None``.
-
-        Sized to the filled quantity less any fee paid in the base asset, rounded down to
-        the LOT_SIZE step. Selling: above = TAKE_PROFIT (stopPrice = TP), below = STOP_LOSS
-        (stopPrice = SL); buying back: above = STOP_LOSS, below = TAKE_PROFIT.
-        """
-        take_profit, stop_loss = order.take_profit_price, order.stop_loss_price
-        if take_profit is None or stop_loss is None or entry.filled_quantity <= 0:
-            return None
-        base_fees = sum(
-            (fee for asset, fee in entry.fees if asset == filters.base_asset), Decimal(0)
+    # ---- protection -----------------------------------------------------------------
+    @staticmethod
+    def leg_ids(spec: ProtectionSpec) -> tuple[str, str, str]:
+        """(listClientOrderId, take-profit leg id, stop-loss leg id)."""
+        return (
+            leg_client_id("ol", spec.client_id, spec.generation),
+            leg_client_id("tp", spec.client_id, spec.generation),
+            leg_client_id("sl", spec.client_id, spec.generation),
         )
-        quantity = round_down_to_step(entry.filled_quantity - base_fees, filters.qty_step)
-        if quantity <= 0:
-            return None
-        exit_side = Side.SELL if order.side is Side.BUY else Side.BUY
-        tp_leg = {"Type": "TAKE_PROFIT", "StopPrice": self._price(take_profit, filters)}
-        sl_leg = {"Type": "STOP_LOSS", "StopPrice": self._price(stop_loss, filters)}
-        above, below = (tp_leg, sl_leg) if exit_side is Side.SELL else (sl_leg, tp_leg)
-        above = {**above, "ClientOrderId": derived_client_id("ab", order.client_order_id)}
-        below = {**below, "ClientOrderId": derived_client_id("be", order.client_order_id)}
+
+    def exit_params(self, spec: ProtectionSpec, filters: InstrumentFilters) -> dict[str, str]:
+        """The OCO for ``spec``. Selling: above = TAKE_PROFIT (stopPrice = TP), below =
+        STOP_LOSS (stopPrice = SL); buying back: above = STOP_LOSS, below = TAKE_PROFIT."""
+        if spec.take_profit is None or spec.stop_loss is None:
+            raise Rejected(
+                "an OCO exit list needs both a take profit and a stop loss",
+                reason=RejectReason.FILTER,
+                exchange=self.exchange,
+            )
+        quantity = round_down_to_step(spec.quantity, filters.qty_step)
+        if quantity <= 0 or quantity < filters.min_qty:
+            raise Rejected(
+                f"LOT_SIZE: protected quantity {quantity} is below the minimum {filters.min_qty}",
+                reason=RejectReason.FILTER,
+                exchange=self.exchange,
+            )
+        list_id, tp_id, sl_id = self.leg_ids(spec)
+        tp_leg = {
+            "Type": "TAKE_PROFIT",
+            "StopPrice": self._price(spec.take_profit, filters),
+            "ClientOrderId": tp_id,
+        }
+        sl_leg = {
+            "Type": "STOP_LOSS",
+            "StopPrice": self._price(spec.stop_loss, filters),
+            "ClientOrderId": sl_id,
+        }
+        above, below = (tp_leg, sl_leg) if spec.exit_side is Side.SELL else (sl_leg, tp_leg)
         params = {
-            "symbol": order.symbol,
-            "listClientOrderId": derived_client_id("ol", order.client_order_id),
-            "side": exit_side.value,
+            "symbol": spec.symbol,
+            "listClientOrderId": list_id,
+            "side": spec.exit_side.value,
             "quantity": format_decimal(quantity, filters.qty_step),
         }
         params.update({f"above{k}": v for k, v in above.items()})
@@ -204,47 +224,86 @@ class BinanceVenue(BaseVenue):
         params["newOrderRespType"] = "RESULT"
         return params
 
-    async def _after_entry(
-        self, signer: Signer, order: OrderRequest, filters: InstrumentFilters, entry: OrderState
-    ) -> OrderState:
-        if order.take_profit_price is None and order.stop_loss_price is None:
-            return entry
-        params = self.exit_params(order, filters, entry)
-        if params is None:
-            return replace(
-                entry,
-                exit_error="exit list not placed: needs both TP and SL and a filled quantity",
-            )
-        try:
-            payload = await self.http.call(ep.NEW_OCO, params, signer)
-        except (OutcomeUnknown, DuplicateClientOrderIdError) as exc:
-            found = await self._find_order_list(signer, params["listClientOrderId"])
-            if found is None:
-                return replace(entry, exit_error=f"exit list outcome unknown: {exc}")
-            payload = found
-        except ExchangeError as exc:
-            return replace(entry, exit_error=f"exit list rejected: {exc}")
-        return replace(
-            entry,
-            exits=ep.parse_exit_legs(payload),
-            exit_list_id=str(payload.get("orderListId")),
-        )
-
-    async def _find_order_list(self, signer: Signer, list_client_id: str) -> dict[str, Any] | None:
-        deadline = self.clock.monotonic() + self.http.settings.recv_window_ms / 1000 + 1.0
-        while True:
-            try:
-                found: dict[str, Any] = await self.http.call(
-                    ep.QUERY_ORDER_LIST, {"origClientOrderId": list_client_id}, signer
+    def _legs(
+        self, spec: ProtectionSpec, reports: dict[str, OrderState], list_id: str
+    ) -> Protection:
+        _, tp_id, sl_id = self.leg_ids(spec)
+        legs = []
+        for kind, cid, trigger in (
+            (ExitKind.TAKE_PROFIT, tp_id, spec.take_profit),
+            (ExitKind.STOP_LOSS, sl_id, spec.stop_loss),
+        ):
+            state = reports.get(cid)
+            legs.append(
+                ExitLeg(
+                    kind=kind,
+                    trigger_price=trigger or Decimal(0),
+                    client_order_id=cid,
+                    exchange_order_id=state.exchange_order_id if state else None,
+                    status=state.status if state else OrderStatus.NEW,
+                    filled_quantity=state.filled_quantity if state else Decimal(0),
+                    average_price=state.average_price if state else None,
                 )
-                return found
-            except OrderNotFoundError:
-                pass
-            except ExchangeError:
-                pass
-            if self.clock.monotonic() >= deadline:
-                return None
-            await self.clock.sleep(self.resolve_poll_s)
+            )
+        return Protection(legs=tuple(legs), list_id=list_id)
+
+    async def _order_list(self, signer: Signer, list_client_id: str) -> dict[str, Any] | None:
+        try:
+            found: dict[str, Any] = await self.http.call(
+                ep.QUERY_ORDER_LIST, {"origClientOrderId": list_client_id}, signer
+            )
+        except OrderNotFoundError:
+            return None
+        return found
+
+    async def _read_legs(
+        self, signer: Signer, spec: ProtectionSpec, listing: dict[str, Any]
+    ) -> Protection:
+        """``GET /api/v3/orderList`` names the legs but not their fills: while the list is
+        EXECUTING both legs are working; once ALL_DONE each leg is read by its id."""
+        list_id = str(listing.get("orderListId"))
+        if listing.get("listOrderStatus") == "EXECUTING":
+            return self._legs(spec, {}, list_id)
+        reports: dict[str, OrderState] = {}
+        for leg in listing.get("orders", []) or []:
+            cid = str(leg.get("clientOrderId", ""))
+            state = await self.get_order(signer, spec.symbol, client_order_id=cid)
+            if state is not None:
+                reports[cid] = state
+        return self._legs(spec, reports, list_id)
+
+    async def protect(self, signer: Signer, spec: ProtectionSpec) -> Protection:
+        list_client_id = self.leg_ids(spec)[0]
+        listing = await self._order_list(signer, list_client_id)
+        if listing is None:
+            filters = await self.instrument(spec.symbol)
+            try:
+                payload = await self.http.call(ep.NEW_OCO, self.exit_params(spec, filters), signer)
+            except DuplicateClientOrderIdError:
+                listing = await self._order_list(signer, list_client_id)
+                if listing is None:
+                    raise
+            else:
+                reports = {leg.client_order_id or "": leg for leg in ep.parse_list_reports(payload)}
+                return self._legs(spec, reports, str(payload.get("orderListId")))
+        return await self._read_legs(signer, spec, listing)
+
+    async def protection(self, signer: Signer, spec: ProtectionSpec) -> Protection | None:
+        listing = await self._order_list(signer, self.leg_ids(spec)[0])
+        return None if listing is None else await self._read_legs(signer, spec, listing)
+
+    async def unprotect(self, signer: Signer, spec: ProtectionSpec) -> Protection | None:
+        list_client_id = self.leg_ids(spec)[0]
+        try:
+            payload = await self.http.call(
+                ep.CANCEL_ORDER_LIST,
+                {"symbol": spec.symbol, "listClientOrderId": list_client_id},
+                signer,
+            )
+        except (OrderNotFoundError, Rejected):
+            return await self.protection(signer, spec)  # already done (a leg executed)
+        reports = {leg.client_order_id or "": leg for leg in ep.parse_list_reports(payload)}
+        return self._legs(spec, reports, str(payload.get("orderListId")))
 
     @staticmethod
     def _id_params(exchange_order_id: str | None, client_order_id: str | None) -> dict[str, str]:
@@ -278,11 +337,6 @@ class BinanceVenue(BaseVenue):
     ) -> OrderState:
         params = {"symbol": symbol, **self._id_params(exchange_order_id, client_order_id)}
         return ep.parse_order(await self.http.call(ep.CANCEL_ORDER, params, signer))
-
-    async def cancel_exit_list(self, signer: Signer, symbol: str, list_client_id: str) -> None:
-        await self.http.call(
-            ep.CANCEL_ORDER_LIST, {"symbol": symbol, "listClientOrderId": list_client_id}, signer
-        )
 
     async def open_orders(self, signer: Signer, symbol: str | None = None) -> list[OrderState]:
         params = {"symbol": symbol} if symbol else {}

@@ -13,8 +13,6 @@ from marketbot.exchanges.numbers import optional_decimal, to_decimal
 from marketbot.exchanges.venue import (
     AccountInfo,
     Balance,
-    ExitKind,
-    ExitLeg,
     InstrumentFilters,
     Kline,
     OrderState,
@@ -170,25 +168,6 @@ def parse_order(item: dict[str, Any]) -> OrderState:
     fees = tuple(
         (asset, to_decimal(amount)) for asset, amount in (item.get("cumFeeDetail") or {}).items()
     )
-    exits: list[ExitLeg] = []
-    take_profit = _positive(item.get("takeProfit"))
-    if take_profit is not None:
-        exits.append(
-            ExitLeg(
-                kind=ExitKind.TAKE_PROFIT,
-                trigger_price=take_profit,
-                limit_price=_positive(item.get("tpLimitPrice")),
-            )
-        )
-    stop_loss = _positive(item.get("stopLoss"))
-    if stop_loss is not None:
-        exits.append(
-            ExitLeg(
-                kind=ExitKind.STOP_LOSS,
-                trigger_price=stop_loss,
-                limit_price=_positive(item.get("slLimitPrice")),
-            )
-        )
     market_in_quote = item.get("marketUnit") == "quoteCoin"
     qty = to_decimal(item.get("qty"), default=Decimal(0))
     return OrderState(
@@ -205,7 +184,6 @@ def parse_order(item: dict[str, Any]) -> OrderState:
         price=_positive(item.get("price")),
         average_price=_positive(item.get("avgPrice")),
         fees=fees,
-        exits=tuple(exits),
         created_at=ms_to_datetime(item.get("createdTime")),
         updated_at=ms_to_datetime(item.get("updatedTime")),
         reject_reason=_reject_reason(item.get("rejectReason")),

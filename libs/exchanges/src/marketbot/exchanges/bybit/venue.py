@@ -1,7 +1,27 @@
-"""Bybit V5 as a ``Venue``: spot orders with attached TP/SL, UNIFIED wallet, linear positions."""
+"""Bybit V5 as a ``Venue``: spot orders, a stop-loss leg of our own, UNIFIED wallet.
+
+How a position is protected on Bybit spot, and why:
+
+* A spot Market order carrying takeProfit/stopLoss is refused with retCode 170130
+  (reference/bybit-v5/order_create-order.mdx, the takeProfit row: "Spot Limit order
+  supports take profit, stop loss"; bybit-exchange/pybit#200: "Market SPOT order doesn't
+  support takeProfit and stopLoss").
+* The TP/SL a spot Limit order carries are system-managed orders without an id of ours:
+  ``parentOrderLinkId`` is "Supported for futures and options" only (order_order-list.mdx),
+  and Bybit's maintainers answer that linking them is "impossible. TP/SL/TS are
+  system-managed orders and you can't give them your own orderLinkId"
+  (bybit-exchange/pybit#213). Matching them to a position would be a heuristic.
+* So the stop loss is a spot TP/SL order of our own (``orderFilter=tpslOrder``, a Market
+  sell at ``triggerPrice``; "the assets are occupied even before the order is triggered"),
+  with an ``orderLinkId`` derived from the entry's. The assets it occupies cannot also back
+  a resting take-profit order, so the take profit is a trigger the platform watches: when
+  the price reaches it, the stop-loss order is cancelled by its id and the position is sold
+  with the take-profit leg's id.
+"""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
@@ -12,12 +32,18 @@ from marketbot.exchanges.base import BaseVenue
 from marketbot.exchanges.bybit import constants as c
 from marketbot.exchanges.bybit import endpoints as ep
 from marketbot.exchanges.bybit.http import BybitHttp
-from marketbot.exchanges.errors import Rejected
+from marketbot.exchanges.errors import (
+    DuplicateClientOrderIdError,
+    OrderNotFoundError,
+    Rejected,
+)
 from marketbot.exchanges.numbers import format_decimal, round_down_to_step, round_to_step
 from marketbot.exchanges.signer import Signer
 from marketbot.exchanges.venue import (
     AccountInfo,
     Balance,
+    ExitKind,
+    ExitLeg,
     InstrumentFilters,
     Kline,
     KlineInterval,
@@ -26,7 +52,10 @@ from marketbot.exchanges.venue import (
     OrderStatus,
     OrderType,
     Position,
+    Protection,
+    ProtectionSpec,
     Ticker,
+    leg_client_id,
 )
 from marketbot.runtime.clock import epoch_ms
 
@@ -145,14 +174,8 @@ class BybitVenue(BaseVenue):
         if order.order_type is OrderType.LIMIT:
             assert order.price is not None
             params["price"] = self._price(order.price, filters)
-            params["timeInForce"] = "GTC"
+            params["timeInForce"] = order.time_in_force.value
         params["orderLinkId"] = order.client_order_id
-        if order.take_profit_price is not None:
-            params["takeProfit"] = self._price(order.take_profit_price, filters)
-            params["tpOrderType"] = "Market"
-        if order.stop_loss_price is not None:
-            params["stopLoss"] = self._price(order.stop_loss_price, filters)
-            params["slOrderType"] = "Market"
         return params
 
     @staticmethod
@@ -163,14 +186,10 @@ class BybitVenue(BaseVenue):
         self, signer: Signer, order: OrderRequest, filters: InstrumentFilters
     ) -> OrderState:
         ack = await self.http.call(ep.ORDER_CREATE, self.order_params(order, filters), signer)
-        # The create response is only an acknowledgement: read the order itself.
-        for _ in range(3):
-            state = await self.get_order(
-                signer, order.symbol, client_order_id=order.client_order_id
-            )
-            if state is not None:
-                return state
-            await self.clock.sleep(self.resolve_poll_s)
+        # The create response is only an acknowledgement: read the order itself once.
+        state = await self.get_order(signer, order.symbol, client_order_id=order.client_order_id)
+        if state is not None:
+            return state
         return OrderState(
             exchange_order_id=str(ack.get("orderId", "")),
             client_order_id=str(ack.get("orderLinkId", order.client_order_id)),
@@ -183,6 +202,100 @@ class BybitVenue(BaseVenue):
             filled_quantity=Decimal(0),
             price=order.price,
         )
+
+    # ---- protection -----------------------------------------------------------------
+    @staticmethod
+    def stop_loss_id(spec: ProtectionSpec) -> str:
+        return leg_client_id("sl", spec.client_id, spec.generation)
+
+    @staticmethod
+    def take_profit_id(spec: ProtectionSpec) -> str:
+        return leg_client_id("tp", spec.client_id, spec.generation)
+
+    def stop_loss_params(self, spec: ProtectionSpec, filters: InstrumentFilters) -> dict[str, str]:
+        """A spot TP/SL order (order_create-order.mdx, ``orderFilter=tpslOrder``): a Market
+        order of ``qty`` base placed when the last price reaches ``triggerPrice``."""
+        assert spec.stop_loss is not None
+        quantity = round_down_to_step(spec.quantity, filters.qty_step)
+        if quantity <= 0 or quantity < filters.min_qty:
+            raise Rejected(
+                f"min_qty: protected quantity {quantity} is below the minimum {filters.min_qty}",
+                reason=RejectReason.FILTER,
+                exchange=self.exchange,
+            )
+        return {
+            "category": SPOT,
+            "symbol": spec.symbol,
+            "side": ep.SIDE_NAMES[spec.exit_side],
+            "orderType": "Market",
+            "qty": format_decimal(quantity, filters.qty_step),
+            "marketUnit": "baseCoin",
+            "triggerPrice": self._price(spec.stop_loss, filters),
+            "orderFilter": "tpslOrder",
+            "orderLinkId": self.stop_loss_id(spec),
+        }
+
+    def _legs(self, spec: ProtectionSpec, stop: OrderState | None) -> Protection:
+        legs: list[ExitLeg] = []
+        if spec.stop_loss is not None:
+            legs.append(
+                ExitLeg(
+                    kind=ExitKind.STOP_LOSS,
+                    trigger_price=spec.stop_loss,
+                    client_order_id=self.stop_loss_id(spec),
+                    exchange_order_id=stop.exchange_order_id if stop else None,
+                    status=stop.status if stop else None,
+                    filled_quantity=stop.filled_quantity if stop else Decimal(0),
+                    average_price=stop.average_price if stop else None,
+                )
+            )
+        if spec.take_profit is not None:
+            legs.append(
+                ExitLeg(
+                    kind=ExitKind.TAKE_PROFIT,
+                    trigger_price=spec.take_profit,
+                    client_order_id=self.take_profit_id(spec),
+                    native=False,
+                )
+            )
+        return Protection(legs=tuple(legs))
+
+    async def protect(self, signer: Signer, spec: ProtectionSpec) -> Protection:
+        if spec.stop_loss is None:
+            return self._legs(spec, None)
+        link_id = self.stop_loss_id(spec)
+        stop = await self.get_order(signer, spec.symbol, client_order_id=link_id)
+        if stop is None:
+            filters = await self.instrument(spec.symbol)
+            # A duplicate id means an earlier attempt placed it: read it below.
+            with contextlib.suppress(DuplicateClientOrderIdError):
+                await self.http.call(ep.ORDER_CREATE, self.stop_loss_params(spec, filters), signer)
+            stop = await self.get_order(signer, spec.symbol, client_order_id=link_id)
+        return self._legs(spec, stop)
+
+    async def protection(self, signer: Signer, spec: ProtectionSpec) -> Protection | None:
+        if spec.stop_loss is None:
+            return self._legs(spec, None)
+        stop = await self.get_order(signer, spec.symbol, client_order_id=self.stop_loss_id(spec))
+        return None if stop is None else self._legs(spec, stop)
+
+    async def unprotect(self, signer: Signer, spec: ProtectionSpec) -> Protection | None:
+        if spec.stop_loss is None:
+            return self._legs(spec, None)
+        link_id = self.stop_loss_id(spec)
+        stop = await self.get_order(signer, spec.symbol, client_order_id=link_id)
+        if stop is None:
+            return None
+        if not stop.status.is_final:
+            # Not found / refused: it ended first (triggered and filled); the read says how.
+            with contextlib.suppress(OrderNotFoundError, Rejected):
+                await self.http.call(
+                    ep.ORDER_CANCEL,
+                    {"category": SPOT, "symbol": spec.symbol, "orderLinkId": link_id},
+                    signer,
+                )
+            stop = await self.get_order(signer, spec.symbol, client_order_id=link_id)
+        return self._legs(spec, stop)
 
     @staticmethod
     def _id_params(exchange_order_id: str | None, client_order_id: str | None) -> dict[str, str]:

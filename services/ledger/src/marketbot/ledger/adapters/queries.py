@@ -18,7 +18,8 @@ _OPERATION_COLUMNS = (
     "client_order_id, coalesce(placed_order_id, filled_order_id, closed_order_id) AS order_id, "
     "placed_quantity, filled_quantity, coalesce(average_price, entry_price) AS avg_price, "
     "exit_price, coalesce(fees_quote, entry_fees) AS fees, realized_pnl, commission, "
-    "reject_reason, reject_message, sort_at, updated_at"
+    "reject_reason, reject_message, sort_at, updated_at, limit_price, max_slippage_percent, "
+    "exit_client_order_id, (entry_fees_estimated OR fees_estimated) AS fees_estimated"
 )
 
 
@@ -48,6 +49,10 @@ def operation_from_row(row: Any) -> Operation:
         reject_reason=reason,
         requested_at=row["sort_at"],
         updated_at=row["updated_at"],
+        limit_price=row["limit_price"],
+        max_slippage_percent=row["max_slippage_percent"],
+        exit_client_order_id=row["exit_client_order_id"],
+        fees_estimated=row["fees_estimated"],
     )
 
 

@@ -112,11 +112,13 @@ async def save_fills(
         return
     await conn.executemany(
         "INSERT INTO fills (operation_id, trade_id, event_id, price, quantity, fee, fee_asset, "
-        "fee_quote, filled_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) "
+        "fee_quote, filled_at, fee_price, fee_estimated) "
+        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) "
         "ON CONFLICT (operation_id, trade_id) DO UPDATE SET event_id = EXCLUDED.event_id, "
         "price = EXCLUDED.price, quantity = EXCLUDED.quantity, fee = EXCLUDED.fee, "
         "fee_asset = EXCLUDED.fee_asset, fee_quote = EXCLUDED.fee_quote, "
-        "filled_at = EXCLUDED.filled_at "
+        "filled_at = EXCLUDED.filled_at, fee_price = EXCLUDED.fee_price, "
+        "fee_estimated = EXCLUDED.fee_estimated "
         "WHERE EXCLUDED.event_id::text > fills.event_id::text",
         [
             (
@@ -128,7 +130,9 @@ async def save_fills(
                 f.fee,
                 f.fee_asset,
                 f.fee_quote,
-                at,
+                f.filled_at or at,
+                f.fee_price,
+                f.fee_estimated,
             )
             for f in fills
         ],

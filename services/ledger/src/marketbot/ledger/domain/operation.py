@@ -71,6 +71,8 @@ class OperationState:
     placed_price: Decimal | None = None
     stop_loss_price: Decimal | None = None
     take_profit_price: Decimal | None = None
+    limit_price: Decimal | None = None
+    max_slippage_percent: Decimal | None = None
     # an unknown outcome (sent, no answer)
     unknown_event_id: uuid.UUID | None = None
     unknown_since: datetime | None = None
@@ -89,6 +91,7 @@ class OperationState:
     average_price: Decimal | None = None
     filled_quote: Decimal | None = None
     entry_fees: Decimal | None = None
+    entry_fees_estimated: bool | None = None
     # the close
     closed_event_id: uuid.UUID | None = None
     closed_at: datetime | None = None
@@ -99,6 +102,8 @@ class OperationState:
     exit_price: Decimal | None = None
     fees_quote: Decimal | None = None
     realized_pnl: Decimal | None = None
+    exit_client_order_id: str | None = None
+    fees_estimated: bool | None = None
 
     @property
     def exchange_order_id(self) -> str | None:
@@ -146,6 +151,8 @@ def _section(event: OperationEvent) -> tuple[str, tuple[Any, ...], dict[str, Any
                 "placed_price": event.reference_price,
                 "stop_loss_price": event.stop_loss_price,
                 "take_profit_price": event.take_profit_price,
+                "limit_price": event.limit_price,
+                "max_slippage_percent": event.max_slippage_percent,
             },
         )
     if isinstance(event, OrderFilled):
@@ -160,6 +167,7 @@ def _section(event: OperationEvent) -> tuple[str, tuple[Any, ...], dict[str, Any
                 "average_price": event.average_price,
                 "filled_quote": event.quote_quantity,
                 "entry_fees": event.fees_quote,
+                "entry_fees_estimated": event.fees_estimated,
             },
         )
     if isinstance(event, OrderRejected):
@@ -194,6 +202,8 @@ def _section(event: OperationEvent) -> tuple[str, tuple[Any, ...], dict[str, Any
                 "exit_price": event.exit_price,
                 "fees_quote": event.fees_quote,
                 "realized_pnl": event.realized_pnl,
+                "exit_client_order_id": event.exit_client_order_id,
+                "fees_estimated": event.fees_estimated,
             },
         )
     raise TypeError(f"not an operation event: {type(event).__name__}")

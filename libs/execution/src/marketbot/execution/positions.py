@@ -1,0 +1,287 @@
+"""Position commands around the lifecycle state machine: protect, check, record an exit,
+fire a watched leg.
+
+Every path that records an entry fill (the placement, the lookup after a crash, the tracker
+following a placed order) ends in ``protect``. Protection is idempotent on the venue (legs
+are found by their own client ids before anything is placed) and guarded like an order: a
+committed attempt mark precedes each call, and after an attempt whose outcome is unknown
+'no legs found' is conclusive only once ``protect_settle_s`` has passed. A position that
+cannot be protected stays UNPROTECTED: it is counted (``marketbot_execution_positions_
+unprotected``, alert ``PositionUnprotected``) and retried by the tracker.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from marketbot.exchanges.errors import Rejected
+from marketbot.exchanges.signer import Signer
+from marketbot.exchanges.venue import ExitLeg, Protection, Venue
+from marketbot.execution import events, metrics
+from marketbot.execution.domain.lifecycle import (
+    FireExit,
+    Phase,
+    Protect,
+    Protected,
+    RecordExit,
+    Reprotect,
+    close_reason,
+    next_step,
+)
+from marketbot.execution.domain.protection import realized_pnl
+from marketbot.execution.repository import OrderState, PositionRow, Purpose, Repository
+from marketbot.runtime.db import Conn
+from marketbot.runtime.logs import get_logger
+
+if TYPE_CHECKING:
+    from marketbot.execution.placement import OrderExecutor
+
+log = get_logger("marketbot.execution.positions")
+
+
+class PositionKeeper:
+    def __init__(self, executor: OrderExecutor) -> None:
+        self.executor = executor
+
+    @property
+    def venue(self) -> Venue:
+        return self.executor.venue
+
+    def _signer(self, position: PositionRow) -> Signer:
+        return self.executor.signers(position.user_id, position.request.exchange)
+
+    async def _get(self, entry_id: str) -> PositionRow | None:
+        async with self.executor.pool.acquire() as conn:
+            return await Repository.get_position(conn, entry_id)
+
+    # ---- protect --------------------------------------------------------------------
+    async def protect_id(self, entry_id: str) -> None:
+        """Protect a just-recorded entry; a failure leaves it to the tracker (logged)."""
+        position = await self._get(entry_id)
+        if position is None or position.status != "OPEN":
+            return
+        try:
+            await self.protect(position)
+        except Exception as exc:
+            log.warning(
+                "position not protected yet; the tracker retries",
+                entry=entry_id,
+                error=repr(exc),
+            )
+
+    async def protect(self, position: PositionRow, *, generation: int | None = None) -> None:
+        """Put the position's legs on the exchange (exactly once) and record them."""
+        executor = self.executor
+        gen = position.generation if generation is None else generation
+        spec = position.spec(gen)
+        signer = self._signer(position)
+        now = executor.clock.now()
+        if (
+            gen == position.generation
+            and position.protect_attempts > 0
+            and position.protect_settle_until is not None
+            and now < position.protect_settle_until
+        ):
+            # An earlier attempt may still land: only look, never place now.
+            found = await self.venue.protection(signer, spec)
+            if found is not None:
+                await self._apply(position, found, gen)
+            return
+        async with executor.pool.acquire() as conn:
+            if gen != position.generation:
+                await Repository.set_protection(
+                    conn,
+                    position.entry_client_order_id,
+                    phase=Phase.UNPROTECTED,
+                    legs=(),
+                    generation=gen,
+                    error=None,
+                )
+            await Repository.mark_protect_attempt(
+                conn, position.entry_client_order_id, now, executor.config.protect_settle_s
+            )
+        try:
+            protection = await self.venue.protect(signer, spec)
+        except Rejected as exc:
+            metrics.PROTECT_FAILURES.labels(executor.exchange.value, "rejected").inc()
+            async with executor.pool.acquire() as conn:
+                await Repository.set_protection(
+                    conn,
+                    position.entry_client_order_id,
+                    phase=Phase.UNPROTECTED,
+                    legs=(),
+                    generation=gen,
+                    error=str(exc)[:500],
+                )
+            log.error(
+                "exchange refused the position's exits; it is UNPROTECTED",
+                entry=position.entry_client_order_id,
+                error=str(exc),
+            )
+            return
+        await self._apply(position, protection, gen)
+
+    async def _apply(self, position: PositionRow, protection: Protection, generation: int) -> None:
+        step = next_step(Phase.UNPROTECTED, position.exit_side, protection, None)
+        if isinstance(step, RecordExit):
+            await self.record_exit(position, step.leg)
+            return
+        phase = Phase.PROTECTED if isinstance(step, Protected) else Phase.UNPROTECTED
+        async with self.executor.pool.acquire() as conn:
+            await Repository.set_protection(
+                conn,
+                position.entry_client_order_id,
+                phase=phase,
+                legs=protection.legs,
+                generation=generation,
+                error=None,
+            )
+        if phase is Phase.PROTECTED:
+            log.info(
+                "position protected",
+                entry=position.entry_client_order_id,
+                legs=[leg.client_order_id for leg in protection.legs],
+            )
+
+    # ---- track ----------------------------------------------------------------------
+    async def check(self, position: PositionRow) -> bool:
+        """One look at an open position; ``True`` when it changed (closed, protected)."""
+        executor = self.executor
+        if position.closing_order is not None:
+            async with executor.pool.acquire() as conn:
+                row = await Repository.get_order(conn, position.closing_order)
+            if row is not None and row.purpose == Purpose.EXIT:
+                await executor.resume(row)
+                return True
+            return False  # a signal's close owns it; its request drives it
+        signer = self._signer(position)
+        spec = position.spec()
+        protection = None
+        if position.phase is Phase.PROTECTED or position.protect_attempts > 0:
+            protection = await self.venue.protection(signer, spec)
+        price = None
+        if protection is not None and protection.watched():
+            price = await self.venue.price(position.symbol)
+        step = next_step(position.phase, position.exit_side, protection, price)
+        match step:
+            case Protect():
+                await self.protect(position)
+            case Protected(protection=found):
+                await self._apply(position, found, position.generation)
+            case RecordExit(leg=leg):
+                await self.record_exit(position, leg)
+            case FireExit(leg=leg):
+                await self.fire_exit(position, leg)
+            case Reprotect():
+                log.warning(
+                    "the position's exits ended without executing; protecting it anew",
+                    entry=position.entry_client_order_id,
+                )
+                await self.protect(position, generation=position.generation + 1)
+            case _:
+                return False
+        return True
+
+    # ---- exits ----------------------------------------------------------------------
+    async def record_exit(self, position: PositionRow, leg: ExitLeg) -> bool:
+        """A native leg executed: close the position by that leg, from its trade records."""
+        executor = self.executor
+        request = position.request
+        state = await self.venue.get_order(
+            self._signer(position),
+            position.symbol,
+            exchange_order_id=leg.exchange_order_id,
+            client_order_id=None if leg.exchange_order_id else leg.client_order_id,
+        )
+        if state is None or state.filled_quantity <= 0:
+            return False
+        filters = await self.venue.instrument(position.symbol)
+        summary = await executor.summarize(request, state, filters)
+        reason = close_reason(leg.kind)
+        fees = position.entry_fees_quote + summary.fees_quote
+        pnl = realized_pnl(
+            position.side, summary.quantity, position.entry_price, summary.average_price, fees
+        )
+        now = executor.clock.now()
+        closed_at = summary.filled_at or now
+        event = events.position_closed(
+            request,
+            cause=None,
+            exchange_order_id=state.exchange_order_id,
+            exit_client_order_id=leg.client_order_id,
+            reason=reason,
+            quantity=summary.quantity,
+            entry_price=position.entry_price,
+            exit_price=summary.average_price,
+            fees_quote=fees,
+            realized_pnl=pnl,
+            fees_estimated=position.fees_estimated or summary.estimated_fees,
+            opened_at=position.opened_at,
+            closed_at=closed_at,
+            now=now,
+        )
+
+        async def effect(conn: Conn) -> bool:
+            return await Repository.close_position(
+                conn,
+                position.entry_client_order_id,
+                reason=reason.value,
+                exit_order_id=state.exchange_order_id,
+                exit_client_order_id=leg.client_order_id,
+                exit_price=summary.average_price,
+                realized_pnl=pnl,
+                closed_at=closed_at,
+            )
+
+        closed = await executor.commit(effect, [event])
+        if closed:
+            metrics.ORDERS.labels(executor.exchange.value, request.plan.value, "closed").inc()
+            log.info(
+                "position closed by its exit leg",
+                reason=reason.value,
+                leg=leg.client_order_id,
+                pnl=str(pnl),
+                user=request.user_id,
+            )
+        return closed
+
+    async def fire_exit(self, position: PositionRow, leg: ExitLeg) -> None:
+        """The price reached a watched leg: record an EXIT order under the leg's own id,
+        then cancel the native legs and sell (``OrderExecutor._closing_order``)."""
+        executor = self.executor
+        async with executor.pool.acquire() as conn:
+            row = await Repository.get_order(conn, leg.client_order_id)
+        if row is not None and row.state == OrderState.REJECTED:
+            # This leg's order could not be placed: protect anew (new leg ids).
+            await self.protect(position, generation=position.generation + 1)
+            return
+        if row is None:
+            now = executor.clock.now()
+            async with executor.pool.acquire() as conn, conn.transaction():
+                row = await Repository.insert_sending(
+                    conn,
+                    position.request,
+                    now=now,
+                    owner=executor.owner,
+                    lease_s=executor.config.lease_s,
+                    quantity=position.quantity,
+                    quote_amount=position.quantity * leg.trigger_price,
+                    reference_price=leg.trigger_price,
+                    purpose=Purpose.EXIT,
+                    closes_positions=(position.entry_client_order_id,),
+                    client_order_id=leg.client_order_id,
+                    side=position.exit_side,
+                    exit_kind=leg.kind.value,
+                )
+                if row is None:
+                    return
+                await Repository.set_closing(
+                    conn, [position.entry_client_order_id], leg.client_order_id
+                )
+            log.info(
+                "watched exit reached; closing",
+                leg=leg.client_order_id,
+                kind=leg.kind.value,
+                entry=position.entry_client_order_id,
+            )
+        await executor.resume(row)
