@@ -142,6 +142,14 @@ class BinanceApp(ExchangeApp):
             ("GET", "/api/v3/ticker/24hr"): Route(self.ticker_24hr, by_symbol(2, 80), "NONE"),
             ("GET", "/api/v3/ticker/bookTicker"): Route(self.book_ticker, by_symbol(2, 4), "NONE"),
             ("POST", "/api/v3/order"): Route(self.order_create, fixed(1), "TRADE", 1),
+            # rest-api.md "Test new order": weight 1, 20 with computeCommissionRates.
+            ("POST", "/api/v3/order/test"): Route(self.order_test, _test_weight, "TRADE"),
+            # rest-api.md "New OCO - Deprecated": weight 1, unfilled order count 2.
+            ("POST", "/api/v3/order/oco"): Route(self.oco_legacy_create, fixed(1), "TRADE", 2),
+            # rest-api.md "Order book": weight by limit.
+            ("GET", "/api/v3/depth"): Route(self.depth, _depth_weight, "NONE"),
+            # rest-api.md "Account trade list": weight 20, 5 with orderId.
+            ("GET", "/api/v3/myTrades"): Route(self.my_trades, _my_trades_weight, "USER_DATA"),
             ("DELETE", "/api/v3/order"): Route(self.order_cancel, fixed(1), "TRADE"),
             ("GET", "/api/v3/order"): Route(self.order_query, fixed(4), "USER_DATA"),
             ("GET", "/api/v3/openOrders"): Route(self.open_orders, by_symbol(6, 80), "USER_DATA"),
@@ -270,7 +278,7 @@ class BinanceApp(ExchangeApp):
     def handle(self, request: Request) -> Response:
         route = self.routes.get((request.method, request.path))
         if route is None:
-            return Response(404, b"", content_type=b"text/plain")
+            return _not_found(request)
         now = self.clock.now_ms()
         query = request.query.decode("latin-1")
         body = request.body.decode("latin-1") if request.method != "GET" else ""
@@ -647,7 +655,11 @@ class BinanceApp(ExchangeApp):
         if notional < f.min_notional or (not market and notional > f.max_notional):
             raise filter_failure("NOTIONAL")
 
-    def _client_id(self, account: Account, params: dict[str, str], name: str) -> str:
+    def _client_id(
+        self, account: Account, params: dict[str, str], name: str, *, engine: bool = True
+    ) -> str:
+        """``engine=False`` (``/api/v3/order/test``): the matching engine's duplicate check
+        (-2010) is not reached, only the parameter rule."""
         client_id = params.get(name) or ""
         if client_id and not CLIENT_ID.match(client_id):
             raise BinanceError(
@@ -655,7 +667,11 @@ class BinanceApp(ExchangeApp):
                 f"Illegal characters found in parameter '{name}'; "
                 "legal range is '^[a-zA-Z0-9-_]{1,36}$'.",
             )
-        if client_id and self.exchange.open_with_client_id(account.account_id, client_id):
+        if (
+            engine
+            and client_id
+            and self.exchange.open_with_client_id(account.account_id, client_id)
+        ):
             raise rejected("Duplicate order sent.")
         return client_id or _generated_client_id(self.exchange.next_order_id())
 
@@ -699,6 +715,7 @@ class BinanceApp(ExchangeApp):
         prefix: str,
         quantity: Decimal | None = None,
         client_id_name: str = "newClientOrderId",
+        engine: bool = True,
     ) -> Order:
         def p(name: str) -> str:
             return prefix + name[0].upper() + name[1:] if prefix else name
@@ -747,7 +764,7 @@ class BinanceApp(ExchangeApp):
             if floor_to(quote_qty / current, inst.binance.step_size) < inst.binance.min_qty:
                 raise filter_failure("LOT_SIZE")
         client_id = self._client_id(
-            account, params, p(client_id_name) if prefix else client_id_name
+            account, params, p(client_id_name) if prefix else client_id_name, engine=engine
         )
         trigger_dir = 0
         if stop_price:
@@ -1171,6 +1188,198 @@ class BinanceApp(ExchangeApp):
             "tradingAuthorityExpirationTime": key.expires_at_ms or 0,
         }
 
+    # order test, order book, trade list, legacy OCO ------------------------------------
+
+    def order_test(
+        self, params: dict[str, str], account: Account | None, key: ApiKey | None
+    ) -> Any:
+        """``POST /api/v3/order/test``: validated like ``POST /api/v3/order`` (parameters and
+        symbol filters), never sent to the matching engine, so nothing is placed or locked."""
+        assert account is not None
+        inst = self._instrument(params)
+        side = params.get("side")
+        if not side:
+            raise mandatory("side")
+        if side not in ("BUY", "SELL"):
+            raise BinanceError(-1117, "Invalid side.")
+        order_type = params.get("type")
+        if not order_type:
+            raise mandatory("type")
+        if order_type not in ORDER_TYPES:
+            raise BinanceError(-1116, "Invalid orderType.")
+        compute = params.get("computeCommissionRates", "false")
+        if compute not in ("true", "false"):
+            raise BinanceError(
+                -1130, "Data sent for parameter 'computeCommissionRates' is not valid."
+            )
+        self._build(params, account, inst, side, order_type, prefix="", engine=False)
+        if compute == "false":
+            return {}
+        rate = fixed8(self.exchange.fee_rate)
+        return {
+            "standardCommissionForOrder": {"maker": rate, "taker": rate},
+            "specialCommissionForOrder": {"maker": fixed8(ZERO), "taker": fixed8(ZERO)},
+            "taxCommissionForOrder": {"maker": fixed8(ZERO), "taker": fixed8(ZERO)},
+            "discount": {
+                "enabledForAccount": False,
+                "enabledForSymbol": False,
+                "discountAsset": "BNB",
+                "discount": fixed8(ZERO),
+            },
+        }
+
+    def depth(self, params: dict[str, str], account: Account | None, key: ApiKey | None) -> Any:
+        """``GET /api/v3/depth``. The simulator keeps no order book: the levels are one tick
+        apart around the simulated price (the best bid/ask match ``ticker/bookTicker``)."""
+        inst = self._instrument(params)
+        status = params.get("symbolStatus")
+        if status is not None:
+            if status not in ("TRADING", "HALT", "BREAK"):
+                raise BinanceError(-1122, "Invalid symbolStatus.")
+            if status != "TRADING":
+                raise BinanceError(
+                    -1220, "The symbol's status does not match the requested symbolStatus."
+                )
+        limit = _int_param(params, "limit", 100)
+        if limit < 1:
+            raise BinanceError(-1130, "Data sent for parameter 'limit' is not valid.")
+        limit = min(limit, 5000)  # "If limit > 5000, only 5000 entries will be returned."
+        price = self.prices.price(inst.symbol)
+        tick = inst.binance.tick_size
+        bids: list[list[str]] = []
+        asks: list[list[str]] = []
+        for level in range(1, limit + 1):
+            size = fixed8(Decimal(level) * Decimal("0.5"))
+            if price - tick * level > 0:
+                bids.append([fixed8(price - tick * level), size])
+            asks.append([fixed8(price + tick * level), size])
+        return {"lastUpdateId": self.clock.now_ms(), "bids": bids, "asks": asks}
+
+    def my_trades(self, params: dict[str, str], account: Account | None, key: ApiKey | None) -> Any:
+        """``GET /api/v3/myTrades``: the account's trades on one symbol, oldest first."""
+        assert account is not None
+        inst = self._instrument(params)
+        given = frozenset(n for n in ("orderId", "startTime", "endTime", "fromId") if params.get(n))
+        if given not in MY_TRADES_COMBINATIONS:
+            raise BinanceError(-1128, "Combination of optional parameters invalid.")
+        order_id = _int_param(params, "orderId", 0)
+        start = _int_param(params, "startTime", 0)
+        end = _int_param(params, "endTime", 0)
+        from_id = _int_param(params, "fromId", 0)
+        limit = max(1, min(_int_param(params, "limit", 500), 1000))
+        if start and end and end - start > 86_400_000:
+            raise BinanceError(-1127, "More than 24 hours between startTime and endTime.")
+        rows = [
+            t
+            for t in self.exchange.trades
+            if t.account_id == account.account_id
+            and t.symbol == inst.symbol
+            and (not order_id or t.order_id == str(order_id))
+            and (not from_id or t.trade_id >= from_id)
+            and (not start or t.time_ms >= start)
+            and (not end or t.time_ms <= end)
+        ]
+        # General API information: with startTime (or fromId) the oldest items from there;
+        # otherwise the most recent items; chronological order either way.
+        rows = rows[:limit] if (start or from_id) else rows[-limit:]
+        return [
+            {
+                "symbol": t.symbol,
+                "id": t.trade_id,
+                "orderId": int(t.order_id),
+                "orderListId": t.list_id,
+                "price": fixed8(t.price),
+                "qty": fixed8(t.qty),
+                "quoteQty": fixed8(t.price * t.qty),
+                "commission": fixed8(t.commission),
+                "commissionAsset": t.commission_asset,
+                "time": t.time_ms,
+                "isBuyer": t.side == "BUY",
+                "isMaker": t.is_maker,
+                "isBestMatch": True,
+            }
+            for t in rows
+        ]
+
+    def oco_legacy_create(
+        self, params: dict[str, str], account: Account | None, key: ApiKey | None
+    ) -> Any:
+        """``POST /api/v3/order/oco`` (deprecated): a LIMIT_MAKER leg at ``price`` and a
+        STOP_LOSS (STOP_LOSS_LIMIT with ``stopLimitPrice``) leg at ``stopPrice``.
+        SELL: price > last price > stopPrice; BUY: price < last price < stopPrice."""
+        assert account is not None
+        inst = self._instrument(params)
+        side = params.get("side")
+        if not side:
+            raise mandatory("side")
+        if side not in ("BUY", "SELL"):
+            raise BinanceError(-1117, "Invalid side.")
+        quantity = self._decimal(params, "quantity", required=True)
+        price = self._decimal(params, "price", required=True)
+        stop_price = self._decimal(params, "stopPrice", required=True)
+        stop_limit = self._decimal(params, "stopLimitPrice", required=False)
+        stop_tif = params.get("stopLimitTimeInForce") or ""
+        if stop_limit is not None and not stop_tif:
+            raise mandatory("stopLimitTimeInForce")
+        assert quantity is not None
+        assert price is not None
+        assert stop_price is not None
+        list_client_id = params.get("listClientOrderId") or _generated_client_id(
+            self.exchange.next_order_id()
+        )
+        existing = self.exchange.lists_by_client.get((account.account_id, list_client_id))
+        if existing is not None and not existing.done:
+            raise rejected("Duplicate order sent.")
+        legs = {
+            "stopStopPrice": str(stop_price),
+            "stopClientOrderId": params.get("stopClientOrderId", ""),
+            "limitPrice": str(price),
+            "limitClientOrderId": params.get("limitClientOrderId", ""),
+        }
+        if stop_limit is not None:
+            legs.update({"stopPrice": str(stop_limit), "stopTimeInForce": stop_tif})
+        stop_type = "STOP_LOSS_LIMIT" if stop_limit is not None else "STOP_LOSS"
+        common = {"symbol": inst.symbol}
+        stop = self._build(
+            {**common, **legs},
+            account,
+            inst,
+            side,
+            stop_type,
+            prefix="stop",
+            quantity=quantity,
+            client_id_name="clientOrderId",
+        )
+        limit = self._build(
+            {**common, **legs},
+            account,
+            inst,
+            side,
+            "LIMIT_MAKER",
+            prefix="limit",
+            quantity=quantity,
+            client_id_name="clientOrderId",
+        )
+        current = self.prices.price(inst.symbol)
+        ordered = (
+            (price > current > stop_price) if side == "SELL" else (price < current < stop_price)
+        )
+        if not ordered:
+            raise rejected("The relationship of the prices for the orders is not correct.")
+        need_asset = inst.base if side == "SELL" else inst.quote
+        need = quantity if side == "SELL" else quantity * max(price, stop_limit or stop_price)
+        if account.available(need_asset) < need:
+            raise rejected("Account has insufficient balance for requested action.")
+        order_list = OrderList(
+            list_id=self.exchange.next_list_id(),
+            list_client_id=list_client_id,
+            symbol=inst.symbol,
+            orders=[stop, limit],
+            created_ms=self.clock.now_ms(),
+        )
+        self.exchange.accept_list(order_list, inst.binance.step_size)
+        return self._list_response(order_list, resp_type=params.get("newOrderRespType") or "RESULT")
+
 
 class _TooManyOrdersError(BinanceError):
     def __init__(self, message: str, retry_after: int) -> None:
@@ -1196,3 +1405,63 @@ def _generated_client_id(seed: str) -> str:
         number, digit = divmod(number, 62)
         chars.append(alphabet[digit])
     return "".join(chars)
+
+
+# rest-api.md "Account trade list": the supported combinations of optional parameters.
+MY_TRADES_COMBINATIONS = frozenset(
+    {
+        frozenset(),
+        frozenset({"orderId"}),
+        frozenset({"startTime"}),
+        frozenset({"endTime"}),
+        frozenset({"fromId"}),
+        frozenset({"startTime", "endTime"}),
+        frozenset({"orderId", "fromId"}),
+    }
+)
+NOT_FOUND_HTML = b"<html><body><h2>404 Not found</h2></body></html>"
+
+
+def _not_found(request: Request) -> Response:
+    """An unknown endpoint. CHANGELOG.md (2023-12-04): HTTP 404; the HTML body
+    ``<html><body><h2>404 Not found</h2></body></html>`` only when the Accept header has
+    ``text/html``; otherwise no body (python-binance#1614 shows such a 404 from
+    api.binance.com with ``Content-Length: 0``)."""
+    if "text/html" in (request.header(b"accept") or ""):
+        return Response(404, NOT_FOUND_HTML, content_type=b"text/html")
+    return Response(404, b"", content_type=b"text/plain")
+
+
+def _int_param(params: dict[str, str], name: str, default: int) -> int:
+    raw = params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise BinanceError(
+            -1100,
+            f"Illegal characters found in parameter '{name}'; legal range is '^[0-9]{{1,20}}$'.",
+        ) from None
+
+
+def _test_weight(params: dict[str, str]) -> int:
+    return 20 if params.get("computeCommissionRates") == "true" else 1
+
+
+def _my_trades_weight(params: dict[str, str]) -> int:
+    return 5 if params.get("orderId") else 20
+
+
+def _depth_weight(params: dict[str, str]) -> int:
+    try:
+        limit = int(params.get("limit") or 100)
+    except ValueError:
+        return 5
+    if limit <= 100:
+        return 5
+    if limit <= 500:
+        return 25
+    if limit <= 1000:
+        return 50
+    return 250

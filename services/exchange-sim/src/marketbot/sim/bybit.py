@@ -15,7 +15,7 @@ import orjson
 
 from marketbot.sim.app import ExchangeApp, ServerClock
 from marketbot.sim.asgi import JSON_UTF8, Request, Response
-from marketbot.sim.engine import ZERO, Account, ApiKey, Exchange, Order, OrderList, Status
+from marketbot.sim.engine import ZERO, Account, ApiKey, Exchange, Fill, Order, OrderList, Status
 from marketbot.sim.instruments import Instrument, floor_to, fraction_digits, plain
 from marketbot.sim.limits import Ban, SlidingWindow
 from marketbot.sim.prices import PriceBook
@@ -59,7 +59,10 @@ UID_LIMITS: dict[str, int] = {
     "/v5/account/info": 50,
     "/v5/position/list": 50,
     "/v5/user/query-api": 10,
+    "/v5/execution/list": 50,
 }
+EXECUTION_WINDOW_MS = 7 * 86_400_000  # execution.mdx: 7 days by default and at most
+EXEC_ID_BASE = 2_100_000_000_000_000_000  # spot execIds are decimal strings (ccxt fixtures)
 
 IP_LIMIT = 600
 IP_WINDOW_MS = 5_000
@@ -151,6 +154,7 @@ class BybitApp(ExchangeApp):
             ("GET", "/v5/account/info"): (self.account_info, False),
             ("GET", "/v5/position/list"): (self.position_list, False),
             ("GET", "/v5/user/query-api"): (self.query_api, False),
+            ("GET", "/v5/execution/list"): (self.execution_list, False),
         }
         self.ip_ban_seconds = IP_BAN_SECONDS
         self.ip_limit = IP_LIMIT
@@ -504,6 +508,11 @@ class BybitApp(ExchangeApp):
             raise BybitError(170124)
         take_profit = self._decimal(body, "takeProfit", required=False)
         stop_loss = self._decimal(body, "stopLoss", required=False)
+        if market and (take_profit is not None or stop_loss is not None):
+            # order_create-order.mdx, takeProfit row: "Spot Limit order supports take profit,
+            # stop loss"; Bybit answers a spot Market order with TP/SL with 170130
+            # "Data sent for paramter '' is not valid." (bybit-exchange/pybit#200).
+            raise _invalid("")
         trigger_price = self._decimal(body, "triggerPrice", required=False)
         order_filter = body.get("orderFilter") or "Order"
         if order_filter not in ("Order", "tpslOrder", "StopOrder"):
@@ -775,6 +784,107 @@ class BybitApp(ExchangeApp):
             "extraFees": "",
             "cumFeeDetail": {order.fee_asset: plain(order.fee)} if order.fee_asset else {},
             "rpiTakerAccess": False,
+        }
+
+    # executions --------------------------------------------------------------------------
+
+    def execution_list(self, request: Request, account: Account, key: ApiKey) -> dict[str, Any]:
+        """``GET /v5/execution/list`` (docs/v5/order/execution.mdx): the account's executions,
+        newest first. orderId > orderLinkId > symbol > baseCoin: with an order id the symbol
+        and base coin are ignored. The time window is at most 7 days (default: the last 7)."""
+        params = request.query_params()
+        category = params.get("category")
+        if not category:
+            raise _empty("category")
+        if category not in ("spot", "linear", "inverse", "option"):
+            raise BybitError(10001)
+        try:
+            limit = int(params.get("limit") or 50)
+            offset = int(params.get("cursor") or 0)
+            start = int(params["startTime"]) if params.get("startTime") else None
+            end = int(params["endTime"]) if params.get("endTime") else None
+        except ValueError:
+            raise BybitError(10001) from None
+        if not 1 <= limit <= 100:
+            raise BybitError(10001)
+        if category != "spot":
+            return {"nextPageCursor": "", "category": category, "list": []}
+        if start is None and end is None:
+            end = self.clock.now_ms()
+            start = end - EXECUTION_WINDOW_MS
+        elif end is None:
+            assert start is not None
+            end = start + EXECUTION_WINDOW_MS
+        elif start is None:
+            start = end - EXECUTION_WINDOW_MS
+        if end - start > EXECUTION_WINDOW_MS:
+            raise BybitError(10001)
+        wanted: Order | None = None
+        by_order = bool(params.get("orderId") or params.get("orderLinkId"))
+        if by_order:
+            wanted = self._find(account, params)
+            if wanted is None:
+                return {"nextPageCursor": "", "category": "spot", "list": []}
+        symbol = params.get("symbol")
+        base_coin = params.get("baseCoin")
+        exec_type = params.get("execType")
+        rows = []
+        for trade in reversed(self.exchange.trades):
+            if trade.account_id != account.account_id or not start <= trade.time_ms <= end:
+                continue
+            if wanted is not None and trade.order_id != wanted.order_id:
+                continue
+            if not by_order and symbol and trade.symbol != symbol:
+                continue
+            inst = self.instruments[trade.symbol]
+            if not by_order and not symbol and base_coin and inst.base != base_coin:
+                continue
+            if exec_type and exec_type != "Trade":
+                continue
+            rows.append(trade)
+        page = rows[offset : offset + limit]
+        cursor = str(offset + limit) if offset + limit < len(rows) else ""
+        return {
+            "nextPageCursor": cursor,
+            "category": "spot",
+            "list": [self.execution_view(t) for t in page],
+        }
+
+    def execution_view(self, trade: Fill) -> dict[str, Any]:
+        """One execution, with the fields of execution.mdx (spot: no ``createType``)."""
+        order = self.exchange.by_id[trade.order_id]
+        done = sum((f.qty for f in order.fills if f.trade_id <= trade.trade_id), ZERO)
+        leaves = max(ZERO, order.qty - done) if order.qty else ZERO
+        return {
+            "symbol": trade.symbol,
+            "orderId": trade.order_id,
+            "orderLinkId": order.client_id,
+            "side": "Buy" if trade.side == "BUY" else "Sell",
+            "orderPrice": plain(order.price),
+            "orderQty": plain(order.qty if order.qty else order.quote_qty),
+            "leavesQty": plain(leaves),
+            "orderType": order.type,
+            "stopOrderType": order.extra.get("stopOrderType") or "",
+            "execFee": plain(trade.commission),
+            "execId": str(EXEC_ID_BASE + trade.trade_id),
+            "execPrice": plain(trade.price),
+            "execQty": plain(trade.qty),
+            "execType": "Trade",
+            "execValue": plain(trade.price * trade.qty),
+            "execTime": str(trade.time_ms),
+            "feeCurrency": trade.commission_asset,
+            "isMaker": trade.is_maker,
+            "feeRate": plain(trade.fee_rate),
+            "tradeIv": "",
+            "markIv": "",
+            "markPrice": "",
+            "indexPrice": "",
+            "underlyingPrice": "",
+            "blockTradeId": "",
+            "closedSize": "",
+            "seq": trade.trade_id,
+            "marketUnit": order.extra.get("marketUnit", ""),
+            "extraFees": "",
         }
 
     # account -----------------------------------------------------------------------------

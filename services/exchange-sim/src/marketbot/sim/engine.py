@@ -77,11 +77,21 @@ class ApiKey:
 
 @dataclass(slots=True)
 class Fill:
+    """One trade record, as the venues keep them (Binance myTrades, Bybit execution/list)."""
+
     price: Decimal
     qty: Decimal
     commission: Decimal
     commission_asset: str
     trade_id: int
+    account_id: str = ""
+    order_id: str = ""
+    symbol: str = ""
+    side: str = ""  # BUY | SELL
+    time_ms: int = 0
+    is_maker: bool = False
+    list_id: int = -1
+    fee_rate: Decimal = ZERO
 
 
 @dataclass(slots=True)
@@ -173,6 +183,7 @@ class Exchange:
         self.by_client: dict[tuple[str, str], Order] = {}
         self.lists: dict[int, OrderList] = {}
         self.lists_by_client: dict[tuple[str, str], OrderList] = {}
+        self.trades: list[Fill] = []
         self.list_of: dict[str, OrderList] = {}
         self.resting: dict[str, dict[str, Order]] = {s: {} for s in self.instruments}
         self._order_ids = itertools.count(self._order_id_start)
@@ -371,7 +382,14 @@ class Exchange:
     def _crosses(order: Order, price: Decimal) -> bool:
         return price <= order.price if order.side == "BUY" else price >= order.price
 
-    def _execute(self, order: Order, price: Decimal, step: Decimal) -> None:
+    def _execute(self, order: Order, price: Decimal, step: Decimal, *, maker: bool = False) -> None:
+        """Fill ``order`` at ``price``. ``maker``: a resting limit order taken by the market.
+
+        The commission is charged in the asset received: base for a buy, quote for a sell
+        (Binance rest-api.md "Account trade list": a BUY's commissionAsset is the base asset;
+        Bybit enum.mdx "Spot Fee Currency Instruction": with a positive fee rate, Buy -> base,
+        Sell -> quote).
+        """
         inst = self.instruments[order.symbol]
         account = self.accounts[order.account_id]
         wanted = self.market_fill_qty(order, price, step) if order.market else order.qty
@@ -396,8 +414,23 @@ class Exchange:
             account.credit(inst.quote, quote - fee)
             fee_asset = inst.quote
         self._release(order)
-        fill = Fill(price, qty, fee, fee_asset, next(self._trade_ids))
+        fill = Fill(
+            price,
+            qty,
+            fee,
+            fee_asset,
+            next(self._trade_ids),
+            account_id=order.account_id,
+            order_id=order.order_id,
+            symbol=order.symbol,
+            side=order.side,
+            time_ms=self.now_ms(),
+            is_maker=maker,
+            list_id=order.list_id,
+            fee_rate=self.fee_rate,
+        )
         order.fills.append(fill)
+        self.trades.append(fill)
         order.executed_qty += qty
         order.cum_quote += quote
         order.fee += fee
@@ -455,7 +488,7 @@ class Exchange:
                 order_list = self.list_of.get(order.order_id)
                 if order_list is not None:
                     self._end_siblings(order_list, order)
-                self._execute(order, price, step)
+                self._execute(order, price, step, maker=True)
                 if order_list is not None:
                     self._finish_list(order_list)
 
