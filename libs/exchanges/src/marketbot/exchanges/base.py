@@ -16,12 +16,15 @@ from marketbot.exchanges.signer import Signer
 from marketbot.exchanges.venue import (
     AccountInfo,
     Balance,
+    Fill,
     InstrumentFilters,
     Kline,
     KlineInterval,
     OrderRequest,
     OrderState,
     Position,
+    Protection,
+    ProtectionSpec,
     Ticker,
 )
 
@@ -150,6 +153,20 @@ class BaseVenue(ABC):
     async def order_history(
         self, signer: Signer, symbol: str, *, limit: int = 50
     ) -> list[OrderState]: ...
+
+    @abstractmethod
+    async def protect(self, signer: Signer, spec: ProtectionSpec) -> Protection: ...
+
+    @abstractmethod
+    async def protection(self, signer: Signer, spec: ProtectionSpec) -> Protection | None: ...
+
+    @abstractmethod
+    async def unprotect(self, signer: Signer, spec: ProtectionSpec) -> Protection | None: ...
+
+    @abstractmethod
+    async def trades(
+        self, signer: Signer, symbol: str, *, exchange_order_id: str
+    ) -> list[Fill]: ...
 
     @abstractmethod
     async def positions(self, signer: Signer, symbol: str | None = None) -> list[Position]: ...

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from marketbot.exchanges.errors import Rejected
 from marketbot.exchanges.signer import Signer
-from marketbot.exchanges.venue import ExitLeg, Protection, Venue
+from marketbot.exchanges.venue import ExitKind, ExitLeg, Protection, Venue, leg_client_id
 from marketbot.execution import events, metrics
 from marketbot.execution.domain.lifecycle import (
     FireExit,
@@ -25,6 +25,7 @@ from marketbot.execution.domain.lifecycle import (
     Protected,
     RecordExit,
     Reprotect,
+    already_reached,
     close_reason,
     next_step,
 )
@@ -103,6 +104,25 @@ class PositionKeeper:
         try:
             protection = await self.venue.protect(signer, spec)
         except Rejected as exc:
+            kind = already_reached(
+                spec.exit_side,
+                spec.take_profit,
+                spec.stop_loss,
+                await self.venue.price(spec.symbol),
+            )
+            if kind is not None:
+                # The price passed an exit before the legs were placed: that exit is due now.
+                trigger = spec.take_profit if kind is ExitKind.TAKE_PROFIT else spec.stop_loss
+                assert trigger is not None
+                leg = ExitLeg(
+                    kind=kind,
+                    trigger_price=trigger,
+                    client_order_id=leg_client_id(f"x{kind.value[0].lower()}", spec.client_id, gen),
+                    native=False,
+                )
+                log.info("an exit was reached before protection; closing now", kind=kind.value)
+                await self.fire_exit(position, leg)
+                return
             metrics.PROTECT_FAILURES.labels(executor.exchange.value, "rejected").inc()
             async with executor.pool.acquire() as conn:
                 await Repository.set_protection(

@@ -1104,7 +1104,10 @@ class BinanceApp(ExchangeApp):
         assert account is not None
         order_list = self._find_list(account, params)
         if order_list is None:
-            raise BinanceError(-2011, "Order list does not exist.")
+            # What Binance answers for an unknown list (binance/binance-spot-api-docs#43:
+            # "Error code -2018 is returned when attempting to query an invalid OCO via
+            # GET api/v3/orderList", message "Order list does not exist").
+            raise BinanceError(-2018, "Order list does not exist.")
         response = self._list_response(order_list)
         response.pop("orderReports")
         return response

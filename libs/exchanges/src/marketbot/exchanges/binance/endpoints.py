@@ -37,6 +37,7 @@ ALL_ORDERS = Endpoint("GET", c.ALL_ORDERS, signed=True)
 NEW_OCO = Endpoint("POST", c.ORDER_LIST_OCO, signed=True, read=False)
 CANCEL_ORDER_LIST = Endpoint("DELETE", c.ORDER_LIST, signed=True, read=False)
 QUERY_ORDER_LIST = Endpoint("GET", c.ORDER_LIST, signed=True)
+MY_TRADES = Endpoint("GET", c.MY_TRADES, signed=True)
 
 # enums.md "Order status"
 STATUSES: dict[str, OrderStatus] = {
@@ -167,7 +168,11 @@ def parse_key_permissions(restrictions: dict[str, Any], account: dict[str, Any])
     )
 
 
-def parse_fills(items: list[dict[str, Any]]) -> tuple[Fill, ...]:
+def parse_fills(
+    items: list[dict[str, Any]], *, order_id: str | None = None, time: datetime | None = None
+) -> tuple[Fill, ...]:
+    """A FULL response's ``fills``: they carry no time of their own; the order's
+    ``transactTime`` is when they executed (a taker order fills as it is placed)."""
     return tuple(
         Fill(
             price=to_decimal(f["price"]),
@@ -175,13 +180,19 @@ def parse_fills(items: list[dict[str, Any]]) -> tuple[Fill, ...]:
             fee=to_decimal(f.get("commission"), default=Decimal(0)),
             fee_asset=str(f.get("commissionAsset", "")),
             trade_id=str(f["tradeId"]) if f.get("tradeId") is not None else None,
+            exchange_order_id=order_id,
+            time=time,
         )
         for f in items
     )
 
 
 def parse_order(item: dict[str, Any]) -> OrderState:
-    fills = parse_fills(item.get("fills", []) or [])
+    fills = parse_fills(
+        item.get("fills", []) or [],
+        order_id=str(item["orderId"]),
+        time=ms_to_datetime(item.get("transactTime")),
+    )
     executed = to_decimal(item.get("executedQty"), default=Decimal(0))
     quote_filled = optional_decimal(item.get("cummulativeQuoteQty"))
     average: Decimal | None = None
@@ -219,3 +230,21 @@ def parse_list_reports(payload: dict[str, Any]) -> tuple[OrderState, ...]:
     for report in payload.get("orderReports", []) or []:
         reports.append(parse_order({"symbol": payload.get("symbol", ""), **report}))
     return tuple(reports)
+
+
+def parse_trades(rows: list[dict[str, Any]]) -> list[Fill]:
+    """``GET /api/v3/myTrades`` (rest-api.md "Account trade list"): one row per trade, the
+    commission in ``commissionAsset`` (a buy's is charged in the asset received)."""
+    return [
+        Fill(
+            price=to_decimal(row["price"]),
+            quantity=to_decimal(row["qty"]),
+            fee=to_decimal(row.get("commission"), default=Decimal(0)),
+            fee_asset=str(row.get("commissionAsset", "")),
+            trade_id=str(row["id"]),
+            exchange_order_id=str(row.get("orderId", "")),
+            time=ms_to_datetime(row.get("time")),
+            is_maker=bool(row.get("isMaker")) if "isMaker" in row else None,
+        )
+        for row in rows
+    ]

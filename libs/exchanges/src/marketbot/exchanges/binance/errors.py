@@ -44,6 +44,8 @@ CODES: dict[int, CodeRule] = {
     -2010: reject(),  # NEW_ORDER_REJECTED (refined by message)
     -2011: reject(),  # CANCEL_REJECTED (refined by message)
     -2013: NOT_FOUND,  # NO_SUCH_ORDER
+    # An unknown order list on GET /api/v3/orderList (binance/binance-spot-api-docs#43).
+    -2018: NOT_FOUND,
     -2014: _KEY,  # BAD_API_KEY_FMT
     -2015: _KEY,  # REJECTED_MBX_KEY: invalid API-key, IP, or permissions
     -2026: NOT_FOUND,  # ORDER_ARCHIVED
@@ -52,6 +54,7 @@ CODES: dict[int, CodeRule] = {
 # errors.md "Messages for -1010 ERROR_MSG_RECEIVED, -2010 NEW_ORDER_REJECTED, -2011 ...".
 MATCHING_ENGINE_MESSAGES: dict[str, CodeRule] = {
     "Unknown order sent.": NOT_FOUND,
+    "Order list does not exist.": NOT_FOUND,
     "Duplicate order sent.": DUPLICATE,
     "Market is closed.": reject(),
     "Account has insufficient balance for requested action.": _BALANCE,

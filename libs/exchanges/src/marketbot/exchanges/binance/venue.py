@@ -34,6 +34,7 @@ from marketbot.exchanges.venue import (
     Balance,
     ExitKind,
     ExitLeg,
+    Fill,
     InstrumentFilters,
     Kline,
     KlineInterval,
@@ -174,6 +175,12 @@ class BinanceVenue(BaseVenue):
     ) -> OrderState:
         payload = await self.http.call(ep.NEW_ORDER, self.order_params(order, filters), signer)
         return ep.parse_order(payload)
+
+    async def trades(self, signer: Signer, symbol: str, *, exchange_order_id: str) -> list[Fill]:
+        payload = await self.http.call(
+            ep.MY_TRADES, {"symbol": symbol, "orderId": exchange_order_id}, signer
+        )
+        return ep.parse_trades(payload)
 
     # ---- protection -----------------------------------------------------------------
     @staticmethod

@@ -13,6 +13,7 @@ from marketbot.exchanges.numbers import optional_decimal, to_decimal
 from marketbot.exchanges.venue import (
     AccountInfo,
     Balance,
+    Fill,
     InstrumentFilters,
     Kline,
     OrderState,
@@ -33,6 +34,7 @@ ORDER_CANCEL = Endpoint("POST", c.ORDER_CANCEL, signed=True, read=False)
 ORDER_REALTIME = Endpoint("GET", c.ORDER_REALTIME, signed=True)
 ORDER_HISTORY = Endpoint("GET", c.ORDER_HISTORY, signed=True)
 POSITION_LIST = Endpoint("GET", c.POSITION_LIST, signed=True)
+EXECUTION_LIST = Endpoint("GET", c.EXECUTION_LIST, signed=True)
 
 SIDES = {"Buy": Side.BUY, "Sell": Side.SELL}
 SIDE_NAMES = {Side.BUY: "Buy", Side.SELL: "Sell"}
@@ -207,3 +209,22 @@ def _reject_reason(value: object) -> str | None:
     if not value or value == "EC_NoError":
         return None
     return str(value)
+
+
+def parse_executions(result: dict[str, Any]) -> list[Fill]:
+    """``GET /v5/execution/list`` (Get Trade History): one row per execution, the fee in
+    ``feeCurrency``; only ``execType=Trade`` rows are fills."""
+    return [
+        Fill(
+            price=to_decimal(row["execPrice"]),
+            quantity=to_decimal(row["execQty"]),
+            fee=to_decimal(row.get("execFee"), default=Decimal(0)),
+            fee_asset=str(row.get("feeCurrency", "")),
+            trade_id=str(row["execId"]),
+            exchange_order_id=str(row.get("orderId", "")),
+            time=ms_to_datetime(row.get("execTime")),
+            is_maker=bool(row.get("isMaker")) if "isMaker" in row else None,
+        )
+        for row in result.get("list", []) or []
+        if row.get("execType", "Trade") == "Trade"
+    ]

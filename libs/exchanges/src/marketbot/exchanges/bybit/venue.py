@@ -44,6 +44,7 @@ from marketbot.exchanges.venue import (
     Balance,
     ExitKind,
     ExitLeg,
+    Fill,
     InstrumentFilters,
     Kline,
     KlineInterval,
@@ -202,6 +203,20 @@ class BybitVenue(BaseVenue):
             filled_quantity=Decimal(0),
             price=order.price,
         )
+
+    async def trades(self, signer: Signer, symbol: str, *, exchange_order_id: str) -> list[Fill]:
+        fills: list[Fill] = []
+        cursor = ""
+        while True:
+            params = {"category": SPOT, "orderId": exchange_order_id, "limit": "100"}
+            if cursor:
+                params["cursor"] = cursor
+            result = await self.http.call(ep.EXECUTION_LIST, params, signer)
+            fills.extend(ep.parse_executions(result))
+            cursor = str(result.get("nextPageCursor") or "")
+            if not cursor:
+                # The list is newest first; a position's accounting reads oldest first.
+                return sorted(fills, key=lambda f: (f.time is None, f.time, f.trade_id))
 
     # ---- protection -----------------------------------------------------------------
     @staticmethod

@@ -101,6 +101,23 @@ def reached(leg: ExitLeg, exit_side: Side, price: Decimal) -> bool:
     return price >= leg.trigger_price if above else price <= leg.trigger_price
 
 
+def already_reached(
+    exit_side: Side,
+    take_profit: Decimal | None,
+    stop_loss: Decimal | None,
+    price: Decimal,
+) -> ExitKind | None:
+    """Which exit the price has already passed (the exchange refuses legs that would
+    trigger at once): the position is then closed now, under that leg's id."""
+    for kind, trigger in ((ExitKind.STOP_LOSS, stop_loss), (ExitKind.TAKE_PROFIT, take_profit)):
+        if trigger is None:
+            continue
+        probe = ExitLeg(kind=kind, trigger_price=trigger, client_order_id="", native=False)
+        if reached(probe, exit_side, price):
+            return kind
+    return None
+
+
 def close_reason(kind: ExitKind) -> CloseReason:
     return CloseReason.TAKE_PROFIT if kind is ExitKind.TAKE_PROFIT else CloseReason.STOP_LOSS
 
