@@ -17,17 +17,18 @@ import pytest_asyncio
 from marketbot.contracts import Exchange, RejectReason, Side
 from marketbot.exchanges.base import BaseVenue
 from marketbot.exchanges.breaker import BreakerState
-from marketbot.exchanges.errors import CircuitOpenError, IpBannedError, Rejected
+from marketbot.exchanges.errors import CircuitOpenError, IpBannedError, OutcomeUnknown, Rejected
 from marketbot.exchanges.factory import VenueSettings, create_venue
 from marketbot.exchanges.http import Endpoint, HttpSettings
 from marketbot.exchanges.retry import RetryPolicy
 from marketbot.exchanges.signer import LocalSigner
 from marketbot.exchanges.venue import (
-    ExitKind,
     KlineInterval,
     OrderRequest,
     OrderStatus,
     OrderType,
+    ProtectionSpec,
+    TimeInForce,
 )
 from marketbot.runtime.testing import eventually
 from marketbot.sim.admin import SimAdmin
@@ -66,6 +67,9 @@ class Env:
     async def ground_truth(self, client_order_id: str) -> list[dict[str, Any]]:
         orders = await self.admin.orders(self.account_id)
         return [o for o in orders if client_order_id in o.values()]
+
+    async def ground_truth_all(self) -> list[dict[str, Any]]:
+        return await self.admin.orders(self.account_id)
 
 
 def settings(**http: Any) -> VenueSettings:
@@ -235,21 +239,56 @@ async def test_limit_order_rests_then_cancels(env: Env) -> None:
     }
 
 
-async def test_entry_with_take_profit_and_stop_loss(env: Env) -> None:
+async def test_a_bounded_entry_then_its_protection_every_leg_known_by_its_own_id(
+    env: Env,
+) -> None:
     price = await env.venue.price("BTCUSDT")
-    order = OrderRequest(
-        symbol="BTCUSDT",
-        side=Side.BUY,
-        order_type=OrderType.MARKET,
-        quantity=Decimal("0.01"),
-        client_order_id=new_id(),
-        take_profit_price=price * Decimal("1.05"),
-        stop_loss_price=price * Decimal("0.95"),
+    entry_id = new_id()
+    entry = await env.venue.place_order(
+        env.signer,
+        OrderRequest(
+            symbol="BTCUSDT",
+            side=Side.BUY,
+            order_type=OrderType.LIMIT,
+            time_in_force=TimeInForce.IOC,
+            price=price * Decimal("1.005"),
+            quantity=Decimal("0.01"),
+            client_order_id=entry_id,
+        ),
     )
-    state = await env.venue.place_order(env.signer, order)
-    assert state.status is OrderStatus.FILLED
-    assert state.exit_error is None
-    assert {leg.kind for leg in state.exits} == {ExitKind.TAKE_PROFIT, ExitKind.STOP_LOSS}
+    assert entry.status is OrderStatus.FILLED
+    fills = await env.venue.trades(env.signer, "BTCUSDT", exchange_order_id=entry.exchange_order_id)
+    assert sum(f.quantity for f in fills) == entry.filled_quantity
+    # a buy's commission is charged in the asset received (rest-api.md "Account trade list")
+    assert {f.fee_asset for f in fills} == {"BTC"}
+    held = entry.filled_quantity - sum(f.fee for f in fills)
+    spec = ProtectionSpec(
+        symbol="BTCUSDT",
+        exit_side=Side.SELL,
+        quantity=held,
+        take_profit=price * Decimal("1.05"),
+        stop_loss=price * Decimal("0.95"),
+        client_id=entry_id,
+    )
+    protection = await env.venue.protect(env.signer, spec)
+    assert protection.working
+    ids = {leg.client_order_id for leg in protection.legs}
+    assert len(ids) == len(protection.legs) == 2
+    assert all(leg_id.startswith(("tp-", "sl-")) for leg_id in ids)
+    native = [leg for leg in protection.legs if leg.native]
+    assert native, "at least the stop loss rests on the exchange"
+    before = await env.ground_truth_all()
+    # Idempotent: protecting again finds the legs by their ids and places nothing.
+    again = await env.venue.protect(env.signer, spec)
+    assert {leg.client_order_id for leg in again.legs} == ids
+    assert len(await env.ground_truth_all()) == len(before)
+    read = await env.venue.protection(env.signer, spec)
+    assert read is not None
+    assert read.working
+    ended = await env.venue.unprotect(env.signer, spec)
+    assert ended is not None
+    assert not any(leg.open for leg in ended.legs)
+    assert ended.executed is None
 
 
 async def test_insufficient_balance_is_rejected_with_the_reason(env: Env) -> None:
@@ -285,10 +324,15 @@ async def test_positions_are_empty_for_a_spot_account(env: Env) -> None:
 # ---- faults -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("fault", ["executed_drop", "executed_5xx", "drop", "http_5xx"])
-async def test_lost_order_response_is_resolved_by_client_id_never_placed_twice(
-    env: Env, fault: str
+@pytest.mark.parametrize(
+    ("fault", "executed"),
+    [("executed_drop", True), ("executed_5xx", True), ("drop", False), ("http_5xx", False)],
+)
+async def test_a_lost_order_response_is_raised_and_the_venue_never_resends(
+    env: Env, fault: str, executed: bool
 ) -> None:
+    """One resend policy: the venue submits once; a lost answer is OutcomeUnknown, and the
+    lookup by client id tells whether it exists (the engine decides what follows)."""
     client_id = new_id()
     await env.admin.set_fault(fault, next_n=1, path=ORDER_PATH[env.exchange])
     try:
@@ -299,12 +343,13 @@ async def test_lost_order_response_is_resolved_by_client_id_never_placed_twice(
             quantity=Decimal("0.001"),
             client_order_id=client_id,
         )
-        state = await env.venue.place_order(env.signer, order)
+        with pytest.raises(OutcomeUnknown):
+            await env.venue.place_order(env.signer, order)
     finally:
         await env.admin.clear_faults()
-    assert state.client_order_id == client_id
-    assert state.status is OrderStatus.FILLED
-    assert len(await env.ground_truth(client_id)) == 1
+    found = await env.venue.get_order(env.signer, "BTCUSDT", client_order_id=client_id)
+    assert (found is not None) is executed
+    assert len(await env.ground_truth(client_id)) == (1 if executed else 0)
 
 
 async def test_burst_of_1000_stays_under_the_limits_with_zero_429(env: Env) -> None:

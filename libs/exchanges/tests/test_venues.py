@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from marketbot.contracts import Exchange, Side
+from marketbot.exchanges.errors import OutcomeUnknown
 from marketbot.exchanges.signer import LocalSigner
 from marketbot.exchanges.venue import (
     ExitKind,
@@ -17,7 +18,10 @@ from marketbot.exchanges.venue import (
     OrderRequest,
     OrderStatus,
     OrderType,
+    ProtectionSpec,
+    TimeInForce,
     Venue,
+    leg_client_id,
 )
 
 from .fakes import bybit_ok, make_venue, respond
@@ -311,8 +315,6 @@ def _bybit_order(status: str = "Filled", **extra: str) -> dict[str, object]:
         "cumExecValue": "200",
         "orderType": "Market",
         "marketUnit": "baseCoin",
-        "takeProfit": "35000",
-        "stopLoss": "27000",
         "createdTime": "1684738540559",
         "updatedTime": "1684738540561",
         "cumFeeDetail": {"BTC": "0.00001"},
@@ -322,7 +324,9 @@ def _bybit_order(status: str = "Filled", **extra: str) -> dict[str, object]:
     return item
 
 
-async def test_bybit_market_buy_names_its_unit_and_carries_tp_sl() -> None:
+async def test_bybit_entry_is_a_bounded_ioc_limit_and_carries_no_tp_sl() -> None:
+    """A spot Market order carrying takeProfit/stopLoss is refused (retCode 170130,
+    bybit-exchange/pybit#200): the entry carries none; the stop loss is its own order."""
     venue, fake = make_venue(Exchange.BYBIT)
     fake.always("/v5/market/instruments-info", respond(200, BYBIT_INSTRUMENT))
     fake.always(
@@ -335,11 +339,11 @@ async def test_bybit_market_buy_names_its_unit_and_carries_tp_sl() -> None:
     order = OrderRequest(
         symbol="BTCUSDT",
         side=Side.BUY,
-        order_type=OrderType.MARKET,
+        order_type=OrderType.LIMIT,
+        time_in_force=TimeInForce.IOC,
+        price=Decimal("20100.04"),
         quantity=Decimal("0.0100009"),
         client_order_id="mb-1",
-        take_profit_price=Decimal("35000.04"),
-        stop_loss_price=Decimal("27000"),
     )
     state = await venue.place_order(SIGNER, order)
     body = json.loads(fake.calls("/v5/order/create")[0].content)
@@ -347,18 +351,14 @@ async def test_bybit_market_buy_names_its_unit_and_carries_tp_sl() -> None:
         "category": "spot",
         "symbol": "BTCUSDT",
         "side": "Buy",
-        "orderType": "Market",
+        "orderType": "Limit",
         "qty": "0.010000",
-        "marketUnit": "baseCoin",
+        "price": "20100.0",
+        "timeInForce": "IOC",
         "orderLinkId": "mb-1",
-        "takeProfit": "35000.0",
-        "tpOrderType": "Market",
-        "stopLoss": "27000.0",
-        "slOrderType": "Market",
     }
     assert state.status is OrderStatus.FILLED
     assert state.fees == (("BTC", Decimal("0.00001")),)
-    assert {leg.kind for leg in state.exits} == {ExitKind.TAKE_PROFIT, ExitKind.STOP_LOSS}
     assert state.reject_reason is None
 
     quote = OrderRequest(
@@ -373,43 +373,65 @@ async def test_bybit_market_buy_names_its_unit_and_carries_tp_sl() -> None:
     assert (body["qty"], body["marketUnit"]) == ("200.0000000", "quoteCoin")
 
 
-async def test_binance_entry_then_oco_exit_sized_to_the_fill_less_base_fees() -> None:
+async def test_bybit_protection_is_a_stop_loss_order_of_ours_and_a_watched_take_profit() -> None:
+    venue, fake = make_venue(Exchange.BYBIT)
+    fake.always("/v5/market/instruments-info", respond(200, BYBIT_INSTRUMENT))
+    spec = ProtectionSpec(
+        symbol="BTCUSDT",
+        exit_side=Side.SELL,
+        quantity=Decimal("0.0099912"),
+        take_profit=Decimal("21000"),
+        stop_loss=Decimal("19000.04"),
+        client_id="mb-1",
+    )
+    sl_id = leg_client_id("sl", "mb-1")
+    stop = _bybit_order(
+        "Untriggered",
+        orderLinkId=sl_id,
+        side="Sell",
+        cumExecQty="0",
+        cumExecValue="0",
+        avgPrice="",
+        triggerPrice="19000.0",
+    )
+    fake.queue("/v5/order/realtime", respond(200, bybit_ok({"list": [], "category": "spot"})))
+    fake.queue("/v5/order/history", respond(200, bybit_ok({"list": [], "category": "spot"})))
+    fake.always("/v5/order/create", respond(200, bybit_ok({"orderId": "9", "orderLinkId": sl_id})))
+    fake.always("/v5/order/realtime", respond(200, bybit_ok({"list": [stop], "category": "spot"})))
+    protection = await venue.protect(SIGNER, spec)
+    body = json.loads(fake.calls("/v5/order/create")[0].content)
+    assert body == {
+        "category": "spot",
+        "symbol": "BTCUSDT",
+        "side": "Sell",
+        "orderType": "Market",
+        "qty": "0.009991",
+        "marketUnit": "baseCoin",
+        "triggerPrice": "19000.0",
+        "orderFilter": "tpslOrder",
+        "orderLinkId": sl_id,
+    }
+    kinds = {leg.kind: leg for leg in protection.legs}
+    assert kinds[ExitKind.STOP_LOSS].native
+    assert kinds[ExitKind.STOP_LOSS].client_order_id == sl_id
+    assert not kinds[ExitKind.TAKE_PROFIT].native
+    assert kinds[ExitKind.TAKE_PROFIT].client_order_id == leg_client_id("tp", "mb-1")
+    assert protection.working
+    # Again: found by its id, nothing placed twice.
+    await venue.protect(SIGNER, spec)
+    assert len(fake.calls("/v5/order/create")) == 1
+
+
+async def test_binance_oco_sized_to_what_the_fill_left_legs_named_by_derived_ids() -> None:
     venue, fake = make_venue(Exchange.BINANCE)
     fake.always("/api/v3/exchangeInfo", respond(200, BINANCE_EXCHANGE_INFO))
-    entry = {
-        "symbol": "BTCUSDT",
-        "orderId": 28,
-        "orderListId": -1,
-        "clientOrderId": "mb-1",
-        "transactTime": 1507725176595,
-        "price": "0.00000000",
-        "origQty": "0.01000000",
-        "executedQty": "0.01000000",
-        "origQuoteOrderQty": "0.000000",
-        "cummulativeQuoteQty": "400.00000000",
-        "status": "FILLED",
-        "timeInForce": "GTC",
-        "type": "MARKET",
-        "side": "BUY",
-        "workingTime": 1507725176595,
-        "selfTradePreventionMode": "NONE",
-        "fills": [
-            {
-                "price": "40000.00000000",
-                "qty": "0.01000000",
-                "commission": "0.00001000",
-                "commissionAsset": "BTC",
-                "tradeId": 56,
-            }
-        ],
-    }
-    fake.always("/api/v3/order", respond(200, entry))
+    list_id, tp_id, sl_id = (leg_client_id(t, "mb-1") for t in ("ol", "tp", "sl"))
     oco = {
         "orderListId": 1,
         "contingencyType": "OCO",
         "listStatusType": "EXEC_STARTED",
         "listOrderStatus": "EXECUTING",
-        "listClientOrderId": "x",
+        "listClientOrderId": list_id,
         "transactionTime": 1710485608839,
         "symbol": "BTCUSDT",
         "orders": [],
@@ -418,7 +440,7 @@ async def test_binance_entry_then_oco_exit_sized_to_the_fill_less_base_fees() ->
                 "symbol": "BTCUSDT",
                 "orderId": 10,
                 "orderListId": 1,
-                "clientOrderId": "ab",
+                "clientOrderId": tp_id,
                 "price": "0",
                 "origQty": "0.00999",
                 "executedQty": "0",
@@ -431,7 +453,7 @@ async def test_binance_entry_then_oco_exit_sized_to_the_fill_less_base_fees() ->
                 "symbol": "BTCUSDT",
                 "orderId": 11,
                 "orderListId": 1,
-                "clientOrderId": "be",
+                "clientOrderId": sl_id,
                 "price": "0",
                 "origQty": "0.00999",
                 "executedQty": "0",
@@ -442,33 +464,38 @@ async def test_binance_entry_then_oco_exit_sized_to_the_fill_less_base_fees() ->
             },
         ],
     }
-    fake.always("/api/v3/orderList/oco", respond(200, oco))
-    order = OrderRequest(
-        symbol="BTCUSDT",
-        side=Side.BUY,
-        order_type=OrderType.MARKET,
-        quote_quantity=Decimal("400"),
-        client_order_id="mb-1",
-        take_profit_price=Decimal("44000"),
-        stop_loss_price=Decimal("38000"),
+    fake.queue(
+        "/api/v3/orderList",
+        respond(400, {"code": -2018, "msg": "Order list does not exist."}),
     )
-    state = await venue.place_order(SIGNER, order)
-    sent = dict(parse_qsl(fake.calls("/api/v3/order")[0].url.query.decode()))
-    assert sent["quoteOrderQty"] == "400.00000000"
-    assert sent["newOrderRespType"] == "FULL"
-    assert state.average_price == Decimal("40000")
-    assert state.fills[0].fee_asset == "BTC"
+    fake.always("/api/v3/orderList/oco", respond(200, oco))
+    spec = ProtectionSpec(
+        symbol="BTCUSDT",
+        exit_side=Side.SELL,
+        # 0.01 filled, 0.00001 BTC commission: 0.00999 received
+        quantity=Decimal("0.00999"),
+        take_profit=Decimal("44000"),
+        stop_loss=Decimal("38000"),
+        client_id="mb-1",
+    )
+    protection = await venue.protect(SIGNER, spec)
     exit_query = dict(parse_qsl(fake.calls("/api/v3/orderList/oco")[0].url.query.decode()))
     assert exit_query["side"] == "SELL"
     assert exit_query["quantity"] == "0.00999"
     assert (exit_query["aboveType"], exit_query["aboveStopPrice"]) == ("TAKE_PROFIT", "44000.00")
     assert (exit_query["belowType"], exit_query["belowStopPrice"]) == ("STOP_LOSS", "38000.00")
-    assert len(exit_query["listClientOrderId"]) <= 36
-    assert state.exit_list_id == "1"
-    assert [leg.kind for leg in state.exits] == [ExitKind.TAKE_PROFIT, ExitKind.STOP_LOSS]
+    assert exit_query["listClientOrderId"] == list_id
+    assert (exit_query["aboveClientOrderId"], exit_query["belowClientOrderId"]) == (tp_id, sl_id)
+    assert protection.list_id == "1"
+    assert [(leg.kind, leg.client_order_id, leg.exchange_order_id) for leg in protection.legs] == [
+        (ExitKind.TAKE_PROFIT, tp_id, "10"),
+        (ExitKind.STOP_LOSS, sl_id, "11"),
+    ]
+    assert protection.working
 
 
-async def test_lost_response_is_resolved_by_client_order_id_without_resending() -> None:
+async def test_a_lost_response_is_raised_the_venue_submits_once() -> None:
+    """One resend policy: the engine decides after a committed attempt mark and a lookup."""
     venue, fake = make_venue(Exchange.BYBIT)
     fake.always("/v5/market/instruments-info", respond(200, BYBIT_INSTRUMENT))
     fake.queue(
@@ -476,9 +503,6 @@ async def test_lost_response_is_resolved_by_client_order_id_without_resending() 
         lambda r: (_ for _ in ()).throw(httpx.RemoteProtocolError("dropped", request=r)),
     )
     fake.always("/v5/order/create", respond(200, bybit_ok({"orderId": "x", "orderLinkId": "mb-1"})))
-    fake.always(
-        "/v5/order/realtime", respond(200, bybit_ok({"list": [_bybit_order()], "category": "spot"}))
-    )
     order = OrderRequest(
         symbol="BTCUSDT",
         side=Side.BUY,
@@ -486,8 +510,8 @@ async def test_lost_response_is_resolved_by_client_order_id_without_resending() 
         quantity=Decimal("0.01"),
         client_order_id="mb-1",
     )
-    state = await venue.place_order(SIGNER, order)
-    assert state.client_order_id == "mb-1"
+    with pytest.raises(OutcomeUnknown):
+        await venue.place_order(SIGNER, order)
     assert len(fake.calls("/v5/order/create")) == 1
 
 

@@ -103,6 +103,15 @@ class SimAdmin:
     async def set_price(self, symbol: str, price: Decimal) -> None:
         await self._call("POST", "prices", json={"symbol": symbol, "price": str(price)})
 
+    async def set_liquidity(self, symbol: str, max_qty: Decimal | None) -> None:
+        """Cap what one taker order can execute (``None`` lifts the cap): the rest of an IOC
+        or market order then ends unfilled, as with a thin order book."""
+        await self._call(
+            "POST",
+            "liquidity",
+            json={"symbol": symbol, "max_qty": None if max_qty is None else str(max_qty)},
+        )
+
     async def step_prices(self, steps: int = 1) -> dict[str, Decimal]:
         result = await self._call("POST", "prices/step", json={"steps": steps})
         return {s: Decimal(p) for s, p in result["prices"].items()}

@@ -225,10 +225,16 @@ def parse_order(item: dict[str, Any]) -> OrderState:
 
 
 def parse_list_reports(payload: dict[str, Any]) -> tuple[OrderState, ...]:
-    """The legs of an order list as ``orderReports`` give them (create and cancel answers)."""
+    """The legs of an order list as ``orderReports`` give them (create and cancel answers).
+
+    In a cancel answer a leg's own id is ``origClientOrderId`` and ``clientOrderId`` is the
+    cancel request's (rest-api.md "Cancel Order list" response)."""
     reports: list[OrderState] = []
     for report in payload.get("orderReports", []) or []:
-        reports.append(parse_order({"symbol": payload.get("symbol", ""), **report}))
+        item = {"symbol": payload.get("symbol", ""), **report}
+        if report.get("origClientOrderId"):
+            item["clientOrderId"] = report["origClientOrderId"]
+        reports.append(parse_order(item))
     return tuple(reports)
 
 

@@ -11,6 +11,7 @@ placed (``GET /api/v3/orderList`` by ``origClientOrderId``) instead of placing i
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Sequence
 from datetime import datetime
@@ -279,7 +280,59 @@ class BinanceVenue(BaseVenue):
                 reports[cid] = state
         return self._legs(spec, reports, list_id)
 
+    def _single(self, spec: ProtectionSpec) -> tuple[ExitKind, str, Decimal] | None:
+        """With only one of TP and SL there is no pair: one STOP_LOSS or TAKE_PROFIT order
+        (enums.md order types; rest-api.md "New order": stopPrice) under that leg's id."""
+        _, tp_id, sl_id = self.leg_ids(spec)
+        if spec.take_profit is not None and spec.stop_loss is None:
+            return ExitKind.TAKE_PROFIT, tp_id, spec.take_profit
+        if spec.stop_loss is not None and spec.take_profit is None:
+            return ExitKind.STOP_LOSS, sl_id, spec.stop_loss
+        return None
+
+    def _single_legs(self, spec: ProtectionSpec, state: OrderState | None) -> Protection:
+        single = self._single(spec)
+        assert single is not None
+        kind, cid, trigger = single
+        leg = ExitLeg(
+            kind=kind,
+            trigger_price=trigger,
+            client_order_id=cid,
+            exchange_order_id=state.exchange_order_id if state else None,
+            status=state.status if state else None,
+            filled_quantity=state.filled_quantity if state else Decimal(0),
+            average_price=state.average_price if state else None,
+        )
+        return Protection(legs=(leg,))
+
+    async def _protect_single(self, signer: Signer, spec: ProtectionSpec) -> Protection:
+        single = self._single(spec)
+        assert single is not None
+        kind, cid, trigger = single
+        state = await self.get_order(signer, spec.symbol, client_order_id=cid)
+        if state is None:
+            filters = await self.instrument(spec.symbol)
+            quantity = round_down_to_step(spec.quantity, filters.qty_step)
+            params = {
+                "symbol": spec.symbol,
+                "side": spec.exit_side.value,
+                "type": kind.value,
+                "quantity": format_decimal(quantity, filters.qty_step),
+                "stopPrice": self._price(trigger, filters),
+                "newClientOrderId": cid,
+                "newOrderRespType": "RESULT",
+            }
+            try:
+                state = ep.parse_order(await self.http.call(ep.NEW_ORDER, params, signer))
+            except DuplicateClientOrderIdError:
+                state = await self.get_order(signer, spec.symbol, client_order_id=cid)
+        return self._single_legs(spec, state)
+
     async def protect(self, signer: Signer, spec: ProtectionSpec) -> Protection:
+        if spec.take_profit is None and spec.stop_loss is None:
+            return Protection(legs=())
+        if self._single(spec) is not None:
+            return await self._protect_single(signer, spec)
         list_client_id = self.leg_ids(spec)[0]
         listing = await self._order_list(signer, list_client_id)
         if listing is None:
@@ -296,10 +349,24 @@ class BinanceVenue(BaseVenue):
         return await self._read_legs(signer, spec, listing)
 
     async def protection(self, signer: Signer, spec: ProtectionSpec) -> Protection | None:
+        if spec.take_profit is None and spec.stop_loss is None:
+            return Protection(legs=())
+        single = self._single(spec)
+        if single is not None:
+            state = await self.get_order(signer, spec.symbol, client_order_id=single[1])
+            return None if state is None else self._single_legs(spec, state)
         listing = await self._order_list(signer, self.leg_ids(spec)[0])
         return None if listing is None else await self._read_legs(signer, spec, listing)
 
     async def unprotect(self, signer: Signer, spec: ProtectionSpec) -> Protection | None:
+        if spec.take_profit is None and spec.stop_loss is None:
+            return Protection(legs=())
+        single = self._single(spec)
+        if single is not None:
+            # Not found / refused: it ended first; the read says how.
+            with contextlib.suppress(OrderNotFoundError, Rejected):
+                await self.cancel_order(signer, spec.symbol, client_order_id=single[1])
+            return await self.protection(signer, spec)
         list_client_id = self.leg_ids(spec)[0]
         try:
             payload = await self.http.call(

@@ -276,7 +276,7 @@ class BybitVenue(BaseVenue):
         return Protection(legs=tuple(legs))
 
     async def protect(self, signer: Signer, spec: ProtectionSpec) -> Protection:
-        if spec.stop_loss is None:
+        if spec.stop_loss is None:  # only a take profit: watched, nothing to place
             return self._legs(spec, None)
         link_id = self.stop_loss_id(spec)
         stop = await self.get_order(signer, spec.symbol, client_order_id=link_id)
