@@ -177,11 +177,19 @@ class OrderRequest:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Fill:
+    """One execution. From a trade record (Binance ``myTrades``, Bybit ``execution/list``)
+    every field is the exchange's; from a FULL order response only the first five are."""
+
     price: Decimal
     quantity: Decimal
     fee: Decimal
     fee_asset: str
+    """The asset the fee was actually charged in (the exchange's commissionAsset/feeCurrency)."""
     trade_id: str | None = None
+    exchange_order_id: str | None = None
+    filled_at: datetime | None = None
+    """The exchange's execution time."""
+    is_maker: bool | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -320,6 +328,11 @@ class Venue(Protocol):
 
     async def positions(self, signer: Signer, symbol: str | None = None) -> list[Position]:
         """Derivative positions (Bybit linear); spot-only venues return ``[]``."""
+        ...
+
+    async def trades(self, signer: Signer, symbol: str, *, exchange_order_id: str) -> list[Fill]:
+        """The exchange's trade records of one order, oldest first (Binance ``myTrades``,
+        Bybit ``execution/list``): price, quantity, the fee in the asset charged, times."""
         ...
 
     async def aclose(self) -> None: ...

@@ -38,6 +38,7 @@ OPEN_ORDERS = "/api/v3/openOrders"
 ALL_ORDERS = "/api/v3/allOrders"
 ORDER_LIST_OCO = "/api/v3/orderList/oco"
 ORDER_LIST = "/api/v3/orderList"
+MY_TRADES = "/api/v3/myTrades"
 
 # Request weight per (method, path) (rest-api.md); symbol-less variants are heavier.
 WEIGHTS: dict[tuple[str, str], int] = {
@@ -57,7 +58,10 @@ WEIGHTS: dict[tuple[str, str], int] = {
     ("POST", ORDER_LIST_OCO): 1,
     ("DELETE", ORDER_LIST): 1,
     ("GET", ORDER_LIST): 4,
+    ("GET", MY_TRADES): 20,
 }
+# rest-api.md "Account trade list": weight 20, 5 with orderId.
+WEIGHTS_WITH_ORDER_ID: dict[tuple[str, str], int] = {("GET", MY_TRADES): 5}
 WEIGHTS_WITHOUT_SYMBOL: dict[tuple[str, str], int] = {
     ("GET", TICKER_PRICE): 4,
     ("GET", TICKER_24H): 80,
@@ -128,6 +132,9 @@ SIGNABLE: dict[tuple[str, str], EndpointRule] = {
         "symbol", "orderListId", "listClientOrderId", "newClientOrderId", *_SIGNED
     ),
     ("GET", ORDER_LIST): rule("orderListId", "origClientOrderId", *_SIGNED),
+    ("GET", MY_TRADES): rule(
+        "symbol", "orderId", "startTime", "endTime", "fromId", "limit", *_SIGNED
+    ),
 }
 
 KLINE_INTERVALS: dict[str, str] = {

@@ -39,6 +39,7 @@ ALL_ORDERS = Endpoint("GET", c.ALL_ORDERS, signed=True)
 NEW_OCO = Endpoint("POST", c.ORDER_LIST_OCO, signed=True, read=False)
 CANCEL_ORDER_LIST = Endpoint("DELETE", c.ORDER_LIST, signed=True, read=False)
 QUERY_ORDER_LIST = Endpoint("GET", c.ORDER_LIST, signed=True)
+MY_TRADES = Endpoint("GET", c.MY_TRADES, signed=True)
 
 # enums.md "Order status"
 STATUSES: dict[str, OrderStatus] = {
@@ -180,6 +181,28 @@ def parse_fills(items: list[dict[str, Any]]) -> tuple[Fill, ...]:
         )
         for f in items
     )
+
+
+def parse_my_trades(items: list[dict[str, Any]]) -> list[Fill]:
+    """``GET /api/v3/myTrades`` (rest-api.md "Account trade list"), oldest first.
+
+    ``commission`` is in ``commissionAsset``: the asset received for a buy (base), quote for a
+    sell, or BNB when BNB pays the fees."""
+    fills = [
+        Fill(
+            price=to_decimal(t["price"]),
+            quantity=to_decimal(t["qty"]),
+            fee=to_decimal(t.get("commission"), default=Decimal(0)),
+            fee_asset=str(t.get("commissionAsset", "")),
+            trade_id=str(t["id"]),
+            exchange_order_id=str(t["orderId"]),
+            filled_at=ms_to_datetime(t.get("time")),
+            is_maker=bool(t["isMaker"]) if "isMaker" in t else None,
+        )
+        for t in items
+    ]
+    fills.sort(key=lambda f: int(f.trade_id or 0))
+    return fills
 
 
 def parse_order(item: dict[str, Any]) -> OrderState:

@@ -27,6 +27,7 @@ from marketbot.exchanges.signer import Signer
 from marketbot.exchanges.venue import (
     AccountInfo,
     Balance,
+    Fill,
     InstrumentFilters,
     Kline,
     KlineInterval,
@@ -37,6 +38,8 @@ from marketbot.exchanges.venue import (
     Ticker,
 )
 from marketbot.runtime.clock import epoch_ms
+
+MY_TRADES_PAGE = 1000  # rest-api.md "Account trade list": limit maximum 1000
 
 
 def derived_client_id(kind: str, client_order_id: str) -> str:
@@ -298,3 +301,15 @@ class BinanceVenue(BaseVenue):
 
     async def positions(self, signer: Signer, symbol: str | None = None) -> list[Position]:
         return []
+
+    async def trades(self, signer: Signer, symbol: str, *, exchange_order_id: str) -> list[Fill]:
+        """``GET /api/v3/myTrades?symbol&orderId`` (weight 5), paged with ``fromId`` (the
+        documented ``symbol + orderId + fromId`` combination) while pages come back full."""
+        fills: list[Fill] = []
+        params = {"symbol": symbol, "orderId": exchange_order_id, "limit": str(MY_TRADES_PAGE)}
+        while True:
+            page = ep.parse_my_trades(await self.http.call(ep.MY_TRADES, params, signer))
+            fills.extend(page)
+            if len(page) < MY_TRADES_PAGE:
+                return fills
+            params = {**params, "fromId": str(int(page[-1].trade_id or 0) + 1)}

@@ -31,6 +31,7 @@ ORDER_CANCEL = "/v5/order/cancel"
 ORDER_REALTIME = "/v5/order/realtime"
 ORDER_HISTORY = "/v5/order/history"
 POSITION_LIST = "/v5/position/list"
+EXECUTION_LIST = "/v5/execution/list"
 WS_AUTH = "/realtime"
 
 # Per UID, per endpoint, per second (API Rate Limit Table; spot where it differs).
@@ -43,6 +44,7 @@ KEY_LIMITS_PER_S: dict[str, int] = {
     WALLET_BALANCE: 50,
     ACCOUNT_INFO: 50,
     QUERY_API: 10,
+    EXECUTION_LIST: 50,
 }
 
 _ORDER_CREATE_PARAMS = (
@@ -93,6 +95,19 @@ SIGNABLE: dict[tuple[str, str], EndpointRule] = {
     ("GET", ORDER_REALTIME): rule(*_QUERY_ORDER_PARAMS, "openOnly"),
     ("GET", ORDER_HISTORY): rule(*_QUERY_ORDER_PARAMS, "orderStatus", "startTime", "endTime"),
     ("GET", POSITION_LIST): rule("category", "symbol", "baseCoin", "settleCoin", "limit", "cursor"),
+    # docs/v5/order/execution.mdx (Get Trade History) request parameters.
+    ("GET", EXECUTION_LIST): rule(
+        "category",
+        "symbol",
+        "orderId",
+        "orderLinkId",
+        "baseCoin",
+        "startTime",
+        "endTime",
+        "execType",
+        "limit",
+        "cursor",
+    ),
     # Private WebSocket auth: signs "GET/realtime" + expires (timestamp_ms = expires).
     ("GET", WS_AUTH): rule(),
 }

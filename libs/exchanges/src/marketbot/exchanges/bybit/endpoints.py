@@ -15,6 +15,7 @@ from marketbot.exchanges.venue import (
     Balance,
     ExitKind,
     ExitLeg,
+    Fill,
     InstrumentFilters,
     Kline,
     OrderState,
@@ -35,6 +36,7 @@ ORDER_CANCEL = Endpoint("POST", c.ORDER_CANCEL, signed=True, read=False)
 ORDER_REALTIME = Endpoint("GET", c.ORDER_REALTIME, signed=True)
 ORDER_HISTORY = Endpoint("GET", c.ORDER_HISTORY, signed=True)
 POSITION_LIST = Endpoint("GET", c.POSITION_LIST, signed=True)
+EXECUTION_LIST = Endpoint("GET", c.EXECUTION_LIST, signed=True)
 
 SIDES = {"Buy": Side.BUY, "Sell": Side.SELL}
 SIDE_NAMES = {Side.BUY: "Buy", Side.SELL: "Sell"}
@@ -210,6 +212,58 @@ def parse_order(item: dict[str, Any]) -> OrderState:
         updated_at=ms_to_datetime(item.get("updatedTime")),
         reject_reason=_reject_reason(item.get("rejectReason")),
     )
+
+
+def spot_fee_asset(
+    side: str, fee_rate: Decimal | None, is_maker: bool, base_asset: str, quote_asset: str
+) -> str:
+    """enum.mdx "Spot Fee Currency Instruction": with a positive fee rate a Buy pays in base
+    and a Sell in quote; with a negative (maker rebate) rate a maker Buy gets quote, a maker
+    Sell base; a taker is as with a positive rate."""
+    buy = side == "Buy"
+    if fee_rate is not None and fee_rate < 0 and is_maker:
+        return quote_asset if buy else base_asset
+    return base_asset if buy else quote_asset
+
+
+def parse_executions(
+    result: dict[str, Any], *, base_asset: str | None = None, quote_asset: str | None = None
+) -> list[Fill]:
+    """``GET /v5/execution/list`` (docs/v5/order/execution.mdx), oldest first.
+
+    Only trades (``execType`` Trade; funding and settlement records are not fills).
+    ``feeCurrency`` names the asset charged; records without it (older spot executions, see
+    the ccxt fixture) get it from the Spot Fee Currency Instruction when base and quote are
+    given."""
+    fills: list[Fill] = []
+    for item in result.get("list", []) or []:
+        if item.get("execType", "Trade") != "Trade":
+            continue
+        is_maker = bool(item.get("isMaker", False))
+        fee_asset = str(item.get("feeCurrency") or "")
+        if not fee_asset and base_asset and quote_asset:
+            fee_asset = spot_fee_asset(
+                str(item.get("side", "")),
+                optional_decimal(item.get("feeRate")),
+                is_maker,
+                base_asset,
+                quote_asset,
+            )
+        fills.append(
+            Fill(
+                price=to_decimal(item["execPrice"]),
+                quantity=to_decimal(item["execQty"]),
+                fee=to_decimal(item.get("execFee"), default=Decimal(0)),
+                fee_asset=fee_asset,
+                trade_id=str(item["execId"]),
+                exchange_order_id=str(item["orderId"]),
+                filled_at=ms_to_datetime(item.get("execTime")),
+                is_maker=is_maker,
+            )
+        )
+    # The list is newest first; equal execTimes are ordered by execId (the doc's tip).
+    fills.sort(key=lambda f: (f.filled_at or datetime.min.replace(tzinfo=UTC), f.trade_id or ""))
+    return fills
 
 
 def parse_position(item: dict[str, Any]) -> Position:

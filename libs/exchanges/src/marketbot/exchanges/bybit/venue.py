@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -18,6 +18,7 @@ from marketbot.exchanges.signer import Signer
 from marketbot.exchanges.venue import (
     AccountInfo,
     Balance,
+    Fill,
     InstrumentFilters,
     Kline,
     KlineInterval,
@@ -31,6 +32,8 @@ from marketbot.exchanges.venue import (
 from marketbot.runtime.clock import epoch_ms
 
 SPOT = "spot"
+EXECUTION_PAGE = 100  # execution.mdx: limit [1, 100]
+_EPOCH = datetime.fromtimestamp(0, tz=UTC)
 
 
 class BybitVenue(BaseVenue):
@@ -256,3 +259,29 @@ class BybitVenue(BaseVenue):
             params["settleCoin"] = "USDT"
         result = await self.http.call(ep.POSITION_LIST, params, signer)
         return [ep.parse_position(item) for item in result.get("list", [])]
+
+    async def trades(self, signer: Signer, symbol: str, *, exchange_order_id: str) -> list[Fill]:
+        """``GET /v5/execution/list?category=spot&orderId`` (50/s per UID), every page.
+
+        Without a time range Bybit answers for the last 7 days (execution.mdx), which covers
+        an order the platform is still tracking."""
+        filters = await self.instrument(symbol)
+        params = {
+            "category": SPOT,
+            "symbol": symbol,
+            "orderId": exchange_order_id,
+            "limit": str(EXECUTION_PAGE),
+        }
+        fills: list[Fill] = []
+        while True:
+            result = await self.http.call(ep.EXECUTION_LIST, params, signer)
+            fills.extend(
+                ep.parse_executions(
+                    result, base_asset=filters.base_asset, quote_asset=filters.quote_asset
+                )
+            )
+            cursor = str(result.get("nextPageCursor") or "")
+            if not cursor or not result.get("list"):
+                fills.sort(key=lambda f: (f.filled_at or _EPOCH, f.trade_id or ""))
+                return fills
+            params = {**params, "cursor": cursor}
