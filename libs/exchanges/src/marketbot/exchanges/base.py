@@ -22,6 +22,7 @@ from marketbot.exchanges.signer import Signer
 from marketbot.exchanges.venue import (
     AccountInfo,
     Balance,
+    Fill,
     InstrumentFilters,
     Kline,
     KlineInterval,
@@ -215,6 +216,11 @@ class BaseVenue(ABC):
 
     @abstractmethod
     async def positions(self, signer: Signer, symbol: str | None = None) -> list[Position]: ...
+
+    @abstractmethod
+    async def trades(
+        self, signer: Signer, symbol: str, *, exchange_order_id: str
+    ) -> list[Fill]: ...
 
     async def aclose(self) -> None:
         await self.http.aclose()

@@ -170,7 +170,10 @@ def parse_key_permissions(restrictions: dict[str, Any], account: dict[str, Any])
     )
 
 
-def parse_fills(items: list[dict[str, Any]]) -> tuple[Fill, ...]:
+def parse_fills(
+    items: list[dict[str, Any]], exchange_order_id: str | None = None
+) -> tuple[Fill, ...]:
+    """The ``fills`` of a FULL order response (no time or maker flag: those are in myTrades)."""
     return tuple(
         Fill(
             price=to_decimal(f["price"]),
@@ -178,6 +181,7 @@ def parse_fills(items: list[dict[str, Any]]) -> tuple[Fill, ...]:
             fee=to_decimal(f.get("commission"), default=Decimal(0)),
             fee_asset=str(f.get("commissionAsset", "")),
             trade_id=str(f["tradeId"]) if f.get("tradeId") is not None else None,
+            exchange_order_id=exchange_order_id,
         )
         for f in items
     )
@@ -206,7 +210,7 @@ def parse_my_trades(items: list[dict[str, Any]]) -> list[Fill]:
 
 
 def parse_order(item: dict[str, Any]) -> OrderState:
-    fills = parse_fills(item.get("fills", []) or [])
+    fills = parse_fills(item.get("fills", []) or [], str(item["orderId"]))
     executed = to_decimal(item.get("executedQty"), default=Decimal(0))
     quote_filled = optional_decimal(item.get("cummulativeQuoteQty"))
     average: Decimal | None = None
