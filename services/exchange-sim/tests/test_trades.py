@@ -488,3 +488,37 @@ async def test_execution_list_pages_and_checks_its_parameters(local, h):
     assert missing["retCode"] != 0
     old = bb_ok(await client.get("/v5/execution/list", {"category": "spot", "endTime": "1000"}))
     assert old["list"] == []  # [endTime - 7 days, endTime]
+
+
+# ---- Bybit spot Market + TP/SL ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"takeProfit": "200", "stopLoss": "100"},
+        {"takeProfit": "200"},
+        {"stopLoss": "100"},
+    ],
+)
+async def test_spot_market_order_with_take_profit_or_stop_loss_is_refused(local, h, extra):
+    account, client = await h.new_bybit(local)
+    await local.bybit_admin.set_price("SOLUSDT", Decimal("150"))
+    response = await client.post(
+        "/v5/order/create",
+        {
+            "category": "spot",
+            "symbol": "SOLUSDT",
+            "side": "Buy",
+            "orderType": "Market",
+            "qty": "50",
+            "marketUnit": "quoteCoin",
+            **extra,
+        },
+    )
+    # order_create-order.mdx takeProfit row: "Spot Limit order supports take profit, stop
+    # loss"; Bybit's answer to a Market one, quoted in bybit-exchange/pybit#200:
+    # "Data sent for paramter '' is not valid. (ErrCode: 170130)".
+    body = response.json()
+    assert (body["retCode"], body["retMsg"]) == (170130, "Data sent for paramter '' is not valid.")
+    assert await local.bybit_admin.orders(account) == []

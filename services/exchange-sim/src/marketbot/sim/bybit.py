@@ -508,6 +508,11 @@ class BybitApp(ExchangeApp):
             raise BybitError(170124)
         take_profit = self._decimal(body, "takeProfit", required=False)
         stop_loss = self._decimal(body, "stopLoss", required=False)
+        if market and (take_profit is not None or stop_loss is not None):
+            # order_create-order.mdx, takeProfit row: "Spot Limit order supports take profit,
+            # stop loss"; Bybit answers a spot Market order with TP/SL with 170130
+            # "Data sent for paramter '' is not valid." (bybit-exchange/pybit#200).
+            raise _invalid("")
         trigger_price = self._decimal(body, "triggerPrice", required=False)
         order_filter = body.get("orderFilter") or "Order"
         if order_filter not in ("Order", "tpslOrder", "StopOrder"):
