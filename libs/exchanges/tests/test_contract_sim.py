@@ -202,6 +202,48 @@ async def test_market_buy_fills_and_is_found_by_both_ids(env: Env) -> None:
     assert btc.total > 0
 
 
+async def test_trades_are_the_exchanges_fill_records(env: Env) -> None:
+    """Venue.trades reads Binance myTrades / Bybit execution/list: the fee in the asset
+    actually charged (a buy's in base, a sell's in quote), the exchange's time and ids."""
+    buy = await env.venue.place_order(
+        env.signer,
+        OrderRequest(
+            symbol="ETHUSDT",
+            side=Side.BUY,
+            order_type=OrderType.MARKET,
+            quantity=Decimal("0.1"),
+            client_order_id=new_id(),
+        ),
+    )
+    sell = await env.venue.place_order(
+        env.signer,
+        OrderRequest(
+            symbol="ETHUSDT",
+            side=Side.SELL,
+            order_type=OrderType.MARKET,
+            quantity=Decimal("0.05"),
+            client_order_id=new_id(),
+        ),
+    )
+    bought = await env.venue.trades(env.signer, "ETHUSDT", exchange_order_id=buy.exchange_order_id)
+    sold = await env.venue.trades(env.signer, "ETHUSDT", exchange_order_id=sell.exchange_order_id)
+    assert sum(f.quantity for f in bought) == buy.filled_quantity == Decimal("0.1")
+    assert {f.exchange_order_id for f in bought} == {buy.exchange_order_id}
+    assert {f.fee_asset for f in bought} == {"ETH"}
+    assert {f.fee_asset for f in sold} == {"USDT"}
+    assert sum(f.fee for f in bought) == Decimal("0.0001")  # 0.1 % of 0.1 ETH
+    assert all(f.is_maker is False for f in bought + sold)
+    assert all(f.trade_id for f in bought + sold)
+    first, last = bought[0].filled_at, sold[-1].filled_at
+    assert first is not None
+    assert last is not None
+    assert first <= last
+    ground = await env.ground_truth(buy.client_order_id)
+    assert Decimal(ground[0]["fee"]) == sum(f.fee for f in bought)
+    none = await env.venue.trades(env.signer, "ETHUSDT", exchange_order_id="999999")
+    assert none == []
+
+
 async def test_market_buy_by_quote_amount(env: Env) -> None:
     order = OrderRequest(
         symbol="BTCUSDT",

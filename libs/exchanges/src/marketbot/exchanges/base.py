@@ -164,12 +164,12 @@ class BaseVenue(ABC):
     async def unprotect(self, signer: Signer, spec: ProtectionSpec) -> Protection | None: ...
 
     @abstractmethod
+    async def positions(self, signer: Signer, symbol: str | None = None) -> list[Position]: ...
+
+    @abstractmethod
     async def trades(
         self, signer: Signer, symbol: str, *, exchange_order_id: str
     ) -> list[Fill]: ...
-
-    @abstractmethod
-    async def positions(self, signer: Signer, symbol: str | None = None) -> list[Position]: ...
 
     async def aclose(self) -> None:
         await self.http.aclose()

@@ -184,15 +184,18 @@ class OrderRequest:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Fill:
-    """One trade of an order, as the exchange's trade records give it."""
+    """One execution. From a trade record (Binance ``myTrades``, Bybit ``execution/list``)
+    every field is the exchange's; from a FULL order response only the first five are."""
 
     price: Decimal
     quantity: Decimal
     fee: Decimal
     fee_asset: str
+    """The asset the fee was actually charged in (the exchange's commissionAsset/feeCurrency)."""
     trade_id: str | None = None
     exchange_order_id: str | None = None
-    time: datetime | None = None
+    filled_at: datetime | None = None
+    """The exchange's execution time."""
     is_maker: bool | None = None
 
 
@@ -372,11 +375,6 @@ class Venue(Protocol):
         after a committed attempt mark (one resend policy)."""
         ...
 
-    async def trades(self, signer: Signer, symbol: str, *, exchange_order_id: str) -> list[Fill]:
-        """The order's trades from the exchange's trade records (Binance ``myTrades``, Bybit
-        ``/v5/execution/list``): price, quantity, the fee in the asset charged, the time."""
-        ...
-
     async def protect(self, signer: Signer, spec: ProtectionSpec) -> Protection:
         """Put the position's exit legs on the exchange; idempotent.
 
@@ -421,6 +419,11 @@ class Venue(Protocol):
 
     async def positions(self, signer: Signer, symbol: str | None = None) -> list[Position]:
         """Derivative positions (Bybit linear); spot-only venues return ``[]``."""
+        ...
+
+    async def trades(self, signer: Signer, symbol: str, *, exchange_order_id: str) -> list[Fill]:
+        """The exchange's trade records of one order, oldest first (Binance ``myTrades``,
+        Bybit ``execution/list``): price, quantity, the fee in the asset charged, times."""
         ...
 
     async def aclose(self) -> None: ...

@@ -101,10 +101,10 @@ async def summarize(
                 fee_quote=value,
                 fee_price=fee_price,
                 fee_estimated=fee_estimated,
-                filled_at=trade.time,
+                filled_at=trade.filled_at,
             )
         )
-    times = [t.time for t in trades if t.time is not None]
+    times = [t.filled_at for t in trades if t.filled_at is not None]
     return FillSummary(
         fills=tuple(fills),
         quantity=quantity,

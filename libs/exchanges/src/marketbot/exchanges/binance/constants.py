@@ -58,9 +58,10 @@ WEIGHTS: dict[tuple[str, str], int] = {
     ("POST", ORDER_LIST_OCO): 1,
     ("DELETE", ORDER_LIST): 1,
     ("GET", ORDER_LIST): 4,
-    # rest-api.md "Account trade list": 20 without orderId, 5 with it (always sent here).
-    ("GET", MY_TRADES): 5,
+    ("GET", MY_TRADES): 20,
 }
+# rest-api.md "Account trade list": weight 20, 5 with orderId.
+WEIGHTS_WITH_ORDER_ID: dict[tuple[str, str], int] = {("GET", MY_TRADES): 5}
 WEIGHTS_WITHOUT_SYMBOL: dict[tuple[str, str], int] = {
     ("GET", TICKER_PRICE): 4,
     ("GET", TICKER_24H): 80,

@@ -181,10 +181,32 @@ def parse_fills(
             fee_asset=str(f.get("commissionAsset", "")),
             trade_id=str(f["tradeId"]) if f.get("tradeId") is not None else None,
             exchange_order_id=order_id,
-            time=time,
+            filled_at=time,
         )
         for f in items
     )
+
+
+def parse_my_trades(items: list[dict[str, Any]]) -> list[Fill]:
+    """``GET /api/v3/myTrades`` (rest-api.md "Account trade list"), oldest first.
+
+    ``commission`` is in ``commissionAsset``: the asset received for a buy (base), quote for a
+    sell, or BNB when BNB pays the fees."""
+    fills = [
+        Fill(
+            price=to_decimal(t["price"]),
+            quantity=to_decimal(t["qty"]),
+            fee=to_decimal(t.get("commission"), default=Decimal(0)),
+            fee_asset=str(t.get("commissionAsset", "")),
+            trade_id=str(t["id"]),
+            exchange_order_id=str(t["orderId"]),
+            filled_at=ms_to_datetime(t.get("time")),
+            is_maker=bool(t["isMaker"]) if "isMaker" in t else None,
+        )
+        for t in items
+    ]
+    fills.sort(key=lambda f: int(f.trade_id or 0))
+    return fills
 
 
 def parse_order(item: dict[str, Any]) -> OrderState:
@@ -236,21 +258,3 @@ def parse_list_reports(payload: dict[str, Any]) -> tuple[OrderState, ...]:
             item["clientOrderId"] = report["origClientOrderId"]
         reports.append(parse_order(item))
     return tuple(reports)
-
-
-def parse_trades(rows: list[dict[str, Any]]) -> list[Fill]:
-    """``GET /api/v3/myTrades`` (rest-api.md "Account trade list"): one row per trade, the
-    commission in ``commissionAsset`` (a buy's is charged in the asset received)."""
-    return [
-        Fill(
-            price=to_decimal(row["price"]),
-            quantity=to_decimal(row["qty"]),
-            fee=to_decimal(row.get("commission"), default=Decimal(0)),
-            fee_asset=str(row.get("commissionAsset", "")),
-            trade_id=str(row["id"]),
-            exchange_order_id=str(row.get("orderId", "")),
-            time=ms_to_datetime(row.get("time")),
-            is_maker=bool(row.get("isMaker")) if "isMaker" in row else None,
-        )
-        for row in rows
-    ]

@@ -80,6 +80,8 @@ class BinanceHttp(VenueHttp):
         key = (endpoint.method, endpoint.path)
         if "symbol" not in params and key in c.WEIGHTS_WITHOUT_SYMBOL:
             return c.WEIGHTS_WITHOUT_SYMBOL[key]
+        if "orderId" in params and key in c.WEIGHTS_WITH_ORDER_ID:
+            return c.WEIGHTS_WITH_ORDER_ID[key]
         return c.WEIGHTS.get(key, 1)
 
     def ip_costs(self, endpoint: Endpoint, params: Params) -> Costs:

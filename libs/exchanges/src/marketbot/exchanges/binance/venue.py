@@ -51,6 +51,8 @@ from marketbot.exchanges.venue import (
 )
 from marketbot.runtime.clock import epoch_ms
 
+MY_TRADES_PAGE = 1000  # rest-api.md "Account trade list": limit maximum 1000
+
 
 class BinanceVenue(BaseVenue):
     http: BinanceHttp
@@ -176,12 +178,6 @@ class BinanceVenue(BaseVenue):
     ) -> OrderState:
         payload = await self.http.call(ep.NEW_ORDER, self.order_params(order, filters), signer)
         return ep.parse_order(payload)
-
-    async def trades(self, signer: Signer, symbol: str, *, exchange_order_id: str) -> list[Fill]:
-        payload = await self.http.call(
-            ep.MY_TRADES, {"symbol": symbol, "orderId": exchange_order_id}, signer
-        )
-        return ep.parse_trades(payload)
 
     # ---- protection -----------------------------------------------------------------
     @staticmethod
@@ -426,3 +422,15 @@ class BinanceVenue(BaseVenue):
 
     async def positions(self, signer: Signer, symbol: str | None = None) -> list[Position]:
         return []
+
+    async def trades(self, signer: Signer, symbol: str, *, exchange_order_id: str) -> list[Fill]:
+        """``GET /api/v3/myTrades?symbol&orderId`` (weight 5), paged with ``fromId`` (the
+        documented ``symbol + orderId + fromId`` combination) while pages come back full."""
+        fills: list[Fill] = []
+        params = {"symbol": symbol, "orderId": exchange_order_id, "limit": str(MY_TRADES_PAGE)}
+        while True:
+            page = ep.parse_my_trades(await self.http.call(ep.MY_TRADES, params, signer))
+            fills.extend(page)
+            if len(page) < MY_TRADES_PAGE:
+                return fills
+            params = {**params, "fromId": str(int(page[-1].trade_id or 0) + 1)}

@@ -41,10 +41,10 @@ KEY_LIMITS_PER_S: dict[str, int] = {
     ORDER_REALTIME: 50,
     ORDER_HISTORY: 50,
     POSITION_LIST: 50,
-    EXECUTION_LIST: 50,
     WALLET_BALANCE: 50,
     ACCOUNT_INFO: 50,
     QUERY_API: 10,
+    EXECUTION_LIST: 50,
 }
 
 _ORDER_CREATE_PARAMS = (
@@ -95,6 +95,7 @@ SIGNABLE: dict[tuple[str, str], EndpointRule] = {
     ("GET", ORDER_REALTIME): rule(*_QUERY_ORDER_PARAMS, "openOnly"),
     ("GET", ORDER_HISTORY): rule(*_QUERY_ORDER_PARAMS, "orderStatus", "startTime", "endTime"),
     ("GET", POSITION_LIST): rule("category", "symbol", "baseCoin", "settleCoin", "limit", "cursor"),
+    # docs/v5/order/execution.mdx (Get Trade History) request parameters.
     ("GET", EXECUTION_LIST): rule(
         "category",
         "symbol",

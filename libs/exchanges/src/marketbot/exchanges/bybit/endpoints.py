@@ -192,6 +192,58 @@ def parse_order(item: dict[str, Any]) -> OrderState:
     )
 
 
+def spot_fee_asset(
+    side: str, fee_rate: Decimal | None, is_maker: bool, base_asset: str, quote_asset: str
+) -> str:
+    """enum.mdx "Spot Fee Currency Instruction": with a positive fee rate a Buy pays in base
+    and a Sell in quote; with a negative (maker rebate) rate a maker Buy gets quote, a maker
+    Sell base; a taker is as with a positive rate."""
+    buy = side == "Buy"
+    if fee_rate is not None and fee_rate < 0 and is_maker:
+        return quote_asset if buy else base_asset
+    return base_asset if buy else quote_asset
+
+
+def parse_executions(
+    result: dict[str, Any], *, base_asset: str | None = None, quote_asset: str | None = None
+) -> list[Fill]:
+    """``GET /v5/execution/list`` (docs/v5/order/execution.mdx), oldest first.
+
+    Only trades (``execType`` Trade; funding and settlement records are not fills).
+    ``feeCurrency`` names the asset charged; records without it (older spot executions, see
+    the ccxt fixture) get it from the Spot Fee Currency Instruction when base and quote are
+    given."""
+    fills: list[Fill] = []
+    for item in result.get("list", []) or []:
+        if item.get("execType", "Trade") != "Trade":
+            continue
+        is_maker = bool(item.get("isMaker", False))
+        fee_asset = str(item.get("feeCurrency") or "")
+        if not fee_asset and base_asset and quote_asset:
+            fee_asset = spot_fee_asset(
+                str(item.get("side", "")),
+                optional_decimal(item.get("feeRate")),
+                is_maker,
+                base_asset,
+                quote_asset,
+            )
+        fills.append(
+            Fill(
+                price=to_decimal(item["execPrice"]),
+                quantity=to_decimal(item["execQty"]),
+                fee=to_decimal(item.get("execFee"), default=Decimal(0)),
+                fee_asset=fee_asset,
+                trade_id=str(item["execId"]),
+                exchange_order_id=str(item["orderId"]),
+                filled_at=ms_to_datetime(item.get("execTime")),
+                is_maker=is_maker,
+            )
+        )
+    # The list is newest first; equal execTimes are ordered by execId (the doc's tip).
+    fills.sort(key=lambda f: (f.filled_at or datetime.min.replace(tzinfo=UTC), f.trade_id or ""))
+    return fills
+
+
 def parse_position(item: dict[str, Any]) -> Position:
     return Position(
         symbol=item["symbol"],
@@ -209,22 +261,3 @@ def _reject_reason(value: object) -> str | None:
     if not value or value == "EC_NoError":
         return None
     return str(value)
-
-
-def parse_executions(result: dict[str, Any]) -> list[Fill]:
-    """``GET /v5/execution/list`` (Get Trade History): one row per execution, the fee in
-    ``feeCurrency``; only ``execType=Trade`` rows are fills."""
-    return [
-        Fill(
-            price=to_decimal(row["execPrice"]),
-            quantity=to_decimal(row["execQty"]),
-            fee=to_decimal(row.get("execFee"), default=Decimal(0)),
-            fee_asset=str(row.get("feeCurrency", "")),
-            trade_id=str(row["execId"]),
-            exchange_order_id=str(row.get("orderId", "")),
-            time=ms_to_datetime(row.get("execTime")),
-            is_maker=bool(row.get("isMaker")) if "isMaker" in row else None,
-        )
-        for row in result.get("list", []) or []
-        if row.get("execType", "Trade") == "Trade"
-    ]

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -61,6 +61,8 @@ from marketbot.exchanges.venue import (
 from marketbot.runtime.clock import epoch_ms
 
 SPOT = "spot"
+EXECUTION_PAGE = 100  # execution.mdx: limit [1, 100]
+_EPOCH = datetime.fromtimestamp(0, tz=UTC)
 
 
 class BybitVenue(BaseVenue):
@@ -203,20 +205,6 @@ class BybitVenue(BaseVenue):
             filled_quantity=Decimal(0),
             price=order.price,
         )
-
-    async def trades(self, signer: Signer, symbol: str, *, exchange_order_id: str) -> list[Fill]:
-        fills: list[Fill] = []
-        cursor = ""
-        while True:
-            params = {"category": SPOT, "orderId": exchange_order_id, "limit": "100"}
-            if cursor:
-                params["cursor"] = cursor
-            result = await self.http.call(ep.EXECUTION_LIST, params, signer)
-            fills.extend(ep.parse_executions(result))
-            cursor = str(result.get("nextPageCursor") or "")
-            if not cursor:
-                # The list is newest first; a position's accounting reads oldest first.
-                return sorted(fills, key=lambda f: (f.time is None, f.time, f.trade_id))
 
     # ---- protection -----------------------------------------------------------------
     @staticmethod
@@ -384,3 +372,29 @@ class BybitVenue(BaseVenue):
             params["settleCoin"] = "USDT"
         result = await self.http.call(ep.POSITION_LIST, params, signer)
         return [ep.parse_position(item) for item in result.get("list", [])]
+
+    async def trades(self, signer: Signer, symbol: str, *, exchange_order_id: str) -> list[Fill]:
+        """``GET /v5/execution/list?category=spot&orderId`` (50/s per UID), every page.
+
+        Without a time range Bybit answers for the last 7 days (execution.mdx), which covers
+        an order the platform is still tracking."""
+        filters = await self.instrument(symbol)
+        params = {
+            "category": SPOT,
+            "symbol": symbol,
+            "orderId": exchange_order_id,
+            "limit": str(EXECUTION_PAGE),
+        }
+        fills: list[Fill] = []
+        while True:
+            result = await self.http.call(ep.EXECUTION_LIST, params, signer)
+            fills.extend(
+                ep.parse_executions(
+                    result, base_asset=filters.base_asset, quote_asset=filters.quote_asset
+                )
+            )
+            cursor = str(result.get("nextPageCursor") or "")
+            if not cursor or not result.get("list"):
+                fills.sort(key=lambda f: (f.filled_at or _EPOCH, f.trade_id or ""))
+                return fills
+            params = {**params, "cursor": cursor}
