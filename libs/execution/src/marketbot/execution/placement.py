@@ -532,14 +532,18 @@ class OrderExecutor:
         now = self.clock.now()
         event = events.rejected(request, reason, message, now, code=code)
 
-        async def effect(conn: Conn) -> None:
+        async def effect(conn: Conn) -> bool:
             inserted = await Repository.insert_order(
                 conn, request, state=OrderState.REJECTED, now=now
             )
-            if not inserted:
-                await Repository.set_state(conn, request.client_order_id, OrderState.REJECTED, now)
+            if inserted:
+                return True
+            return await Repository.finish(
+                conn, request.client_order_id, OrderState.REJECTED, now, exchange_order_id=None
+            )
 
-        await self.commit(effect, [event])
+        if not await self.commit(effect, [event]):
+            return Outcome.DONE
         outcome = Outcome.STALE if reason is RejectReason.STALE else Outcome.REJECTED
         metrics.ORDERS.labels(self.exchange.value, request.plan.value, outcome.value).inc()
         log.info("order rejected", reason=reason.value, message=message, user=request.user_id)
@@ -726,17 +730,20 @@ class OrderExecutor:
             fees_estimated=summary.estimated_fees,
         )
 
-        async def effect(conn: Conn) -> None:
-            await Repository.set_state(
+        async def effect(conn: Conn) -> bool:
+            if not await Repository.finish(
                 conn,
                 request.client_order_id,
                 OrderState.FILLED,
                 now,
                 exchange_order_id=state.exchange_order_id,
-            )
+            ):
+                return False
             await Repository.open_position(conn, position, now, self.config.track_interval_s)
+            return True
 
-        await self.commit(effect, emitted)
+        if not await self.commit(effect, emitted):
+            return Outcome.DONE
         plan = request.plan.value
         if row.state == OrderState.SENDING:
             metrics.ORDERS.labels(self.exchange.value, plan, "placed").inc()
@@ -811,14 +818,15 @@ class OrderExecutor:
             if s < p.quantity
         ]
 
-        async def effect(conn: Conn) -> None:
-            await Repository.set_state(
+        async def effect(conn: Conn) -> bool:
+            if not await Repository.finish(
                 conn,
                 row.client_order_id,
                 OrderState.FILLED,
                 now,
                 exchange_order_id=state.exchange_order_id,
-            )
+            ):
+                return False
             for position, _, pnl in closing:
                 await Repository.close_position(
                     conn,
@@ -832,8 +840,10 @@ class OrderExecutor:
                 )
             if left:
                 await Repository.clear_closing(conn, left, row.client_order_id)
+            return True
 
-        await self.commit(effect, emitted)
+        if not await self.commit(effect, emitted):
+            return Outcome.DONE
         plan = request.plan.value
         metrics.ORDERS.labels(self.exchange.value, plan, "filled").inc()
         metrics.ORDERS.labels(self.exchange.value, plan, "closed").inc(len(closing))

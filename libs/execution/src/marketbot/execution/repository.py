@@ -370,6 +370,29 @@ class Repository:
         )
 
     @staticmethod
+    async def finish(
+        conn: Conn,
+        client_order_id: str,
+        state: str,
+        now: datetime,
+        *,
+        exchange_order_id: str | None,
+    ) -> bool:
+        """Move a row to a final state once: ``False`` if it already was final (another
+        worker recorded the same outcome first; nothing must be emitted twice)."""
+        changed = await conn.fetchval(
+            "UPDATE orders SET state = $2, updated_at = $3, unknown_since = NULL, "
+            "exchange_order_id = COALESCE($4, exchange_order_id), lease_owner = NULL, "
+            "lease_until = NULL WHERE client_order_id = $1 AND state NOT IN ('FILLED', "
+            "'REJECTED') RETURNING true",
+            client_order_id,
+            state,
+            now,
+            exchange_order_id,
+        )
+        return bool(changed)
+
+    @staticmethod
     async def claim(
         conn: Conn, client_order_id: str, owner: str, now: datetime, ttl_s: float
     ) -> bool:

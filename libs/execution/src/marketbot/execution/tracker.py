@@ -22,7 +22,7 @@ from marketbot.execution import metrics
 from marketbot.execution.domain.lifecycle import Phase
 from marketbot.execution.fills import FillsIncompleteError
 from marketbot.execution.placement import OrderExecutor
-from marketbot.execution.repository import PositionRow, Repository
+from marketbot.execution.repository import OrderState, PositionRow, Repository
 from marketbot.runtime.logs import get_logger
 
 log = get_logger("marketbot.execution.tracker")
@@ -62,7 +62,10 @@ class PositionTracker:
                 )
                 if found is not None:
                     async with executor.locks.hold(row.request.user_id, row.request.symbol):
-                        await executor.record_result(row, found)
+                        async with executor.pool.acquire() as conn:
+                            fresh = await Repository.get_order(conn, row.client_order_id)
+                        if fresh is not None and fresh.state == OrderState.PLACED:
+                            await executor.record_result(fresh, found)
             except ExchangeError as exc:
                 self._note(exc)
             except FillsIncompleteError as exc:
