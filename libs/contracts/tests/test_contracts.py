@@ -86,6 +86,8 @@ def test_unknown_types_versions_and_bad_bodies_name_the_problem() -> None:
         decode(data)
     with pytest.raises(ContractError, match="not JSON"):
         decode(b"{")
+    with pytest.raises(ContractError, match="not UTF-8"):
+        decode(b"\xff not json")
 
 
 def test_messages_are_frozen() -> None:

@@ -97,6 +97,8 @@ def decode(raw: bytes | str | dict[str, Any]) -> Envelope:
         data = json.loads(raw) if isinstance(raw, bytes | str) else dict(raw)
     except json.JSONDecodeError as exc:
         raise ContractError(f"body: not JSON ({exc.msg})") from exc
+    except UnicodeDecodeError as exc:
+        raise ContractError(f"body: not UTF-8 text ({exc.reason})") from exc
     if not isinstance(data, dict):
         raise ContractError("body: a message is a JSON object")
     data = upcast(data)

@@ -381,6 +381,8 @@ class MessageLoop:
             message = decode(msg.data)
         except ContractError as exc:
             return Delivery(msg, None, f"undecodable: {exc}")
+        except Exception as exc:  # whatever the bytes are, they never stop the loop
+            return Delivery(msg, None, f"undecodable: {exc!r}")
         if not isinstance(message, self._expect):
             return Delivery(msg, message, f"not a {self._expect.__name__}: {message.type}")
         return Delivery(msg, message)
