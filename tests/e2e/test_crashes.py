@@ -163,10 +163,21 @@ async def on_first(bus: Bus, subject: str) -> tuple[asyncio.Event, Callable[[], 
     return seen, close
 
 
+async def streams_answer(bus: Bus) -> bool:
+    """JetStream answers for every stream (after a restart it first elects leaders)."""
+    try:
+        for spec in bus.namespace.streams():
+            await bus.js.stream_info(spec.name)
+    except Exception:
+        return False
+    return True
+
+
 async def ground_truth(crash: Crash, users: list[DemoUser], what: str) -> None:
     """No order lost, none duplicated, and the ledger equal to the exchange."""
     p = crash.platform
     ids = [u.user_id for u in users]
+    await eventually(lambda: streams_answer(p.bus), timeout=60, interval=0.5)
     outcomes = await wait_outcomes(p.bus, ids, timeout=150)
     assert all(isinstance(o, OrderFilled) for o in outcomes.values()), outcomes
     requests: dict[str, OrderRequested] = {r.user_id: r for r in await requests_for(p.bus, ids)}
