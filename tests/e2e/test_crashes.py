@@ -125,8 +125,8 @@ def users_for(test: str, count: int, exchange: str | None = None) -> list[DemoUs
 
 async def seed(crash: Crash, users: list[DemoUser]) -> None:
     demo = crash.platform.demo
-    for batch in range(0, len(users), 8):
-        seeded = await asyncio.gather(*(demo.seed_user(u) for u in users[batch : batch + 8]))
+    for batch in range(0, len(users), 16):
+        seeded = await asyncio.gather(*(demo.seed_user(u) for u in users[batch : batch + 16]))
         for s in seeded:
             assert await demo.wait_verified(s) == "verified", s
     await wait_settled(crash.platform.bus)

@@ -8,6 +8,7 @@ import base64
 from collections.abc import Sequence
 
 import asyncpg
+import pytest
 from prometheus_client import REGISTRY
 
 from marketbot.contracts import MessageDeadLettered, SignalReceived, decode
@@ -223,3 +224,14 @@ async def test_a_database_blip_inside_a_batch_is_retried_not_fatal(
         assert consumer.loop.ready()
     finally:
         await consumer.stop()
+
+
+def test_the_backoff_schedule_repeats_its_last_delay_and_is_checked() -> None:
+    schedule = Redelivery(max_deliver=6, backoff_s=(0.5, 2.0, 10.0))
+    assert [schedule.delay(n) for n in range(1, 6)] == [0.5, 2.0, 10.0, 10.0, 10.0]
+    with pytest.raises(ValueError, match="max_deliver"):
+        Redelivery(max_deliver=0)
+    with pytest.raises(ValueError, match="backoff_s"):
+        Redelivery(backoff_s=())
+    with pytest.raises(ValueError, match="backoff_s"):
+        Redelivery(backoff_s=(1.0, -1.0))

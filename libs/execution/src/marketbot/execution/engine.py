@@ -134,7 +134,7 @@ class ExecutionEngine:
     # ---- the loop ------------------------------------------------------------------
     async def _run(self) -> None:
         for tier in self._tiers[1:]:  # the supervisor marks the first; the rest run with it
-            tier.loop._set_running(True)
+            tier.loop.mark_running(True)
         try:
             while not self.executor.stopping.is_set():
                 try:
@@ -148,7 +148,7 @@ class ExecutionEngine:
                     await self._pause(self.config.idle_poll_s)
         finally:
             for tier in self._tiers[1:]:
-                tier.loop._set_running(False)
+                tier.loop.mark_running(False)
 
     async def _depth(self, tier: _Tier) -> tuple[int, int]:
         info = await self.bus.js.consumer_info(

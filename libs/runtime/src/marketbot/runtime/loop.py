@@ -275,7 +275,7 @@ class MessageLoop:
             with contextlib.suppress(Exception):
                 await self._advisory.unsubscribe()
             self._advisory = None
-        self._set_running(False)
+        self.mark_running(False)
         with contextlib.suppress(ValueError):
             self.bus.loops.remove(self)
 
@@ -283,7 +283,9 @@ class MessageLoop:
     def stopping(self) -> bool:
         return self._stopping.is_set()
 
-    def _set_running(self, running: bool) -> None:
+    def mark_running(self, running: bool) -> None:
+        """What readiness reports; the supervisor sets it, or the driver of a loop that is
+        driven from outside (the executors' tier scheduler)."""
         self._running = running
         CONSUMER_UP.labels(self.name).set(1 if running else 0)
 
@@ -291,14 +293,14 @@ class MessageLoop:
         """Run ``body`` until stopped; if it fails, log it, rebind and run it again."""
         delay = 0.1
         while not self._stopping.is_set():
-            self._set_running(True)
+            self.mark_running(True)
             try:
                 await body()
                 return
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                self._set_running(False)
+                self.mark_running(False)
                 self.last_error = repr(exc)
                 CONSUMER_RESTARTS.labels(self.name).inc()
                 log.exception("consumer loop failed; restarting", consumer=self.name)
@@ -308,7 +310,7 @@ class MessageLoop:
                 with contextlib.suppress(Exception):
                     await self.bind()
             finally:
-                self._set_running(False)
+                self.mark_running(False)
 
     def ready(self) -> bool:
         """Running, and not more than ``max_lag`` messages behind."""
