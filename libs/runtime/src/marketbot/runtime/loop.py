@@ -473,7 +473,12 @@ class MessageLoop:
 
     def parked(self) -> int:
         """Messages of this consumer given back after a failure and not yet redelivered
-        here (waiting out their backoff): work that is not ready, so it holds nobody up."""
+        here (waiting out their backoff): work that is not ready, so it holds nobody up.
+        One redelivered to another replica is forgotten an ack wait after it fell due."""
+        now = asyncio.get_running_loop().time()
+        for sequence, due in list(self._parked.items()):
+            if now > due + self.spec.ack_wait:
+                del self._parked[sequence]
         return len(self._parked)
 
     # ---- dead letters --------------------------------------------------------------
