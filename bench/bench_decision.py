@@ -23,13 +23,13 @@ from marketbot.contracts import (
     DecisionAction,
     DecisionMade,
     MarketContext,
+    PlanTable,
     SignalAction,
     derived_id,
 )
 from marketbot.decision import handlers
 from marketbot.decision.adapters.publisher import BatchPublisher
 from marketbot.decision.app import MIGRATIONS
-from marketbot.decision.domain.plans import PlanTable
 from marketbot.runtime.bus import Bus
 from marketbot.runtime.clock import SystemClock
 from marketbot.runtime.db import create_pool, migrate_service

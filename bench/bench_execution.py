@@ -37,6 +37,7 @@ from typing import Any
 from prometheus_client import REGISTRY
 
 from marketbot.contracts import (
+    DEFAULT_PLANS,
     BusNamespace,
     Exchange,
     OrderPlaced,
@@ -103,6 +104,7 @@ def _request(user_id: str, decision: uuid.UUID, plan: Plan, now: datetime) -> Or
         risk_level=RiskLevel.MEDIUM,
         client_order_id=client_order_id_for(decision, user_id),
         requested_at=now,
+        commission_rate=DEFAULT_PLANS[plan].commission_rate,
     )
 
 

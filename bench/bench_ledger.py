@@ -23,6 +23,7 @@ from decimal import Decimal
 import asyncpg
 
 from marketbot.contracts import (
+    DEFAULT_PLANS,
     BusNamespace,
     CloseReason,
     Event,
@@ -91,6 +92,7 @@ def operation_events(n: int, user: str) -> list[Event]:
             not_before=start,
             risk_level=RiskLevel.MEDIUM,
             requested_at=start,
+            commission_rate=DEFAULT_PLANS[plan].commission_rate,
         ),
         OrderPlaced(
             event_id=derived_id("p", request_id),

@@ -120,6 +120,7 @@ FIELDS: dict[str, dict[str, Any]] = {
         "allocation": "500",
         "allocation_currency": "BRL",
         "requested_at": T,
+        "commission_rate": "0.10",
     },
     "OrderPlaced": {
         **ORDER,
@@ -287,6 +288,23 @@ FIELDS: dict[str, dict[str, Any]] = {
     "StatementQuery": {"user_id": "u-1", "since": "2026-11-01", "until": "2026-11-30"},
     "CommissionsQuery": {"user_id": None, "referrer_id": "u-0"},
     "SignalTraceQuery": {"signal_id": SIGNAL},
+    "MessageDeadLettered": {
+        "consumer": "executor-bybit-pro",
+        "source_stream": "ORDER_REQUESTS",
+        "source_subject": "orders.requested.bybit.pro",
+        "stream_sequence": 42,
+        "message_type": "OrderRequested",
+        "message_id": str(REQUEST),
+        "reason": "RuntimeError('venue down')",
+        "permanent": False,
+        "deliveries": 2,
+        "history": [
+            {"delivery": 1, "error": "RuntimeError('venue down')", "at": T},
+            {"delivery": 2, "error": "RuntimeError('venue down')", "at": T},
+        ],
+        "payload_b64": "eyJ0eXBlIjoiT3JkZXJSZXF1ZXN0ZWQifQ==",
+        "dead_lettered_at": T,
+    },
 }
 
 

@@ -11,7 +11,11 @@ from pydantic import ValidationError
 from marketbot.contracts import (
     MESSAGE_TYPES,
     ContractError,
+    MessageDeadLettered,
     OrderRequested,
+    Plan,
+    PlanRule,
+    PlanTable,
     SignalReceived,
     client_order_id_for,
     decode,
@@ -82,6 +86,8 @@ def test_unknown_types_versions_and_bad_bodies_name_the_problem() -> None:
         decode(data)
     with pytest.raises(ContractError, match="not JSON"):
         decode(b"{")
+    with pytest.raises(ContractError, match="not UTF-8"):
+        decode(b"\xff not json")
 
 
 def test_messages_are_frozen() -> None:
@@ -130,3 +136,41 @@ def test_order_events_v1_are_upcast_to_v2_without_claiming_what_v1_did_not_say(
     else:
         # v1 fees could be estimates without saying so: unknown, neither True nor False.
         assert message.fees_estimated is None
+
+
+def test_order_requested_v1_is_upcast_with_the_rate_the_ledger_charged() -> None:
+    v1 = json.loads((GOLDEN / "OrderRequested.v1.json").read_text())
+    for plan, rate in (("PRO", "0.10"), ("FLEX", "0.20"), ("TRIAL", "0")):
+        message = decode({**v1, "plan": plan})
+        assert isinstance(message, OrderRequested)
+        assert message.schema_version == 2
+        assert message.commission_rate == Decimal(rate)
+
+
+def test_the_plan_table_holds_every_per_plan_setting() -> None:
+    table = PlanTable()
+    assert table.order() == (Plan.PRO, Plan.FLEX, Plan.TRIAL)
+    assert table.commission_rate(Plan.FLEX) == Decimal("0.20")
+    swapped = PlanTable.model_validate(
+        {
+            "rules": {
+                "PRO": {"priority": 2, "delay_ms": 0, "commission_rate": "0.1"},
+                "FLEX": {"priority": 1, "delay_ms": 0, "commission_rate": "0.2"},
+                "TRIAL": {"priority": 3, "delay_ms": 0, "commission_rate": "0"},
+            }
+        }
+    )
+    assert swapped.order() == (Plan.FLEX, Plan.PRO, Plan.TRIAL)
+    with pytest.raises(ValidationError, match="no rule for TRIAL"):
+        PlanTable.model_validate(
+            {"rules": {"PRO": swapped.rules[Plan.PRO], "FLEX": swapped.rules[Plan.FLEX]}}
+        )
+    with pytest.raises(ValidationError, match="commission_rate"):
+        PlanRule(priority=1, delay_ms=0, commission_rate=Decimal("1.5"))
+
+
+def test_a_dead_letter_keeps_the_original_bytes() -> None:
+    message = sample("MessageDeadLettered")
+    assert isinstance(message, MessageDeadLettered)
+    assert message.payload == b'{"type":"OrderRequested"}'
+    assert message.subject() == "deadletters.executor-bybit-pro"

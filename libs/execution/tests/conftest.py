@@ -15,6 +15,7 @@ import asyncpg
 import pytest
 
 from marketbot.contracts import (
+    DEFAULT_PLANS,
     Event,
     Exchange,
     OrderRequested,
@@ -158,6 +159,7 @@ class Harness:
             stop_loss_percent=Decimal(sl) if sl else None,
             take_profit_percent=Decimal(tp) if tp else None,
             requested_at=now,
+            commission_rate=DEFAULT_PLANS[plan].commission_rate,
         )
 
     async def publish(self, requests: Iterable[OrderRequested]) -> None:

@@ -4,11 +4,20 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 import httpx
 from prometheus_client import REGISTRY
 
-from marketbot.contracts import OrderFilled, OrderPlaced, Plan
+from marketbot.contracts import (
+    Exchange,
+    MessageDeadLettered,
+    OrderFilled,
+    OrderPlaced,
+    Plan,
+    decode,
+)
+from marketbot.exchanges.signer import Signature, SigningInput
 from marketbot.runtime.testing import eventually
 
 from .conftest import Harness, eventually_events
@@ -80,3 +89,48 @@ async def test_a_418_ban_pauses_and_resumes_without_losing_a_request(binance: Ha
     for user in users:
         assert len(await h.entries(user)) == 1
     assert Decimal(0) not in {e.filled_quantity for e in filled}
+
+
+class _BrokenSigner:
+    """The vault keeps failing for one user: every attempt of that request raises."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def sign(self, request: SigningInput) -> Signature:
+        self.calls += 1
+        raise RuntimeError("the vault is failing for this user")
+
+
+async def test_a_poison_request_in_one_tier_never_holds_up_the_next_and_is_dead_lettered(
+    bybit: Harness,
+) -> None:
+    h = bybit
+    poisoned, healthy = await h.add_user(), await h.add_user()
+    broken = _BrokenSigner()
+
+    def signers(user_id: str, exchange: Exchange) -> Any:
+        return broken if user_id == poisoned.user_id else h.signers(user_id, exchange)
+
+    await h.publish([h.request(poisoned, plan=Plan.PRO, symbol="XRPUSDT")])
+    await h.publish([h.request(healthy, plan=Plan.FLEX, symbol="XRPUSDT")])
+    # a long backoff: the FLEX order must go while the PRO request waits for its retry
+    await h.start(signers=signers, max_deliver=3, redelivery_backoff_s=(2.0,))
+    (filled,) = await eventually_events(h.log, OrderFilled, 1, timeout=30)
+    assert filled.user_id == healthy.user_id
+    assert broken.calls < 3  # the poison had not used up its deliveries yet
+
+    async def dead_lettered() -> list[MessageDeadLettered]:
+        name = h.bus.stream("DEAD_LETTERS")
+        info = await h.bus.js.stream_info(name)
+        if not info.state.messages:
+            return []
+        message = decode((await h.bus.js.get_msg(name, info.state.last_seq)).data or b"")
+        assert isinstance(message, MessageDeadLettered)
+        return [message]
+
+    (letter,) = await eventually(dead_lettered, timeout=30)
+    assert letter.consumer == "executor-bybit-pro"
+    assert letter.deliveries == 3
+    assert "the vault is failing" in letter.reason
+    assert await h.entries(poisoned) == []  # nothing was sent for it

@@ -37,7 +37,8 @@ async def test_runtime_tables_come_with_every_service_schema(
             "SELECT table_name FROM information_schema.tables WHERE table_schema = $1", pg_schema
         )
     }
-    assert {"processed_events", "outbox", "dead_letters", "notes", "schema_migrations"} <= tables
+    assert {"processed_events", "outbox", "notes", "schema_migrations"} <= tables
+    assert "dead_letters" not in tables  # dead letters live in the DEAD_LETTERS stream
 
 
 async def test_an_applied_migration_that_was_edited_is_refused(

@@ -13,6 +13,7 @@ from marketbot.contracts import (
     DecisionAction,
     Exchange,
     Plan,
+    PlanTable,
     RiskLevel,
     Side,
     SubscriptionStatus,
@@ -27,7 +28,6 @@ from marketbot.decision.domain.eligibility import (
     eligible,
     ineligibility,
 )
-from marketbot.decision.domain.plans import PlanTable
 from marketbot.decision.domain.policy import PolicySettings
 from marketbot.decision.handlers import make_decision, order_requests
 
@@ -110,6 +110,8 @@ def test_requests_are_grouped_pro_then_flex_then_trial() -> None:
         assert r.take_profit_percent == Decimal("4")
         assert r.risk_level is RiskLevel.HIGH
         assert r.subject() == f"orders.requested.{r.exchange.value}.{r.plan.value.lower()}"
+    rates = {r.plan: r.commission_rate for r in flat}
+    assert rates == {Plan.PRO: Decimal("0.10"), Plan.FLEX: Decimal("0.20"), Plan.TRIAL: 0}
     delays = {r.plan: (r.not_before - decision.decided_at, r.priority) for r in flat}
     assert delays == {
         Plan.PRO: (timedelta(0), 1),
@@ -122,15 +124,17 @@ def test_the_plan_table_is_configuration() -> None:
     table = PlanTable.model_validate(
         {
             "rules": {
-                "PRO": {"priority": 1, "delay_ms": 0},
-                "FLEX": {"priority": 1, "delay_ms": 0},
-                "TRIAL": {"priority": 2, "delay_ms": 10_000},
+                "PRO": {"priority": 1, "delay_ms": 0, "commission_rate": "0.1"},
+                "FLEX": {"priority": 1, "delay_ms": 0, "commission_rate": "0.3"},
+                "TRIAL": {"priority": 2, "delay_ms": 10_000, "commission_rate": "0"},
             }
         }
     )
     assert table.tiers() == [[Plan.PRO, Plan.FLEX], [Plan.TRIAL]]
     with pytest.raises(ValueError, match="TRIAL"):
-        PlanTable.model_validate({"rules": {"PRO": {"priority": 1, "delay_ms": 0}}})
+        PlanTable.model_validate(
+            {"rules": {"PRO": {"priority": 1, "delay_ms": 0, "commission_rate": "0"}}}
+        )
 
 
 def test_a_sell_decision_requests_sells_and_hold_requests_nothing() -> None:

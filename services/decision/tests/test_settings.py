@@ -15,9 +15,10 @@ def test_settings_are_read_from_the_environment(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("MARKETBOT_DECISION_POLICY__MAX_DEVIATION_PERCENT", "0.8")
     monkeypatch.setenv("MARKETBOT_DECISION_TICKER_EXCHANGES", '["binance","bybit"]')
     monkeypatch.setenv(
-        "MARKETBOT_DECISION_PLANS",
-        '{"PRO":{"priority":1,"delay_ms":0},"FLEX":{"priority":2,"delay_ms":500},'
-        '"TRIAL":{"priority":3,"delay_ms":3000}}',
+        "MARKETBOT_PLANS",
+        '{"PRO":{"priority":1,"delay_ms":0,"commission_rate":"0.1"},'
+        '"FLEX":{"priority":2,"delay_ms":500,"commission_rate":"0.15"},'
+        '"TRIAL":{"priority":3,"delay_ms":3000,"commission_rate":"0"}}',
     )
     monkeypatch.setenv("MARKETBOT_DECISION_FEAR_GREED_URL", "http://127.0.0.1:9999")
     settings = DecisionSettings()
@@ -25,6 +26,7 @@ def test_settings_are_read_from_the_environment(monkeypatch: pytest.MonkeyPatch)
     assert settings.policy.max_deviation_percent == Decimal("0.8")
     assert settings.ticker_exchanges == (Exchange.BINANCE, Exchange.BYBIT)
     assert settings.plan_table.rules[Plan.FLEX].delay_ms == 500
+    assert settings.plan_table.commission_rate(Plan.FLEX) == Decimal("0.15")
     assert settings.fear_greed_url == "http://127.0.0.1:9999"
     assert settings.schema_name == "decision"
 

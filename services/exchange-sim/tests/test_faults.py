@@ -5,6 +5,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from marketbot.sim.admin import SimAdminError
+
 
 @pytest.fixture
 async def clean_faults(local):
@@ -103,3 +105,34 @@ async def test_latency_and_rate(local, h, clean_faults):
     statuses = [(await local.http.get(f"{client.base}/api/v3/ping")).status_code for _ in range(40)]
     assert 5 < statuses.count(503) < 35
     assert statuses.count(200) > 5
+
+
+async def test_executed_slow_order_exists_before_its_answer(local, h, clean_faults):
+    """The window between the exchange's accept and the client's record, held open."""
+    import asyncio
+
+    account, client = await h.new_bybit(local)
+    await local.bybit_admin.set_fault(
+        "executed_slow", next_n=1, latency_ms=3_000, path="/v5/order/create"
+    )
+    body = {
+        "category": "spot",
+        "symbol": "BTCUSDT",
+        "side": "Buy",
+        "orderType": "Market",
+        "qty": "20",
+        "orderLinkId": "slow-1",
+    }
+    answer = asyncio.create_task(client.post("/v5/order/create", body))
+    for _ in range(200):
+        if await local.bybit_admin.orders(account):
+            break
+        await asyncio.sleep(0.05)
+    orders = await local.bybit_admin.orders(account)
+    assert [o["client_order_id"] for o in orders] == ["slow-1"]
+    assert not answer.done()  # accepted, not yet answered
+    answer.cancel()
+    with pytest.raises((asyncio.CancelledError, httpx.TransportError)):
+        await answer
+    with pytest.raises(SimAdminError, match="executed_slow needs latency_ms"):
+        await local.bybit_admin.set_fault("executed_slow", next_n=1)

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from marketbot.contracts import (
+    DEFAULT_PLANS,
     CloseReason,
     DecisionAction,
     DecisionMade,
@@ -122,6 +123,7 @@ class Script:
             risk_level=RiskLevel.MEDIUM,
             reference_price=self.entry,
             requested_at=self.start,
+            commission_rate=DEFAULT_PLANS[self.plan].commission_rate,
         )
 
     def placed(self) -> OrderPlaced:

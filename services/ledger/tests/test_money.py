@@ -66,12 +66,17 @@ def test_nothing_is_owed(plan: Plan, pnl: str) -> None:
     assert commission_for(D(pnl), RULES.rate_for(plan), "USDT", "r", RULES) is None
 
 
-def test_rates_are_configuration(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("MARKETBOT_LEDGER_COMMISSION_RATES", '{"PRO": "0.15", "FLEX": "0.25"}')
+def test_rates_come_from_the_shared_plan_table(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(
+        "MARKETBOT_PLANS",
+        '{"PRO": {"priority": 1, "delay_ms": 0, "commission_rate": "0.15"},'
+        ' "FLEX": {"priority": 2, "delay_ms": 0, "commission_rate": "0.25"},'
+        ' "TRIAL": {"priority": 3, "delay_ms": 0, "commission_rate": "0"}}',
+    )
     monkeypatch.setenv("MARKETBOT_LEDGER_AFFILIATE_RATE", "0.3")
     rules = LedgerSettings().money_rules()
     assert rules.rate_for(Plan.PRO) == D("0.15")
-    assert rules.rate_for(Plan.TRIAL) == 0  # a plan left out pays nothing
+    assert rules.rate_for(Plan.TRIAL) == 0
     result = commission_for(D("10"), rules.rate_for(Plan.FLEX), "USDT", "r", rules)
     assert result is not None
     assert (result.amount, result.affiliate_amount) == (D("2.50000000"), D("0.75000000"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -234,6 +235,30 @@ async def test_a_plan_changed_after_the_request_keeps_the_old_rate(
     )
     row = await ledger_pool.fetchrow("SELECT plan, rate, amount FROM commissions")
     assert (row["plan"], row["rate"], row["amount"]) == ("FLEX", D("0.20"), D("2.00000000"))
+
+
+async def test_the_rate_charged_is_the_requests_even_after_the_table_changes(
+    ledger_pool: asyncpg.Pool, rebuild_pool: asyncpg.Pool
+) -> None:
+    """The request carries 0.20; the ledger now runs with FLEX at 0.50. Live (the close
+    arrives before its request) and a rebuild both charge 0.20, and agree."""
+    script = Script("u1", Plan.FLEX, quantity=D("1"), entry=D("100"), exit=D("110"), fees=D("0"))
+    changed = dataclasses.replace(
+        RULES, commission_rates={**RULES.commission_rates, Plan.FLEX: D("0.5")}
+    )
+    events = [script.placed(), script.filled(), script.closed(), script.requested()]
+    async with ledger_pool.acquire() as conn:
+        for event in events:
+            async with conn.transaction():
+                await apply_event(event, conn, changed)
+    row = await ledger_pool.fetchrow("SELECT rate, amount FROM commissions")
+    assert (row["rate"], row["amount"]) == (D("0.20"), D("2.00000000"))
+    async with rebuild_pool.acquire() as conn:
+        for event in canonical(events):
+            async with conn.transaction():
+                await apply_event(event, conn, changed)
+    assert await checksum(rebuild_pool) == await checksum(ledger_pool)
+    assert fold(canonical(events), changed).commissions()[script.request_id].rate == D("0.20")
 
 
 async def test_a_late_referrer_event_corrects_the_affiliate_share(

@@ -7,6 +7,7 @@ from marketbot.contracts.accounts import (
     TradingPreferencesChanged,
     UserRegistered,
 )
+from marketbot.contracts.deadletters import DeliveryAttempt, MessageDeadLettered, dead_letter_id
 from marketbot.contracts.enums import (
     CloseReason,
     DecisionAction,
@@ -52,6 +53,7 @@ from marketbot.contracts.orders import (
     order_request_subject,
     request_id_for,
 )
+from marketbot.contracts.plans import DEFAULT_PLANS, LEGACY_COMMISSION_RATES, PlanRule, PlanTable
 from marketbot.contracts.registry import (
     EVENT_TYPES,
     MESSAGE_TYPES,
@@ -64,7 +66,9 @@ from marketbot.contracts.signals import DecisionMade, MarketContext, Reason, Sig
 from marketbot.contracts.streams import STREAMS, BusNamespace, Retention, StreamSpec
 
 __all__ = [
+    "DEFAULT_PLANS",
     "EVENT_TYPES",
+    "LEGACY_COMMISSION_RATES",
     "MESSAGE_TYPES",
     "STREAMS",
     "AccountEvent",
@@ -78,6 +82,7 @@ __all__ = [
     "ContractError",
     "DecisionAction",
     "DecisionMade",
+    "DeliveryAttempt",
     "Envelope",
     "ErrorDetail",
     "Event",
@@ -87,6 +92,7 @@ __all__ = [
     "KeyPermissions",
     "MarketContext",
     "Message",
+    "MessageDeadLettered",
     "Money",
     "OperationStatus",
     "OperationStatusChanged",
@@ -97,6 +103,8 @@ __all__ = [
     "OrderRejected",
     "OrderRequested",
     "Plan",
+    "PlanRule",
+    "PlanTable",
     "PositionClosed",
     "Reason",
     "ReferrerAssigned",
@@ -115,6 +123,7 @@ __all__ = [
     "TradingPreferencesChanged",
     "UserRegistered",
     "client_order_id_for",
+    "dead_letter_id",
     "decode",
     "decode_as",
     "derived_id",

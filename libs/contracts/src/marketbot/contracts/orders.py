@@ -27,9 +27,14 @@ AllocationCurrency = Annotated[str, Field(pattern=r"^(USDT|BRL)$")]
 
 
 class OrderRequested(Event):
-    """One user's order for one decision. Exactly one per (decision, user)."""
+    """One user's order for one decision. Exactly one per (decision, user).
+
+    v2 added ``commission_rate``: the plan's rate in force when the order was requested,
+    which the ledger charges (v1 events are upcast with the rate the ledger used for them).
+    """
 
     TYPE = "OrderRequested"
+    VERSION = 2
 
     request_id: uuid.UUID
     decision_id: uuid.UUID
@@ -49,6 +54,9 @@ class OrderRequested(Event):
     allocation: Money | None = Field(default=None, gt=0)
     allocation_currency: AllocationCurrency | None = None
     requested_at: AwareDatetime
+    commission_rate: Money = Field(
+        ge=0, le=1, description="the plan's commission rate when the order was requested"
+    )
 
     def subject(self) -> str:
         return order_request_subject(self.exchange, self.plan)

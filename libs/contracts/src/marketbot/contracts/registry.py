@@ -10,8 +10,9 @@ import json
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from marketbot.contracts import accounts, keys, ledger, orders, signals, vault
+from marketbot.contracts import accounts, deadletters, keys, ledger, orders, signals, vault
 from marketbot.contracts.envelope import Envelope, Event, Request
+from marketbot.contracts.plans import LEGACY_COMMISSION_RATES
 
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 M = TypeVar("M", bound=Envelope)
@@ -32,7 +33,7 @@ def _concrete(cls: type[Envelope]) -> list[type[Envelope]]:
 
 def _modules_loaded() -> None:
     # Importing the modules registers their classes as subclasses.
-    _ = (accounts, keys, ledger, orders, signals, vault)
+    _ = (accounts, deadletters, keys, ledger, orders, signals, vault)
 
 
 _modules_loaded()
@@ -74,11 +75,25 @@ def upcast_position_closed_v1_v2(data: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def upcast_order_requested_v1_v2(data: dict[str, Any]) -> dict[str, Any]:
+    """v1 carried no commission rate: the ledger applied its configured rate, which was the
+    shipped default for every deployment so far (``LEGACY_COMMISSION_RATES``)."""
+    data = dict(data)
+    plan = data.get("plan")
+    rates = {p.value: r for p, r in LEGACY_COMMISSION_RATES.items()}
+    if plan not in rates:
+        raise ContractError(f"plan: must be one of {', '.join(rates)}, got {plan!r}")
+    data.setdefault("commission_rate", str(rates[plan]))
+    data["schema_version"] = 2
+    return data
+
+
 UPCASTERS: dict[tuple[str, int], Upcaster] = {
     ("SignalReceived", 1): upcast_signal_received_v1_v2,
     ("OrderPlaced", 1): upcast_order_placed_v1_v2,
     ("OrderFilled", 1): upcast_order_filled_v1_v2,
     ("PositionClosed", 1): upcast_position_closed_v1_v2,
+    ("OrderRequested", 1): upcast_order_requested_v1_v2,
 }
 
 
@@ -106,6 +121,8 @@ def decode(raw: bytes | str | dict[str, Any]) -> Envelope:
         data = json.loads(raw) if isinstance(raw, bytes | str) else dict(raw)
     except json.JSONDecodeError as exc:
         raise ContractError(f"body: not JSON ({exc.msg})") from exc
+    except UnicodeDecodeError as exc:
+        raise ContractError(f"body: not UTF-8 text ({exc.reason})") from exc
     if not isinstance(data, dict):
         raise ContractError("body: a message is a JSON object")
     data = upcast(data)

@@ -58,6 +58,12 @@ STREAMS: tuple[StreamSpec, ...] = (
         max_age=timedelta(days=30),
         description="ledger outputs for live push (derived: a rebuild recomputes them)",
     ),
+    StreamSpec(
+        "DEAD_LETTERS",
+        ("deadletters.>",),
+        max_age=KEEP,
+        description="MessageDeadLettered: messages a consumer gave up on, with reason and history",
+    ),
 )
 
 

@@ -62,6 +62,8 @@ class StackConfig:
     gateway_port: int = 0
     extra_env: dict[str, dict[str, str]] = field(default_factory=dict)
     """Per-service environment overrides (by service name)."""
+    stream_replicas: int = 1
+    """JetStream replicas of every stream (3 on a cluster: ``nats_url`` lists its nodes)."""
 
 
 @dataclass
@@ -118,6 +120,7 @@ class Stack:
             "NATS_URL": self.config.nats_url,
             "DATABASE_URL": self.config.database_url,
             "MARKETBOT_BUS_PREFIX": self.config.bus_prefix,
+            "MARKETBOT_STREAM_REPLICAS": str(self.config.stream_replicas),
             "LOG_LEVEL": self.config.log_level,
         }
 

@@ -28,6 +28,7 @@ from marketbot.execution.tracker import PositionTracker
 from marketbot.runtime.bus import Bus
 from marketbot.runtime.clock import Clock, SystemClock
 from marketbot.runtime.consumer import Outbox
+from marketbot.runtime.loop import Redelivery
 from marketbot.runtime.service import ServiceContext, run_service
 
 
@@ -52,6 +53,10 @@ def engine_config(settings: ExecutorSettings) -> EngineConfig:
         fetch_batch=settings.fetch_batch,
         ack_wait_s=settings.ack_wait_s,
         idle_poll_s=settings.idle_poll_s,
+        tiers=settings.plans.order(),
+        redelivery=Redelivery(
+            max_deliver=settings.max_deliver, backoff_s=tuple(settings.redelivery_backoff_s)
+        ),
     )
 
 

@@ -1,33 +1,37 @@
-"""The consumer loop: one durable pull consumer per plan tier, PRO before FLEX before TRIAL.
+"""The consumer loop: one durable pull consumer per plan tier, in the plan table's order.
 
-Every replica binds to the same three durable consumers (one consumer group). A tier is
-fetched from only when every higher tier is empty: nothing waiting in the stream and
-nothing delivered-but-unacknowledged (in flight here, in another replica, or waiting for
-redelivery). Within a tier, up to ``tier_concurrency`` requests run at once. A message is
-acked only after its outcome is committed with its event; shutting down leaves unfinished
-requests in the stream.
+Each tier is a runtime ``MessageLoop`` (fetching, decoding, bounded redelivery with backoff,
+dead letters, readiness); this module only schedules them. The tier order is the shared
+plan table's (``PlanTable.order()``: PRO, FLEX, TRIAL by default).
+
+Every replica binds to the same durable consumers (one consumer group). A tier is fetched
+from only when every higher tier is empty: nothing waiting in the stream and nothing
+delivered-but-unacknowledged (in flight here or in another replica). A message that failed
+and waits out its backoff, or is being retried, does not count: a poison message in one
+tier never holds the lower tiers up (this replica knows which of its messages those are;
+another replica's backoff counts as outstanding for at most ``max_deliver`` deliveries).
+Within a tier, up to ``tier_concurrency`` requests run at once. A message is acked only
+after its outcome is committed with its event; shutting down leaves unfinished requests in
+the stream.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
-from nats.aio.msg import Msg
-from nats.errors import TimeoutError as NatsTimeoutError
-
-from marketbot.contracts import ContractError, OrderRequested, Plan, decode_as
+from marketbot.contracts import OrderRequested, Plan
 from marketbot.contracts.orders import order_request_subject
 from marketbot.execution import metrics
 from marketbot.execution.placement import OrderExecutor, StoppingError
 from marketbot.runtime.bus import Bus
 from marketbot.runtime.logs import correlation, get_logger
+from marketbot.runtime.loop import ConsumerSpec, Delivery, MessageLoop, Redelivery
 
 log = get_logger("marketbot.execution.engine")
 
-TIERS: tuple[Plan, ...] = (Plan.PRO, Plan.FLEX, Plan.TRIAL)
 STREAM = "ORDER_REQUESTS"
 
 
@@ -43,14 +47,22 @@ class EngineConfig:
     idle_poll_s: float = 0.05
     max_ack_pending: int = 10_000
     shutdown_grace_s: float = 10.0
+    tiers: tuple[Plan, ...] = (Plan.PRO, Plan.FLEX, Plan.TRIAL)
+    """Served in this order: the plan table's ``order()``."""
+    redelivery: Redelivery = field(
+        default_factory=lambda: Redelivery(max_deliver=10, backoff_s=(1.0, 5.0, 15.0, 30.0))
+    )
+    max_lag: int | None = 100_000
 
 
 @dataclass
 class _Tier:
     plan: Plan
-    sub: Any
+    loop: MessageLoop
     durable: str
     inflight: set[asyncio.Task[None]] = field(default_factory=set)
+    retrying: int = 0
+    """Redeliveries in flight here (a message that failed before): not counted as busy."""
 
 
 class ExecutionEngine:
@@ -62,29 +74,41 @@ class ExecutionEngine:
         self._tiers: list[_Tier] = []
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
-        self._busy: dict[Plan, bool] = dict.fromkeys(TIERS, False)
+        self._busy: dict[Plan, bool] = dict.fromkeys(config.tiers, False)
         executor.turn = self.wait_turn
+
+    @property
+    def tiers(self) -> tuple[Plan, ...]:
+        return self.config.tiers
 
     async def wait_turn(self, plan: Plan) -> None:
         """Hold a request while any higher tier has requests waiting or in flight."""
-        higher = TIERS[: TIERS.index(plan)]
+        higher = self.tiers[: self.tiers.index(plan)]
         while any(self._busy[p] for p in higher):
             if self.executor.stopping.is_set():
                 return
             await asyncio.sleep(self.config.idle_poll_s)
 
     async def start(self) -> None:
-        for plan in TIERS:
+        for plan in self.tiers:
             durable = durable_name(self.exchange, plan)
-            sub = await self.bus.pull(
-                STREAM,
+            spec = ConsumerSpec(
                 durable,
-                [order_request_subject(self.executor.exchange, plan)],
+                STREAM,
+                (order_request_subject(self.executor.exchange, plan),),
+                batch=self.config.fetch_batch,
                 ack_wait=self.config.ack_wait_s,
+                redelivery=self.config.redelivery,
                 max_ack_pending=self.config.max_ack_pending,
+                max_lag=self.config.max_lag,
             )
-            self._tiers.append(_Tier(plan, sub, durable))
-        self._task = asyncio.create_task(self._run(), name=f"executor:{self.exchange}")
+            loop = MessageLoop(self.bus, spec, expect=OrderRequested)
+            await loop.start()
+            self._tiers.append(_Tier(plan, loop, durable))
+        # one scheduler drives every tier; each tier's loop reports it for /readyz
+        self._task = asyncio.create_task(
+            self._tiers[0].loop.supervise(self._run), name=f"executor:{self.exchange}"
+        )
 
     async def stop(self) -> None:
         """Stop fetching, let requests in flight reach a safe point, leave the rest unacked."""
@@ -100,6 +124,8 @@ class ExecutionEngine:
             for task in still:
                 task.cancel()
             await asyncio.gather(*still, return_exceptions=True)
+        for tier in self._tiers:
+            await tier.loop.stop()
 
     @property
     def inflight(self) -> int:
@@ -107,16 +133,22 @@ class ExecutionEngine:
 
     # ---- the loop ------------------------------------------------------------------
     async def _run(self) -> None:
-        while not self.executor.stopping.is_set():
-            try:
-                progressed = await self._step()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("executor loop step failed")
-                progressed = False
-            if not progressed:
-                await self._pause(self.config.idle_poll_s)
+        for tier in self._tiers[1:]:  # the supervisor marks the first; the rest run with it
+            tier.loop.mark_running(True)
+        try:
+            while not self.executor.stopping.is_set():
+                try:
+                    progressed = await self._step()
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("executor loop step failed")
+                    progressed = False
+                if not progressed:
+                    await self._pause(self.config.idle_poll_s)
+        finally:
+            for tier in self._tiers[1:]:
+                tier.loop.mark_running(False)
 
     async def _depth(self, tier: _Tier) -> tuple[int, int]:
         info = await self.bus.js.consumer_info(
@@ -131,28 +163,29 @@ class ExecutionEngine:
         for tier in self._tiers:
             waiting, outstanding = await self._depth(tier)
             mine = len(tier.inflight)
-            self._busy[tier.plan] = bool(waiting or outstanding or mine)
-            if not self._busy[tier.plan]:
-                continue
+            # failed messages waiting out their backoff, or being retried, hold nobody up
+            retries = tier.loop.parked() + tier.retrying
+            first_tries = mine - tier.retrying
+            self._busy[tier.plan] = bool(waiting or outstanding - retries > 0 or first_tries)
             room = self.config.tier_concurrency - mine
+            if not self._busy[tier.plan]:
+                if room > 0 and outstanding > mine:  # a retry may be due: take it, not wait
+                    await self._take(tier, room, 0.01)
+                continue
             if room > 0 and (waiting > 0 or outstanding > mine):
                 timeout = 0.2 if waiting > 0 else self.config.idle_poll_s
-                messages = await self._fetch(tier, min(room, self.config.fetch_batch), timeout)
-                for msg in messages:
-                    self._spawn(tier, msg)
-                if messages:
+                if await self._take(tier, room, timeout):
                     return True
             # This tier is busy (here or in another replica): lower tiers wait.
             await self._pause(self.config.idle_poll_s)
             return True
         return False
 
-    async def _fetch(self, tier: _Tier, batch: int, timeout: float) -> list[Msg]:
-        try:
-            messages: list[Msg] = await tier.sub.fetch(batch, timeout=timeout)
-        except (NatsTimeoutError, TimeoutError):
-            return []
-        return messages
+    async def _take(self, tier: _Tier, room: int, timeout: float) -> bool:
+        deliveries = await tier.loop.fetch(min(room, self.config.fetch_batch), timeout)
+        for delivery in deliveries:
+            self._spawn(tier, delivery)
+        return bool(tier.loop.fetched)
 
     async def _pause(self, seconds: float) -> None:
         """Sleep until a handler finishes or ``seconds`` pass."""
@@ -160,48 +193,49 @@ class ExecutionEngine:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout=seconds)
 
-    def _spawn(self, tier: _Tier, msg: Msg) -> None:
-        task = asyncio.create_task(self._handle(msg))
+    def _spawn(self, tier: _Tier, delivery: Delivery) -> None:
+        retry = delivery.redelivered and delivery.sequence is not None
+        if retry:
+            tier.retrying += 1
+        task = asyncio.create_task(tier.loop.handle_with(self._handle, [delivery]))
         tier.inflight.add(task)
 
         def done(finished: asyncio.Task[None]) -> None:
             tier.inflight.discard(finished)
+            if retry:
+                tier.retrying -= 1
             self._wake.set()
 
         task.add_done_callback(done)
 
-    async def _handle(self, msg: Msg) -> None:
-        try:
-            request = decode_as(msg.data, OrderRequested)
-        except ContractError as exc:
-            log.error("undecodable order request terminated", error=str(exc))
-            await msg.term()
-            return
+    async def _handle(self, batch: Sequence[Delivery]) -> None:
+        """Run one order request; the loop acks, retries with backoff or dead-letters it."""
+        (delivery,) = batch
+        request = delivery.message
+        assert isinstance(request, OrderRequested)
         if request.exchange.value != self.exchange:
-            log.error("order request for another exchange terminated", exchange=request.exchange)
-            await msg.term()
+            delivery.reject(
+                f"exchange: this executor serves {self.exchange}, not {request.exchange}"
+            )
             return
-        heartbeat = asyncio.create_task(self._heartbeat(msg))
+        heartbeat = asyncio.create_task(self._heartbeat(delivery))
         with correlation(request.correlation_id, client_order_id=request.client_order_id):
             try:
                 await self.executor.execute(request)
             except StoppingError:
-                with contextlib.suppress(Exception):
-                    await msg.nak()
+                delivery.release()
                 return
-            except Exception:
-                log.exception("order request failed; left for redelivery")
-                with contextlib.suppress(Exception):
-                    await msg.nak(delay=1.0)
+            except Exception as exc:
+                log.exception("order request failed", message_id=delivery.message_id)
+                delivery.retry(exc)
                 return
             finally:
                 heartbeat.cancel()
-            await msg.ack()
+            delivery.ack()
 
-    async def _heartbeat(self, msg: Msg) -> None:
+    async def _heartbeat(self, delivery: Delivery) -> None:
         """Keep a long-running request (ban, not_before, reconciliation) from redelivery."""
         interval = max(0.5, self.config.ack_wait_s / 3)
         while True:
             await asyncio.sleep(interval)
-            with contextlib.suppress(Exception):
-                await msg.in_progress()
+            await delivery.in_progress()

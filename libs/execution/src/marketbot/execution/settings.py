@@ -45,6 +45,14 @@ class ExecutorSettings(ServiceSettings):
     fetch_batch: int = Field(default=64, ge=1)
     ack_wait_s: float = Field(default=60.0, gt=0)
     idle_poll_s: float = Field(default=0.05, gt=0)
+    max_deliver: int = Field(
+        default=10, ge=1, description="deliveries of a failing request before it is dead-lettered"
+    )
+    redelivery_backoff_s: tuple[float, ...] = Field(
+        default=(1.0, 5.0, 15.0, 30.0),
+        min_length=1,
+        description="wait before each redelivery of a failed request (the last repeats)",
+    )
     # exactly once
     unknown_settle_s: float = Field(
         default=15.0,

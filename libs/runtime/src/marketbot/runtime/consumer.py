@@ -1,7 +1,8 @@
 """Exactly-once effects over at-least-once delivery (blueprint rule 3), and the outbox.
 
-``ExactlyOnceConsumer`` pulls from a durable JetStream consumer and, for each message, in one
-PostgreSQL transaction: records ``(consumer, event_id)`` in ``processed_events`` (a second
+``ExactlyOnceConsumer`` runs on the runtime's ``MessageLoop`` (fetching, decoding, bounded
+redelivery with backoff, dead letters and supervision live there) and, for each message, in
+one PostgreSQL transaction: records ``(consumer, event_id)`` in ``processed_events`` (a second
 delivery finds it and skips the handler), runs the handler, and stores any events the handler
 emits in ``outbox``. Only after commit does it publish the outbox rows (by event id, so
 JetStream de-duplicates a retry) and ack the message. A crash at any point leaves either
@@ -14,18 +15,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
-from nats.aio.msg import Msg
-from nats.errors import TimeoutError as NatsTimeoutError
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Histogram
 
-from marketbot.contracts import ContractError, Event, decode
+from marketbot.contracts import Event
 from marketbot.runtime.bus import Bus, BusError
 from marketbot.runtime.db import Conn
 from marketbot.runtime.logs import correlation, get_logger
+from marketbot.runtime.loop import (
+    CONSUMER_LAG,
+    ConsumerSpec,
+    Delivery,
+    MessageLoop,
+    PermanentError,
+    Redelivery,
+)
 
 log = get_logger("marketbot.consumer")
 
@@ -42,15 +48,6 @@ APPLY_SECONDS = Histogram(
     ["consumer"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
-CONSUMER_LAG = Gauge(
-    "marketbot_consumer_lag_messages",
-    "Messages in the stream not yet delivered to the consumer",
-    ["consumer"],
-)
-
-
-class PermanentError(Exception):
-    """Raised by a handler for a message that can never be applied: it is dead-lettered."""
 
 
 class Outbox:
@@ -140,28 +137,16 @@ class Outbox:
                 await asyncio.wait_for(stop.wait(), timeout=interval)
 
 
-@dataclass
-class ConsumerSpec:
-    name: str
-    """Durable consumer name; also the key in processed_events."""
-    stream: str
-    subjects: tuple[str, ...]
-    batch: int = 64
-    fetch_timeout: float = 1.0
-    ack_wait: float = 30.0
-    retry_delay: float = 0.5
-
-
 class ExactlyOnceConsumer:
+    """A durable consumer whose handler's effect and emitted events commit with the event id."""
+
     def __init__(self, bus: Bus, pool: asyncpg.Pool, spec: ConsumerSpec, handler: Handler) -> None:
         self._bus = bus
         self._pool = pool
         self._spec = spec
         self._handler = handler
         self._outbox = Outbox(bus, pool)
-        self._stopping = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._busy = False
+        self.loop = MessageLoop(bus, spec, self.handle_batch)
 
     @property
     def name(self) -> str:
@@ -169,78 +154,35 @@ class ExactlyOnceConsumer:
 
     async def start(self) -> None:
         await self._outbox.relay()
-        sub = await self._bus.pull(
-            self._spec.stream, self._spec.name, self._spec.subjects, ack_wait=self._spec.ack_wait
-        )
-        self._task = asyncio.create_task(self._run(sub), name=f"consumer:{self._spec.name}")
+        await self.loop.start()
 
     async def stop(self) -> None:
         """Finish the batch in hand (each message is acked or left for redelivery), then stop."""
-        self._stopping.set()
-        if self._task is not None:
-            if not self._busy:
-                self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self.loop.stop()
 
-    async def _run(self, sub: Any) -> None:
-        while not self._stopping.is_set():
-            try:
-                messages = await sub.fetch(self._spec.batch, timeout=self._spec.fetch_timeout)
-            except (NatsTimeoutError, TimeoutError):
-                continue  # nothing to fetch within fetch_timeout
-            except Exception as exc:  # connection trouble: back off, the loop goes on
-                log.warning("fetch failed", consumer=self._spec.name, error=repr(exc))
-                await asyncio.sleep(self._spec.retry_delay)
-                continue
-            self._busy = True
-            try:
-                await self.process_batch(messages)
-            finally:
-                self._busy = False
-            if messages:
-                with contextlib.suppress(Exception):
-                    CONSUMER_LAG.labels(self._spec.name).set(messages[-1].metadata.num_pending)
-
-    async def process_batch(self, messages: Sequence[Msg]) -> None:
+    async def handle_batch(self, batch: Sequence[Delivery]) -> None:
         """Apply a fetched batch in one transaction (one commit for many events).
 
         If anything in the batch fails, the transaction rolls back as a whole and each message
         is processed on its own, so one bad message never holds the others back.
         """
-        if not messages:  # a fetch can return an empty batch; nothing to apply
-            return
-        if len(messages) == 1:
-            await self.process(messages[0])
+        if len(batch) == 1:
+            await self.apply_one(batch[0])
             return
         loop = asyncio.get_running_loop()
         started = loop.time()
-        decoded: list[tuple[Msg, Event]] = []
-        for msg in messages:
-            try:
-                event = decode(msg.data)
-            except ContractError:
-                break
-            if not isinstance(event, Event):
-                break
-            decoded.append((msg, event))
-        if len(decoded) != len(messages):
-            for msg in messages:
-                await self.process(msg)
-            return
         try:
-            outcomes, rows = await self._apply_all([event for _, event in decoded])
+            outcomes, rows = await self._apply_all([d.event for d in batch])
         except Exception as exc:
-            log.info("batch failed; applying one by one", consumer=self._spec.name, error=repr(exc))
-            for msg in messages:
-                await self.process(msg)
+            log.info("batch failed; applying one by one", consumer=self.name, error=repr(exc))
+            for delivery in batch:
+                await self.apply_one(delivery)
             return
         await self._outbox.publish_committed(rows)
-        for (msg, _), outcome in zip(decoded, outcomes, strict=True):
-            await msg.ack()
-            EVENTS_APPLIED.labels(self._spec.name, outcome).inc()
-        APPLY_SECONDS.labels(self._spec.name).observe((loop.time() - started) / len(messages))
+        for delivery, outcome in zip(batch, outcomes, strict=True):
+            delivery.ack()
+            EVENTS_APPLIED.labels(self.name, outcome).inc()
+        APPLY_SECONDS.labels(self.name).observe((loop.time() - started) / len(batch))
 
     async def _apply_all(self, events: Sequence[Event]) -> tuple[list[str], list[int]]:
         outcomes: list[str] = []
@@ -264,35 +206,27 @@ class ExactlyOnceConsumer:
             return "duplicate", ()
         return "applied", (await self._handler(event, conn)) or ()
 
-    async def process(self, msg: Msg) -> None:
-        """Apply one message exactly once; ack only after the effect is committed."""
+    async def apply_one(self, delivery: Delivery) -> None:
+        """Apply one message exactly once; it is acked only after the effect is committed."""
         loop = asyncio.get_running_loop()
         started = loop.time()
-        try:
-            event = decode(msg.data)
-        except ContractError as exc:
-            await self._dead_letter(msg, f"undecodable: {exc}")
-            return
-        if not isinstance(event, Event):
-            await self._dead_letter(msg, f"not an event: {event.type}")
-            return
-        with correlation(event.correlation_id, event_type=event.type, consumer=self._spec.name):
+        event = delivery.event
+        with correlation(event.correlation_id, event_type=event.type, consumer=self.name):
             try:
                 outcome, outbox_rows = await self._apply(event)
             except PermanentError as exc:
-                await self._dead_letter(msg, str(exc))
+                delivery.reject(str(exc))
                 return
             except Exception as exc:
-                log.warning("apply failed; redelivery later", error=repr(exc))
-                EVENTS_APPLIED.labels(self._spec.name, "retry").inc()
-                with contextlib.suppress(Exception):
-                    await msg.nak(delay=self._spec.retry_delay)
+                log.warning("apply failed", error=repr(exc), message_id=str(event.event_id))
+                EVENTS_APPLIED.labels(self.name, "retry").inc()
+                delivery.retry(exc)
                 return
             # Committed: a failed publish is left to the relay; acking is still right.
             await self._outbox.publish_committed(outbox_rows)
-            await msg.ack()
-            EVENTS_APPLIED.labels(self._spec.name, outcome).inc()
-            APPLY_SECONDS.labels(self._spec.name).observe(loop.time() - started)
+            delivery.ack()
+            EVENTS_APPLIED.labels(self.name, outcome).inc()
+            APPLY_SECONDS.labels(self.name).observe(loop.time() - started)
 
     async def _apply(self, event: Event) -> tuple[str, list[int]]:
         async with self._pool.acquire() as conn, conn.transaction():
@@ -300,20 +234,15 @@ class ExactlyOnceConsumer:
             rows = await Outbox.add(conn, emitted)
         return outcome, rows
 
-    async def _dead_letter(self, msg: Msg, error: str) -> None:
-        log.error("message dead-lettered", consumer=self._spec.name, error=error)
-        sequence = None
-        with contextlib.suppress(Exception):
-            sequence = msg.metadata.sequence.stream
-        async with self._pool.acquire() as conn:
-            await conn.execute(
-                "INSERT INTO dead_letters (consumer, subject, stream_sequence, payload, error) "
-                "VALUES ($1, $2, $3, $4, $5)",
-                self._spec.name,
-                msg.subject,
-                sequence,
-                msg.data,
-                error,
-            )
-        await msg.term()
-        EVENTS_APPLIED.labels(self._spec.name, "dead_letter").inc()
+
+__all__ = [
+    "CONSUMER_LAG",
+    "ConsumerSpec",
+    "Delivery",
+    "ExactlyOnceConsumer",
+    "Handler",
+    "MessageLoop",
+    "Outbox",
+    "PermanentError",
+    "Redelivery",
+]

@@ -1,8 +1,8 @@
 """The small HTTP server every service runs: Prometheus ``/metrics``, ``/healthz``, ``/readyz``.
 
 ``/healthz`` answers 200 while the process runs its loop; ``/readyz`` answers 200 only when
-every registered readiness check passes (NATS connected, database reachable, ...), else 503
-with the failing checks named.
+every registered readiness check passes (NATS connected, database reachable, every consumer
+loop running and within its lag bound, ...), else 503 with the failing checks named.
 """
 
 from __future__ import annotations
@@ -30,10 +30,15 @@ class HealthServer:
         self._port = port
         self._registry = registry
         self._checks: dict[str, ReadinessCheck] = {}
+        self._groups: list[Callable[[], dict[str, bool]]] = []
         self._server: asyncio.Server | None = None
 
     def add_check(self, name: str, check: ReadinessCheck) -> None:
         self._checks[name] = check
+
+    def add_checks(self, checks: Callable[[], dict[str, bool]]) -> None:
+        """A set of checks that changes at run time (e.g. one per running consumer)."""
+        self._groups.append(checks)
 
     @property
     def port(self) -> int:
@@ -62,6 +67,11 @@ class HealthServer:
                 results[name] = bool(await outcome if isinstance(outcome, Awaitable) else outcome)
             except Exception:  # a failing check means "not ready", never a crash
                 results[name] = False
+        for group in self._groups:
+            try:
+                results.update(group())
+            except Exception:
+                results["checks"] = False
         return results
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -66,6 +66,8 @@ async def open_context(
         await migrate_service(pool, settings.schema_name, settings.service_name, migrations)
     health = HealthServer(settings.http_host, settings.metrics_port)
     health.add_check("nats", lambda: bus.nc.is_connected)
+    # Every consumer loop started on this bus: red while it is down or lags past its bound.
+    health.add_checks(lambda: {f"consumer:{loop.name}": loop.ready() for loop in bus.loops})
     if pool is not None:
         db = pool
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from marketbot.contracts import BusNamespace
+from marketbot.contracts import BusNamespace, PlanTable
 
 
 def service_config(env_prefix: str) -> SettingsConfigDict:
@@ -31,6 +31,7 @@ class ServiceSettings(BaseSettings):
     nats_url: str = Field(
         default="nats://127.0.0.1:4222",
         validation_alias=AliasChoices("NATS_URL", "nats_url"),
+        description="one URL, or every server of a cluster comma-separated",
     )
     database_url: str = Field(
         default="postgresql://postgres@127.0.0.1:5432/postgres",
@@ -51,6 +52,11 @@ class ServiceSettings(BaseSettings):
     db_schema: str | None = Field(
         default=None,
         description="PostgreSQL schema owned by this service; defaults to the service name",
+    )
+    plans: PlanTable = Field(
+        default_factory=PlanTable,
+        validation_alias=AliasChoices("MARKETBOT_PLANS", "plans"),
+        description="the plan table (priority, delay, commission rate): one value for all",
     )
     log_level: str = Field(default="INFO", validation_alias=AliasChoices("LOG_LEVEL", "log_level"))
     http_host: str = "127.0.0.1"

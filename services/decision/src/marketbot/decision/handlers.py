@@ -20,6 +20,7 @@ from marketbot.contracts import (
     KeyEvent,
     MarketContext,
     OrderRequested,
+    PlanTable,
     Side,
     SignalReceived,
     client_order_id_for,
@@ -30,7 +31,6 @@ from marketbot.decision import metrics
 from marketbot.decision.adapters import repository
 from marketbot.decision.adapters.publisher import PublishResult
 from marketbot.decision.domain.eligibility import EligibleUser, eligible
-from marketbot.decision.domain.plans import PlanTable
 from marketbot.decision.domain.policy import PolicyInputs, PolicySettings, decide
 from marketbot.runtime.clock import Clock
 from marketbot.runtime.db import Conn
@@ -141,6 +141,8 @@ def order_requests(
             "plan": user.plan,
             "priority": plans.priority(user.plan),
             "not_before": plans.not_before(user.plan, decision.decided_at),
+            # the rate in force now: the ledger charges this, whatever the table says later
+            "commission_rate": plans.commission_rate(user.plan),
             "risk_level": user.risk_level,
             "client_order_id": client_order_id_for(decision.decision_id, user.user_id),
             "allocation": user.allocation,

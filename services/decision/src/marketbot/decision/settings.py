@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field, SecretStr
 
-from marketbot.contracts import Exchange, Plan
-from marketbot.decision.domain.plans import DEFAULT_PLANS, PlanRule, PlanTable
+from marketbot.contracts import Exchange, PlanTable
 from marketbot.decision.domain.policy import PolicySettings
 from marketbot.runtime.settings import ServiceSettings, service_config
 
@@ -42,7 +41,6 @@ class DecisionSettings(ServiceSettings):
     ticker_max_stale_s: float = Field(default=60.0, ge=0)
 
     policy: PolicySettings = Field(default_factory=PolicySettings)
-    plans: dict[Plan, PlanRule] = Field(default_factory=lambda: dict(DEFAULT_PLANS))
 
     signal_batch: int = Field(default=16, ge=1)
     fanout_ack_timeout_s: float = Field(default=10.0, gt=0)
@@ -50,4 +48,5 @@ class DecisionSettings(ServiceSettings):
 
     @property
     def plan_table(self) -> PlanTable:
-        return PlanTable(rules=self.plans)
+        """The shared plan table (``MARKETBOT_PLANS``, ``marketbot.contracts.plans``)."""
+        return self.plans

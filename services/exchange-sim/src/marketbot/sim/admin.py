@@ -133,7 +133,8 @@ class SimAdmin:
         path: str | None = None,
         status: int = 503,
     ) -> None:
-        """kind: latency | http_5xx | drop | executed_5xx | executed_drop.
+        """kind: latency | http_5xx | drop | executed_5xx | executed_drop | executed_slow
+        (executed at once, answered ``latency_ms`` later).
 
         ``path`` matches exactly, or as a prefix when it ends with ``*``.
         """

@@ -89,6 +89,8 @@ class BaseApp(ABC):
         elif action == "executed_drop":
             await drop_connection(send)
             return
+        elif action == "executed_slow":
+            await asyncio.sleep(decision.answer_after_ms / 1000)
         await send_response(send, response)
 
     @abstractmethod

@@ -1,4 +1,5 @@
-"""Injected faults: latency, 5xx, dropped connections and "executed but answered 5xx"."""
+"""Injected faults: latency, 5xx, dropped connections, "executed but answered 5xx", and
+"executed, answered late" (``executed_slow``: the order exists before its answer leaves)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-KINDS = ("latency", "http_5xx", "drop", "executed_5xx", "executed_drop")
+KINDS = ("latency", "http_5xx", "drop", "executed_5xx", "executed_drop", "executed_slow")
 
 
 @dataclass(slots=True)
@@ -39,8 +40,10 @@ class Fault:
 @dataclass(slots=True)
 class Decision:
     latency_ms: int = 0
-    action: str | None = None  # http_5xx | drop | executed_5xx | executed_drop
+    action: str | None = None  # http_5xx | drop | executed_5xx | executed_drop | executed_slow
     status: int = 503
+    answer_after_ms: int = 0
+    """executed_slow: the request is executed at once, its answer sent this much later."""
 
 
 NO_FAULT = Decision()
@@ -70,8 +73,8 @@ class Faults:
             raise ValueError("give rate or next_n")
         if rate is not None and not 0.0 <= rate <= 1.0:
             raise ValueError("rate must be within [0, 1]")
-        if kind == "latency" and not latency_ms:
-            raise ValueError("latency needs latency_ms")
+        if kind in ("latency", "executed_slow") and not latency_ms:
+            raise ValueError(f"{kind} needs latency_ms")
         if not 500 <= status <= 599:
             raise ValueError("status must be a 5xx code")
         fault = Fault(kind, rate, next_n, latency_ms or 0, path, status)
@@ -104,4 +107,6 @@ class Faults:
             else:
                 decision.action = fault.kind
                 decision.status = fault.status
+                if fault.kind == "executed_slow":
+                    decision.answer_after_ms = fault.latency_ms
         return decision

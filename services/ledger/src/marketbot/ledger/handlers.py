@@ -48,7 +48,9 @@ async def apply_event(event: Event, conn: Conn, rules: MoneyRules) -> list[Event
 
 
 async def apply_order_event(event: OperationEvent, conn: Conn, rules: MoneyRules) -> list[Event]:
-    closing = isinstance(event, PositionClosed)
+    # A close accrues the commission; a request can change the rate of a closed operation
+    # (it arrived after the close): both recompute it, under the user's lock.
+    closing = isinstance(event, PositionClosed | OrderRequested)
     if closing:
         # Taken before the operation row, as apply_referrer_change does: no lock cycle.
         await repo.lock_user(conn, event.user_id)
@@ -66,7 +68,7 @@ async def apply_order_event(event: OperationEvent, conn: Conn, rules: MoneyRules
     if before is None or before.status is not after.status:
         emitted.append(status_changed(after, event))
         metrics.STATUS_CHANGES.labels(after.status.value).inc()
-    if closing:
+    if closing and after.closed_at is not None:
         history = await repo.referrer_history(conn, after.user_id)
         referrer = referrer_at(history, after.closed_at) if after.closed_at else None
         record = commission_of(after, referrer, rules)

@@ -23,14 +23,12 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import asyncpg
-from nats.errors import TimeoutError as NatsTimeoutError
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
-from marketbot.contracts import ContractError, Event, decode
+from marketbot.contracts import Event
 from marketbot.ledger.adapters.bulk import load_projection
 from marketbot.ledger.adapters.queries import checksums
-from marketbot.ledger.app import CONSUMERS, MIGRATIONS, projection_handler
+from marketbot.ledger.app import CONSUMERS, MIGRATIONS, projection_handler, stream_subjects
 from marketbot.ledger.domain.money import MoneyRules
 from marketbot.ledger.domain.projection import Projection
 from marketbot.runtime.bus import Bus
@@ -38,6 +36,7 @@ from marketbot.runtime.clock import Clock, SystemClock
 from marketbot.runtime.consumer import Handler
 from marketbot.runtime.db import check_identifier, create_pool, migrate_service
 from marketbot.runtime.logs import get_logger
+from marketbot.runtime.loop import ConsumerSpec, MessageLoop
 
 log = get_logger("marketbot.ledger.rebuild")
 
@@ -69,50 +68,41 @@ async def fresh_schema(database_url: str, schema: str) -> asyncpg.Pool:
 
 
 async def read_stream(bus: Bus, stream: str, sink: BatchSink, *, batch: int = 1000) -> int:
-    """Hand every decodable event of ``stream`` (from the start) to ``sink``; returns skips."""
+    """Hand every decodable event of ``stream`` (from the start) to ``sink``; returns skips.
+
+    Read through the runtime's ``MessageLoop`` on a throw-away durable consumer, up to the
+    last message present now; an undecodable message is skipped (the live consumer
+    dead-lettered it), a failing ``sink`` raises.
+    """
     stream_name = bus.stream(stream)
     last = (await bus.js.stream_info(stream_name)).state.last_seq
     if not last:
         return 0
-    name = f"ledger_rebuild_{uuid.uuid4().hex[:12]}"
-    await bus.js.add_consumer(
-        stream_name,
-        ConsumerConfig(
-            name=name,
-            deliver_policy=DeliverPolicy.ALL,
-            ack_policy=AckPolicy.ALL,
-            inactive_threshold=120.0,
-            max_ack_pending=-1,
-        ),
+    spec = ConsumerSpec(
+        f"ledger_rebuild_{uuid.uuid4().hex[:12]}",
+        stream,
+        stream_subjects(stream),
+        batch=batch,
+        ack_wait=300.0,
+        max_ack_pending=batch * 2,
+        max_lag=None,
     )
-    skipped = 0
+    loop = MessageLoop(bus, spec, dead_letters=False)
+    await loop.bind()
     try:
-        sub = await bus.js.pull_subscribe_bind(consumer=name, stream=stream_name)
-        done = False
-        while not done:
-            try:
-                msgs = await sub.fetch(batch, timeout=2.0)
-            except NatsTimeoutError:
+        while loop.last_sequence < last:
+            deliveries = await loop.fetch(batch, timeout=2.0)
+            if not loop.fetched:
                 break  # nothing more to read (the stream ends below ``last``: deletions)
-            events: list[Event] = []
-            for msg in msgs:
-                try:
-                    event = decode(msg.data)
-                except ContractError:
-                    skipped += 1
-                    continue
-                if isinstance(event, Event):
-                    events.append(event)
-                if msg.metadata.sequence.stream >= last or msg.metadata.num_pending == 0:
-                    done = True
-            await sink(events)
-            if msgs:
-                await msgs[-1].ack()
-        await sub.unsubscribe()
+            await sink([d.event for d in deliveries])
+            for delivery in deliveries:
+                delivery.ack()
+            await loop.settle(deliveries)
     finally:
+        await loop.stop()
         with contextlib.suppress(NotFoundError):
-            await bus.js.delete_consumer(stream_name, name)
-    return skipped
+            await bus.js.delete_consumer(stream_name, bus.namespace.durable(spec.name))
+    return loop.skipped
 
 
 async def rebuild(

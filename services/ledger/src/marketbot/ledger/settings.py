@@ -12,19 +12,12 @@ from marketbot.runtime.settings import ServiceSettings, service_config
 
 
 class LedgerSettings(ServiceSettings):
-    """``MARKETBOT_LEDGER_COMMISSION_RATES='{"PRO":"0.10","FLEX":"0.20","TRIAL":"0"}'`` etc."""
+    """``MARKETBOT_LEDGER_AFFILIATE_RATE=0.10`` etc. Commission rates are the plan table's
+    (``MARKETBOT_PLANS``); each operation is charged the rate its ``OrderRequested`` carries."""
 
     model_config = service_config("MARKETBOT_LEDGER_")
 
     service_name: str = "ledger"
-    commission_rates: dict[Plan, Decimal] = Field(
-        default_factory=lambda: {
-            Plan.PRO: Decimal("0.10"),
-            Plan.FLEX: Decimal("0.20"),
-            Plan.TRIAL: Decimal("0"),
-        },
-        description="share of a closed operation's positive realized PnL, per plan",
-    )
     affiliate_rate: Decimal = Field(
         default=Decimal("0.10"), ge=0, le=1, description="referrer's share of the commission"
     )
@@ -40,7 +33,9 @@ class LedgerSettings(ServiceSettings):
 
     def money_rules(self) -> MoneyRules:
         return MoneyRules(
-            commission_rates=dict(self.commission_rates),
+            # only for an order event whose request the ledger has not seen yet; the request's
+            # own rate replaces it when it arrives
+            commission_rates={plan: self.plans.commission_rate(plan) for plan in Plan},
             affiliate_rate=self.affiliate_rate,
             currency_decimals=dict(self.currency_decimals),
             default_decimals=self.default_decimals,

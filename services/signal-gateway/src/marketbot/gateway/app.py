@@ -11,10 +11,11 @@ import asyncpg
 import uvicorn
 from fastapi import FastAPI
 
+from marketbot.gateway.adapters.deadletters import DeadLetters
 from marketbot.gateway.adapters.feed import JetStreamFeed
 from marketbot.gateway.adapters.repository import Repository
 from marketbot.gateway.adapters.services import BusSignalPublisher, LedgerClient, VaultClient
-from marketbot.gateway.api import admin, users, webhooks, ws
+from marketbot.gateway.api import admin, deadletters, users, webhooks, ws
 from marketbot.gateway.api.context import Gateway, SignalPublisher
 from marketbot.gateway.api.errors import install_error_handlers
 from marketbot.gateway.domain.auth import hash_token
@@ -68,6 +69,7 @@ def build_gateway(settings: GatewaySettings, deps: GatewayDeps) -> Gateway:
             name: hash_token(token.get_secret_value())
             for name, token in settings.webhook_sources.items()
         },
+        dead_letters=DeadLetters(deps.bus),
     )
 
 
@@ -82,6 +84,7 @@ def create_app(settings: GatewaySettings, deps: GatewayDeps) -> FastAPI:
     install_error_handlers(app)
     app.include_router(webhooks.router)
     app.include_router(admin.router)
+    app.include_router(deadletters.router)
     app.include_router(users.router)
     app.include_router(ws.router)
     return app

@@ -231,9 +231,14 @@ def _identity(event: OperationEvent, rules: MoneyRules) -> dict[str, Any]:
         "plan": event.plan,
         "client_order_id": event.client_order_id,
         "currency": rules.quote_currency(event.symbol),
-        # The rate in force when the order was requested: the plan is the request's own,
-        # never the user's current one, so a later plan change does not touch it.
-        "commission_rate": rules.rate_for(event.plan),
+        # The rate in force when the order was requested, carried by the request itself, so
+        # a later change of the plan table (or a rebuild after it) does not touch it. An
+        # order event seen before its request takes the table's rate until the request comes.
+        "commission_rate": (
+            event.commission_rate
+            if isinstance(event, OrderRequested)
+            else rules.rate_for(event.plan)
+        ),
         "identity_event_id": event.event_id,
         "identity_rank": 0 if isinstance(event, OrderRequested) else 1,
     }

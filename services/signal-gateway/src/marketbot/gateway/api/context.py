@@ -11,6 +11,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from marketbot.contracts import ErrorDetail, Reply, SignalReceived
+from marketbot.gateway.adapters.deadletters import DeadLetters
 from marketbot.gateway.adapters.feed import JetStreamFeed
 from marketbot.gateway.adapters.repository import Repository
 from marketbot.gateway.adapters.services import LedgerClient, VaultClient
@@ -46,6 +47,7 @@ class Gateway:
     limiter: RateLimiter
     admin_token_hash: str | None
     static_sources: dict[str, str]
+    dead_letters: DeadLetters
     _source_cache: dict[str, tuple[float, str | None]] = field(default_factory=dict)
 
     async def source_token_hash(self, name: str) -> str | None:
