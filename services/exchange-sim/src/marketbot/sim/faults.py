@@ -1,4 +1,9 @@
-"""Injected faults: latency, 5xx, dropped connections and "executed but answered 5xx"."""
+"""Injected faults: latency, 5xx, dropped connections, "executed but answered 5xx", and the
+late execution: answered with the venue's timeout error now, executed ``latency_ms`` later.
+
+A rule matches by method (``None``: any) and path (exact, or a prefix ending in ``*``), so a
+fault on ``POST /v5/order/create`` leaves the queries and cancels of the same orders alone.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,8 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-KINDS = ("latency", "http_5xx", "drop", "executed_5xx", "executed_drop")
+KINDS = ("latency", "http_5xx", "drop", "executed_5xx", "executed_drop", "executed_late")
+METHODS = ("GET", "POST", "PUT", "DELETE")
 
 
 @dataclass(slots=True)
@@ -17,8 +23,11 @@ class Fault:
     latency_ms: int
     path: str | None
     status: int
+    method: str | None = None
 
-    def matches(self, path: str) -> bool:
+    def matches(self, method: str, path: str) -> bool:
+        if self.method is not None and method != self.method:
+            return False
         if self.path is None:
             return True
         if self.path.endswith("*"):
@@ -33,14 +42,17 @@ class Fault:
             "latency_ms": self.latency_ms,
             "path": self.path,
             "status": self.status,
+            "method": self.method,
         }
 
 
 @dataclass(slots=True)
 class Decision:
     latency_ms: int = 0
-    action: str | None = None  # http_5xx | drop | executed_5xx | executed_drop
+    action: str | None = None  # http_5xx | drop | executed_5xx | executed_drop | executed_late
     status: int = 503
+    execute_after_ms: int = 0
+    """executed_late: how long after the timeout answer the order executes."""
 
 
 NO_FAULT = Decision()
@@ -63,6 +75,7 @@ class Faults:
         latency_ms: int | None = None,
         path: str | None = None,
         status: int = 503,
+        method: str | None = None,
     ) -> Fault:
         if kind not in KINDS:
             raise ValueError(f"unknown fault kind {kind!r}; expected one of {KINDS}")
@@ -70,11 +83,13 @@ class Faults:
             raise ValueError("give rate or next_n")
         if rate is not None and not 0.0 <= rate <= 1.0:
             raise ValueError("rate must be within [0, 1]")
-        if kind == "latency" and not latency_ms:
-            raise ValueError("latency needs latency_ms")
+        if kind in ("latency", "executed_late") and not latency_ms:
+            raise ValueError(f"{kind} needs latency_ms")
+        if method is not None and method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}")
         if not 500 <= status <= 599:
             raise ValueError("status must be a 5xx code")
-        fault = Fault(kind, rate, next_n, latency_ms or 0, path, status)
+        fault = Fault(kind, rate, next_n, latency_ms or 0, path, status, method)
         self.rules.append(fault)
         return fault
 
@@ -82,12 +97,12 @@ class Faults:
         self.rules.clear()
         self._rng = random.Random(self._seed)
 
-    def decide(self, path: str) -> Decision:
+    def decide(self, method: str, path: str) -> Decision:
         if not self.rules:
             return NO_FAULT
         decision = Decision()
         for fault in list(self.rules):
-            if not fault.matches(path):
+            if not fault.matches(method, path):
                 continue
             if fault.kind != "latency" and decision.action is not None:
                 continue
@@ -104,4 +119,6 @@ class Faults:
             else:
                 decision.action = fault.kind
                 decision.status = fault.status
+                if fault.kind == "executed_late":
+                    decision.execute_after_ms = fault.latency_ms
         return decision
