@@ -12,9 +12,9 @@ from urllib.parse import quote, urlencode
 import httpx
 
 from marketbot.contracts import Exchange, RejectReason
+from marketbot.exchanges import metrics
 from marketbot.exchanges.binance import constants as c
 from marketbot.exchanges.binance.errors import error_for
-from marketbot.exchanges import metrics
 from marketbot.exchanges.errors import (
     ExchangeError,
     IpBannedError,
