@@ -232,6 +232,9 @@ async def test_a_signal_yields_a_decision_and_one_request_per_eligible_user_in_p
     assert flex.exchange is Exchange.BINANCE
     assert flex.not_before == decision.decided_at + timedelta(seconds=1)
     assert by_user["trial-1"].not_before == decision.decided_at + timedelta(seconds=3)
+    # a request's age counts from when it became runnable, not from the decision
+    assert all(r.requested_at == r.not_before for r in by_user.values())
+    assert by_user["trial-1"].age_s(decision.decided_at + timedelta(seconds=3)) == 0
     assert by_user["pro-1"].correlation_id == str(signal.signal_id)
     # the audit trail: the decision as published is stored
     stored = await pg_pool.fetchval(

@@ -61,6 +61,11 @@ def venue_settings(settings: ExecutorSettings) -> VenueSettings:
             rate_limit_scale=settings.rate_limit_scale,
             max_connections=settings.http_max_connections,
             max_keepalive_connections=settings.http_max_connections,
+            connect_timeout_s=settings.http_connect_timeout_s,
+            read_timeout_s=settings.http_read_timeout_s,
+            write_timeout_s=settings.http_write_timeout_s,
+            pool_timeout_s=settings.http_pool_timeout_s,
+            limits_refresh_s=settings.rate_limits_refresh_s,
         )
     )
 

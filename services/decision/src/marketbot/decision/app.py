@@ -52,7 +52,7 @@ log = get_logger("marketbot.decision")
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 SIGNALS = ConsumerSpec("decision-signals", "SIGNALS", ("signals.received",), batch=16)
-FANOUT = ConsumerSpec("decision-fanout", "DECISIONS", ("decisions.made",), batch=1, ack_wait=120)
+FANOUT = ConsumerSpec("decision-fanout", "DECISIONS", ("decisions.made",), batch=1, ack_wait=20)
 ACCOUNTS = ConsumerSpec("decision-accounts", "ACCOUNTS", ("accounts.>",), batch=256)
 KEYS = ConsumerSpec("decision-keys", "KEYS", ("keys.>",), batch=256)
 
