@@ -218,3 +218,32 @@ async def test_a_latency_past_the_receive_window_still_executes(local, h, clean_
         return len(await local.bybit_admin.orders(account)) == 1
 
     await eventually(executed, timeout=10, message="execution after the client's timeout")
+
+
+async def test_a_drop_after_a_delay_is_a_client_timeout_with_nothing_executed(
+    local, h, clean_faults
+):
+    account, client = await h.new_binance(local)
+    await local.binance_admin.set_fault(
+        "drop", next_n=1, latency_ms=800, path="/api/v3/order", method="POST"
+    )
+    signed = client.sign(
+        {
+            "symbol": "BTCUSDT",
+            "side": "BUY",
+            "type": "MARKET",
+            "quantity": "0.001",
+            "newClientOrderId": "timeout-1",
+        }
+    )
+    with pytest.raises(httpx.ReadTimeout):
+        await local.http.post(
+            f"{client.base}/api/v3/order",
+            content=signed,
+            headers={
+                "X-MBX-APIKEY": client.key,
+                "Content-Type": "application/x-www-form-urlencoded",
+            },
+            timeout=0.3,
+        )
+    assert await local.binance_admin.orders(account) == []

@@ -132,7 +132,8 @@ class SimAdmin:
         ``latency`` delays the answer (the signed timestamp was checked on arrival, so a
         create delayed past the client's read timeout still executes: late execution after
         a client-side timeout); ``executed_late`` answers the venue's timeout error at once
-        and executes the request ``latency_ms`` later.
+        and executes the request ``latency_ms`` later. On the other kinds ``latency_ms``
+        delays the fault (``drop`` after 3 s: a client timeout with nothing executed).
         """
         await self._call(
             "POST",

@@ -110,8 +110,11 @@ class BaseApp(ABC):
         action = decision.action
         if action == "executed_late":
             # Answer "timed out, status unknown" now; the request (already admitted: its
-            # signed timestamp was good on arrival) executes later, as a real matching
-            # engine behind a slow gateway would.
+            # signed timestamp was good on arrival and when forwarded) executes later. Binance:
+            # "If a response from the Matching Engine takes longer than this, the API responds
+            # with ... -1007 TIMEOUT. This does not always mean that the request failed in the
+            # Matching Engine" (rest-api.md, General API Information); its recvWindow checks
+            # happen on receipt and before forwarding, not at execution (Timing security).
             await send_response(send, self.timeout_error())
             task = asyncio.create_task(self._execute_late(request, decision.execute_after_ms))
             self._late.add(task)

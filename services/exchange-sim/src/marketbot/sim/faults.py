@@ -121,4 +121,6 @@ class Faults:
                 decision.status = fault.status
                 if fault.kind == "executed_late":
                     decision.execute_after_ms = fault.latency_ms
+                else:  # e.g. a drop after 3 s: the client's read timeout fires first
+                    decision.latency_ms += fault.latency_ms
         return decision
