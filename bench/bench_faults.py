@@ -30,9 +30,7 @@ from marketbot.runtime.infra import start_infra
 from marketbot.sim.admin import SimAdmin
 
 USERS = int(os.environ.get("MARKETBOT_BENCH_FAULT_USERS", "300"))
-WANTED = [
-    s for s in os.environ.get("MARKETBOT_BENCH_FAULT_SCENARIOS", "").split(",") if s.strip()
-]
+WANTED = [s for s in os.environ.get("MARKETBOT_BENCH_FAULT_SCENARIOS", "").split(",") if s.strip()]
 
 
 async def one_scenario(name: str, nats_url: str, database_url: str) -> faults.Counts:
@@ -52,9 +50,7 @@ async def one_scenario(name: str, nats_url: str, database_url: str) -> faults.Co
         stack = Stack(config, Supervisor(log_dir=Path(tmp) / "logs", quiet=True))
         urls = await stack.start()
         bus = await Bus.connect(nats_url, "bench-faults", BusNamespace(prefix))
-        async with httpx.AsyncClient(
-            timeout=60, limits=httpx.Limits(max_connections=32)
-        ) as http:
+        async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=32)) as http:
             sims = {
                 "bybit": SimAdmin(urls.sim.bybit, client=http),
                 "binance": SimAdmin(urls.sim.binance, client=http),
@@ -80,7 +76,7 @@ async def run() -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for name in WANTED or list(faults.SCENARIOS):
         counts = await one_scenario(name, nats_url, database_url)
-        print(counts.line())  # noqa: T201 - the counts are the benchmark's report
+        print(counts.line())
         target = (
             counts.lost == 0
             and counts.duplicated == 0
@@ -112,7 +108,7 @@ if __name__ == "__main__":
         os.environ.setdefault("DATABASE_URL", infra.database_url)
         try:
             for row in asyncio.run(run()):
-                print(row)  # noqa: T201
+                print(row)
         finally:
             infra.stop()
     sys.exit(0)
