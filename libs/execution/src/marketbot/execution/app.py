@@ -38,7 +38,7 @@ def execution_config(settings: ExecutorSettings) -> ExecutionConfig:
         unknown_poll_s=settings.unknown_poll_s,
         retry_backoff_s=settings.retry_backoff_s,
         breaker_pause_s=settings.breaker_pause_s,
-        lease_s=settings.ack_wait_s,
+        lease_s=settings.order_lease_s,
         default_fee_rate=settings.default_fee_rate,
         track_interval_s=settings.track_interval_s,
         track_max_interval_s=settings.track_max_interval_s,

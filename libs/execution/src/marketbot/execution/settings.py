@@ -72,9 +72,16 @@ class ExecutorSettings(ServiceSettings):
     ack_wait_s: float = Field(
         default=20.0,
         gt=0,
-        description="redelivery window of an unacknowledged request (and the lease of a "
-        f"claimed order); at most {REDELIVERY_SHARE_OF_MAX_AGE:.0%} of max_request_age_s, so a "
-        "request lost by a crashed executor is redelivered while it can still be sent",
+        description="redelivery window of an unacknowledged request; at most "
+        f"{REDELIVERY_SHARE_OF_MAX_AGE:.0%} of max_request_age_s, so a request lost by a "
+        "crashed executor is redelivered while it can still be sent",
+    )
+    order_lease_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="how long a replica owns an order it is sending or reconciling; longer "
+        "than one placement with its lookups and resubmission (read timeout x 2 + 2 x the "
+        "receive window), so no other replica acts on it meanwhile",
     )
     idle_poll_s: float = Field(default=0.05, gt=0)
     # exactly once
