@@ -168,3 +168,20 @@ async def test_a_per_key_10006_holds_that_keys_queued_requests_only() -> None:
     http.limiter.check_clear(other)  # the IP and other keys are not held
     assert bucket.name.startswith(PER_KEY)
     await venue.aclose()
+
+
+async def test_a_bybit_429_holds_every_request_for_a_second() -> None:
+    """Bybit's 429 "System level frequency protection" names no wait (error.mdx)."""
+    from .fakes import respond
+
+    clock = ManualClock()
+    venue, fake = make_venue(Exchange.BYBIT, clock=clock)
+    fake.queue("/v5/market/time", respond(429, "too many"))
+    with pytest.raises(RateLimited):
+        await venue.http.send_once(Endpoint("GET", "/v5/market/time"), {})
+    assert venue.http.limiter.hold_remaining() == pytest.approx(1.0)
+    with pytest.raises(RateLimited):
+        venue.http.limiter.check_clear()
+    clock.advance(1.0)
+    venue.http.limiter.check_clear()
+    await venue.aclose()
