@@ -116,21 +116,3 @@ def test_json_schema_is_written_for_every_message(tmp_path: Path) -> None:
     assert len(written) == len(MESSAGE_TYPES)
     schema = json.loads((tmp_path / "OrderFilled.v1.json").read_text())
     assert schema["properties"]["average_price"]["type"] == "string"
-
-
-def test_a_requests_age_counts_from_when_it_became_runnable() -> None:
-    """requested_at = not_before (the end of the plan's delay); an older message that still
-    carries requested_at = decided_at is read the same way."""
-    from datetime import timedelta
-
-    from marketbot.contracts import OrderRequested
-
-    request = sample("OrderRequested")
-    assert isinstance(request, OrderRequested)
-    decided = request.requested_at
-    old_style = request.model_copy(update={"not_before": decided + timedelta(seconds=3)})
-    assert old_style.runnable_at == decided + timedelta(seconds=3)
-    assert old_style.age_s(decided + timedelta(seconds=10)) == 7
-    assert old_style.age_s(decided) == -3
-    new_style = old_style.model_copy(update={"requested_at": old_style.not_before})
-    assert new_style.age_s(decided + timedelta(seconds=10)) == 7
