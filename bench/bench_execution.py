@@ -128,7 +128,7 @@ async def _round(
         service_name="bench-executor",
         tier_concurrency=128,
         fetch_batch=128,
-        ack_wait_s=120.0,
+        ack_wait_s=30.0,
         idle_poll_s=0.01,
         track_interval_s=30.0,
         rate_limit_safety=0.98,

@@ -53,6 +53,7 @@ def test_settings(**overrides: Any) -> ExecutorSettings:
         "tier_concurrency": 16,
     }
     values.update(overrides)
+    values.setdefault("order_lease_s", values["ack_wait_s"])  # a killed owner's lease ends fast
     return ExecutorSettings(**values)
 
 

@@ -29,6 +29,7 @@ from marketbot.contracts import (
     TradingMode,
     decode,
 )
+from marketbot.decision.adapters import repository
 from marketbot.decision.app import (
     MIGRATIONS,
     DecisionService,
@@ -232,6 +233,9 @@ async def test_a_signal_yields_a_decision_and_one_request_per_eligible_user_in_p
     assert flex.exchange is Exchange.BINANCE
     assert flex.not_before == decision.decided_at + timedelta(seconds=1)
     assert by_user["trial-1"].not_before == decision.decided_at + timedelta(seconds=3)
+    # a request's age counts from when it became runnable, not from the decision
+    assert all(r.requested_at == r.not_before for r in by_user.values())
+    assert by_user["trial-1"].age_s(decision.decided_at + timedelta(seconds=3)) == 0
     assert by_user["pro-1"].correlation_id == str(signal.signal_id)
     # the audit trail: the decision as published is stored
     stored = await pg_pool.fetchval(
@@ -285,6 +289,48 @@ async def test_a_redelivered_signal_or_decision_adds_no_request(
         message="fan-out consumer never idle",
     )
     assert await stream_count(bus, "ORDER_REQUESTS") == len(ELIGIBLE)
+
+
+async def test_a_fan_out_interrupted_by_a_crash_is_finished_right_after_the_restart(
+    start: Start, bus: Bus, pg_pool: asyncpg.Pool, sim: RunningSim
+) -> None:
+    """The crash left a decision recorded and its recipients frozen, nothing published and
+    the DECISIONS message not yet due for redelivery: the restarted service publishes every
+    request on start, without waiting for the fan-out's ack wait."""
+    first = await start()
+    await seed(bus, pg_pool)
+    signal = a_signal(await live_price(sim))
+    await bus.publish(signal)
+    decision = await the_decision(bus, signal)
+    await fanout_done(pg_pool, decision)
+    recipients = await repository.freeze_recipients(pg_pool, decision, None)
+    assert recipients is not None
+    await first.stop()
+    # what the crash left behind: another decision, frozen but never published
+    crashed_signal = uuid.uuid4()
+    crashed = decision.model_copy(
+        update={
+            "event_id": uuid.uuid4(),
+            "decision_id": uuid.uuid4(),
+            "signal_id": crashed_signal,
+            "correlation_id": str(crashed_signal),
+            "decided_at": datetime.now(UTC),
+        }
+    )
+    async with pg_pool.acquire() as conn:
+        assert await repository.record_decision(conn, crashed)
+    await repository.freeze_recipients(pg_pool, crashed, recipients)
+    before = await stream_count(bus, "ORDER_REQUESTS")
+
+    await start(fanout_ack_wait_s=30.0)  # the redelivery alone would come much later
+    await fanout_done(pg_pool, crashed)
+    resumed = [
+        r
+        for r in await stream_events(bus, "ORDER_REQUESTS")
+        if isinstance(r, OrderRequested) and r.decision_id == crashed.decision_id
+    ]
+    assert sorted(r.user_id for r in resumed) == sorted(ELIGIBLE)
+    assert await stream_count(bus, "ORDER_REQUESTS") == before + len(ELIGIBLE)
 
 
 async def test_hold_requests_nothing(

@@ -38,3 +38,16 @@ def test_the_default_plan_table_is_the_blueprints() -> None:
         (2, 1000),
         (3, 3000),
     ]
+
+
+def test_the_fanout_redelivery_window_is_far_shorter_than_the_request_age(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A fan-out redelivered after its ack wait must still be young enough to be sent."""
+    defaults = DecisionSettings()
+    assert defaults.fanout_ack_wait_s * 4 <= defaults.max_request_age_s
+    monkeypatch.setenv("MARKETBOT_DECISION_FANOUT_ACK_WAIT_S", "120")
+    with pytest.raises(ValueError, match=r"fanout_ack_wait_s=120s must be at most 25% .* 120s"):
+        DecisionSettings()
+    monkeypatch.setenv("MARKETBOT_DECISION_MAX_REQUEST_AGE_S", "480")
+    assert DecisionSettings().fanout_ack_wait_s == 120

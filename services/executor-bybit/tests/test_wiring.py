@@ -15,6 +15,7 @@ from marketbot.executor_bybit.settings import BybitExecutorSettings
 def test_settings_come_from_the_bybit_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MARKETBOT_EXECUTOR_BYBIT_EXCHANGE_URL", "http://127.0.0.1:9")
     monkeypatch.setenv("MARKETBOT_EXECUTOR_BYBIT_MAX_REQUEST_AGE_S", "30")
+    monkeypatch.setenv("MARKETBOT_EXECUTOR_BYBIT_ACK_WAIT_S", "5")
     monkeypatch.setenv("MARKETBOT_EXECUTOR_BYBIT_BRL_PER_QUOTE", "5.25")
     monkeypatch.setenv("NATS_URL", "nats://example:4222")
     settings = BybitExecutorSettings()

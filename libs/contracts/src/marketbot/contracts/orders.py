@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from datetime import datetime
 from typing import Annotated
 
 from pydantic import AwareDatetime, Field
@@ -31,6 +32,13 @@ class OrderRequested(Event):
 
     v2 added ``commission_rate``: the plan's rate in force when the order was requested,
     which the ledger charges (v1 events are upcast with the rate the ledger used for them).
+
+    ``not_before`` is when the plan's dispatch delay ends (decided_at + delay) and
+    ``requested_at`` when the request became runnable, which is the same moment: a request's
+    age, and the executors' maximum age, count from there, never from the decision, so a
+    TRIAL request is not 3 s older than a PRO one and a fan-out redelivered after a crash is
+    judged by how long its requests have really been waiting. (Requests published before
+    this rule carry ``requested_at = decided_at``; ``runnable_at`` reads both right.)
     """
 
     TYPE = "OrderRequested"
@@ -53,10 +61,21 @@ class OrderRequested(Event):
     take_profit_percent: Percent | None = None
     allocation: Money | None = Field(default=None, gt=0)
     allocation_currency: AllocationCurrency | None = None
-    requested_at: AwareDatetime
+    requested_at: AwareDatetime = Field(
+        description="when the request became runnable (= not_before); its age counts from here"
+    )
     commission_rate: Money = Field(
         ge=0, le=1, description="the plan's commission rate when the order was requested"
     )
+
+    @property
+    def runnable_at(self) -> datetime:
+        """When the request could first be sent: the later of requested_at and not_before."""
+        return max(self.requested_at, self.not_before)
+
+    def age_s(self, now: datetime) -> float:
+        """Seconds since the request became runnable (negative while it still waits)."""
+        return (now - self.runnable_at).total_seconds()
 
     def subject(self) -> str:
         return order_request_subject(self.exchange, self.plan)

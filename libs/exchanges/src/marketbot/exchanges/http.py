@@ -1,8 +1,10 @@
 """The request engine both venue clients stand on.
 
 One pooled ``httpx.AsyncClient`` per exchange; every request goes through, in order: the
-ban check, the server clock (signed requests), the signer, the rate limiter, the circuit
-breaker, the wire, the venue's decoder (typed errors), and metrics. Reads are retried with
+ban check, the server clock (signed requests), the signer, the rate limiter, a connection
+slot, the ban / 429-hold check again (so nothing queued leaves after a 429, 418 or 403 until
+its wait ends), the circuit breaker, the wire, the venue's usage headers (the budget follows
+what the exchange reports), the venue's decoder (typed errors), and metrics. Reads are retried with
 exponential backoff and jitter; writes only when nothing was executed (``Retryable``). A
 timestamp rejection re-measures the clock and sends once more.
 
@@ -80,6 +82,10 @@ class HttpSettings:
     recv_window_ms: int = 5000
     connect_timeout_s: float = 5.0
     read_timeout_s: float = 10.0
+    """A create that gets no answer within this is an unknown outcome (looked up later)."""
+    write_timeout_s: float = 10.0
+    pool_timeout_s: float = 10.0
+    """Waiting for a pooled connection (never sent: safe to retry)."""
     max_connections: int = 20
     max_keepalive_connections: int = 20
     keepalive_expiry_s: float = 30.0
@@ -92,6 +98,10 @@ class HttpSettings:
     rate_limit_scale: float = 1.0
     """Multiplies every documented limit; only for simulators run with their limits off."""
     max_rate_limit_wait_s: float = 30.0
+    limits_refresh_s: float | None = None
+    """Ask the exchange for its limits before the first request and this often after (Binance
+    ``exchangeInfo.rateLimits``); ``None`` keeps the documented limits until a response
+    reports others."""
     ban_fallback_s: float | None = None
     """Ban length when the exchange names none (Bybit 403; 418 without Retry-After);
     ``None`` keeps the venue's documented default."""
@@ -120,7 +130,12 @@ class VenueHttp(ABC):
         self.client = httpx.AsyncClient(
             base_url=self.base_url,
             transport=transport,
-            timeout=httpx.Timeout(s.read_timeout_s, connect=s.connect_timeout_s),
+            timeout=httpx.Timeout(
+                s.read_timeout_s,
+                connect=s.connect_timeout_s,
+                write=s.write_timeout_s,
+                pool=s.pool_timeout_s,
+            ),
             limits=httpx.Limits(
                 max_connections=s.max_connections,
                 max_keepalive_connections=s.max_keepalive_connections,
@@ -179,6 +194,9 @@ class VenueHttp(ABC):
     async def fetch_server_time_ms(self) -> int:
         """The exchange's clock in epoch milliseconds (one public request)."""
 
+    async def before_send(self, endpoint: Endpoint) -> None:  # noqa: B027 - optional hook
+        """Runs before an attempt is metered (e.g. learn the exchange's limits first)."""
+
     # ---- the engine ---------------------------------------------------------------
     async def call(
         self, endpoint: Endpoint, params: Params | None = None, signer: Signer | None = None
@@ -227,6 +245,7 @@ class VenueHttp(ABC):
     ) -> Any:
         """One attempt: meter, sign, send, decode. Raises typed errors only."""
         self.limiter.check_ban()
+        await self.before_send(endpoint)
         api_key: str | None = None
         signed_at = 0.0
         if endpoint.signed:
@@ -246,7 +265,14 @@ class VenueHttp(ABC):
                 if signer is not None and self.clock.monotonic() - signed_at > self._resign_s:
                     # the signed timestamp aged while waiting for budget or a connection
                     wire, api_key, signed_at = await self._sign(endpoint, params, signer)
-                self.breaker.before_request()
+                try:
+                    # Last look before the wire: a 429 / 418 / 403 seen while this request
+                    # waited for budget, a connection or a signature stops it here.
+                    self.limiter.check_clear(tokens)
+                    self.breaker.before_request()
+                except ExchangeError:
+                    tokens.refund()
+                    raise
                 response = await self.client.request(
                     wire.method, wire.target(), headers=wire.headers, content=wire.body or None
                 )

@@ -40,3 +40,13 @@ BANNED = Gauge(
     "1 while the exchange has banned this IP and all traffic is stopped",
     ["exchange"],
 )
+RATE_LIMIT_HOLDS = Counter(
+    "marketbot_exchange_rate_limit_holds_total",
+    "Times every request to the exchange was held after a per-IP 429 (until its Retry-After)",
+    ["exchange"],
+)
+LIMIT_ANSWERS = Counter(
+    "marketbot_exchange_limit_answers_total",
+    "Rate-limit answers received: 429 / 418 / 403, and Bybit's per-UID 10006",
+    ["exchange", "status"],
+)

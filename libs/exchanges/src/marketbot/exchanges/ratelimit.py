@@ -4,7 +4,15 @@ A ``WindowBucket`` is a token bucket whose tokens come back exactly one window a
 were spent, so no window of the exchange's length ever sees more than ``limit`` tokens (a
 classic bucket that refills continuously can put ``capacity + rate * window`` into one
 window, which a sliding-window limit rejects). Usage reported by the exchange in response
-headers is merged in, so other processes behind the same IP are accounted for.
+headers is merged in, so other processes behind the same IP are accounted for, and a limit
+the exchange reports (or reveals with a 429) replaces the documented one in place.
+
+After a 429 the whole exchange is *held* until its ``Retry-After`` ends, and after a
+418 / 403 it is *banned*; ``RateLimiter.check_clear`` is asked again right before a request
+goes on the wire (after the limiter and connection slots), so nothing that was already
+queued leaves during the wait: Binance bans an IP that keeps sending after 429s
+(reference/binance-spot/rest-api.md, "LIMITS": "failing to back off after receiving 429s
+will result in an automated IP ban (HTTP status 418)").
 """
 
 from __future__ import annotations
@@ -51,6 +59,19 @@ class WindowBucket:
         if not spent:
             self._used = 0.0
 
+    def set_limit(self, limit: float, *, safety: float | None = None) -> None:
+        """Adopt a new limit (reported by the exchange) keeping what was spent in the window."""
+        share = self.budget / self.limit if safety is None else safety
+        self.limit = float(limit)
+        self.budget = max(1.0, math.floor(self.limit * share))
+
+    def lower_budget(self, budget: float) -> None:
+        """The exchange refused at ``budget`` + this request: never plan above it again."""
+        self.budget = max(1.0, min(self.budget, math.floor(budget)))
+
+    def blocked_for(self) -> float:
+        return max(0.0, self._blocked_until - self._clock.monotonic())
+
     def used(self) -> float:
         self._expire(self._clock.monotonic())
         return self._used
@@ -91,6 +112,12 @@ class WindowBucket:
         """
         token[0] = max(token[0], self._clock.monotonic())
 
+    def refund(self, token: list[float]) -> None:
+        """The request behind ``token`` was never sent: give its tokens back."""
+        if token[1]:
+            self._used = max(0.0, self._used - token[1])
+            token[1] = 0.0
+
     def observe_used(self, used_by_exchange: float) -> None:
         """Merge the exchange's own count: spend the difference we did not see ourselves."""
         now = self._clock.monotonic()
@@ -116,6 +143,14 @@ class Tokens:
         for bucket, token in self.spent:
             bucket.settle(token)
 
+    def refund(self) -> None:
+        for bucket, token in self.spent:
+            bucket.refund(token)
+
+    def blocked_for(self) -> float:
+        """Seconds any of the buckets spent from is still blocked (a per-key 429/10006)."""
+        return max((bucket.blocked_for() for bucket, _ in self.spent), default=0.0)
+
 
 PER_KEY = "key"
 
@@ -138,6 +173,7 @@ class RateLimiter:
         self._clock = clock
         self._buckets: dict[tuple[str, ...], WindowBucket] = {}
         self._banned_until = 0.0
+        self._held_until = 0.0
         self.max_wait_s = max_wait_s
 
     def bucket(
@@ -145,9 +181,11 @@ class RateLimiter:
     ) -> WindowBucket:
         limit = limit * self.scale
         bucket = self._buckets.get(key)
-        if bucket is None or bucket.limit != limit or bucket.window_s != window_s:
+        if bucket is None or bucket.window_s != window_s:
             bucket = WindowBucket(_bucket_name(key), limit, window_s, self._clock, safety=safety)
             self._buckets[key] = bucket
+        elif bucket.limit != limit:
+            bucket.set_limit(limit, safety=safety)  # keeps the window's spending
         return bucket
 
     def existing(self, key: tuple[str, ...]) -> WindowBucket | None:
@@ -175,6 +213,34 @@ class RateLimiter:
                 exchange=self.exchange,
             )
 
+    # holds (after a 429) ------------------------------------------------------------
+    def hold(self, seconds: float) -> None:
+        """Send nothing to this exchange for ``seconds`` (a per-IP 429's ``Retry-After``)."""
+        now = self._clock.monotonic()
+        self._held_until = max(self._held_until, now + max(0.0, seconds))
+        for key, bucket in self._buckets.items():
+            if not key or key[0] != PER_KEY:
+                bucket.block_for(seconds)
+        metrics.RATE_LIMIT_HOLDS.labels(self.exchange.value).inc()
+
+    def hold_remaining(self) -> float:
+        return max(0.0, self._held_until - self._clock.monotonic())
+
+    def check_clear(self, tokens: Tokens | None = None) -> None:
+        """Raise unless a request may go on the wire *now*: no ban, no hold, and none of the
+        buckets it spent from blocked. Asked once more right before sending, after every
+        slot was acquired, so a request queued before a 429 or 418 does not follow it."""
+        self.check_ban()
+        held = self.hold_remaining()
+        if tokens is not None:
+            held = max(held, tokens.blocked_for())
+        if held > 0:
+            raise RateLimited(
+                f"holding every request for {held:.1f}s after a rate-limit answer",
+                retry_after_s=held,
+                exchange=self.exchange,
+            )
+
     # acquiring ----------------------------------------------------------------------
     async def acquire(self, costs: Iterable[tuple[WindowBucket, float]]) -> Tokens:
         """Wait until each bucket in turn has room and spend it; returns the seconds waited.
@@ -187,6 +253,13 @@ class RateLimiter:
         spent: list[tuple[WindowBucket, list[float]]] = []
         for bucket, cost in costs:
             self.check_ban()
+            held = self.hold_remaining()
+            if held > 0 and waited + held > self.max_wait_s:
+                raise RateLimited(
+                    f"holding every request for {held:.1f}s after a 429",
+                    retry_after_s=held,
+                    exchange=self.exchange,
+                )
             if bucket.delay_for(cost) > 0 or bucket.lock.locked():
                 async with bucket.lock:
                     waited += await self._wait(bucket, cost, waited)

@@ -39,7 +39,7 @@ def execution_config(settings: ExecutorSettings) -> ExecutionConfig:
         unknown_poll_s=settings.unknown_poll_s,
         retry_backoff_s=settings.retry_backoff_s,
         breaker_pause_s=settings.breaker_pause_s,
-        lease_s=settings.ack_wait_s,
+        lease_s=settings.order_lease_s,
         max_slippage_percent=settings.max_slippage_percent,
         protect_settle_s=settings.protect_settle_s,
         track_interval_s=settings.track_interval_s,
@@ -67,6 +67,11 @@ def venue_settings(settings: ExecutorSettings) -> VenueSettings:
             rate_limit_scale=settings.rate_limit_scale,
             max_connections=settings.http_max_connections,
             max_keepalive_connections=settings.http_max_connections,
+            connect_timeout_s=settings.http_connect_timeout_s,
+            read_timeout_s=settings.http_read_timeout_s,
+            write_timeout_s=settings.http_write_timeout_s,
+            pool_timeout_s=settings.http_pool_timeout_s,
+            limits_refresh_s=settings.rate_limits_refresh_s,
         )
     )
 

@@ -257,7 +257,7 @@ class OrderExecutor:
         raise StoppingError
 
     def _stale(self, request: OrderRequested, now: datetime) -> bool:
-        return (now - request.requested_at).total_seconds() > self.config.max_request_age_s
+        return request.age_s(now) > self.config.max_request_age_s
 
     async def _attempt(self, request: OrderRequested) -> Outcome:
         cid = request.client_order_id
@@ -578,7 +578,7 @@ class OrderExecutor:
     async def _stale_reject(
         self, request: OrderRequested, now: datetime, row: OrderRow | None = None
     ) -> Outcome:
-        age = (now - request.requested_at).total_seconds()
+        age = request.age_s(now)
         message = (
             f"request is {age:.1f}s old, older than the maximum {self.config.max_request_age_s}s; "
             "not sent"

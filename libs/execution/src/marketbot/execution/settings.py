@@ -8,11 +8,16 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from marketbot.contracts import RiskLevel
 from marketbot.execution.domain.sizing import SizingRules
-from marketbot.runtime.settings import ServiceSettings, service_config
+from marketbot.runtime.settings import (
+    REDELIVERY_SHARE_OF_MAX_AGE,
+    ServiceSettings,
+    redelivery_window_error,
+    service_config,
+)
 
 
 class ExecutorSettings(ServiceSettings):
@@ -39,11 +44,45 @@ class ExecutorSettings(ServiceSettings):
         description="multiplies every documented exchange limit; only for a simulator run "
         "with its limits off (never against a real exchange)",
     )
+    # the exchange's HTTP timeouts (a create unanswered within the read timeout is an
+    # unknown outcome, resolved by looking its client order id up)
+    http_connect_timeout_s: float = Field(default=5.0, gt=0, description="TCP + TLS connect")
+    http_read_timeout_s: float = Field(
+        default=10.0, gt=0, description="waiting for the answer; past it the outcome is unknown"
+    )
+    http_write_timeout_s: float = Field(default=10.0, gt=0)
+    http_pool_timeout_s: float = Field(
+        default=10.0, gt=0, description="waiting for a pooled connection (nothing sent)"
+    )
+    rate_limits_refresh_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="ask the exchange for its own limits (Binance exchangeInfo.rateLimits) "
+        "before the first request and this often after",
+    )
     # consumption
-    max_request_age_s: float = Field(default=120.0, gt=0, description="older requests: STALE")
+    max_request_age_s: float = Field(
+        default=120.0,
+        gt=0,
+        description="a request older than this, counted from when it became runnable "
+        "(requested_at = not_before), is rejected STALE and never sent",
+    )
     tier_concurrency: int = Field(default=64, ge=1, description="orders in flight within a tier")
     fetch_batch: int = Field(default=64, ge=1)
-    ack_wait_s: float = Field(default=60.0, gt=0)
+    ack_wait_s: float = Field(
+        default=20.0,
+        gt=0,
+        description="redelivery window of an unacknowledged request; at most "
+        f"{REDELIVERY_SHARE_OF_MAX_AGE:.0%} of max_request_age_s, so a request lost by a "
+        "crashed executor is redelivered while it can still be sent",
+    )
+    order_lease_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="how long a replica owns an order it is sending or reconciling; longer "
+        "than one placement with its lookups and resubmission (read timeout x 2 + 2 x the "
+        "receive window), so no other replica acts on it meanwhile",
+    )
     idle_poll_s: float = Field(default=0.05, gt=0)
     max_deliver: int = Field(
         default=10, ge=1, description="deliveries of a failing request before it is dead-lettered"
@@ -91,6 +130,13 @@ class ExecutorSettings(ServiceSettings):
     track_batch: int = Field(default=200, ge=1)
     outbox_relay_s: float = Field(default=2.0, gt=0)
     db_pool_size: int = Field(default=20, ge=2)
+
+    @model_validator(mode="after")
+    def _redelivery_far_shorter_than_max_age(self) -> ExecutorSettings:
+        error = redelivery_window_error("ack_wait_s", self.ack_wait_s, self.max_request_age_s)
+        if error:
+            raise ValueError(error)
+        return self
 
     def sizing_rules(self) -> SizingRules:
         return SizingRules(

@@ -13,6 +13,23 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from marketbot.contracts import BusNamespace, PlanTable
 
+REDELIVERY_SHARE_OF_MAX_AGE = 0.25
+"""A redelivery window (ack wait) may be at most this share of the maximum age of what it
+redelivers: a message lost by a crashed consumer then comes back while it is still young
+enough to act on, even after a restart and a second lost attempt."""
+
+
+def redelivery_window_error(field: str, window_s: float, max_age_s: float) -> str | None:
+    """The error for a redelivery window not far shorter than ``max_age_s``, naming the field."""
+    limit = max_age_s * REDELIVERY_SHARE_OF_MAX_AGE
+    if window_s <= limit:
+        return None
+    return (
+        f"{field}={window_s:g}s must be at most {REDELIVERY_SHARE_OF_MAX_AGE:.0%} of the "
+        f"maximum request age {max_age_s:g}s (<= {limit:g}s): a message redelivered after "
+        "it would already be stale"
+    )
+
 
 def service_config(env_prefix: str) -> SettingsConfigDict:
     return SettingsConfigDict(

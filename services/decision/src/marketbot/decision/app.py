@@ -13,6 +13,7 @@ import contextlib
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 import asyncpg
@@ -52,7 +53,7 @@ log = get_logger("marketbot.decision")
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 SIGNALS = ConsumerSpec("decision-signals", "SIGNALS", ("signals.received",), batch=16)
-FANOUT = ConsumerSpec("decision-fanout", "DECISIONS", ("decisions.made",), batch=1, ack_wait=120)
+FANOUT = ConsumerSpec("decision-fanout", "DECISIONS", ("decisions.made",), batch=1, ack_wait=20)
 ACCOUNTS = ConsumerSpec("decision-accounts", "ACCOUNTS", ("accounts.>",), batch=256)
 KEYS = ConsumerSpec("decision-keys", "KEYS", ("keys.>",), batch=256)
 
@@ -180,6 +181,7 @@ class DecisionService:
         self.fanout = FanoutConsumer(bus, fanout, self.fan_out)
         self.accounts = ExactlyOnceConsumer(bus, pool, ACCOUNTS, handlers.on_account_event)
         self.keys = ExactlyOnceConsumer(bus, pool, KEYS, handlers.on_key_event)
+        self._resume: asyncio.Task[int] | None = None
 
     async def context_for(self, signal: SignalReceived) -> MarketContext:
         return await self.market.context_for(signal.symbol, signal.exchange)
@@ -202,8 +204,40 @@ class DecisionService:
         # projections first, so a decision sees the users known at start
         for consumer in (self.accounts, self.keys, self.fanout, self.signals):
             await consumer.start()
+        self._resume = asyncio.create_task(self.resume_fanouts(), name="resume-fanouts")
+
+    async def resume_fanouts(self) -> int:
+        """Finish, right after a restart, the fan-outs a crash interrupted.
+
+        The fan-out is checkpointed in the database (``fanouts`` without ``completed_at``,
+        recipients frozen), so the tiers not yet published go out within seconds instead of
+        after the decision's redelivery (``fanout_ack_wait_s``); what was published already
+        is dropped by JetStream as a duplicate (same request ids). Only fan-outs younger than
+        the maximum request age: older ones would be stale anyway and are left to the
+        redelivery, whose requests the executors reject ``STALE`` with the reason.
+        """
+        since = self.clock.now() - timedelta(seconds=self.settings.max_request_age_s)
+        resumed = 0
+        try:
+            for decision in await repository.unfinished_fanouts(self.pool, since):
+                result = await self.fan_out(decision)
+                resumed += 1
+                log.info(
+                    "interrupted fan-out resumed",
+                    decision_id=str(decision.decision_id),
+                    requests=result.requests,
+                    duplicates=result.duplicates,
+                )
+        except Exception as exc:  # the redelivery still finishes it
+            log.warning("resuming interrupted fan-outs failed", error=repr(exc))
+        return resumed
 
     async def stop(self) -> None:
+        if self._resume is not None:
+            self._resume.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._resume
+            self._resume = None
         for consumer in (self.signals, self.fanout, self.keys, self.accounts):
             await consumer.stop()
 

@@ -133,6 +133,8 @@ def order_requests(
     template: OrderRequested | None = None
     for user in users:
         request_id = request_id_for(decision.decision_id, user.user_id)
+        # runnable when the plan's delay ends: the executors' maximum age counts from there
+        runnable_at = plans.not_before(user.plan, decision.decided_at)
         fields = {
             "event_id": request_id,
             "request_id": request_id,
@@ -140,7 +142,8 @@ def order_requests(
             "exchange": user.exchange,
             "plan": user.plan,
             "priority": plans.priority(user.plan),
-            "not_before": plans.not_before(user.plan, decision.decided_at),
+            "not_before": runnable_at,
+            "requested_at": runnable_at,
             # the rate in force now: the ledger charges this, whatever the table says later
             "commission_rate": plans.commission_rate(user.plan),
             "risk_level": user.risk_level,
@@ -162,7 +165,6 @@ def order_requests(
                 reference_price=decision.reference_price,
                 stop_loss_percent=decision.stop_loss_percent,
                 take_profit_percent=decision.take_profit_percent,
-                requested_at=decision.decided_at,
                 **fields,
             )
             request = template

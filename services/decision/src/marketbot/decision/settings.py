@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 
 from marketbot.contracts import Exchange, PlanTable
 from marketbot.decision.domain.policy import PolicySettings
-from marketbot.runtime.settings import ServiceSettings, service_config
+from marketbot.runtime.settings import (
+    REDELIVERY_SHARE_OF_MAX_AGE,
+    ServiceSettings,
+    redelivery_window_error,
+    service_config,
+)
 
 
 class DecisionSettings(ServiceSettings):
@@ -44,7 +49,28 @@ class DecisionSettings(ServiceSettings):
 
     signal_batch: int = Field(default=16, ge=1)
     fanout_ack_timeout_s: float = Field(default=10.0, gt=0)
-    fanout_ack_wait_s: float = Field(default=120.0, gt=0)
+    fanout_ack_wait_s: float = Field(
+        default=20.0,
+        gt=0,
+        description="redelivery window of a decision whose fan-out did not finish (a crash "
+        f"mid fan-out); at most {REDELIVERY_SHARE_OF_MAX_AGE:.0%} of max_request_age_s, so the "
+        "unpublished tiers still arrive young enough to be sent",
+    )
+    max_request_age_s: float = Field(
+        default=120.0,
+        gt=0,
+        description="the executors' MAX_REQUEST_AGE_S (set both to the same value): what the "
+        "fan-out's redelivery window is checked against",
+    )
+
+    @model_validator(mode="after")
+    def _redelivery_far_shorter_than_max_age(self) -> DecisionSettings:
+        error = redelivery_window_error(
+            "fanout_ack_wait_s", self.fanout_ack_wait_s, self.max_request_age_s
+        )
+        if error:
+            raise ValueError(error)
+        return self
 
     @property
     def plan_table(self) -> PlanTable:

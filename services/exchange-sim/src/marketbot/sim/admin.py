@@ -132,11 +132,18 @@ class SimAdmin:
         latency_ms: int | None = None,
         path: str | None = None,
         status: int = 503,
+        method: str | None = None,
     ) -> None:
-        """kind: latency | http_5xx | drop | executed_5xx | executed_drop | executed_slow
-        (executed at once, answered ``latency_ms`` later).
+        """kind: latency | http_5xx | drop | executed_5xx | executed_drop | executed_late |
+        executed_slow (executed at once, answered ``latency_ms`` later).
 
-        ``path`` matches exactly, or as a prefix when it ends with ``*``.
+        ``path`` matches exactly, or as a prefix when it ends with ``*``; ``method`` (GET,
+        POST, DELETE, ...) narrows the rule to one method (``None``: every method).
+        ``latency`` delays the answer (the signed timestamp was checked on arrival, so a
+        create delayed past the client's read timeout still executes: late execution after
+        a client-side timeout); ``executed_late`` answers the venue's timeout error at once
+        and executes the request ``latency_ms`` later. On the other kinds ``latency_ms``
+        delays the fault (``drop`` after 3 s: a client timeout with nothing executed).
         """
         await self._call(
             "POST",
@@ -148,11 +155,23 @@ class SimAdmin:
                 "latency_ms": latency_ms,
                 "path": path,
                 "status": status,
+                "method": method,
             },
         )
 
     async def clear_faults(self) -> None:
         await self._call("DELETE", "faults")
+
+    async def stats(self) -> dict[str, Any]:
+        """Ground truth since the last reset: ``statuses`` (count per HTTP status),
+        ``limit_answers`` ("429" / "418" / "403" / Bybit "10006" counts), ``limit_events``
+        (``[server_ms, what]`` each), ``late_executions`` (late-executed requests that
+        succeeded) and ``late_pending`` (still waiting to execute)."""
+        result: dict[str, Any] = await self._call("GET", "stats")
+        return result
+
+    async def clear_stats(self) -> None:
+        await self._call("DELETE", "stats")
 
     async def set_limits(
         self, enabled: bool, *, ban_seconds: int | None = None, **overrides: Any

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from abc import ABC, abstractmethod
+from collections import Counter, deque
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -63,6 +64,37 @@ class BaseApp(ABC):
         self.clock = clock
         self.faults = Faults(seed)
         self.limits_enabled = True
+        self._late: set[asyncio.Task[None]] = set()
+        self.reset_stats()
+
+    # ground truth about what the clients did -------------------------------------------
+
+    LIMIT_STATUSES = (403, 418, 429)
+
+    def reset_stats(self) -> None:
+        self.statuses: Counter[int] = Counter()
+        self.limit_answers: Counter[str] = Counter()
+        self.limit_events: deque[tuple[int, str]] = deque(maxlen=100_000)
+        self.late_executions = 0
+
+    def count_limit_answer(self, what: str, now_ms: int) -> None:
+        """One rate-limit answer (HTTP 429/418/403, or a venue code such as Bybit's 10006)."""
+        self.limit_answers[what] += 1
+        self.limit_events.append((now_ms, what))
+
+    def _count(self, response: Response, now_ms: int) -> None:
+        self.statuses[response.status] += 1
+        if response.status in self.LIMIT_STATUSES:
+            self.count_limit_answer(str(response.status), now_ms)
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
+            "limit_answers": dict(self.limit_answers),
+            "limit_events": [[at, what] for at, what in self.limit_events],
+            "late_executions": self.late_executions,
+            "late_pending": len(self._late),
+        }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -73,10 +105,23 @@ class BaseApp(ABC):
         if request.path.startswith(ADMIN_PREFIX):
             await send_response(send, self._admin(request))
             return
-        decision = self.faults.decide(request.path)
+        request.received_ms = self.clock.now_ms()
+        decision = self.faults.decide(request.method, request.path)
+        action = decision.action
+        if action == "executed_late":
+            # Answer "timed out, status unknown" now; the request (already admitted: its
+            # signed timestamp was good on arrival and when forwarded) executes later. Binance:
+            # "If a response from the Matching Engine takes longer than this, the API responds
+            # with ... -1007 TIMEOUT. This does not always mean that the request failed in the
+            # Matching Engine" (rest-api.md, General API Information); its recvWindow checks
+            # happen on receipt and before forwarding, not at execution (Timing security).
+            await send_response(send, self.timeout_error())
+            task = asyncio.create_task(self._execute_late(request, decision.execute_after_ms))
+            self._late.add(task)
+            task.add_done_callback(self._late.discard)
+            return
         if decision.latency_ms:
             await asyncio.sleep(decision.latency_ms / 1000)
-        action = decision.action
         if action == "drop":
             await drop_connection(send)
             return
@@ -84,6 +129,7 @@ class BaseApp(ABC):
             await send_response(send, self.server_error(decision.status))
             return
         response = self.handle(request)
+        self._count(response, request.received_ms)
         if action == "executed_5xx":
             response = self.server_error(decision.status)
         elif action == "executed_drop":
@@ -93,6 +139,13 @@ class BaseApp(ABC):
             await asyncio.sleep(decision.answer_after_ms / 1000)
         await send_response(send, response)
 
+    async def _execute_late(self, request: Request, after_ms: int) -> None:
+        await asyncio.sleep(after_ms / 1000)
+        response = self.handle(request)
+        self._count(response, request.received_ms or self.clock.now_ms())
+        if response.status < 400:
+            self.late_executions += 1
+
     @abstractmethod
     def handle(self, request: Request) -> Response:
         """Each exchange's app implements this."""
@@ -100,6 +153,10 @@ class BaseApp(ABC):
     @abstractmethod
     def server_error(self, status: int) -> Response:
         """Each exchange's app implements this."""
+
+    def timeout_error(self) -> Response:
+        """The venue's "timed out; execution status unknown" answer (default: a 504)."""
+        return self.server_error(504)
 
     # admin -------------------------------------------------------------------------------
 
@@ -147,11 +204,17 @@ class BaseApp(ABC):
                     latency_ms=None if body.get("latency_ms") is None else int(body["latency_ms"]),
                     path=body.get("path"),
                     status=int(body.get("status", 503)),
+                    method=None if body.get("method") is None else str(body["method"]).upper(),
                 )
                 return {"fault": fault.as_dict()}
             case "DELETE", "faults":
                 self.faults.clear()
                 return {"faults": []}
+            case "GET", "stats":
+                return self.stats()
+            case "DELETE", "stats":
+                self.reset_stats()
+                return self.stats()
             case "POST", "clock":
                 self.clock.offset_ms = int(body.get("offset_ms", 0))
                 return {"offset_ms": self.clock.offset_ms, "server_time": self.clock.now_ms()}
@@ -245,6 +308,7 @@ class ExchangeApp(BaseApp):
                 exchange.reset()
                 self.faults.clear()
                 self.reset_limits()
+                self.reset_stats()
                 self.clock.offset_ms = 0
                 if body.get("prices", True):
                     self.prices.reset()

@@ -21,7 +21,7 @@ JSON_UTF8 = b"application/json; charset=utf-8"
 
 
 class Request:
-    __slots__ = ("body", "client_ip", "headers", "method", "path", "query")
+    __slots__ = ("body", "client_ip", "headers", "method", "path", "query", "received_ms")
 
     def __init__(
         self,
@@ -38,6 +38,9 @@ class Request:
         self.headers = headers
         self.body = body
         self.client_ip = client_ip
+        self.received_ms: int | None = None
+        """Server time when the request arrived: signed timestamps and limits count from
+        here, before any injected delay (a real exchange checks them at its gateway)."""
 
     def header(self, name: bytes) -> str | None:
         for key, value in self.headers:

@@ -275,11 +275,24 @@ class BinanceApp(ExchangeApp):
             )
         )
 
+    def timeout_error(self) -> Response:
+        # -1007 TIMEOUT: "Send status unknown; execution status unknown" (errors.md), with a
+        # 5XX: "the execution status is UNKNOWN and could have been a success" (rest-api.md)
+        return self._error_response(
+            BinanceError(
+                -1007,
+                "Timeout waiting for response from backend server. "
+                "Send status unknown; execution status unknown.",
+                504,
+            )
+        )
+
     def handle(self, request: Request) -> Response:
         route = self.routes.get((request.method, request.path))
         if route is None:
             return _not_found(request)
-        now = self.clock.now_ms()
+        # the gateway's view: weight and the signed timestamp as of arrival
+        now = request.received_ms or self.clock.now_ms()
         query = request.query.decode("latin-1")
         body = request.body.decode("latin-1") if request.method != "GET" else ""
         params = dict(parse_qsl(body, keep_blank_values=True)) if body else {}

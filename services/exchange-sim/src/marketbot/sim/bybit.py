@@ -218,8 +218,13 @@ class BybitApp(ExchangeApp):
     def server_error(self, status: int) -> Response:
         return Response(status, self.envelope({}, code=10016, message=MESSAGES[10016]))
 
+    def timeout_error(self) -> Response:
+        # retCode 10000 "Server Timeout" (reference/bybit-v5/error.mdx)
+        return Response(200, self.envelope({}, code=10000, message="Server Timeout"))
+
     def handle(self, request: Request) -> Response:
-        now = self.clock.now_ms()
+        # the gateway's view: limits and the signed timestamp as of arrival
+        now = request.received_ms or self.clock.now_ms()
         if self.limits_enabled:
             blocked = self._ip_gate(request.client_ip, now)
             if blocked is not None:
@@ -247,6 +252,7 @@ class BybitApp(ExchangeApp):
                     (b"x-bapi-limit-reset-timestamp", str(reset).encode()),
                 ]
                 if not allowed:
+                    self.count_limit_answer("10006", now)
                     raise BybitError(10006)
             result = handler(request, account, key)
         except BybitError as exc:

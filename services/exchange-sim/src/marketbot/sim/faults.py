@@ -1,5 +1,11 @@
-"""Injected faults: latency, 5xx, dropped connections, "executed but answered 5xx", and
-"executed, answered late" (``executed_slow``: the order exists before its answer leaves)."""
+"""Injected faults: latency, 5xx, dropped connections, "executed but answered 5xx", the
+late execution (``executed_late``: answered with the venue's timeout error now, executed
+``latency_ms`` later) and the slow answer (``executed_slow``: executed at once, answered
+``latency_ms`` later, so the order exists before its answer leaves).
+
+A rule matches by method (``None``: any) and path (exact, or a prefix ending in ``*``), so a
+fault on ``POST /v5/order/create`` leaves the queries and cancels of the same orders alone.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,16 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-KINDS = ("latency", "http_5xx", "drop", "executed_5xx", "executed_drop", "executed_slow")
+KINDS = (
+    "latency",
+    "http_5xx",
+    "drop",
+    "executed_5xx",
+    "executed_drop",
+    "executed_late",
+    "executed_slow",
+)
+METHODS = ("GET", "POST", "PUT", "DELETE")
 
 
 @dataclass(slots=True)
@@ -18,8 +33,11 @@ class Fault:
     latency_ms: int
     path: str | None
     status: int
+    method: str | None = None
 
-    def matches(self, path: str) -> bool:
+    def matches(self, method: str, path: str) -> bool:
+        if self.method is not None and method != self.method:
+            return False
         if self.path is None:
             return True
         if self.path.endswith("*"):
@@ -34,14 +52,18 @@ class Fault:
             "latency_ms": self.latency_ms,
             "path": self.path,
             "status": self.status,
+            "method": self.method,
         }
 
 
 @dataclass(slots=True)
 class Decision:
     latency_ms: int = 0
-    action: str | None = None  # http_5xx | drop | executed_5xx | executed_drop | executed_slow
+    # http_5xx | drop | executed_5xx | executed_drop | executed_late | executed_slow
+    action: str | None = None
     status: int = 503
+    execute_after_ms: int = 0
+    """executed_late: how long after the timeout answer the order executes."""
     answer_after_ms: int = 0
     """executed_slow: the request is executed at once, its answer sent this much later."""
 
@@ -66,6 +88,7 @@ class Faults:
         latency_ms: int | None = None,
         path: str | None = None,
         status: int = 503,
+        method: str | None = None,
     ) -> Fault:
         if kind not in KINDS:
             raise ValueError(f"unknown fault kind {kind!r}; expected one of {KINDS}")
@@ -73,11 +96,13 @@ class Faults:
             raise ValueError("give rate or next_n")
         if rate is not None and not 0.0 <= rate <= 1.0:
             raise ValueError("rate must be within [0, 1]")
-        if kind in ("latency", "executed_slow") and not latency_ms:
+        if kind in ("latency", "executed_late", "executed_slow") and not latency_ms:
             raise ValueError(f"{kind} needs latency_ms")
+        if method is not None and method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}")
         if not 500 <= status <= 599:
             raise ValueError("status must be a 5xx code")
-        fault = Fault(kind, rate, next_n, latency_ms or 0, path, status)
+        fault = Fault(kind, rate, next_n, latency_ms or 0, path, status, method)
         self.rules.append(fault)
         return fault
 
@@ -85,12 +110,12 @@ class Faults:
         self.rules.clear()
         self._rng = random.Random(self._seed)
 
-    def decide(self, path: str) -> Decision:
+    def decide(self, method: str, path: str) -> Decision:
         if not self.rules:
             return NO_FAULT
         decision = Decision()
         for fault in list(self.rules):
-            if not fault.matches(path):
+            if not fault.matches(method, path):
                 continue
             if fault.kind != "latency" and decision.action is not None:
                 continue
@@ -107,6 +132,10 @@ class Faults:
             else:
                 decision.action = fault.kind
                 decision.status = fault.status
-                if fault.kind == "executed_slow":
+                if fault.kind == "executed_late":
+                    decision.execute_after_ms = fault.latency_ms
+                elif fault.kind == "executed_slow":
                     decision.answer_after_ms = fault.latency_ms
+                else:  # e.g. a drop after 3 s: the client's read timeout fires first
+                    decision.latency_ms += fault.latency_ms
         return decision

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import Iterable, Mapping
@@ -11,14 +12,27 @@ from urllib.parse import quote, urlencode
 import httpx
 
 from marketbot.contracts import Exchange, RejectReason
+from marketbot.exchanges import metrics
 from marketbot.exchanges.binance import constants as c
 from marketbot.exchanges.binance.errors import error_for
-from marketbot.exchanges.errors import IpBannedError, OutcomeUnknown, RateLimited, Rejected
+from marketbot.exchanges.errors import (
+    ExchangeError,
+    IpBannedError,
+    OutcomeUnknown,
+    RateLimited,
+    Rejected,
+)
 from marketbot.exchanges.http import Costs, Endpoint, Params, VenueHttp, Wire
 from marketbot.exchanges.ratelimit import PER_KEY, WindowBucket
 from marketbot.exchanges.signer import Signature
+from marketbot.runtime.logs import get_logger
+
+log = get_logger("marketbot.exchanges.binance")
 
 TIME_ENDPOINT = Endpoint("GET", c.TIME)
+LIMITS_ENDPOINT = Endpoint("GET", c.EXCHANGE_INFO)
+# -1015 "Too many new orders": the per-account order count, not the IP's weight (errors.md).
+_ORDER_COUNT_CODE = -1015
 _INTERVAL_S = {"SECOND": 1.0, "MINUTE": 60.0, "HOUR": 3600.0, "DAY": 86400.0}
 _LETTER_S = {"S": 1.0, "M": 60.0, "H": 3600.0, "D": 86400.0}
 _ORDER_COUNT = re.compile(r"x-mbx-order-count-(\d+)([smhd])")
@@ -38,6 +52,31 @@ class BinanceHttp(VenueHttp):
         )
         self._raw: list[WindowBucket] = []
         self.order_limits: list[tuple[int, float]] = [(c.ORDERS_LIMIT, c.ORDERS_WINDOW_S)]
+        # the highest used weight an accepted response reported, and when (monotonic)
+        self._accepted_used = (0.0, -1e18)
+        self._limits_due = 0.0 if self.settings.limits_refresh_s is not None else None
+        self._limits_lock = asyncio.Lock()
+
+    async def before_send(self, endpoint: Endpoint) -> None:
+        """Learn the exchange's own limits (``exchangeInfo.rateLimits``) before spending."""
+        due = self._limits_due
+        if due is None or endpoint.path in (c.EXCHANGE_INFO, c.TIME):
+            return
+        if self.clock.monotonic() < due:
+            return
+        async with self._limits_lock:
+            if self._limits_due is None or self.clock.monotonic() < self._limits_due:
+                return
+            refresh = self.settings.limits_refresh_s or 300.0
+            try:
+                payload = await self.call(LIMITS_ENDPOINT, {"symbol": "BTCUSDT"})
+            except ExchangeError as exc:
+                log.warning("could not load the exchange's rate limits", error=str(exc))
+                self._limits_due = self.clock.monotonic() + min(refresh, 10.0)
+                return
+            if isinstance(payload, dict):
+                self.apply_rate_limits(payload.get("rateLimits", []))
+            self._limits_due = self.clock.monotonic() + refresh
 
     def apply_rate_limits(self, rate_limits: Iterable[Mapping[str, Any]]) -> None:
         """Adopt ``exchangeInfo.rateLimits`` instead of the documented defaults."""
@@ -109,8 +148,16 @@ class BinanceHttp(VenueHttp):
     def observe(self, endpoint: Endpoint, response: httpx.Response, api_key: str | None) -> None:
         headers = response.headers
         used = headers.get(c.USED_WEIGHT_HEADER)
+        status = response.status_code
         if used is not None and used.isdigit():
             self._weight.observe_used(float(used))
+            if status < 400:
+                now = self.clock.monotonic()
+                best, at = self._accepted_used
+                if float(used) >= best or now - at > self._weight.window_s:
+                    self._accepted_used = (float(used), now)
+        if status in (418, 429):
+            self._on_limit_answer(response, api_key)
         if api_key is None or (endpoint.method, endpoint.path) not in c.ORDER_COUNTED:
             return
         for name, value in headers.items():
@@ -121,6 +168,34 @@ class BinanceHttp(VenueHttp):
             for limit, limit_window in self.order_limits:
                 if limit_window == window:
                     self._order_bucket(api_key, limit, window).observe_used(float(value))
+
+    def _on_limit_answer(self, response: httpx.Response, api_key: str | None) -> None:
+        """A 429 or 418: hold (or ban) before anything else is sent, and lower the budget."""
+        status = response.status_code
+        metrics.LIMIT_ANSWERS.labels(self.exchange.value, str(status)).inc()
+        if status == 418:
+            return  # decode() bans for the Retry-After
+        wait = self._retry_after(response, 1.0)
+        code: object = None
+        try:
+            payload = json.loads(response.content)
+            code = payload.get("code") if isinstance(payload, dict) else None
+        except ValueError:
+            pass
+        if code == _ORDER_COUNT_CODE and api_key is not None:
+            # "Unfilled Order Count ... tracked for each account": only this key waits.
+            for limit, window in self.order_limits:
+                self._order_bucket(api_key, limit, window).block_for(wait)
+            return
+        # The IP's request weight (-1003): "back off and not spam the API" (rest-api.md
+        # LIMITS). Nothing leaves until Retry-After, and the exchange has just shown where
+        # its limit is: never plan above the highest weight it accepted in this window.
+        self.limiter.hold(wait)
+        best, at = self._accepted_used
+        if best > 0 and self.clock.monotonic() - at <= self._weight.window_s:
+            self._weight.lower_budget(best * self.settings.rate_limit_safety)
+        if self._limits_due is not None:
+            self._limits_due = 0.0  # ask for the exchange's limits again after the hold
 
     def _retry_after(self, response: httpx.Response, default: float) -> float:
         text = response.headers.get(c.RETRY_AFTER_HEADER)
@@ -142,7 +217,6 @@ class BinanceHttp(VenueHttp):
             )
         if status == 429:
             wait = self._retry_after(response, 1.0)
-            self._weight.block_for(wait)
             raise RateLimited(
                 f"HTTP 429: request rate limit broken; back off {wait:.0f}s",
                 retry_after_s=wait,

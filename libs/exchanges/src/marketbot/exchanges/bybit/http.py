@@ -9,6 +9,7 @@ from urllib.parse import quote, urlencode
 import httpx
 
 from marketbot.contracts import Exchange, RejectReason
+from marketbot.exchanges import metrics
 from marketbot.exchanges.bybit import constants as c
 from marketbot.exchanges.bybit.errors import error_for
 from marketbot.exchanges.errors import IpBannedError, OutcomeUnknown, RateLimited, Rejected
@@ -60,6 +61,13 @@ class BybitHttp(VenueHttp):
         )
 
     def observe(self, endpoint: Endpoint, response: httpx.Response, api_key: str | None) -> None:
+        status = response.status_code
+        if status in (403, 429):
+            metrics.LIMIT_ANSWERS.labels(self.exchange.value, str(status)).inc()
+        if status == 429:
+            # "429: system level frequency protection" (error.mdx); no Retry-After is
+            # documented: hold everything for a second rather than keep knocking.
+            self.limiter.hold(1.0)
         if api_key is None:
             return
         headers = response.headers
@@ -78,7 +86,11 @@ class BybitHttp(VenueHttp):
         bucket = self._key_bucket(api_key, endpoint.path, limit)
         bucket.observe_used(limit - remaining)
         if remaining <= 0:
+            # X-Bapi-Limit-Reset-Timestamp: when this key's limit for the endpoint resets
+            # (rate-limit_rate-limit.mdx); requests already queued for it wait too.
             bucket.block_for(self._reset_in_s(response))
+            if b'"retCode":10006' in response.content:
+                metrics.LIMIT_ANSWERS.labels(self.exchange.value, "10006").inc()
 
     def _reset_in_s(self, response: httpx.Response) -> float:
         reset = response.headers.get("x-bapi-limit-reset-timestamp")

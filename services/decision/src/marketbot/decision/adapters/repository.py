@@ -267,6 +267,22 @@ async def freeze_recipients(
         return list(eligible_now)
 
 
+async def unfinished_fanouts(pool: asyncpg.Pool, started_after: datetime) -> list[DecisionMade]:
+    """Decisions whose fan-out started after ``started_after`` and never completed (a crash
+    mid fan-out), oldest first."""
+    rows = await pool.fetch(
+        "SELECT d.payload FROM fanouts f JOIN decisions d ON d.decision_id = f.decision_id "
+        "WHERE f.completed_at IS NULL AND f.started_at > $1 ORDER BY f.started_at",
+        started_after,
+    )
+    decisions = []
+    for row in rows:
+        payload = row["payload"]
+        data = json.loads(payload) if isinstance(payload, str) else payload
+        decisions.append(DecisionMade.model_validate(data))
+    return decisions
+
+
 async def complete_fanout(pool: asyncpg.Pool, decision_id: uuid.UUID, action: str) -> None:
     await pool.execute(
         "INSERT INTO fanouts (decision_id, action, recipients, completed_at) "

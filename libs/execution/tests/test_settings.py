@@ -1,0 +1,32 @@
+"""Executor settings: timeouts reach the venue, and redelivery never outlives the max age."""
+
+from __future__ import annotations
+
+import pytest
+
+from marketbot.execution.app import venue_settings
+from marketbot.execution.settings import ExecutorSettings
+
+
+def test_http_timeouts_and_limit_refresh_are_configuration() -> None:
+    settings = ExecutorSettings(
+        http_connect_timeout_s=1.5,
+        http_read_timeout_s=2.5,
+        http_write_timeout_s=3.5,
+        http_pool_timeout_s=4.5,
+        rate_limits_refresh_s=60.0,
+    )
+    http = venue_settings(settings).http
+    assert (http.connect_timeout_s, http.read_timeout_s) == (1.5, 2.5)
+    assert (http.write_timeout_s, http.pool_timeout_s) == (3.5, 4.5)
+    assert http.limits_refresh_s == 60.0
+
+
+def test_an_ack_wait_not_far_shorter_than_the_max_age_is_refused_naming_the_field() -> None:
+    defaults = ExecutorSettings()
+    assert defaults.ack_wait_s * 4 <= defaults.max_request_age_s
+    with pytest.raises(ValueError, match=r"ack_wait_s=60s must be at most 25% .* 120s"):
+        ExecutorSettings(ack_wait_s=60.0)
+    with pytest.raises(ValueError, match="ack_wait_s=20s"):
+        ExecutorSettings(max_request_age_s=30.0)
+    assert ExecutorSettings(ack_wait_s=60.0, max_request_age_s=240.0).ack_wait_s == 60.0
