@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from marketbot.gateway.adapters.feed import JetStreamFeed
 from marketbot.gateway.adapters.repository import Repository
 from marketbot.gateway.adapters.services import BusSignalPublisher, LedgerClient, VaultClient
-from marketbot.gateway.api import admin, users, webhooks, ws
+from marketbot.gateway.api import admin, auth, operator, users, webhooks, ws
 from marketbot.gateway.api.context import Gateway, SignalPublisher
 from marketbot.gateway.api.errors import install_error_handlers
 from marketbot.gateway.domain.auth import hash_token
@@ -68,6 +68,10 @@ def build_gateway(settings: GatewaySettings, deps: GatewayDeps) -> Gateway:
             name: hash_token(token.get_secret_value())
             for name, token in settings.webhook_sources.items()
         },
+        login_limiter=RateLimiter(
+            settings.login_attempts_per_minute / 60.0, settings.login_attempts_burst
+        ),
+        bus=deps.bus,
     )
 
 
@@ -83,6 +87,8 @@ def create_app(settings: GatewaySettings, deps: GatewayDeps) -> FastAPI:
     app.include_router(webhooks.router)
     app.include_router(admin.router)
     app.include_router(users.router)
+    app.include_router(auth.router)
+    app.include_router(operator.router)
     app.include_router(ws.router)
     return app
 
