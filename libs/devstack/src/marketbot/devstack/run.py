@@ -27,10 +27,12 @@ import httpx
 
 from marketbot.contracts import BusNamespace
 from marketbot.devstack.demo import (
+    DEMO_PASSWORD,
     DEMO_USERS,
     PLAN_ORDER,
     Demo,
     Narrator,
+    demo_email,
     ledger_totals,
     num,
 )
@@ -115,6 +117,13 @@ def print_endpoints(stack: Stack) -> None:
     urls, cfg = stack.urls, stack.config
     hook = f"{urls.webhook}/{cfg.webhook_source}?token={cfg.webhook_token}"
     say("\n== marketbot is running (Ctrl-C stops everything)")
+    say(f"  web app     {urls.web}/")
+    say(f"    subscriber  sign in as {demo_email('ana')} / {DEMO_PASSWORD}")
+    say(
+        "                (every demo user: <name>@demo.marketbot.dev, e.g. "
+        f"{demo_email('bruno')}, same password)"
+    )
+    say(f"    operator    {urls.web}/operator/login with the admin token {cfg.admin_token}")
     say(f"  webhook     POST {hook}")
     say(f"  API docs    {urls.gateway}/docs   (admin token: {cfg.admin_token})")
     say(f"  WebSocket   {urls.gateway.replace('http', 'ws')}/ws?token=<user token>")
