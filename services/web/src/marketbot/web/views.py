@@ -198,14 +198,15 @@ def pnl_chart_svg(points: list[ChartPoint], width: int = 640, height: int = 220)
         f"{escape(p.at.strftime('%Y-%m-%d %H:%M'))}: {escape(num(p.total))} USDT</title></circle>"
         for (cx, cy), p in zip(coords[1:], points, strict=True)
     )
+    label_x = pad_l - 6
     return (
         f'<svg class="chart {tone}" viewBox="0 0 {width} {height}" role="img" '
         f'aria-labelledby="chart-title chart-desc" preserveAspectRatio="xMidYMid meet">'
         f'<title id="chart-title">PnL</title><desc id="chart-desc">{escape(summary)}</desc>'
         f'<line class="axis" x1="{pad_l}" x2="{width - pad_r}" y1="{zero:.1f}" y2="{zero:.1f}"/>'
-        f'<text x="{pad_l - 6}" y="{y(high) + 4:.1f}" text-anchor="end">{escape(num(high, 2))}</text>'
-        f'<text x="{pad_l - 6}" y="{y(low) + 4:.1f}" text-anchor="end">{escape(num(low, 2))}</text>'
-        f'<text x="{pad_l - 6}" y="{zero + 4:.1f}" text-anchor="end">0</text>'
+        f'<text x="{label_x}" y="{y(high) + 4:.1f}" text-anchor="end">{escape(num(high, 2))}</text>'
+        f'<text x="{label_x}" y="{y(low) + 4:.1f}" text-anchor="end">{escape(num(low, 2))}</text>'
+        f'<text x="{label_x}" y="{zero + 4:.1f}" text-anchor="end">0</text>'
         f'<path class="line" d="{path}" fill="none"/>{dots}</svg>'
         f'<p class="chart-summary">{escape(summary)}</p>'
     )
