@@ -80,14 +80,14 @@ class Web:
     def render(
         self,
         request: Request,
-        name: str,
+        template: str,
         status_code: int = 200,
         session: Session | None = None,
         **context: Any,
     ) -> HTMLResponse:
         response = self.pages.TemplateResponse(
             request,
-            name,
+            template,
             {"session": session, "path": request.url.path, **context},
             status_code=status_code,
         )
