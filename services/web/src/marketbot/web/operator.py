@@ -160,7 +160,9 @@ async def create_source(
                 if exc.status == 422
                 else exc.message
             )
-        return await _sources_page(request, w, session, 422, errors={"name": message}, new_name=name)
+        return await _sources_page(
+            request, w, session, 422, errors={"name": message}, new_name=name
+        )
     return await _sources_page(request, w, session, 201, created=created)
 
 
