@@ -140,9 +140,9 @@ async def test_the_session_is_an_http_only_cookie_and_nothing_else(
     # htmx keeps only the current path in sessionStorage (its page cache is disabled)
     stored = await page.evaluate("Object.assign({}, window.sessionStorage)")
     assert set(stored) <= {"htmx-current-path-for-history"}, stored
-    assert all("mbs_" not in v and "mbu_" not in v for v in stored.values())
+    assert all("mbw_" not in v and "mbu_" not in v for v in stored.values())
     html = await page.content()
-    assert "mbs_" not in html  # no gateway token in the page
+    assert "mbw_" not in html  # no gateway token in the page
     assert "mbu_" not in html
     assert "token" not in page.url
     # a form posted without the session's CSRF token is refused

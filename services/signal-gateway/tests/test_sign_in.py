@@ -49,7 +49,7 @@ async def test_sign_in_gives_a_session_that_reaches_only_its_own_user(
     assert response.status_code == 200, response.text
     session = response.json()
     assert session["user_id"] == ana
-    assert session["token"].startswith("mbs_")
+    assert session["token"].startswith("mbw_")
     me = await api.get("/me", headers=bearer(session["token"]))
     assert me.status_code == 200
     assert me.json()["user_id"] == ana

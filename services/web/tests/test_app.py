@@ -17,7 +17,7 @@ from marketbot.web.settings import WebSettings
 
 GATEWAY = "http://gateway.test"
 WEB = "https://web.test"  # Secure cookies are sent over HTTPS only
-ANA_TOKEN = "mbs_ana_session"
+ANA_TOKEN = "mbw_ana_session"
 ADMIN = "admin-token-0123456789"
 
 

@@ -73,7 +73,7 @@ async def login(body: Login, gw: Gateway = GatewayDep) -> SessionOut:
         log.info("sign-in refused", reason="credentials")
         raise ApiError(401, "invalid_credentials", "the email or the password is wrong", "password")
     user = found[0]
-    token = new_token("mbs")
+    token = new_token("mbw")
     now = gw.clock.now()
     expires_at = now + timedelta(seconds=gw.settings.session_ttl_seconds)
     await store.create(hash_token(token), user.user_id, now, expires_at)
