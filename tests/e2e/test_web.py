@@ -20,6 +20,7 @@ import pytest
 from playwright.async_api import Browser, BrowserContext, Page, expect
 
 from marketbot.devstack.demo import DEMO_PASSWORD, DemoUser, demo_email
+from marketbot.devstack.demo import num as views_num
 
 from .browser import launched, shot
 from .conftest import Platform
@@ -281,9 +282,18 @@ async def test_an_alert_becomes_a_position_live_then_closes(
     await expect(row).to_contain_text(symbol)
     await expect(row).to_contain_text("OPEN", timeout=LIVE)
     assert await page.evaluate("window.__stayed === true"), "the page reloaded"
+    # the market moves 1 % (below the take profit): the mark and the unrealized PnL follow live
+    price = await platform.demo.price(symbol)
+    moved = (price * Decimal("1.01")).quantize(Decimal("0.00001"))
+    await platform.sims["bybit"].set_price(symbol, moved)
+    mark = row.locator(".mark")
+    await expect(mark).to_have_text(views_num(moved), timeout=LIVE)
+    upnl = row.locator(".upnl span")
+    await expect(upnl).to_have_class("gain", timeout=LIVE)
+    assert Decimal(await upnl.inner_text()) > 0
+    assert await page.evaluate("window.__stayed === true"), "the page reloaded"
     await shot(page, "positions-live")
     # the simulator's price reaches the take profit: the close and its PnL arrive live
-    price = await platform.demo.price(symbol)
     await platform.sims["bybit"].set_price(
         symbol, (price * Decimal("1.05")).quantize(Decimal("0.00001"))
     )

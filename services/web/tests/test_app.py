@@ -52,6 +52,8 @@ class FakeGateway:
             return httpx.Response(403, json={"error": {"code": "not_owner"}})
         if path == "/me" or path.endswith("/settings"):
             return httpx.Response(200, json=USER)
+        if path.endswith("/positions"):
+            return httpx.Response(200, json={"positions": [], "priced": True})
         if path.endswith("/operations"):
             return httpx.Response(200, json={"operations": [], "total": 0, "page": 1})
         if path.endswith("/keys"):

@@ -115,6 +115,11 @@ def test_csv_has_every_column_and_no_formulas() -> None:
     assert rows[0]["reject_reason"] == "'=HYPERLINK(1)"
 
 
+def test_unrealized_total_counts_only_priced_positions() -> None:
+    assert views.unrealized_total([{"unrealized_pnl": "1.5"}, {"unrealized_pnl": "-0.5"}]) == 1
+    assert views.unrealized_total([{"unrealized_pnl": None}]) is None
+
+
 def test_numbers_read_like_numbers() -> None:
     assert views.num("1.50000") == "1.5"
     assert views.num("1E+2") == "100"

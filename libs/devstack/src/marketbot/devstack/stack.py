@@ -231,6 +231,10 @@ class Stack:
                         {self.config.webhook_source: self.config.webhook_token}
                     ),
                     "MARKETBOT_GATEWAY_STATUS_TARGETS": json.dumps(status_targets),
+                    # mark prices of open positions: the simulator's public tickers
+                    "MARKETBOT_GATEWAY_MARKET_DATA_URLS": json.dumps(
+                        {"bybit": sim.bybit, "binance": sim.binance}
+                    ),
                 },
             ),
             self._service(

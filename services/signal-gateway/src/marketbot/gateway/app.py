@@ -12,9 +12,10 @@ import uvicorn
 from fastapi import FastAPI
 
 from marketbot.gateway.adapters.feed import JetStreamFeed
+from marketbot.gateway.adapters.marks import MarkPrices
 from marketbot.gateway.adapters.repository import Repository
 from marketbot.gateway.adapters.services import BusSignalPublisher, LedgerClient, VaultClient
-from marketbot.gateway.api import admin, auth, operator, users, webhooks, ws
+from marketbot.gateway.api import admin, auth, operator, positions, users, webhooks, ws
 from marketbot.gateway.api.context import Gateway, SignalPublisher
 from marketbot.gateway.api.errors import install_error_handlers
 from marketbot.gateway.domain.auth import hash_token
@@ -43,6 +44,7 @@ class GatewayDeps:
     publish_signal: SignalPublisher | None = None
     hub: Hub | None = None
     feed: JetStreamFeed | None = None
+    marks: MarkPrices | None = None
 
 
 def build_gateway(settings: GatewaySettings, deps: GatewayDeps) -> Gateway:
@@ -72,6 +74,12 @@ def build_gateway(settings: GatewaySettings, deps: GatewayDeps) -> Gateway:
             settings.login_attempts_per_minute / 60.0, settings.login_attempts_burst
         ),
         bus=deps.bus,
+        marks=deps.marks
+        or (
+            MarkPrices.from_urls(settings.market_data_urls, deps.clock)
+            if settings.market_data_urls
+            else None
+        ),
     )
 
 
@@ -89,6 +97,7 @@ def create_app(settings: GatewaySettings, deps: GatewayDeps) -> FastAPI:
     app.include_router(users.router)
     app.include_router(auth.router)
     app.include_router(operator.router)
+    app.include_router(positions.router)
     app.include_router(ws.router)
     return app
 
@@ -130,6 +139,8 @@ async def setup(ctx: ServiceContext) -> None:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(serving, timeout=10)
         await feed.stop()
+        if gateway.marks is not None:
+            await gateway.marks.aclose()
 
     ctx.on_shutdown(stop)
     if not settings.admin_token:

@@ -65,6 +65,12 @@ class GatewaySettings(ServiceSettings):
         default=1.0, gt=0, description="sign-in attempts refilled per minute, per email"
     )
     login_attempts_burst: int = Field(default=5, ge=1, description="sign-in attempts in a row")
+    market_data_urls: dict[str, str] = Field(
+        default_factory=dict,
+        description='public market data for the mark prices of open positions, JSON {"bybit": '
+        '"mainnet", "binance": "https://..."} (an environment name or a base URL); empty: '
+        "positions are shown without a mark",
+    )
     status_targets: dict[str, str] = Field(
         default_factory=dict,
         description='services\' health servers for GET /admin/status, JSON {"ledger": '
@@ -76,6 +82,22 @@ class GatewaySettings(ServiceSettings):
     def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         for entry in value:
             ipaddress.ip_network(entry.strip(), strict=False)
+        return value
+
+    @field_validator("market_data_urls")
+    @classmethod
+    def _market_urls(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, url in value.items():
+            if name not in ("bybit", "binance"):
+                raise ValueError(f"market_data_urls: {name!r} is not an exchange (bybit, binance)")
+            if not url.startswith(("http://", "https://")) and url not in (
+                "mainnet",
+                "testnet",
+                "demo",
+            ):
+                raise ValueError(
+                    f"market_data_urls[{name!r}] must be a URL or mainnet/testnet/demo"
+                )
         return value
 
     @field_validator("status_targets")

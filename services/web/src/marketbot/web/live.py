@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -21,7 +22,9 @@ from prometheus_client import Gauge
 
 from marketbot.runtime.logs import get_logger
 from marketbot.web.context import Web
+from marketbot.web.gateway import GatewayError
 from marketbot.web.session import SESSION_COOKIE
+from marketbot.web.views import unrealized_total
 
 log = get_logger("marketbot.web.live")
 router = APIRouter()
@@ -70,13 +73,40 @@ async def live(websocket: WebSocket) -> None:
                     text = message if isinstance(message, str) else message.decode()
                     await websocket.send_text(text)
 
+            async def marks() -> None:
+                """The open positions' mark prices, as frames of their own."""
+                if session.is_operator or session.user_id is None:
+                    return
+                path = f"/users/{session.user_id}/positions"
+                while True:
+                    await asyncio.sleep(w.settings.marks_interval_seconds)
+                    try:
+                        body = await w.gateway.get(path, session.token)
+                    except GatewayError:
+                        continue
+                    positions = [
+                        {k: p.get(k) for k in ("operation_id", "mark_price", "unrealized_pnl")}
+                        for p in body.get("positions", [])
+                    ]
+                    total = unrealized_total(body.get("positions", []))
+                    await websocket.send_text(
+                        json.dumps(
+                            {
+                                "type": "marks",
+                                "positions": positions,
+                                "unrealized_total": None if total is None else format(total, "f"),
+                            }
+                        )
+                    )
+
             async def up() -> None:
                 with contextlib.suppress(WebSocketDisconnect):
                     while True:
                         await websocket.receive_text()  # ignored; notices the close
 
-            tasks = [asyncio.create_task(down()), asyncio.create_task(up())]
-            done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            tasks = [asyncio.create_task(t()) for t in (down, up, marks)]
+            done, pending = await asyncio.wait(tasks[:2], return_when=asyncio.FIRST_COMPLETED)
+            pending = {*pending, tasks[2]}
             for task in pending:
                 task.cancel()
             for task in (*done, *pending):

@@ -91,13 +91,11 @@ async def _closed_operations(w: Web, session: Session) -> list[dict[str, Any]]:
 
 
 async def _open_positions(w: Web, session: Session) -> list[dict[str, Any]]:
-    open_, placed = await asyncio.gather(
-        _operations(w, session, status="OPEN", page_size=200),
-        _operations(w, session, status="PLACED", page_size=200),
-    )
-    ops = [*open_["operations"], *placed["operations"]]
-    ops.sort(key=lambda op: str(op["requested_at"]), reverse=True)
-    return ops
+    """Open and placed operations with their mark price and unrealized PnL (the gateway
+    values them at the exchange's public ticker)."""
+    body = await _get(w, session, f"{_me(session)}/positions")
+    positions: list[dict[str, Any]] = body["positions"]
+    return positions
 
 
 @router.get("/dashboard")
@@ -268,7 +266,12 @@ async def positions_page(request: Request, session: Session = UserDep, w: Web = 
         _open_positions(w, session), _get(w, session, f"{_me(session)}/statement")
     )
     return w.render(
-        request, "positions.html", session=session, positions=positions, statement=statement
+        request,
+        "positions.html",
+        session=session,
+        positions=positions,
+        statement=statement,
+        unrealized=views.unrealized_total(positions),
     )
 
 
@@ -278,7 +281,12 @@ async def positions_rows(request: Request, session: Session = UserDep, w: Web = 
         _open_positions(w, session), _get(w, session, f"{_me(session)}/statement")
     )
     return w.render(
-        request, "_positions.html", session=session, positions=positions, statement=statement
+        request,
+        "_positions.html",
+        session=session,
+        positions=positions,
+        statement=statement,
+        unrealized=views.unrealized_total(positions),
     )
 
 

@@ -46,6 +46,9 @@ class WebSettings(ServiceSettings):
         default=(), description="addresses/CIDRs whose X-Forwarded-For names the client"
     )
     gateway_timeout_seconds: float = Field(default=20.0, gt=0)
+    marks_interval_seconds: float = Field(
+        default=5.0, ge=1, le=300, description="how often /live sends open positions' mark prices"
+    )
     history_export_limit: int = Field(
         default=5000, ge=1, le=100_000, description="most operations in one CSV export"
     )

@@ -140,6 +140,12 @@ def num(value: Any, places: int | None = None) -> str:
     return text.rstrip("0").rstrip(".") if "." in text else text
 
 
+def unrealized_total(positions: list[dict[str, Any]]) -> Decimal | None:
+    """The sum of the priced positions' unrealized PnL; None when none is priced."""
+    values = [Decimal(str(p["unrealized_pnl"])) for p in positions if p.get("unrealized_pnl")]
+    return sum(values, Decimal("0")) if values else None
+
+
 def open_pnl(op: dict[str, Any]) -> Decimal:
     return Decimal(str(op.get("realized_pnl") or "0"))
 

@@ -12,6 +12,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from marketbot.contracts import ErrorDetail, Reply, SignalReceived
 from marketbot.gateway.adapters.feed import JetStreamFeed
+from marketbot.gateway.adapters.marks import MarkPrices
 from marketbot.gateway.adapters.repository import Repository
 from marketbot.gateway.adapters.services import LedgerClient, VaultClient
 from marketbot.gateway.adapters.sessions import SessionStore
@@ -50,6 +51,8 @@ class Gateway:
     login_limiter: RateLimiter | None = None
     """Sign-in attempts per email (``/auth/login``)."""
     bus: Bus | None = None
+    marks: MarkPrices | None = None
+    """Mark prices of open positions (``MARKET_DATA_URLS``); None: positions are unpriced."""
     _source_cache: dict[str, tuple[float, str | None]] = field(default_factory=dict)
 
     async def source_token_hash(self, name: str) -> str | None:

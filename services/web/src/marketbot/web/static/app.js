@@ -56,6 +56,31 @@
         if (target && window.htmx) { window.htmx.trigger(target, "refresh"); }
       }, 150);
     }
+    function money(text) {
+      var span = document.createElement("span");
+      if (text === null || text === undefined) { span.textContent = "\u2013"; return span; }
+      var value = String(text).replace(/(\.\d*?)0+$/, "$1").replace(/\.$/, "");
+      span.textContent = value;
+      span.className = value.charAt(0) === "-" ? "loss" : "gain";
+      return span;
+    }
+    function applyMarks(frame) {
+      var table = document.getElementById("positions-table");
+      var rows = table ? table.querySelectorAll("tbody tr[data-operation]") : [];
+      if (rows.length !== frame.positions.length) { refresh(); return; }
+      frame.positions.forEach(function (p) {
+        var row = table.querySelector('tr[data-operation="' + p.operation_id + '"]');
+        if (!row) { refresh(); return; }
+        var mark = row.querySelector(".mark");
+        var upnl = row.querySelector(".upnl");
+        if (mark) { mark.textContent = p.mark_price === null ? "\u2013" : money(p.mark_price).textContent; }
+        if (upnl) { upnl.replaceChildren(money(p.unrealized_pnl)); }
+      });
+      var total = document.getElementById("unrealized-pnl");
+      if (total) { total.replaceChildren(money(frame.unrealized_total)); }
+      setState("live");
+      if (state) { state.setAttribute("data-marks", String(Date.now())); }
+    }
     function connect() {
       var scheme = location.protocol === "https:" ? "wss:" : "ws:";
       var url = scheme + "//" + location.host + "/live" + (lastId ? "?last_event_id=" + encodeURIComponent(lastId) : "");
@@ -67,6 +92,7 @@
         if (frame.id) { lastId = frame.id; }
         if (frame.type === "hello") { setState("live"); return; }
         if (frame.type === "reset" || frame.type === "overflow") { refresh(); return; }
+        if (frame.type === "marks") { applyMarks(frame); return; }
         var describe = DESCRIBE[frame.type];
         if (!describe || !frame.data) { return; }
         var text = describe(frame.data);
