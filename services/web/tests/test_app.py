@@ -52,6 +52,28 @@ class FakeGateway:
             return httpx.Response(403, json={"error": {"code": "not_owner"}})
         if path == "/me" or path.endswith("/settings"):
             return httpx.Response(200, json=USER)
+        if path == "/users/ana/keys/bybit" and request.method == "PUT":
+            if body["api_key"] == "has spaces in it":
+                return httpx.Response(
+                    422,
+                    json={
+                        "error": {
+                            "code": "string_pattern_mismatch",
+                            "message": "api_key: String should match pattern '^[A-Za-z0-9_-]+$'",
+                            "field": "api_key",
+                        }
+                    },
+                )
+            return httpx.Response(
+                422,
+                json={
+                    "error": {
+                        "code": "withdraw_enabled",
+                        "message": "this key can withdraw funds; remove the permission",
+                        "field": None,
+                    }
+                },
+            )
         if path.endswith("/positions"):
             return httpx.Response(200, json={"positions": [], "priced": True})
         if path.endswith("/operations"):
@@ -272,3 +294,22 @@ async def test_operator_sign_in_checks_the_admin_token(web: httpx.AsyncClient) -
     assert right.headers["location"] == "/operator"
     assert (await web.get("/operator")).status_code == 200
     assert (await web.get("/dashboard")).status_code == 303  # an operator is sent to /operator
+
+
+async def test_key_refusals_are_in_plain_words(web: httpx.AsyncClient, fake: FakeGateway) -> None:
+    csrf = await signed_in(web)
+    schema = await web.post(
+        "/keys/bybit",
+        data={"api_key": "has spaces in it", "api_secret": "secret-12345", "csrf_token": csrf},
+    )
+    assert schema.status_code == 422
+    assert "API key must be 8 to 256 letters, digits, - or _" in schema.text
+    assert "String should match" not in schema.text
+    vault = await web.post(
+        "/keys/bybit",
+        data={"api_key": "AAAABBBBCCCC", "api_secret": "secret-12345", "csrf_token": csrf},
+    )
+    assert vault.status_code == 422
+    assert "Refused: This key can withdraw funds: remove that permission" in vault.text
+    assert "secret-12345" not in vault.text
+    assert (await web.post("/keys/kraken", data={"csrf_token": csrf})).status_code == 404

@@ -177,7 +177,14 @@ async def connect_key(
         if exc.status in (401, 403):
             raise from_gateway(exc, session) from exc
         if exc.field in ("api_key", "api_secret"):
-            errors = {exc.field: exc.message}
+            plain = {
+                "api_key": "API key must be 8 to 256 letters, digits, - or _, as the exchange "
+                "shows it",
+                "api_secret": "API secret must be 8 to 512 characters, as the exchange shows it",
+            }
+            # the gateway's schema messages are for programs; the vault's are already words
+            message = plain[exc.field] if exc.code.startswith("string_") else exc.message
+            errors = {exc.field: message}
             return await _keys_page(
                 request, w, session, 422, errors={exchange: errors}, focus=exchange
             )
