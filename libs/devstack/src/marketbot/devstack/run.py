@@ -6,7 +6,8 @@
 3. Demo users on each plan and both exchanges, their keys registered through the gateway
    and verified by the vault against the simulator.
 4. A TradingView alert posted to the webhook; the decision, every user's order by plan and
-   the ledger's totals are printed as they happen.
+   the ledger's totals are printed as they happen; then a second alert whose positions stay
+   open (the web app shows them with their live PnL).
 5. The URLs and a curl line to send another alert; Ctrl-C stops everything.
 """
 
@@ -105,6 +106,14 @@ async def demo_flow(stack: Stack, bus: Bus, *, symbol: str = "BTCUSDT") -> None:
             narrator.outcomes.items(), key=lambda kv: PLAN_ORDER.get(narrator_plan(kv[0]), 9)
         )
         say("  outcomes: " + ", ".join(f"{u}={o}" for u, o in by_plan))
+        # A second alert whose positions stay open, so the web app has open positions with
+        # their live PnL to show.
+        second = {**alert, "symbol": "ETHUSDT", "time": datetime.now(UTC).isoformat()}
+        second["price"] = str(await demo.price("ETHUSDT"))
+        say(f"\n== a second alert, left open (see Positions in the web app): {json.dumps(second)}")
+        narrator.outcomes.clear()
+        say(f"   gateway: {await demo.send_alert(cfg.webhook_source, cfg.webhook_token, second)}")
+        await narrator.wait_for(eligible, timeout=60)
         await narrator.stop()
 
 
