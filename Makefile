@@ -14,7 +14,7 @@ export UV_PYTHON_DOWNLOADS := never
 export UV_PYTHON := $(PYTHON)
 export UV_LINK_MODE := copy
 
-.PHONY: help sync test lint fmt typecheck unit run infra bench schema clean
+.PHONY: help sync test lint fmt typecheck unit run infra bench schema clean browser
 
 help:
 	@echo "make run    - start the whole platform on embedded NATS + PostgreSQL and send a demo alert"
@@ -45,7 +45,11 @@ fmt: sync
 typecheck: sync
 	$(RUN) mypy $(PACKAGES)
 
-test: lint
+# The web app's browser tests drive Debian's chromium; installed here when root can.
+browser:
+	@bash .ci/install-browser
+
+test: lint browser
 	$(RUN) pytest -n 2 --dist loadgroup -q
 
 unit: sync

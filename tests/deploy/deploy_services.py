@@ -18,9 +18,12 @@ SETTINGS = {
     "executor-binance": "marketbot.executor_binance.settings:BinanceExecutorSettings",
     "keyvault": "marketbot.keyvault.settings:KeyvaultSettings",
     "ledger": "marketbot.ledger.settings:LedgerSettings",
+    "web": "marketbot.web.settings:WebSettings",
 }
 # The services deployed in every environment (the simulator is dev-only).
 DEPLOYED = tuple(SETTINGS)
+# The web app has no database and no bus: it reaches the platform only through the gateway.
+WITH_DATABASE = tuple(name for name in DEPLOYED if name != "web")
 
 
 @dataclass(frozen=True)

@@ -415,7 +415,7 @@ def test_postgres_is_a_cloudnativepg_cluster(
         spec["instances"] == 1 and spec["maxSyncReplicas"] == 0
     )
     secret = f"{cluster['metadata']['name']}-app"
-    for name in deploy_services.DEPLOYED:
+    for name in deploy_services.WITH_DATABASE:
         (container,) = pod_spec(by_kind(objects, "Deployment")[name])["containers"]
         (db,) = [v for v in container["env"] if v["name"] == "DATABASE_URL"]
         assert db["valueFrom"]["secretKeyRef"] == {"name": secret, "key": "uri"}

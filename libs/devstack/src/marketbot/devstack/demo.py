@@ -35,6 +35,12 @@ from marketbot.runtime.bus import Bus
 from marketbot.sim.admin import SimAdmin
 
 PLAN_ORDER = {"PRO": 0, "FLEX": 1, "TRIAL": 2}
+DEMO_PASSWORD = "marketbot-demo"  # noqa: S105 - the demo users' web sign-in, printed by make run
+DEMO_EMAIL_DOMAIN = "demo.marketbot.dev"
+
+
+def demo_email(user_id: str) -> str:
+    return f"{user_id}@{DEMO_EMAIL_DOMAIN}"
 
 
 def num(value: Decimal | None) -> str:
@@ -143,7 +149,7 @@ class Demo:
                     headers=self._admin(),
                     json={
                         "user_id": user.user_id,
-                        "email": f"{user.user_id}@demo.marketbot.dev",
+                        "email": demo_email(user.user_id),
                         "display_name": user.display_name,
                         "referrer_id": user.referrer_id,
                         "plan": user.plan,
@@ -171,6 +177,7 @@ class Demo:
                 ),
                 f"renew {user.user_id}",
             )
+        await self.set_password(user.user_id, DEMO_PASSWORD)
         if not user.register_key:
             no_key = SeededUser(user, "no key")
             self.users[user.user_id] = no_key
@@ -192,6 +199,17 @@ class Demo:
         seeded = SeededUser(user, _key_state(registered))
         self.users[user.user_id] = seeded
         return seeded
+
+    async def set_password(self, user_id: str, password: str) -> None:
+        """The user's web sign-in password (argon2id in the gateway)."""
+        await self._check(
+            await self.http.put(
+                f"{self.gateway_url}/admin/users/{user_id}/password",
+                headers=self._admin(),
+                json={"password": password},
+            ),
+            f"password of {user_id}",
+        )
 
     async def wait_verified(self, seeded: SeededUser, timeout: float = 30.0) -> str:
         """Until the vault has verified (or rejected) the key; returns the final state."""

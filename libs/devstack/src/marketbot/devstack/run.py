@@ -6,7 +6,8 @@
 3. Demo users on each plan and both exchanges, their keys registered through the gateway
    and verified by the vault against the simulator.
 4. A TradingView alert posted to the webhook; the decision, every user's order by plan and
-   the ledger's totals are printed as they happen.
+   the ledger's totals are printed as they happen; then a second alert whose positions stay
+   open (the web app shows them with their live PnL).
 5. The URLs and a curl line to send another alert; Ctrl-C stops everything.
 """
 
@@ -27,10 +28,12 @@ import httpx
 
 from marketbot.contracts import BusNamespace
 from marketbot.devstack.demo import (
+    DEMO_PASSWORD,
     DEMO_USERS,
     PLAN_ORDER,
     Demo,
     Narrator,
+    demo_email,
     ledger_totals,
     num,
 )
@@ -103,6 +106,14 @@ async def demo_flow(stack: Stack, bus: Bus, *, symbol: str = "BTCUSDT") -> None:
             narrator.outcomes.items(), key=lambda kv: PLAN_ORDER.get(narrator_plan(kv[0]), 9)
         )
         say("  outcomes: " + ", ".join(f"{u}={o}" for u, o in by_plan))
+        # A second alert whose positions stay open, so the web app has open positions with
+        # their live PnL to show.
+        second = {**alert, "symbol": "ETHUSDT", "time": datetime.now(UTC).isoformat()}
+        second["price"] = str(await demo.price("ETHUSDT"))
+        say(f"\n== a second alert, left open (see Positions in the web app): {json.dumps(second)}")
+        narrator.outcomes.clear()
+        say(f"   gateway: {await demo.send_alert(cfg.webhook_source, cfg.webhook_token, second)}")
+        await narrator.wait_for(eligible, timeout=60)
         await narrator.stop()
 
 
@@ -115,6 +126,13 @@ def print_endpoints(stack: Stack) -> None:
     urls, cfg = stack.urls, stack.config
     hook = f"{urls.webhook}/{cfg.webhook_source}?token={cfg.webhook_token}"
     say("\n== marketbot is running (Ctrl-C stops everything)")
+    say(f"  web app     {urls.web}/")
+    say(f"    subscriber  sign in as {demo_email('ana')} / {DEMO_PASSWORD}")
+    say(
+        "                (every demo user: <name>@demo.marketbot.dev, e.g. "
+        f"{demo_email('bruno')}, same password)"
+    )
+    say(f"    operator    {urls.web}/operator/login with the admin token {cfg.admin_token}")
     say(f"  webhook     POST {hook}")
     say(f"  API docs    {urls.gateway}/docs   (admin token: {cfg.admin_token})")
     say(f"  WebSocket   {urls.gateway.replace('http', 'ws')}/ws?token=<user token>")

@@ -29,6 +29,7 @@ SERVICES = (
     "executor-bybit",
     "executor-binance",
     "signal-gateway",
+    "web",
 )
 
 
@@ -60,6 +61,7 @@ class StackConfig:
     sim_limits: bool = True
     sim_seed: int = 42
     gateway_port: int = 0
+    web_port: int = 0
     extra_env: dict[str, dict[str, str]] = field(default_factory=dict)
     """Per-service environment overrides (by service name)."""
     stream_replicas: int = 1
@@ -71,6 +73,7 @@ class StackUrls:
     gateway: str
     sim: SimUrls
     metrics: dict[str, str]
+    web: str = ""
 
     @property
     def webhook(self) -> str:
@@ -107,6 +110,15 @@ def vault_key_files(secrets_dir: Path) -> tuple[Path, Path, str]:
     return master, sealing, base64.b64encode(public).decode()
 
 
+def web_session_key(secrets_dir: Path) -> str:
+    """The key that seals the web app's session cookies, made once and kept (0600), so a
+    restarted web app keeps its users signed in."""
+    path = _secret_file(
+        secrets_dir / "web-session-key", lambda: base64.b64encode(os.urandom(32)).decode()
+    )
+    return path.read_text().strip()
+
+
 class Stack:
     def __init__(self, config: StackConfig, supervisor: Supervisor) -> None:
         self.config = config
@@ -114,6 +126,7 @@ class Stack:
         self.urls: StackUrls | None = None
         self._metrics_ports = {name: free_port() for name in SERVICES}
         self._gateway_port = config.gateway_port or free_port()
+        self._web_port = config.web_port or free_port()
 
     def _common_env(self) -> dict[str, str]:
         return {
@@ -162,6 +175,13 @@ class Stack:
 
     def service_specs(self, sim: SimUrls) -> list[ProcessSpec]:
         master, sealing, vault_public = vault_key_files(self.config.data_dir / "secrets")
+        session_key = web_session_key(self.config.data_dir / "secrets")
+        # The operator's status page: every service's health server, read by the gateway.
+        status_targets = {
+            name: f"http://127.0.0.1:{port}"
+            for name, port in self._metrics_ports.items()
+            if name not in ("signal-gateway", "web")
+        }
         gateway_port = self._gateway_port
         venue_urls = {
             "MARKETBOT_KEYVAULT_VENUE_URLS": json.dumps(
@@ -213,6 +233,22 @@ class Stack:
                     "MARKETBOT_GATEWAY_WEBHOOK_SOURCES": json.dumps(
                         {self.config.webhook_source: self.config.webhook_token}
                     ),
+                    "MARKETBOT_GATEWAY_STATUS_TARGETS": json.dumps(status_targets),
+                    # mark prices of open positions: the simulator's public tickers
+                    "MARKETBOT_GATEWAY_MARKET_DATA_URLS": json.dumps(
+                        {"bybit": sim.bybit, "binance": sim.binance}
+                    ),
+                },
+            ),
+            self._service(
+                "web",
+                [script("marketbot-web")],
+                {
+                    "MARKETBOT_WEB_HTTP_PORT": str(self._web_port),
+                    "MARKETBOT_WEB_GATEWAY_URL": f"http://127.0.0.1:{gateway_port}",
+                    "MARKETBOT_WEB_SESSION_KEY": session_key,
+                    # plain HTTP on loopback: a Secure cookie would not be sent back
+                    "MARKETBOT_WEB_COOKIE_SECURE": "false",
                 },
             ),
         ]
@@ -226,6 +262,7 @@ class Stack:
             gateway=f"http://127.0.0.1:{self._gateway_port}",
             sim=sim_urls,
             metrics={n: f"http://127.0.0.1:{p}/metrics" for n, p in self._metrics_ports.items()},
+            web=f"http://127.0.0.1:{self._web_port}",
         )
         return self.urls
 

@@ -13,9 +13,19 @@ from fastapi import FastAPI
 
 from marketbot.gateway.adapters.deadletters import DeadLetters
 from marketbot.gateway.adapters.feed import JetStreamFeed
+from marketbot.gateway.adapters.marks import MarkPrices
 from marketbot.gateway.adapters.repository import Repository
 from marketbot.gateway.adapters.services import BusSignalPublisher, LedgerClient, VaultClient
-from marketbot.gateway.api import admin, deadletters, users, webhooks, ws
+from marketbot.gateway.api import (
+    admin,
+    auth,
+    deadletters,
+    operator,
+    positions,
+    users,
+    webhooks,
+    ws,
+)
 from marketbot.gateway.api.context import Gateway, SignalPublisher
 from marketbot.gateway.api.errors import install_error_handlers
 from marketbot.gateway.domain.auth import hash_token
@@ -44,6 +54,7 @@ class GatewayDeps:
     publish_signal: SignalPublisher | None = None
     hub: Hub | None = None
     feed: JetStreamFeed | None = None
+    marks: MarkPrices | None = None
 
 
 def build_gateway(settings: GatewaySettings, deps: GatewayDeps) -> Gateway:
@@ -70,6 +81,16 @@ def build_gateway(settings: GatewaySettings, deps: GatewayDeps) -> Gateway:
             for name, token in settings.webhook_sources.items()
         },
         dead_letters=DeadLetters(deps.bus),
+        login_limiter=RateLimiter(
+            settings.login_attempts_per_minute / 60.0, settings.login_attempts_burst
+        ),
+        bus=deps.bus,
+        marks=deps.marks
+        or (
+            MarkPrices.from_urls(settings.market_data_urls, deps.clock)
+            if settings.market_data_urls
+            else None
+        ),
     )
 
 
@@ -86,6 +107,9 @@ def create_app(settings: GatewaySettings, deps: GatewayDeps) -> FastAPI:
     app.include_router(admin.router)
     app.include_router(deadletters.router)
     app.include_router(users.router)
+    app.include_router(auth.router)
+    app.include_router(operator.router)
+    app.include_router(positions.router)
     app.include_router(ws.router)
     return app
 
@@ -127,6 +151,8 @@ async def setup(ctx: ServiceContext) -> None:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(serving, timeout=10)
         await feed.stop()
+        if gateway.marks is not None:
+            await gateway.marks.aclose()
 
     ctx.on_shutdown(stop)
     if not settings.admin_token:

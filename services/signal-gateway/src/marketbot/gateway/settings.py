@@ -58,12 +58,54 @@ class GatewaySettings(ServiceSettings):
     ws_ring_size: int = Field(default=256, ge=1, description="recent events kept per user")
     ws_all_ring_size: int = Field(default=4096, ge=1, description="recent events kept for admins")
     ws_replay_limit: int = Field(default=10_000, ge=1, description="max events replayed by seq")
+    session_ttl_seconds: int = Field(
+        default=8 * 3600, ge=60, le=30 * 86400, description="life of a sign-in session token"
+    )
+    login_attempts_per_minute: float = Field(
+        default=1.0, gt=0, description="sign-in attempts refilled per minute, per email"
+    )
+    login_attempts_burst: int = Field(default=5, ge=1, description="sign-in attempts in a row")
+    market_data_urls: dict[str, str] = Field(
+        default_factory=dict,
+        description='public market data for the mark prices of open positions, JSON {"bybit": '
+        '"mainnet", "binance": "https://..."} (an environment name or a base URL); empty: '
+        "positions are shown without a mark",
+    )
+    status_targets: dict[str, str] = Field(
+        default_factory=dict,
+        description='services\' health servers for GET /admin/status, JSON {"ledger": '
+        '"http://ledger:9090"}: their /readyz and /metrics are read',
+    )
 
     @field_validator("ip_allowlist", "trusted_proxies")
     @classmethod
     def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         for entry in value:
             ipaddress.ip_network(entry.strip(), strict=False)
+        return value
+
+    @field_validator("market_data_urls")
+    @classmethod
+    def _market_urls(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, url in value.items():
+            if name not in ("bybit", "binance"):
+                raise ValueError(f"market_data_urls: {name!r} is not an exchange (bybit, binance)")
+            if not url.startswith(("http://", "https://")) and url not in (
+                "mainnet",
+                "testnet",
+                "demo",
+            ):
+                raise ValueError(
+                    f"market_data_urls[{name!r}] must be a URL or mainnet/testnet/demo"
+                )
+        return value
+
+    @field_validator("status_targets")
+    @classmethod
+    def _status_urls(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, url in value.items():
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"status target {name!r} must be an http(s) URL")
         return value
 
     @field_validator("webhook_sources")

@@ -13,15 +13,17 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from marketbot.contracts import ErrorDetail, Reply, SignalReceived
 from marketbot.gateway.adapters.deadletters import DeadLetters
 from marketbot.gateway.adapters.feed import JetStreamFeed
+from marketbot.gateway.adapters.marks import MarkPrices
 from marketbot.gateway.adapters.repository import Repository
 from marketbot.gateway.adapters.services import LedgerClient, VaultClient
+from marketbot.gateway.adapters.sessions import SessionStore
 from marketbot.gateway.api.errors import ApiError
 from marketbot.gateway.domain.auth import hash_token, token_matches
 from marketbot.gateway.domain.network import IpPolicy
 from marketbot.gateway.domain.ratelimit import RateLimiter
 from marketbot.gateway.push import Hub
 from marketbot.gateway.settings import GatewaySettings
-from marketbot.runtime.bus import BusError
+from marketbot.runtime.bus import Bus, BusError
 from marketbot.runtime.clock import Clock
 from marketbot.runtime.consumer import Outbox
 
@@ -48,6 +50,11 @@ class Gateway:
     admin_token_hash: str | None
     static_sources: dict[str, str]
     dead_letters: DeadLetters
+    login_limiter: RateLimiter | None = None
+    """Sign-in attempts per email (``/auth/login``)."""
+    bus: Bus | None = None
+    marks: MarkPrices | None = None
+    """Mark prices of open positions (``MARKET_DATA_URLS``); None: positions are unpriced."""
     _source_cache: dict[str, tuple[float, str | None]] = field(default_factory=dict)
 
     async def source_token_hash(self, name: str) -> str | None:
@@ -86,6 +93,8 @@ def request_id(request: Request) -> str:
 class Caller:
     user_id: str | None
     is_admin: bool
+    session: bool = False
+    """Signed in with a session token from ``/auth/login`` (not the user's API token)."""
 
     def may_reach(self, user_id: str) -> bool:
         return self.is_admin or self.user_id == user_id
@@ -106,7 +115,10 @@ async def authenticate(gw: Gateway, token: str | None) -> Caller:
     if gw.admin_token_hash is not None and token_matches(token, gw.admin_token_hash):
         return Caller(None, True)
     found = await gw.repo.user_by_token_hash(hash_token(token))
-    if found is None or not token_matches(token, found[1]):
+    if found is not None and token_matches(token, found[1]):
+        return Caller(found[0].user_id, False)
+    session = await SessionStore(gw.repo.pool).user_for(hash_token(token), gw.clock.now())
+    if session is None or not token_matches(token, session[1]):
         raise ApiError(
             401,
             "invalid_token",
@@ -114,7 +126,7 @@ async def authenticate(gw: Gateway, token: str | None) -> Caller:
             "authorization",
             {"WWW-Authenticate": "Bearer"},
         )
-    return Caller(found[0].user_id, False)
+    return Caller(session[0], False, session=True)
 
 
 async def caller(

@@ -1,0 +1,1 @@
+"""The marketbot web app (subscribers and operators)."""
