@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +23,7 @@ from marketbot.devstack.stack import Stack, StackConfig
 from marketbot.devstack.supervisor import Supervisor
 from marketbot.runtime.bus import Bus
 from marketbot.runtime.infra import Infra
+from marketbot.runtime.testing import REPORT_PROPERTY
 from marketbot.sim.admin import SimAdmin
 
 pytestmark = [pytest.mark.xdist_group("e2e"), pytest.mark.slow]
@@ -76,7 +77,10 @@ async def fault_stack(
 
 
 async def run_scenario(
-    fault_stack: FaultStack, name: str, scenario: faults.Scenario | None = None
+    fault_stack: FaultStack,
+    name: str,
+    record: Callable[[str, object], None],
+    scenario: faults.Scenario | None = None,
 ) -> faults.Counts:
     harness = fault_stack.harness
     users = faults.population(USERS, f"{name[:6]}{uuid.uuid4().hex[:4]}")
@@ -90,6 +94,7 @@ async def run_scenario(
             await harness.demo.pause(user.user_id)
         await faults.settled(harness.bus)
     print(counts.line())
+    record(REPORT_PROPERTY, counts.line())  # printed at the end of the run, also under xdist
     return counts
 
 
@@ -106,16 +111,18 @@ def assert_target(counts: faults.Counts, *, protection: bool = True) -> None:
     assert counts.late == 0, counts.line()
 
 
-async def test_30_percent_of_creates_timing_out(fault_stack: FaultStack) -> None:
-    counts = await run_scenario(fault_stack, "create_timeouts")
+async def test_30_percent_of_creates_timing_out(
+    fault_stack: FaultStack, record_property: Callable[[str, object], None]
+) -> None:
+    counts = await run_scenario(fault_stack, "create_timeouts", record_property)
     assert_target(counts)
     assert counts.unknown_events > 0, "the fault never fired: nothing was tested"
 
 
 async def test_30_percent_of_creates_executing_late_after_a_timeout(
-    fault_stack: FaultStack,
+    fault_stack: FaultStack, record_property: Callable[[str, object], None]
 ) -> None:
-    counts = await run_scenario(fault_stack, "late_execution")
+    counts = await run_scenario(fault_stack, "late_execution", record_property)
     assert_target(counts, protection=False)
     assert counts.late_executions > 0, "no create executed late: nothing was tested"
     if counts.unprotected:
@@ -126,9 +133,13 @@ async def test_30_percent_of_creates_executing_late_after_a_timeout(
         pytest.xfail(f"unprotected after late execution: {counts.unprotected_users}")
 
 
-async def test_the_simulators_limits_at_a_reduced_budget(fault_stack: FaultStack) -> None:
+async def test_the_simulators_limits_at_a_reduced_budget(
+    fault_stack: FaultStack, record_property: Callable[[str, object], None]
+) -> None:
     # 400 weight a minute for 15 Binance users (each order costs about 30 weight, and the
     # tracker polls every open position): the budget, not the users, sets the pace
-    counts = await run_scenario(fault_stack, "reduced_limits", faults.reduced_limits(400))
+    counts = await run_scenario(
+        fault_stack, "reduced_limits", record_property, faults.reduced_limits(400)
+    )
     assert_target(counts)
     assert counts.most_429_in_a_minute <= 1, counts.line()

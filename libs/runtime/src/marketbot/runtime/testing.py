@@ -122,3 +122,23 @@ def log_output() -> Iterator[io.StringIO]:
         yield buffer
     finally:
         configure_logging("test", "INFO")
+
+
+REPORT_PROPERTY = "report_line"
+"""``record_property(REPORT_PROPERTY, text)`` in a test: the line is printed at the end of
+the run (also under xdist, where a worker's stdout is not shown), e.g. a scenario's counts."""
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    lines = [
+        str(value)
+        for outcome in ("passed", "failed", "xfailed")
+        for report in terminalreporter.stats.get(outcome, [])
+        if getattr(report, "when", "call") == "call"
+        for name, value in getattr(report, "user_properties", [])
+        if name == REPORT_PROPERTY
+    ]
+    if lines:
+        terminalreporter.section("reported by the tests")
+        for line in lines:
+            terminalreporter.line(line)
