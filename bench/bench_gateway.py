@@ -216,7 +216,7 @@ if __name__ == "__main__":
         print_table(asyncio.run(run()))
     else:
         with tempfile.TemporaryDirectory(prefix="marketbot-bench-") as tmp:
-            infra = start_infra(Path(tmp))
+            infra = start_infra(Path(tmp), auth_prefix="*")
             os.environ["NATS_URL"] = infra.nats_url
             os.environ["DATABASE_URL"] = infra.database_url
             try:

@@ -103,7 +103,7 @@ async def run() -> list[dict[str, object]]:
         import tempfile
         from pathlib import Path
 
-        infra = start_infra(Path(tempfile.mkdtemp(prefix="kvbench-")))
+        infra = start_infra(Path(tempfile.mkdtemp(prefix="kvbench-")), auth_prefix="*")
         nats_url, database_url = infra.nats_url, infra.database_url
     prefix = f"kv{uuid.uuid4().hex[:8]}"
     schema = f"kvbench_{uuid.uuid4().hex[:8]}"

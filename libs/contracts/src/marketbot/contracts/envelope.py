@@ -111,6 +111,10 @@ class Request(Envelope):
 
     SUBJECT: ClassVar[str] = ""
 
+    def request_subject(self) -> str:
+        """The subject this request is sent on (``SUBJECT``, or a narrower one)."""
+        return self.SUBJECT
+
 
 class Reply(Message):
     """The answer to a Request. ``error`` is set when the request was refused."""

@@ -15,7 +15,15 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from pydantic import ValidationError
 
-from marketbot.contracts import ContractError, ErrorDetail, Exchange, Reply, Request, decode_as
+from marketbot.contracts import (
+    ContractError,
+    ErrorDetail,
+    Exchange,
+    Reply,
+    Request,
+    access,
+    decode_as,
+)
 from marketbot.contracts.vault import (
     KeyStatusReply,
     KeyStatusRequest,
@@ -44,7 +52,7 @@ from marketbot.runtime.service import ServiceContext, run_service
 log = get_logger("marketbot.keyvault.app")
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-INVALIDATE_SUBJECT = "keyvault.internal.invalidate"
+INVALIDATE_SUBJECT = access.INVALIDATE_SUBJECT
 """Core NATS, every replica (no queue group): drop a user's cached credential."""
 
 Q = TypeVar("Q", bound=Request)
@@ -150,7 +158,8 @@ async def serve_sign(bus: Bus, vault: Vault) -> Subscription:
     upcasting decoder only when that fails), and the log context is bound only when there
     is something to log. Same queue group, same replies, same metric as ``Bus.serve``.
     """
-    subject = bus.subject(SignRequest.SUBJECT)
+    subject = bus.subject(SignRequest.SUBJECT) + ".*"
+    exchange_at = len(bus.subject(SignRequest.SUBJECT)) + 1
 
     async def respond(msg: Msg, reply: SignReply) -> None:
         if msg.reply:
@@ -167,6 +176,17 @@ async def serve_sign(bus: Bus, vault: Vault) -> Subscription:
                 error = ErrorDetail(code="invalid_request", message=str(exc)[:500])
                 await respond(msg, SignReply(ok=False, error=error))
                 return
+        if msg.subject[exchange_at:] != request.exchange.value:
+            # The server lets each executor publish only on its own exchange's subject; a
+            # body naming another exchange is refused, so that rule cannot be sidestepped.
+            _SIGN_OUTCOMES["invalid"].inc()
+            error = ErrorDetail(
+                code="invalid_request",
+                message=f"exchange {request.exchange.value!r} asked on {msg.subject!r}",
+                field="exchange",
+            )
+            await respond(msg, SignReply(ok=False, error=error))
+            return
         try:
             reply = await handlers.sign(request, vault)
         except Exception:

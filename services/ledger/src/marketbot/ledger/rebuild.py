@@ -28,6 +28,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from marketbot.contracts import ContractError, Event, decode
+from marketbot.contracts.access import LEDGER_REBUILD_CONSUMER
 from marketbot.ledger.adapters.bulk import load_projection
 from marketbot.ledger.adapters.queries import checksums
 from marketbot.ledger.app import CONSUMERS, MIGRATIONS, projection_handler
@@ -74,7 +75,11 @@ async def read_stream(bus: Bus, stream: str, sink: BatchSink, *, batch: int = 10
     last = (await bus.js.stream_info(stream_name)).state.last_seq
     if not last:
         return 0
-    name = f"ledger_rebuild_{uuid.uuid4().hex[:12]}"
+    # One fixed name (marketbot.contracts.access): the ledger's credential may read and ack
+    # only consumers it owns by name. A leftover from an interrupted rebuild is replaced.
+    name = bus.namespace.durable(LEDGER_REBUILD_CONSUMER)
+    with contextlib.suppress(NotFoundError):
+        await bus.js.delete_consumer(stream_name, name)
     await bus.js.add_consumer(
         stream_name,
         ConsumerConfig(
