@@ -277,7 +277,8 @@ async def _verify(
     credential: Credential, secret: str, vault: Vault, cause: Envelope | None
 ) -> Verdict:
     """Ask the exchange what the key may do, judge it, record it and emit the outcome."""
-    signer = LocalSigner(credential.api_key, secret)
+    # The vault's own request: the permission endpoints are vault-only entries.
+    signer = LocalSigner(credential.api_key, secret, internal=True)
     permissions: KeyPermissions | None = None
     refusal: ExchangeError | None = None
     try:
