@@ -173,7 +173,12 @@ async def serve_sign(bus: Bus, vault: Vault) -> Subscription:
                 request = decode_as(msg.data, SignRequest)
             except ContractError as exc:
                 _SIGN_OUTCOMES["invalid"].inc()
-                error = ErrorDetail(code="invalid_request", message=str(exc)[:500])
+                text = str(exc)
+                error = ErrorDetail(
+                    code="invalid_request",
+                    message=text[:500],
+                    field=text.split(":", 1)[0] if ":" in text else None,
+                )
                 await respond(msg, SignReply(ok=False, error=error))
                 return
         if msg.subject[exchange_at:] != request.exchange.value:
