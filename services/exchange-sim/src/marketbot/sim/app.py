@@ -204,8 +204,18 @@ class ExchangeApp(BaseApp):
                     expires_at_ms=body.get("expires_at_ms"),
                     api_key=body.get("api_key"),
                     secret=body.get("api_secret"),
+                    extra=tuple(str(p) for p in body.get("extra_permissions") or ()),
                 )
                 return {"api_key": key.api_key, "api_secret": key.secret}
+            case "POST", "keys/permissions":
+                # The account holder edits the key on the exchange (e.g. adds margin).
+                key = exchange.keys.get(str(body.get("api_key")))
+                if key is None:
+                    raise AdminError("unknown api key", 404)
+                key.extra = tuple(str(p) for p in body.get("extra_permissions") or ())
+                if "withdraw" in body:
+                    key.withdraw = bool(body["withdraw"])
+                return {"api_key": key.api_key, "extra_permissions": list(key.extra)}
             case "POST", "fund":
                 account_id = str(body["account_id"])
                 if account_id not in exchange.accounts:
