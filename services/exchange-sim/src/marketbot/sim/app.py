@@ -209,13 +209,13 @@ class ExchangeApp(BaseApp):
                 return {"api_key": key.api_key, "api_secret": key.secret}
             case "POST", "keys/permissions":
                 # The account holder edits the key on the exchange (e.g. adds margin).
-                key = exchange.keys.get(str(body.get("api_key")))
-                if key is None:
+                edited = exchange.keys.get(str(body.get("api_key")))
+                if edited is None:
                     raise AdminError("unknown api key", 404)
-                key.extra = tuple(str(p) for p in body.get("extra_permissions") or ())
+                edited.extra = tuple(str(p) for p in body.get("extra_permissions") or ())
                 if "withdraw" in body:
-                    key.withdraw = bool(body["withdraw"])
-                return {"api_key": key.api_key, "extra_permissions": list(key.extra)}
+                    edited.withdraw = bool(body["withdraw"])
+                return {"api_key": edited.api_key, "extra_permissions": list(edited.extra)}
             case "POST", "fund":
                 account_id = str(body["account_id"])
                 if account_id not in exchange.accounts:
