@@ -291,6 +291,8 @@ class Infra:
     _postgres: EmbeddedPostgres | None = None
     nats_auth: NatsAuth | None = None
     nats_server_url: str = ""
+    credentials_path: Path | None = None
+    """Where ``nats_auth`` is saved (``natsauth.CREDENTIALS_ENV`` for tools beside it)."""
 
     def __post_init__(self) -> None:
         self.nats_server_url = self.nats_server_url or self.nats_url
@@ -339,11 +341,13 @@ def start_infra(
     database_url = environ.get("DATABASE_URL")
     embedded_nats = embedded_pg = None
     auth: NatsAuth | None = None
+    credentials: Path | None = None
     server_url = nats_url or ""
     try:
         if not nats_url:
             auth = NatsAuth.generate()
-            auth.save(data_dir / "nats" / "credentials.json")
+            credentials = data_dir / "nats" / "credentials.json"
+            auth.save(credentials)
             embedded_nats = EmbeddedNats(data_dir / "nats", auth=auth, auth_prefix=auth_prefix)
             server_url = embedded_nats.start()
             nats_url = auth.operator_url(server_url)
@@ -354,7 +358,7 @@ def start_infra(
         if embedded_nats is not None:
             embedded_nats.stop()
         raise
-    return Infra(nats_url, database_url, embedded_nats, embedded_pg, auth, server_url)
+    return Infra(nats_url, database_url, embedded_nats, embedded_pg, auth, server_url, credentials)
 
 
 @contextlib.contextmanager

@@ -45,6 +45,19 @@ CREDENTIALS_ENV = "MARKETBOT_NATS_CREDENTIALS"
 embedded server (the benchmarks)."""
 
 
+def service_env(
+    nats_url: str, service: str, environ: dict[str, str] | None = None
+) -> dict[str, str]:
+    """The environment that connects ``service`` as itself: the bare URL and its seed, read
+    from the saved credentials (``CREDENTIALS_ENV``); without them, ``nats_url`` as given."""
+    source = os.environ if environ is None else environ
+    path = source.get(CREDENTIALS_ENV)
+    if not path:
+        return {"NATS_URL": nats_url}
+    seed = NatsAuth.load(Path(path)).seed(service)
+    return {"NATS_URL": strip_userinfo(nats_url), "NATS_NKEY_SEED": seed}
+
+
 def strip_userinfo(url: str) -> str:
     """``nats://user:pass@host:port`` -> ``nats://host:port``."""
     scheme, sep, rest = url.partition("://")
