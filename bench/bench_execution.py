@@ -290,7 +290,7 @@ async def run() -> list[dict]:  # type: ignore[type-arg]
 if __name__ == "__main__":
     with tempfile.TemporaryDirectory(prefix="marketbot-bench-") as tmp:
         if "NATS_URL" not in os.environ or "DATABASE_URL" not in os.environ:
-            infra = start_infra(Path(tmp))
+            infra = start_infra(Path(tmp), auth_prefix="*")
             os.environ.setdefault("NATS_URL", infra.nats_url)
             os.environ.setdefault("DATABASE_URL", infra.database_url)
         for row in asyncio.run(run()):

@@ -27,6 +27,7 @@ from marketbot.devstack.stack import Stack, StackConfig
 from marketbot.devstack.supervisor import Supervisor
 from marketbot.runtime.bus import Bus
 from marketbot.runtime.infra import start_infra
+from marketbot.runtime.natsauth import CREDENTIALS_ENV, NatsAuth, strip_userinfo
 from marketbot.sim.admin import SimAdmin
 
 USERS = int(os.environ.get("MARKETBOT_BENCH_FAULT_USERS", "300"))
@@ -36,9 +37,14 @@ WANTED = [s for s in os.environ.get("MARKETBOT_BENCH_FAULT_SCENARIOS", "").split
 async def one_scenario(name: str, nats_url: str, database_url: str) -> faults.Counts:
     with tempfile.TemporaryDirectory(prefix=f"bench-faults-{name}-") as tmp:
         prefix = f"bf{uuid.uuid4().hex[:6]}"
+        # the services run as themselves (their own nkey); the harness as the operator
+        creds = os.environ.get(CREDENTIALS_ENV)
+        auth = NatsAuth.load(Path(creds)) if creds else None
         config = StackConfig(
             data_dir=Path(tmp),
             nats_url=nats_url,
+            nats_server_url=strip_userinfo(nats_url),
+            nats_seeds=dict(auth.seeds) if auth else {},
             database_url=database_url,
             bus_prefix=prefix,
             log_level="WARNING",
@@ -103,8 +109,9 @@ async def run() -> list[dict[str, Any]]:
 
 if __name__ == "__main__":
     with tempfile.TemporaryDirectory() as tmp:
-        infra = start_infra(Path(tmp))
+        infra = start_infra(Path(tmp), auth_prefix="*")
         os.environ.setdefault("NATS_URL", infra.nats_url)
+        os.environ.setdefault(CREDENTIALS_ENV, str(infra.credentials_path or ""))
         os.environ.setdefault("DATABASE_URL", infra.database_url)
         try:
             for row in asyncio.run(run()):

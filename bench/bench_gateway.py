@@ -30,6 +30,7 @@ import asyncpg
 
 from marketbot.contracts import BusNamespace
 from marketbot.runtime.bus import Bus
+from marketbot.runtime.natsauth import service_env
 
 RATE = int(os.environ.get("BENCH_GATEWAY_RATE", "500"))
 REQUESTS = int(os.environ.get("BENCH_GATEWAY_REQUESTS", "5000"))
@@ -148,8 +149,11 @@ async def run() -> list[dict[str, Any]]:
     prefix = f"bench{uuid.uuid4().hex[:8]}"
     schema = f"bench_gateway_{uuid.uuid4().hex[:8]}"
     port = free_port()
+    bus = await Bus.connect(nats_url, "bench-gateway", BusNamespace(prefix))
+    await bus.provision()  # the operator's job: services may not create streams
     env = {
         **os.environ,
+        **service_env(nats_url, "signal-gateway"),
         "MARKETBOT_BUS_PREFIX": prefix,
         "MARKETBOT_GATEWAY_DB_SCHEMA": schema,
         "MARKETBOT_GATEWAY_HTTP_PORT": str(port),
@@ -161,7 +165,6 @@ async def run() -> list[dict[str, Any]]:
     proc = subprocess.Popen(  # noqa: ASYNC220
         [sys.executable, "-m", "marketbot.gateway.app"], env=env, stdout=subprocess.DEVNULL
     )
-    bus = await Bus.connect(nats_url, "bench-gateway", BusNamespace(prefix))
     try:
         await wait_listening(port, proc)
         latencies, statuses, elapsed = await load(port)
@@ -216,7 +219,7 @@ if __name__ == "__main__":
         print_table(asyncio.run(run()))
     else:
         with tempfile.TemporaryDirectory(prefix="marketbot-bench-") as tmp:
-            infra = start_infra(Path(tmp))
+            infra = start_infra(Path(tmp), auth_prefix="*")
             os.environ["NATS_URL"] = infra.nats_url
             os.environ["DATABASE_URL"] = infra.database_url
             try:

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 import uuid
+from pathlib import Path
 
 import asyncpg
 
@@ -26,6 +27,7 @@ from marketbot.keyvault.client import VaultClient, VaultSigner
 from marketbot.keyvault.domain.masterkeys import format_master_key, generate_master_key
 from marketbot.runtime.bus import Bus, BusError
 from marketbot.runtime.infra import start_infra
+from marketbot.runtime.natsauth import CREDENTIALS_ENV, service_env
 from marketbot.sim.testing import start_sim_process, stop_sim_process
 
 N = int(os.environ.get("BENCH_KEYVAULT_N", "20000"))
@@ -101,17 +103,23 @@ async def run() -> list[dict[str, object]]:
     infra = None
     if not nats_url or not database_url:
         import tempfile
-        from pathlib import Path
 
-        infra = start_infra(Path(tempfile.mkdtemp(prefix="kvbench-")))
+        infra = start_infra(Path(tempfile.mkdtemp(prefix="kvbench-")), auth_prefix="*")
         nats_url, database_url = infra.nats_url, infra.database_url
+    # The vault runs as itself (its own nkey) when the credentials are known; the
+    # benchmark's own client is the operator and provisions the streams first.
+    environ = dict(os.environ)
+    if infra is not None:
+        environ[CREDENTIALS_ENV] = str(infra.credentials_path or "")
     prefix = f"kv{uuid.uuid4().hex[:8]}"
     schema = f"kvbench_{uuid.uuid4().hex[:8]}"
     sim_process, urls = start_sim_process(limits=False)
     sealing = SealingKey.generate()
+    bus = await Bus.connect(nats_url, "bench-keyvault", BusNamespace(prefix))
+    await bus.provision()
     env = dict(
         os.environ,
-        NATS_URL=nats_url,
+        **service_env(nats_url, "keyvault", environ),
         DATABASE_URL=database_url,
         MARKETBOT_BUS_PREFIX=prefix,
         MARKETBOT_KEYVAULT_DB_SCHEMA=schema,
@@ -121,7 +129,6 @@ async def run() -> list[dict[str, object]]:
         LOG_LEVEL="WARNING",
     )
     vault = start_vault_process(env)
-    bus = await Bus.connect(nats_url, "bench-keyvault", BusNamespace(prefix))
     try:
         client = VaultClient(bus, timeout=20)
         await _wait_ready(client, vault)

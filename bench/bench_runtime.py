@@ -146,7 +146,7 @@ async def run() -> list[dict]:  # type: ignore[type-arg]
 
 if __name__ == "__main__":
     with tempfile.TemporaryDirectory() as tmp:
-        infra = start_infra(Path(tmp))
+        infra = start_infra(Path(tmp), auth_prefix="*")
         os.environ.setdefault("NATS_URL", infra.nats_url)
         os.environ.setdefault("DATABASE_URL", infra.database_url)
         try:

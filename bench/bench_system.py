@@ -35,6 +35,7 @@ from marketbot.exchanges.binance.constants import WEIGHTS
 from marketbot.exchanges.bybit import constants as bybit_constants
 from marketbot.runtime.bus import Bus
 from marketbot.runtime.infra import start_infra
+from marketbot.runtime.natsauth import CREDENTIALS_ENV, NatsAuth, strip_userinfo
 from marketbot.sim.admin import SimAdmin
 
 USERS = int(os.environ.get("MARKETBOT_BENCH_SYSTEM_USERS", "1000"))
@@ -171,9 +172,13 @@ async def run() -> list[dict[str, Any]]:
     nats_url, database_url = os.environ["NATS_URL"], os.environ["DATABASE_URL"]
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bench-system-") as tmp:
+        creds = os.environ.get(CREDENTIALS_ENV)
+        auth = NatsAuth.load(Path(creds)) if creds else None
         config = StackConfig(
             data_dir=Path(tmp),
             nats_url=nats_url,
+            nats_server_url=strip_userinfo(nats_url),
+            nats_seeds=dict(auth.seeds) if auth else {},
             database_url=database_url,
             bus_prefix=f"bs{uuid.uuid4().hex[:6]}",
             sim_limits=False,
@@ -269,8 +274,9 @@ async def run() -> list[dict[str, Any]]:
 
 if __name__ == "__main__":
     with tempfile.TemporaryDirectory() as tmp:
-        infra = start_infra(Path(tmp))
+        infra = start_infra(Path(tmp), auth_prefix="*")
         os.environ.setdefault("NATS_URL", infra.nats_url)
+        os.environ.setdefault(CREDENTIALS_ENV, str(Path(tmp) / "nats" / "credentials.json"))
         os.environ.setdefault("DATABASE_URL", infra.database_url)
         try:
             for row in asyncio.run(run()):

@@ -73,8 +73,9 @@ def main(argv: list[str]) -> int:
     rows: list[dict[str, Any]] = []
     failures = 0
     with tempfile.TemporaryDirectory(prefix="marketbot-bench-") as tmp:
-        infra = start_infra(Path(tmp))
+        infra = start_infra(Path(tmp), auth_prefix="*")
         os.environ["NATS_URL"] = infra.nats_url
+        os.environ["MARKETBOT_NATS_CREDENTIALS"] = str(infra.credentials_path or "")
         os.environ["DATABASE_URL"] = infra.database_url
         try:
             for path in files:

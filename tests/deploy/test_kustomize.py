@@ -24,7 +24,9 @@ KUBERNETES_VERSION = "1.31"
 # Custom resources: their operators' CRDs are not in kubernetes-validate; checked below.
 CRD_KINDS = {("postgresql.cnpg.io/v1", "Cluster"), ("monitoring.coreos.com/v1", "PodMonitor")}
 METRICS_PORT = 9090
-SECRET_ENV = re.compile(r"SECRET|PASSWORD|TOKEN|MASTER_KEYS$|PASSPHRASE|SEALING_KEY$|DATABASE_URL")
+SECRET_ENV = re.compile(
+    r"SECRET|PASSWORD|TOKEN|MASTER_KEYS$|PASSPHRASE|SEALING_KEY$|DATABASE_URL|SEED$"
+)
 
 
 def by_kind(objects: list[dict], kind: str) -> dict[str, dict]:
@@ -201,6 +203,8 @@ def test_environment_names_are_real_settings(rendered: dict[str, list[dict]], ov
         "MARKETBOT_STREAM_REPLICAS",
         "LOG_LEVEL",
         "POD_NAME",
+        "NATS_TLS_CA_FILE",
+        "NATS_NKEY_SEED",
     }
     for name in deploy_services.DEPLOYED:
         settings = deploy_services.settings_class(name)
@@ -374,23 +378,44 @@ def test_nats_is_a_three_node_jetstream_cluster(
     if not Path(server).exists():
         pytest.skip("no nats-server binary to check the configuration with")
     conf = tmp_path / "nats.conf"
-    conf.write_text(config)
+    # the generated authorization, and TLS files where the StatefulSet mounts them
+    auth = by_kind(objects, "ConfigMap")[config_volume["configMap"]["name"]]["data"]["auth.conf"]
+    (tmp_path / "auth.conf").write_text(auth)
+    tls_dir = tmp_path / "tls"
+    write_test_certificates(tls_dir)
+    conf.write_text(config.replace("/etc/nats-tls/", f"{tls_dir}/"))
+    from marketbot.contracts.access import SERVICES
+    from marketbot.runtime.natsauth import NatsAuth, env_name, public_key
+
+    identities = NatsAuth.generate()
+    keys = {env_name(s): public_key(identities.seed(s)) for s in SERVICES}
     result = subprocess.run(  # noqa: S603 - fixed argv of a known tool
         [server, "-t", "-c", str(conf)],
         capture_output=True,
         text=True,
         timeout=30,
-        env={**os.environ, "POD_NAME": "nats-0"},
+        env={**os.environ, "POD_NAME": "nats-0", "OPERATOR_PASSWORD_BCRYPT": "x", **keys},
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 @pytest.mark.parametrize("overlay", ["dev", "prod"])
-def test_streams_are_provisioned_r3_by_the_services(
+def test_streams_are_provisioned_r3_by_the_operator_job(
     rendered: dict[str, list[dict]], overlay: str
 ) -> None:
-    """The services provision the streams; the shared config makes every one R3."""
+    """The nats-provision Job (the operator's credential) creates the streams, R3 from the
+    shared config; services may not create streams, and none is told to."""
+    (job,) = by_kind(rendered[overlay], "Job").values()
+    (container,) = pod_spec(job)["containers"]
+    assert container["command"][-1] == "marketbot.runtime.provision"
+    password = next(v for v in container["env"] if v["name"] == "NATS_PASSWORD")
+    assert password["valueFrom"]["secretKeyRef"]["name"] == "nats-operator"
+    for deployment in by_kind(rendered[overlay], "Deployment").values():
+        for service in pod_spec(deployment)["containers"]:
+            names = {v["name"] for v in service.get("env", [])}
+            assert "MARKETBOT_PROVISION_STREAMS" not in names
+            assert "NATS_PASSWORD" not in names
     from marketbot.runtime.settings import ServiceSettings
 
     shared = by_kind(rendered[overlay], "ConfigMap")
@@ -455,3 +480,70 @@ def test_prod_images_are_pinned(rendered: dict[str, list[dict]]) -> None:
         for container in pod_spec(deployment)["containers"]:
             _, tag, digest = deploy_kustomize.split_image(container["image"])
             assert (tag and tag != "latest") or digest, container["image"]
+
+
+def write_test_certificates(directory: Path) -> None:
+    """A throwaway CA and server certificate, so nats-server can load the TLS blocks."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    directory.mkdir(parents=True, exist_ok=True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "nats")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("nats")]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    pem = cert.public_bytes(serialization.Encoding.PEM)
+    (directory / "tls.crt").write_bytes(pem)
+    (directory / "ca.crt").write_bytes(pem)
+    (directory / "tls.key").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_service_has_its_own_nats_identity_over_tls(
+    rendered: dict[str, list[dict]], overlay: str
+) -> None:
+    objects = rendered[overlay]
+    (shared,) = [
+        c for n, c in by_kind(objects, "ConfigMap").items() if n.startswith("marketbot-shared")
+    ]
+    assert shared["data"]["NATS_URL"].startswith("tls://")
+    from marketbot.contracts.access import SERVICES
+    from marketbot.runtime.natsauth import env_name
+
+    assert set(SERVICES) <= set(deploy_services.DEPLOYED)
+    seeds = {}
+    for name in deploy_services.DEPLOYED:
+        (container,) = pod_spec(by_kind(objects, "Deployment")[name])["containers"]
+        found = [v for v in container.get("env", []) if v["name"] == "NATS_NKEY_SEED"]
+        if name not in SERVICES:
+            # the web app talks to the gateway over HTTP: no NATS identity at all
+            assert found == [], f"{name} has a NATS identity it does not use"
+            continue
+        (seed,) = found
+        seeds[name] = seed["valueFrom"]["secretKeyRef"]["name"]
+    assert len(set(seeds.values())) == len(seeds), "two services share a NATS identity"
+    nats = by_kind(objects, "StatefulSet")["nats"]
+    (server,) = pod_spec(nats)["containers"]
+
+    assert {env_name(s) for s in SERVICES} <= {v["name"] for v in server["env"]}

@@ -43,10 +43,9 @@ async def platform(
 ) -> AsyncIterator[Platform]:
     data_dir: Path = tmp_path_factory.mktemp("e2e")
     prefix = f"e2e{uuid.uuid4().hex[:8]}"
-    config = StackConfig(
+    config = StackConfig.for_infra(
+        infra,
         data_dir=data_dir,
-        nats_url=infra.nats_url,
-        database_url=infra.database_url,
         bus_prefix=prefix,
         # Short staleness for TRIAL-expiry tests is not needed; defaults are the product's.
     )

@@ -33,6 +33,7 @@ from marketbot.devstack.supervisor import Supervisor
 from marketbot.runtime.bus import Bus
 from marketbot.runtime.cluster import NatsCluster, kill_hard
 from marketbot.runtime.infra import EmbeddedPostgres
+from marketbot.runtime.natsauth import NatsAuth
 from marketbot.runtime.testing import eventually
 from marketbot.sim.admin import SimAdmin
 
@@ -68,11 +69,13 @@ async def provisioned(bus: Bus) -> bool:
 @pytest.fixture(scope="module")
 async def crash(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Crash]:
     data: Path = tmp_path_factory.mktemp("crash")
-    cluster = NatsCluster(data / "nats")
+    # Authentication on, as everywhere: each service connects as itself (issue 14).
+    auth = NatsAuth.generate()
+    cluster = NatsCluster(data / "nats", auth=auth)
     await asyncio.to_thread(cluster.start)
     pg = EmbeddedPostgres(data / "pg", durable=True)
     await asyncio.to_thread(pg.start)
-    bus = await Bus.connect(cluster.urls, "crash-test", BusNamespace())
+    bus = await Bus.connect(cluster.operator_urls, "crash-test", BusNamespace())
     await eventually(lambda: provisioned(bus), timeout=60, interval=0.5, message="R3 streams")
     fast = {
         "MARKETBOT_EXECUTOR_BYBIT_ACK_WAIT_S": "10",
@@ -80,7 +83,9 @@ async def crash(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Crash
     }
     config = StackConfig(
         data_dir=data,
-        nats_url=cluster.urls,
+        nats_url=cluster.operator_urls,
+        nats_server_url=cluster.urls,
+        nats_seeds=dict(auth.seeds),
         database_url=pg.url,
         stream_replicas=3,
         extra_env={

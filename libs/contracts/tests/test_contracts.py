@@ -174,3 +174,29 @@ def test_a_dead_letter_keeps_the_original_bytes() -> None:
     assert isinstance(message, MessageDeadLettered)
     assert message.payload == b'{"type":"OrderRequested"}'
     assert message.subject() == "deadletters.executor-bybit-pro"
+
+
+# --- text a consumer could never store (issue 14) -----------------------------------------
+
+
+@pytest.mark.parametrize("bad", ["a\x00b", "a\ud800b"])
+@pytest.mark.parametrize("type_name", sorted(MESSAGE_TYPES))
+def test_no_message_carries_a_nul_or_a_lone_surrogate(type_name: str, bad: str) -> None:
+    data = json.loads(sample(type_name).to_json())
+    data["correlation_id"] = bad
+    with pytest.raises(ContractError, match=r"^correlation_id: "):
+        decode(json.dumps(data))
+    with pytest.raises(ValidationError):
+        MESSAGE_TYPES[type_name].model_validate(data)
+
+
+def test_a_nul_in_a_signal_strategy_is_refused_naming_the_field() -> None:
+    data = json.loads(sample("SignalReceived").to_json())
+    data["strategy"] = "demo\x00"
+    with pytest.raises(ContractError, match=r"^strategy: contains a NUL"):
+        decode(json.dumps(data).encode())
+
+
+def test_invalid_utf8_is_a_contract_error_not_a_crash() -> None:
+    with pytest.raises(ContractError, match=r"^body: not UTF-8"):
+        decode(b'{"type": "SignalReceived", "x": "\xff"}')

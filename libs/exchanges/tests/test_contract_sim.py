@@ -63,6 +63,7 @@ class Env:
     admin: SimAdmin
     account_id: str
     transport: CountingTransport
+    vault_signer: LocalSigner
 
     async def ground_truth(self, client_order_id: str) -> list[dict[str, Any]]:
         orders = await self.admin.orders(self.account_id)
@@ -91,7 +92,15 @@ async def env(request: pytest.FixtureRequest, sim: Any) -> AsyncIterator[Env]:
     key, secret = await admin.create_api_key(account)
     transport = CountingTransport()
     venue = create_venue(exchange, url, settings=settings(), transport=transport)
-    yield Env(exchange, venue, LocalSigner(key, secret), admin, account, transport)
+    yield Env(
+        exchange,
+        venue,
+        LocalSigner(key, secret),
+        admin,
+        account,
+        transport,
+        LocalSigner(key, secret, internal=True),
+    )
     await venue.aclose()
 
 
@@ -151,13 +160,13 @@ async def test_account_balances_and_permissions(env: Env) -> None:
     assert usdt.free == Decimal("100000")
     info = await env.venue.account_info(env.signer)
     assert info.can_trade
-    permissions = await env.venue.key_permissions(env.signer)
+    permissions = await env.venue.key_permissions(env.vault_signer)
     assert permissions.can_read
     assert permissions.can_trade
     assert not permissions.can_withdraw
 
     read_key, read_secret = await env.admin.create_api_key(env.account_id, trade=False)
-    read_only = await env.venue.key_permissions(LocalSigner(read_key, read_secret))
+    read_only = await env.venue.key_permissions(LocalSigner(read_key, read_secret, internal=True))
     assert read_only.can_read
     assert not read_only.can_trade
 

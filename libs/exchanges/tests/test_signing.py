@@ -117,21 +117,16 @@ def test_bybit_websocket_auth_signature() -> None:
 @pytest.mark.parametrize(
     ("exchange", "method", "path"),
     [
-        (Exchange.BYBIT, "GET", "/v5/market/tickers"),
         (Exchange.BYBIT, "GET", "/v5/account/wallet-balance"),
-        (Exchange.BYBIT, "GET", "/v5/user/query-api"),
         (Exchange.BYBIT, "POST", "/v5/order/create"),
         (Exchange.BYBIT, "POST", "/v5/order/cancel"),
         (Exchange.BYBIT, "GET", "/v5/order/realtime"),
         (Exchange.BYBIT, "GET", "/v5/order/history"),
-        (Exchange.BYBIT, "GET", "/v5/position/list"),
         (Exchange.BYBIT, "GET", "/realtime"),
         (Exchange.BINANCE, "GET", "/api/v3/account"),
-        (Exchange.BINANCE, "GET", "/sapi/v1/account/apiRestrictions"),
         (Exchange.BINANCE, "POST", "/api/v3/order"),
         (Exchange.BINANCE, "DELETE", "/api/v3/order"),
         (Exchange.BINANCE, "GET", "/api/v3/order"),
-        (Exchange.BINANCE, "GET", "/api/v3/openOrders"),
         (Exchange.BINANCE, "GET", "/api/v3/allOrders"),
         (Exchange.BINANCE, "POST", "/api/v3/orderList/oco"),
         (Exchange.BINANCE, "DELETE", "/api/v3/orderList"),
@@ -196,15 +191,18 @@ def test_bybit_policy_refuses_duplicate_keys_and_query_on_post() -> None:
         bybit_signing.validate(bybit_input("GET", "/v5/order/realtime", body='{"x":1}'))
 
 
+COMPLETE_ORDER = "newClientOrderId=mb-1&" + ASCII_PAYLOAD
+
+
 def test_binance_policy_requires_the_audited_timestamp() -> None:
-    ok = binance_input(ASCII_PAYLOAD)
+    ok = binance_input(COMPLETE_ORDER)
     binance_signing.validate(ok)
     with pytest.raises(SigningRefusedError, match="timestamp"):
-        binance_signing.validate(binance_input(ASCII_PAYLOAD, ts=1499827319560))
-    missing = ASCII_PAYLOAD.replace("&timestamp=1499827319559", "")
+        binance_signing.validate(binance_input(COMPLETE_ORDER, ts=1499827319560))
+    missing = COMPLETE_ORDER.replace("&timestamp=1499827319559", "")
     with pytest.raises(SigningRefusedError, match="timestamp"):
         binance_signing.validate(binance_input(missing))
-    doubled = ASCII_PAYLOAD + "&timestamp=1499827319559"
+    doubled = COMPLETE_ORDER + "&timestamp=1499827319559"
     with pytest.raises(SigningRefusedError, match="twice"):
         binance_signing.validate(binance_input(doubled))
 
@@ -225,10 +223,16 @@ def test_policy_refuses_a_request_for_the_other_exchange() -> None:
 
 
 async def test_local_signer_enforces_the_policy() -> None:
+    vector = await LocalSigner(BINANCE_KEY, BINANCE_SECRET, enforce_policy=False).sign(
+        binance_input(ASCII_PAYLOAD)
+    )
+    assert vector.signature.startswith("c8db5682")
     signer = LocalSigner(BINANCE_KEY, BINANCE_SECRET)
-    signature = await signer.sign(binance_input(ASCII_PAYLOAD))
+    signature = await signer.sign(binance_input(COMPLETE_ORDER))
     assert signature.api_key == BINANCE_KEY
-    assert signature.signature.startswith("c8db5682")
+    # the official vector has no client order id: an incomplete order is not signed
+    with pytest.raises(SigningRefusedError, match="newClientOrderId"):
+        await signer.sign(binance_input(ASCII_PAYLOAD))
     with pytest.raises(SigningRefusedError):
         await signer.sign(
             SigningInput(
@@ -242,3 +246,114 @@ async def test_local_signer_enforces_the_policy() -> None:
             )
         )
     assert BINANCE_SECRET not in repr(signer)
+
+
+# ---- values, not only names (issue 14) --------------------------------------------------
+
+BYBIT_ORDER = {
+    "category": "spot",
+    "symbol": "BTCUSDT",
+    "side": "Buy",
+    "orderType": "Market",
+    "qty": "10",
+    "marketUnit": "quoteCoin",
+    "orderLinkId": "mb-1",
+}
+
+
+def bybit_order(**changes: object) -> SigningInput:
+    body = {**BYBIT_ORDER, **changes}
+    body = {k: v for k, v in body.items() if v is not None}
+    return bybit_input("POST", "/v5/order/create", body=json.dumps(body))
+
+
+def test_bybit_signs_a_complete_spot_order() -> None:
+    bybit_signing.validate(bybit_order())
+    bybit_signing.validate(bybit_order(isLeverage=0))
+
+
+@pytest.mark.parametrize(
+    ("changes", "rule"),
+    [
+        ({"category": "linear"}, "category='linear' is not allowed"),
+        ({"category": "option"}, "not allowed"),
+        ({"isLeverage": 1}, "isLeverage='1' is not allowed"),
+        ({"isLeverage": "1"}, "not allowed"),
+        ({"side": "buy"}, "side='buy' is not allowed"),
+        ({"orderType": "Stop"}, "not allowed"),
+        ({"qty": ""}, "'qty' is empty"),
+        ({"qty": "1e9"}, "not a valid qty"),
+        ({"symbol": "BTC/USDT"}, "not a valid symbol"),
+        ({"qty": None}, "must carry \\['qty'\\]"),
+        ({"orderLinkId": None}, "orderLinkId"),
+        ({"qty": 1.5}, "string or an integer"),
+        ({"isLeverage": True}, "string or an integer"),
+    ],
+)
+def test_bybit_checks_values_not_only_names(changes: dict[str, object], rule: str) -> None:
+    with pytest.raises(SigningRefusedError, match=rule):
+        bybit_signing.validate(bybit_order(**changes))
+
+
+def test_bybit_refuses_an_empty_body_and_empty_queries() -> None:
+    with pytest.raises(SigningRefusedError, match="must carry"):
+        bybit_signing.validate(bybit_input("POST", "/v5/order/create", body="{}"))
+    with pytest.raises(SigningRefusedError, match="must carry"):
+        bybit_signing.validate(bybit_input("GET", "/v5/order/realtime", query=""))
+    with pytest.raises(SigningRefusedError, match="category='linear'"):
+        bybit_signing.validate(bybit_input("GET", "/v5/order/realtime", query="category=linear"))
+
+
+@pytest.mark.parametrize(
+    ("exchange", "method", "path", "query"),
+    [
+        (Exchange.BYBIT, "GET", "/v5/user/query-api", ""),
+        (Exchange.BINANCE, "GET", "/sapi/v1/account/apiRestrictions", "timestamp=1"),
+    ],
+)
+async def test_the_permission_endpoints_are_signed_for_the_vault_only(
+    exchange: Exchange, method: str, path: str, query: str
+) -> None:
+    request = SigningInput(exchange, method, path, query, "", 1, 5000)
+    policy = signing_policy(exchange)
+    assert not policy.is_allowed(method, path)
+    assert (method, path) not in policy.endpoints
+    with pytest.raises(SigningRefusedError, match="not a signable endpoint"):
+        policy.validate(request)
+    policy.validate(request, internal=True)
+    await LocalSigner("KEY", "secret", internal=True).sign(request)
+    with pytest.raises(SigningRefusedError):
+        await LocalSigner("KEY", "secret").sign(request)
+
+
+def test_binance_checks_values_and_binds_each_endpoint() -> None:
+    def order(query: str) -> SigningInput:
+        return binance_input(query + "&timestamp=1499827319559")
+
+    binance_signing.validate(
+        order("symbol=BTCUSDT&side=BUY&type=MARKET&quoteOrderQty=10&newClientOrderId=mb-1")
+    )
+    for bad, why in [
+        ("symbol=BTCUSDT&side=BUY&type=MARKET&newClientOrderId=mb-1", "one of"),
+        ("symbol=BTCUSDT&side=BUY&type=MARGIN&quantity=1&newClientOrderId=mb-1", "type="),
+        ("symbol=BTCUSDT&side=BORROW&type=MARKET&quantity=1&newClientOrderId=mb-1", "side="),
+        ("symbol=BTCUSDT&side=BUY&type=MARKET&quantity=&newClientOrderId=mb-1", "empty"),
+        ("side=BUY&type=MARKET&quantity=1&newClientOrderId=mb-1", "symbol"),
+    ]:
+        with pytest.raises(SigningRefusedError, match=why):
+            binance_signing.validate(order(bad))
+    account = SigningInput(Exchange.BINANCE, "GET", "/api/v3/account", "timestamp=7", "", 7, 5000)
+    # A bare timestamp would also authenticate POST /sapi/v1/account/enableFastWithdrawSwitch
+    with pytest.raises(SigningRefusedError, match="omitZeroBalances"):
+        binance_signing.validate(account)
+    binance_signing.validate(
+        SigningInput(
+            Exchange.BINANCE,
+            "GET",
+            "/api/v3/account",
+            "omitZeroBalances=false&timestamp=7",
+            "",
+            7,
+            5000,
+        )
+    )

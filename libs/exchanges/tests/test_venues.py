@@ -27,6 +27,7 @@ from marketbot.exchanges.venue import (
 from .fakes import bybit_ok, make_venue, respond
 
 SIGNER = LocalSigner("key", "secret")
+VAULT_SIGNER = LocalSigner("key", "secret", internal=True)  # the vault's own key checks
 
 # market_instrument.mdx (spot example)
 BYBIT_INSTRUMENT = bybit_ok(
@@ -258,7 +259,7 @@ async def test_bybit_wallet_balance_and_key_permissions() -> None:
         }
     )
     fake.always("/v5/user/query-api", respond(200, api))
-    permissions = await venue.key_permissions(SIGNER)
+    permissions = await venue.key_permissions(VAULT_SIGNER)
     assert permissions.can_read
     assert not permissions.can_trade
     assert not permissions.can_withdraw
@@ -294,7 +295,7 @@ async def test_binance_key_permissions_from_api_restrictions_and_account() -> No
             200, {"canTrade": True, "canWithdraw": True, "accountType": "SPOT", "balances": []}
         ),
     )
-    permissions = await venue.key_permissions(SIGNER)
+    permissions = await venue.key_permissions(VAULT_SIGNER)
     assert permissions.can_trade
     assert permissions.can_withdraw
     assert not permissions.ip_bound
@@ -533,33 +534,12 @@ async def test_check_connectivity(exchange: Exchange) -> None:
     assert await venue.check_connectivity() >= 0
 
 
-async def test_bybit_linear_positions_from_the_documented_payload() -> None:
+async def test_bybit_spot_has_no_positions_and_derivatives_are_never_asked() -> None:
+    """/v5/position/list takes only linear, inverse and option (position_position.mdx);
+    the vault signs category=spot only, so the venue never asks."""
     venue, fake = make_venue(Exchange.BYBIT)
-    position = {
-        "positionIdx": 0,
-        "riskId": 1,
-        "symbol": "BTCUSD",
-        "side": "Sell",
-        "size": "300",
-        "avgPrice": "27464.50441675",
-        "positionValue": "0.01092319",
-        "markPrice": "28224.50",
-        "liqPrice": "",
-        "takeProfit": "0.00",
-        "stopLoss": "0.00",
-        "unrealisedPnl": "-0.00029413",
-        "createdTime": "1676538056258",
-        "updatedTime": "1697673600012",
-    }
-    fake.always(
-        "/v5/position/list",
-        respond(200, bybit_ok({"list": [position], "nextPageCursor": "", "category": "inverse"})),
-    )
-    [parsed] = await venue.positions(SIGNER)
-    assert (parsed.symbol, parsed.side, parsed.size) == ("BTCUSD", "Sell", Decimal("300"))
-    assert parsed.take_profit is None
-    query = dict(parse_qsl(fake.calls("/v5/position/list")[0].url.query.decode()))
-    assert query == {"category": "linear", "settleCoin": "USDT"}
+    assert await venue.positions(SIGNER) == []
+    assert fake.calls("/v5/position/list") == []
 
 
 async def test_bybit_limit_headers_slow_the_key_down_before_the_limit() -> None:
@@ -578,9 +558,9 @@ async def test_bybit_limit_headers_slow_the_key_down_before_the_limit() -> None:
             headers,
         ),
     )
-    await venue.key_permissions(SIGNER)
+    await venue.key_permissions(VAULT_SIGNER)
     started = venue.clock.monotonic()
-    permissions = await venue.key_permissions(SIGNER)
+    permissions = await venue.key_permissions(VAULT_SIGNER)
     assert venue.clock.monotonic() - started >= 0.5  # waited for the reset, no 10006
     assert permissions.can_trade
     assert not permissions.ip_bound

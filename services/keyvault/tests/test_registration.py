@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
@@ -10,11 +11,13 @@ import pytest
 
 from marketbot.contracts import Exchange
 from marketbot.contracts.vault import RegisterKeyReply, RegisterKeyRequest
+from marketbot.keyvault import handlers
 from marketbot.keyvault.app import RunningVault
 from marketbot.keyvault.client import VaultClient
 from marketbot.runtime.bus import Bus
 from marketbot.runtime.sealing import seal, seal_context
 from marketbot.runtime.testing import eventually
+from marketbot.sim.testing import RunningSim
 
 from .conftest import VaultFactory
 from .helpers import event_types, key_events
@@ -244,3 +247,59 @@ async def test_status_of_a_user_without_keys(vault: RunningVault, client: VaultC
     reply = await client.status("nobody")
     assert reply.ok
     assert reply.keys == ()
+
+
+# --- least privilege: read and spot trading, nothing else (issue 14) ----------------------
+
+EXCESS = {
+    # user_apikey-info.mdx "permissions" groups
+    Exchange.BYBIT: ["ContractTrade.Order", "Wallet.AccountTransfer", "Options.OptionsTrade"],
+    # openapi.yaml GET /sapi/v1/account/apiRestrictions flags
+    Exchange.BINANCE: ["enableMargin", "enableFutures", "permitsUniversalTransfer"],
+}
+
+
+@pytest.mark.parametrize("exchange", EXCHANGES)
+async def test_a_key_that_can_do_more_than_spot_is_rejected_naming_each_permission(
+    vault: RunningVault,
+    client: VaultClient,
+    bus: Bus,
+    make_key: Callable[..., Any],
+    exchange: Exchange,
+) -> None:
+    key = await make_key(exchange, ips=["127.0.0.1"], extra_permissions=EXCESS[exchange])
+    reply = await client.register("user-x", exchange, key.api_key, key.secret)
+    assert not reply.ok
+    assert reply.error is not None
+    assert reply.error.code == "excess_permissions"
+    for permission in EXCESS[exchange]:
+        assert permission in reply.error.message
+    assert "remove each of these permissions" in reply.error.message
+    assert reply.key is not None
+    assert reply.key.permissions is not None
+    assert set(reply.key.permissions.excess) == set(EXCESS[exchange])
+    await eventually(lambda: _has(bus, ["ApiKeyStored", "ApiKeyRejected"]))
+    rejected = (await key_events(bus))[1]
+    assert rejected["reason_code"] == "excess_permissions"
+    assert set(rejected["permissions"]["excess"]) == set(EXCESS[exchange])
+
+
+@pytest.mark.parametrize("exchange", EXCHANGES)
+async def test_a_key_that_gains_a_permission_is_disabled_at_reverification(
+    vault: RunningVault,
+    client: VaultClient,
+    bus: Bus,
+    sim: RunningSim,
+    make_key: Callable[..., Any],
+    exchange: Exchange,
+) -> None:
+    key = await make_key(exchange, ips=["127.0.0.1"])
+    assert (await client.register("user-g", exchange, key.api_key, key.secret)).ok
+    admin = sim.bybit_admin if exchange is Exchange.BYBIT else sim.binance_admin
+    await admin.set_key_permissions(key.api_key, EXCESS[exchange][:1])
+    assert await handlers.reverify_due(vault.vault, interval=timedelta(0)) == 1
+    await eventually(lambda: _has(bus, ["ApiKeyStored", "ApiKeyVerified", "ApiKeyRejected"]))
+    events = await key_events(bus)
+    assert events[2]["reason_code"] == "excess_permissions"
+    status = (await client.status("user-g")).keys[0]
+    assert (status.enabled, status.verified) == (False, False)

@@ -86,7 +86,13 @@ async def test_rotation_rewraps_every_row_and_retired_versions_are_refused(
     assert signature.api_key == users[0][2]
     stamp = now_ms()
     binance = SigningInput(
-        Exchange.BINANCE, "GET", "/api/v3/account", f"timestamp={stamp}", "", stamp, 5000
+        Exchange.BINANCE,
+        "GET",
+        "/api/v3/account",
+        f"omitZeroBalances=false&timestamp={stamp}",
+        "",
+        stamp,
+        5000,
     )
     assert (await VaultSigner(bus, "user-1", Exchange.BINANCE).sign(binance)).signature
 

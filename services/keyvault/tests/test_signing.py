@@ -252,11 +252,27 @@ async def test_the_audit_log_is_append_only(
 
 
 async def test_a_malformed_sign_request_gets_a_typed_refusal(vault: RunningVault, bus: Bus) -> None:
-    response = await bus.nc.request(bus.subject("keyvault.sign"), b'{"type":"SignRequest"}', 5)
+    response = await bus.nc.request(
+        bus.subject("keyvault.sign.bybit"), b'{"type":"SignRequest"}', 5
+    )
     reply = SignReply.model_validate_json(response.data)
     assert not reply.ok
     assert reply.error is not None
     assert reply.error.code == "invalid_request"
+    assert reply.signature == ""
+
+
+async def test_a_sign_request_for_another_exchange_than_its_subject_is_refused(
+    vault: RunningVault, bus: Bus
+) -> None:
+    """NATS lets executor-bybit publish only on keyvault.sign.bybit; a body naming Binance
+    there is refused, so the per-exchange permission cannot be sidestepped."""
+    request = sign_request(Exchange.BINANCE, "GET", "/api/v3/account", "timestamp=1", "")
+    response = await bus.nc.request(bus.subject("keyvault.sign.bybit"), request.to_json(), 5)
+    reply = SignReply.model_validate_json(response.data)
+    assert not reply.ok
+    assert reply.error is not None
+    assert (reply.error.code, reply.error.field) == ("invalid_request", "exchange")
     assert reply.signature == ""
 
 

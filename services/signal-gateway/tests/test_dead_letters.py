@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from marketbot.contracts import SignalAction, SignalReceived, decode
+from marketbot.contracts import MessageDeadLettered, SignalAction, SignalReceived, decode
 from marketbot.runtime.bus import Bus
 from marketbot.runtime.loop import ConsumerSpec, Delivery, MessageLoop, Redelivery
 from marketbot.runtime.testing import eventually
@@ -114,3 +115,36 @@ async def test_dead_letters_are_listed_inspected_and_replayed_once(
         await loop.stop()
     signals = [m for m in await stream_messages(bus, "SIGNALS") if m.get("type")]
     assert [m["event_id"] for m in signals].count(str(event.event_id)) == 2  # original + replay
+
+
+async def test_a_letter_the_gateway_may_not_publish_is_not_replayed(
+    make_app: AppFactory, bus: Bus
+) -> None:
+    """The gateway's NATS identity never publishes order requests (issue 14): replaying an
+    executor's letter is refused naming why, and nothing reaches ORDER_REQUESTS."""
+    now = datetime.now(UTC)
+    letter = MessageDeadLettered(
+        event_id=uuid.uuid4(),
+        occurred_at=now,
+        correlation_id="c-1",
+        consumer="executor-bybit-pro",
+        source_stream="ORDER_REQUESTS",
+        source_subject="orders.requested.bybit.pro",
+        stream_sequence=1,
+        message_type="OrderRequested",
+        reason="exhausted",
+        permanent=False,
+        deliveries=10,
+        payload_b64=base64.b64encode(b'{"type":"OrderRequested"}').decode(),
+        dead_lettered_at=now,
+    )
+    ack = await bus.publish(letter)
+    async with client_for(make_app()) as api:
+        shown = await api.get(f"/admin/dead-letters/{ack.seq}", headers=admin_headers())
+        assert shown.status_code == 200, shown.text
+        refused = await api.post(f"/admin/dead-letters/{ack.seq}/replay", headers=admin_headers())
+    assert refused.status_code == 403, refused.text
+    error = refused.json()["error"]
+    assert (error["code"], error["field"]) == ("not_replayable", "id")
+    assert "orders.requested.bybit.pro" in error["message"]
+    assert await stream_messages(bus, "ORDER_REQUESTS") == []

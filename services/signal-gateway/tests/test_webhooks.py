@@ -214,6 +214,26 @@ async def test_ip_allow_list(
         assert response.json()["error"]["field"] == "client_ip"
 
 
+@pytest.mark.parametrize(
+    ("lines", "status"),
+    [
+        # the caller forged the first line; our proxy appended the real client in a second
+        (("52.89.214.238", "198.51.100.7"), 403),
+        (("52.89.214.238, 10.9.9.9", "198.51.100.7"), 403),
+        # the real client (TradingView) is the last hop our proxy added
+        (("198.51.100.7", "52.89.214.238"), 202),
+    ],
+)
+async def test_several_forwarded_for_lines_are_read_together(
+    make_app: AppFactory, lines: tuple[str, ...], status: int
+) -> None:
+    settings = make_settings(ip_allowlist_enabled=True, trusted_proxies=("10.0.0.0/8",))
+    headers = [("X-Forwarded-For", line) for line in lines]
+    async with client_for(make_app(settings), ip="10.1.2.3") as api:
+        response = await api.post(URL, json=TEMPLATE, headers=headers)
+    assert response.status_code == status, response.text
+
+
 async def test_sources_managed_by_the_admin_api(make_app: AppFactory, bus: Bus) -> None:
     async with client_for(make_app()) as api:
         created = await api.post("/admin/sources", json={"name": "desk-2"}, headers=admin_headers())

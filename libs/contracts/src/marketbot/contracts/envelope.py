@@ -50,10 +50,45 @@ Money = Annotated[
 """An exact decimal amount. Floats are refused on input; JSON carries it as a string."""
 
 
+def unstorable(text: str) -> str | None:
+    """Why ``text`` cannot be stored or passed on, or None: PostgreSQL ``text`` cannot hold
+    a NUL character (UntranslatableCharacterError), and a lone surrogate is not Unicode
+    that UTF-8 can encode."""
+    if "\x00" in text:
+        return "contains a NUL character (\\u0000)"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "contains invalid Unicode (a lone surrogate)"
+    return None
+
+
+def _check_storable(name: str, value: Any) -> None:
+    if isinstance(value, str):
+        reason = unstorable(value)
+        if reason is not None:
+            raise ValueError(f"{name}: {reason}")
+    elif isinstance(value, list | tuple | frozenset | set):
+        for item in value:
+            _check_storable(name, item)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_storable(name, key)
+            _check_storable(f"{name}.{key}", item)
+
+
 class Message(BaseModel):
-    """Base of every message: frozen, strict about unknown fields."""
+    """Base of every message: frozen, strict about unknown fields, and every text storable
+    (no NUL, no lone surrogate): a message a consumer could never store is refused where it
+    is built or decoded, naming the field, instead of looping a consumer."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _storable_text(self) -> Message:
+        for name, value in self.__dict__.items():
+            _check_storable(name, value)
+        return self
 
 
 class Envelope(Message):
@@ -110,6 +145,18 @@ class Request(Envelope):
     """A core-NATS request (imperative name); ``SUBJECT`` is where its handler listens."""
 
     SUBJECT: ClassVar[str] = ""
+    SUBJECT_FIELD: ClassVar[str | None] = None
+    """The body field a narrower subject names (``SUBJECT.<value>``), if any: the handler
+    listens on ``SUBJECT.*`` and refuses a body whose field disagrees with the subject."""
+
+    def request_subject(self) -> str:
+        """The subject this request is sent on (``SUBJECT``, or a narrower one)."""
+        return self.SUBJECT
+
+    @classmethod
+    def listen_subject(cls) -> str:
+        """The subject (pattern) the handler subscribes to."""
+        return f"{cls.SUBJECT}.*" if cls.SUBJECT_FIELD else cls.SUBJECT
 
 
 class Reply(Message):

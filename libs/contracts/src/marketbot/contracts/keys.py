@@ -17,6 +17,11 @@ class KeyPermissions(Message):
     ip_bound: bool
     ips: tuple[str, ...] = ()
     expires_at: AwareDatetime | None = None
+    excess: tuple[str, ...] = Field(default=(), exclude_if=lambda value: not value)
+    """Permissions beyond reading and spot trading (margin, futures, options, transfers,
+    earn...), in the exchange's own names (Binance ``enableMargin``, Bybit
+    ``Wallet.AccountTransfer``). The vault refuses a key that has any. Left off the wire
+    when empty, so every message older readers decoded still decodes the same."""
 
 
 class KeyEvent(Event):

@@ -10,6 +10,8 @@ import json
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from pydantic import ValidationError
+
 from marketbot.contracts import accounts, deadletters, keys, ledger, orders, signals, vault
 from marketbot.contracts.envelope import Envelope, Event, Request
 from marketbot.contracts.plans import LEGACY_COMMISSION_RATES
@@ -123,12 +125,20 @@ def decode(raw: bytes | str | dict[str, Any]) -> Envelope:
         raise ContractError(f"body: not JSON ({exc.msg})") from exc
     except UnicodeDecodeError as exc:
         raise ContractError(f"body: not UTF-8 text ({exc.reason})") from exc
+    except RecursionError as exc:
+        raise ContractError("body: not JSON (nested too deeply)") from exc
     if not isinstance(data, dict):
         raise ContractError("body: a message is a JSON object")
     data = upcast(data)
     cls = MESSAGE_TYPES[data["type"]]
     try:
         return cls.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first.get("loc", ()))
+        text = str(first.get("msg", exc)).removeprefix("Value error, ")
+        # "<field>: <rule>" so a refusal names the field (Bus.serve reads it from there).
+        raise ContractError(f"{where}: {text}" if where else text) from exc
     except ValueError as exc:
         raise ContractError(f"{cls.TYPE}: {exc}") from exc
 

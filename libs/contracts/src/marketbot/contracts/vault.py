@@ -101,6 +101,7 @@ class SignRequest(Request):
 
     TYPE = "SignRequest"
     SUBJECT = "keyvault.sign"
+    SUBJECT_FIELD = "exchange"
 
     user_id: str
     exchange: Exchange
@@ -110,6 +111,11 @@ class SignRequest(Request):
     body: str = Field(default="", max_length=65536)
     timestamp_ms: int = Field(ge=0)
     recv_window_ms: int = Field(default=5000, ge=1, le=60000)
+
+    def request_subject(self) -> str:
+        """``keyvault.sign.<exchange>``: the server lets each executor ask only for its own
+        exchange (marketbot.contracts.access); the vault checks the body matches."""
+        return f"{self.SUBJECT}.{self.exchange.value}"
 
 
 class SignReply(Reply):

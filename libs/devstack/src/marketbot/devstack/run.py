@@ -150,13 +150,13 @@ async def main_async(args: argparse.Namespace) -> int:
     data_dir: Path = args.data_dir
     configure_logging("make-run", "ERROR", stream=sys.stderr)
     say(f"== infrastructure (data in {data_dir})")
-    infra = start_infra(data_dir / "infra")
-    say(f"  NATS {infra.nats_url}\n  PostgreSQL {infra.database_url}")
     prefix = args.bus_prefix
-    config = StackConfig(
+    infra = start_infra(data_dir / "infra", auth_prefix=prefix)
+    say(f"  NATS {infra.nats_server_url} (authentication on: a credential per service)")
+    say(f"  PostgreSQL {infra.database_url}")
+    config = StackConfig.for_infra(
+        infra,
         data_dir=data_dir,
-        nats_url=infra.nats_url,
-        database_url=infra.database_url,
         bus_prefix=prefix,
         log_level=args.log_level,
     )

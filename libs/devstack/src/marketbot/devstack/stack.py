@@ -15,12 +15,15 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from marketbot.contracts import BusNamespace
 from marketbot.devstack.supervisor import ProcessSpec, Supervisor
-from marketbot.runtime.infra import free_port
+from marketbot.runtime.bus import Bus
+from marketbot.runtime.infra import Infra, free_port
 
 SERVICES = (
     "keyvault",
@@ -66,6 +69,22 @@ class StackConfig:
     """Per-service environment overrides (by service name)."""
     stream_replicas: int = 1
     """JetStream replicas of every stream (3 on a cluster: ``nats_url`` lists its nodes)."""
+    nats_server_url: str = ""
+    """The URL services connect to (no credential in it); ``nats_url`` is the operator's,
+    used to provision the streams before the services start."""
+    nats_seeds: dict[str, str] = field(default_factory=dict)
+    """Each service's own nkey seed (``NATS_NKEY_SEED``), from the infrastructure."""
+
+    @classmethod
+    def for_infra(cls, infra: Infra, **values: Any) -> StackConfig:
+        seeds = dict(infra.nats_auth.seeds) if infra.nats_auth is not None else {}
+        return cls(
+            nats_url=infra.nats_url,
+            database_url=infra.database_url,
+            nats_server_url=infra.nats_server_url,
+            nats_seeds=seeds,
+            **values,
+        )
 
 
 @dataclass
@@ -130,7 +149,7 @@ class Stack:
 
     def _common_env(self) -> dict[str, str]:
         return {
-            "NATS_URL": self.config.nats_url,
+            "NATS_URL": self.config.nats_server_url or self.config.nats_url,
             "DATABASE_URL": self.config.database_url,
             "MARKETBOT_BUS_PREFIX": self.config.bus_prefix,
             "MARKETBOT_STREAM_REPLICAS": str(self.config.stream_replicas),
@@ -140,8 +159,10 @@ class Stack:
     def _service(self, name: str, argv: list[str], env: dict[str, str]) -> ProcessSpec:
         prefix = "MARKETBOT_" + name.replace("-", "_").upper().replace("SIGNAL_", "") + "_"
         port = self._metrics_ports[name]
+        seed = self.config.nats_seeds.get(name)
         full_env = {
             **self._common_env(),
+            **({"NATS_NKEY_SEED": seed} if seed else {}),
             f"{prefix}METRICS_PORT": str(port),
             **env,
             **self.config.extra_env.get(name, {}),
@@ -253,7 +274,18 @@ class Stack:
             ),
         ]
 
+    async def provision(self) -> None:
+        """Create the streams with the operator's credential (services cannot)."""
+        bus = await Bus.connect(
+            self.config.nats_url, "provision", BusNamespace(self.config.bus_prefix)
+        )
+        try:
+            await bus.provision(self.config.stream_replicas)
+        finally:
+            await bus.close()
+
     async def start(self) -> StackUrls:
+        await self.provision()
         sim_spec, sim_urls = self.sim_spec()
         await self.supervisor.start(sim_spec)
         for spec in self.service_specs(sim_urls):

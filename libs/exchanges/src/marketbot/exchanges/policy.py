@@ -1,17 +1,33 @@
-"""What a signer may sign: an exact allow-list of endpoints, each with its allowed parameters.
+"""What a signer may sign: an exact allow-list of endpoints, each a data entry.
 
 Neither exchange signs the path: Bybit signs timestamp + key + window + payload, Binance the
 parameters only. A signature obtained for an allowed path could therefore be replayed to
-another path with the same payload, so the policy checks the *parameters* too: a request
-whose parameters are not all in the endpoint's documented set (e.g. ``address``,
-``amount`` of a withdrawal) is refused.
+another path with the same payload. Three layers stop that (docs/security.md):
+
+1. Names and values: every parameter must be one the entry allows, non-empty, of its
+   format (symbol, decimal, client id...) and, where the entry says so, one of a fixed set
+   of values (``category=spot`` only, ``isLeverage=0`` only, documented sides and types).
+2. Binding: each entry lists the parameters it *requires*. Binance refuses parameters an
+   endpoint does not read (errors.md -1104 UNREAD_PARAMETERS) and parameters it requires
+   that are missing, so a signed set that carries an allowed endpoint's mandatory
+   parameters cannot authenticate an endpoint that does not take them all. The replay scan
+   (libs/exchanges/tests/test_replay_scan.py) checks every signed endpoint of Binance's
+   OpenAPI against this.
+3. Vault-only entries (``internal``): the permission endpoints the vault itself calls to
+   verify a key (Bybit /v5/user/query-api, Binance /sapi/v1/account/apiRestrictions) take
+   no parameters of their own, so their signatures would fit many endpoints; they are
+   signed only for the vault's own requests and never handed out.
+
+Key verification does the rest: an accepted key can read and trade spot only, so an
+endpoint that needs any other permission (margin, futures, transfer, withdraw) refuses
+whatever signature it is shown.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 
 from marketbot.contracts import Exchange
 from marketbot.exchanges.errors import SigningRefusedError
@@ -24,13 +40,90 @@ MAX_RECV_WINDOW_MS = 60_000
 
 @dataclass(frozen=True, slots=True)
 class EndpointRule:
-    """One signable endpoint: the parameter names it may carry."""
+    """One signable endpoint, as data.
+
+    ``params``: the names it may carry. ``required``: names that must be present (and
+    non-empty); ``one_of``: groups of which at least one name must be present. ``values``:
+    the only values a name may take. ``formats``: a pattern per name, overriding the
+    venue's default formats. ``internal``: signed for the vault's own requests only.
+    """
 
     params: frozenset[str]
+    required: frozenset[str] = frozenset()
+    one_of: tuple[frozenset[str], ...] = ()
+    values: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    formats: Mapping[str, re.Pattern[str]] = field(default_factory=dict)
+    internal: bool = False
 
 
-def rule(*params: str) -> EndpointRule:
-    return EndpointRule(frozenset(params))
+def rule(
+    *params: str,
+    required: Iterable[str] = (),
+    one_of: Iterable[Iterable[str]] = (),
+    values: Mapping[str, Iterable[str]] | None = None,
+    formats: Mapping[str, str] | None = None,
+    internal: bool = False,
+) -> EndpointRule:
+    """An entry: ``rule("symbol", "side", required=("symbol",), values={"side": ("BUY",)})``.
+
+    Required names, ``one_of`` names and names with values are allowed names too.
+    """
+    required_set = frozenset(required)
+    groups = tuple(frozenset(group) for group in one_of)
+    value_sets = {name: frozenset(allowed) for name, allowed in (values or {}).items()}
+    names = frozenset(params) | required_set | frozenset(value_sets)
+    for group in groups:
+        names |= group
+    return EndpointRule(
+        params=names,
+        required=required_set,
+        one_of=groups,
+        values=value_sets,
+        formats={name: re.compile(pattern) for name, pattern in (formats or {}).items()},
+        internal=internal,
+    )
+
+
+def check_values(
+    params: Mapping[str, str],
+    endpoint: EndpointRule,
+    formats: Mapping[str, re.Pattern[str]],
+    *,
+    exchange: Exchange,
+    path: str,
+) -> None:
+    """Names, presence, emptiness, allowed values and formats; raises on the first fault."""
+    unexpected = set(params) - endpoint.params
+    if unexpected:
+        raise SigningRefusedError(
+            f"parameters not allowed on {path}: {sorted(unexpected)}", exchange=exchange
+        )
+    for name, value in params.items():
+        if value == "":
+            raise SigningRefusedError(f"parameter {name!r} is empty", exchange=exchange)
+        allowed = endpoint.values.get(name)
+        if allowed is not None and value not in allowed:
+            raise SigningRefusedError(
+                f"{name}={value[:40]!r} is not allowed on {path} (allowed: {sorted(allowed)})",
+                exchange=exchange,
+            )
+        pattern = endpoint.formats.get(name) or formats.get(name)
+        if pattern is not None and not pattern.fullmatch(value):
+            raise SigningRefusedError(
+                f"{name}={value[:40]!r} is not a valid {name} ({pattern.pattern})",
+                exchange=exchange,
+            )
+    missing = sorted(endpoint.required - set(params))
+    if missing:
+        raise SigningRefusedError(
+            f"{path} must carry {missing}: a signature is only given for a complete request",
+            exchange=exchange,
+        )
+    for group in endpoint.one_of:
+        if not group & set(params):
+            raise SigningRefusedError(
+                f"{path} must carry one of {sorted(group)}", exchange=exchange
+            )
 
 
 def parse_params(text: str, *, exchange: Exchange) -> list[tuple[str, str]]:
@@ -70,21 +163,32 @@ class SigningPolicy:
 
     @property
     def endpoints(self) -> frozenset[tuple[str, str]]:
-        return frozenset(self._endpoints)
+        """What the vault signs for others (vault-only entries excluded)."""
+        return frozenset(key for key, entry in self._endpoints.items() if not entry.internal)
 
-    def is_allowed(self, method: str, path: str) -> bool:
+    def rule_for(self, method: str, path: str) -> EndpointRule | None:
+        return self._endpoints.get((method, path))
+
+    def is_allowed(self, method: str, path: str, *, internal: bool = False) -> bool:
         if not isinstance(method, str) or not isinstance(path, str):
             return False
-        return (method, path) in self._endpoints
+        entry = self._endpoints.get((method, path))
+        return entry is not None and (internal or not entry.internal)
 
-    def validate(self, request: SigningInput) -> None:
-        """Raise ``SigningRefusedError`` unless this exact request may be signed."""
+    def validate(self, request: SigningInput, *, internal: bool = False) -> None:
+        """Raise ``SigningRefusedError`` unless this exact request may be signed.
+
+        ``internal``: the vault signs for its own request (verification), so vault-only
+        entries are allowed too.
+        """
         if request.exchange is not self.exchange:
             raise SigningRefusedError(
                 f"request for {request.exchange} given to the {self.exchange} policy",
                 exchange=self.exchange,
             )
         endpoint = self._endpoints.get((request.method, request.path))
+        if endpoint is not None and endpoint.internal and not internal:
+            endpoint = None
         if endpoint is None:
             raise SigningRefusedError(
                 f"{request.method} {request.path[:80]!r} is not a signable endpoint",

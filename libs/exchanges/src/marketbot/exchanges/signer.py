@@ -43,12 +43,17 @@ class LocalSigner:
     refuses, exactly as the vault does.
     """
 
-    __slots__ = ("_api_key", "_enforce", "_secret")
+    __slots__ = ("_api_key", "_enforce", "_internal", "_secret")
 
-    def __init__(self, api_key: str, secret: str, *, enforce_policy: bool = True) -> None:
+    def __init__(
+        self, api_key: str, secret: str, *, enforce_policy: bool = True, internal: bool = False
+    ) -> None:
+        """``internal``: the vault's own requests (key verification), which may also use
+        the vault-only entries of the policy; such a signature never leaves the vault."""
         self._api_key = api_key
         self._secret = secret
         self._enforce = enforce_policy
+        self._internal = internal
 
     @property
     def api_key(self) -> str:
@@ -61,7 +66,7 @@ class LocalSigner:
         from marketbot.exchanges.signing import sign_request, signing_policy
 
         if self._enforce:
-            signing_policy(request.exchange).validate(request)
+            signing_policy(request.exchange).validate(request, internal=self._internal)
         return Signature(
             api_key=self._api_key,
             signature=sign_request(request.exchange, self._secret, self._api_key, request),

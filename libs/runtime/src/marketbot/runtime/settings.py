@@ -8,10 +8,14 @@ prefix, so one environment serves every service.
 
 from __future__ import annotations
 
-from pydantic import AliasChoices, Field
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from marketbot.contracts import BusNamespace, PlanTable
+from marketbot.contracts.access import inbox_prefix
+from marketbot.runtime.bus import NatsCredentials
 
 REDELIVERY_SHARE_OF_MAX_AGE = 0.25
 """A redelivery window (ack wait) may be at most this share of the maximum age of what it
@@ -54,6 +58,27 @@ class ServiceSettings(BaseSettings):
         default="postgresql://postgres@127.0.0.1:5432/postgres",
         validation_alias=AliasChoices("DATABASE_URL", "database_url"),
     )
+    nats_nkey_seed: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("NATS_NKEY_SEED", "nats_nkey_seed"),
+        description="this service's own NATS identity (an nkey user seed, SU...)",
+    )
+    nats_nkey_seed_file: Path | None = Field(
+        default=None,
+        validation_alias=AliasChoices("NATS_NKEY_SEED_FILE", "nats_nkey_seed_file"),
+        description="a file holding the seed (a mounted Kubernetes secret)",
+    )
+    nats_tls_ca_file: Path | None = Field(
+        default=None,
+        validation_alias=AliasChoices("NATS_TLS_CA_FILE", "nats_tls_ca_file"),
+        description="CA bundle that signed the NATS server's certificate (tls:// URLs)",
+    )
+    provision_streams: bool = Field(
+        default=False,
+        validation_alias=AliasChoices("MARKETBOT_PROVISION_STREAMS", "provision_streams"),
+        description="create/update the streams at start (needs the operator's NATS rights); "
+        "otherwise wait until they exist",
+    )
     bus_prefix: str = Field(
         default="",
         validation_alias=AliasChoices("MARKETBOT_BUS_PREFIX", "bus_prefix"),
@@ -82,6 +107,17 @@ class ServiceSettings(BaseSettings):
     @property
     def namespace(self) -> BusNamespace:
         return BusNamespace(self.bus_prefix)
+
+    @property
+    def nats_credentials(self) -> NatsCredentials:
+        seed = self.nats_nkey_seed.get_secret_value() if self.nats_nkey_seed else None
+        if seed is None and self.nats_nkey_seed_file is not None:
+            seed = self.nats_nkey_seed_file.read_text().strip()
+        return NatsCredentials(
+            nkey_seed=seed,
+            inbox_prefix=inbox_prefix(self.service_name),
+            tls_ca_file=str(self.nats_tls_ca_file) if self.nats_tls_ca_file else None,
+        )
 
     @property
     def schema_name(self) -> str:

@@ -21,6 +21,7 @@ from marketbot.runtime.bus import Bus
 from marketbot.runtime.db import create_pool
 from marketbot.runtime.infra import Infra, start_infra
 from marketbot.runtime.logs import configure_logging
+from marketbot.runtime.natsauth import ANY_PREFIX
 
 T = TypeVar("T")
 
@@ -54,9 +55,13 @@ async def eventually(
 
 @pytest.fixture(scope="session")
 def infra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Infra]:
-    """NATS_URL / DATABASE_URL when set, else embedded servers started for this session."""
+    """NATS_URL / DATABASE_URL when set, else embedded servers started for this session.
+
+    The embedded NATS runs with authentication and the generated permissions, rendered for
+    any bus prefix (each test has its own); ``nats_url`` is the operator's (the harness).
+    """
     data_dir = tmp_path_factory.mktemp("infra")
-    started = start_infra(data_dir, durable=False)
+    started = start_infra(data_dir, durable=False, auth_prefix=ANY_PREFIX)
     try:
         yield started
     finally:

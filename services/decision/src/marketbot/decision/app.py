@@ -286,9 +286,13 @@ async def rebuild_eligibility(bus: Bus, pool: asyncpg.Pool, *, timeout: float = 
 async def _rebuild(settings: DecisionSettings) -> None:
     configure_logging(settings.service_name, settings.log_level)
     bus = await Bus.connect(
-        settings.nats_url, f"{settings.service_name}-rebuild", settings.namespace
+        settings.nats_url,
+        f"{settings.service_name}-rebuild",
+        settings.namespace,
+        credentials=settings.nats_credentials,
     )
-    await bus.provision(settings.stream_replicas)
+    if settings.provision_streams:
+        await bus.provision(settings.stream_replicas)
     pool = await create_pool(settings.database_url, settings.schema_name)
     try:
         await migrate_service(pool, settings.schema_name, settings.service_name, MIGRATIONS)

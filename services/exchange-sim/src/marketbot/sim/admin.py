@@ -64,6 +64,7 @@ class SimAdmin:
         expires_at_ms: int | None = None,
         api_key: str | None = None,
         api_secret: str | None = None,
+        extra_permissions: list[str] | None = None,
     ) -> tuple[str, str]:
         """A new key; ``api_key``/``api_secret`` pin them (e.g. the docs' test vectors)."""
         result = await self._call(
@@ -78,9 +79,19 @@ class SimAdmin:
                 "expires_at_ms": expires_at_ms,
                 "api_key": api_key,
                 "api_secret": api_secret,
+                "extra_permissions": extra_permissions or [],
             },
         )
         return str(result["api_key"]), str(result["api_secret"])
+
+    async def set_key_permissions(
+        self, api_key: str, extra_permissions: list[str], *, withdraw: bool | None = None
+    ) -> None:
+        """Change what an existing key may do, as its owner would on the exchange."""
+        body: dict[str, Any] = {"api_key": api_key, "extra_permissions": extra_permissions}
+        if withdraw is not None:
+            body["withdraw"] = withdraw
+        await self._call("POST", "keys/permissions", json=body)
 
     async def fund(self, account_id: str, asset: str, amount: Decimal) -> None:
         await self._call(

@@ -269,8 +269,18 @@ class ExchangeApp(BaseApp):
                     expires_at_ms=body.get("expires_at_ms"),
                     api_key=body.get("api_key"),
                     secret=body.get("api_secret"),
+                    extra=tuple(str(p) for p in body.get("extra_permissions") or ()),
                 )
                 return {"api_key": key.api_key, "api_secret": key.secret}
+            case "POST", "keys/permissions":
+                # The account holder edits the key on the exchange (e.g. adds margin).
+                edited = exchange.keys.get(str(body.get("api_key")))
+                if edited is None:
+                    raise AdminError("unknown api key", 404)
+                edited.extra = tuple(str(p) for p in body.get("extra_permissions") or ())
+                if "withdraw" in body:
+                    edited.withdraw = bool(body["withdraw"])
+                return {"api_key": edited.api_key, "extra_permissions": list(edited.extra)}
             case "POST", "fund":
                 account_id = str(body["account_id"])
                 if account_id not in exchange.accounts:

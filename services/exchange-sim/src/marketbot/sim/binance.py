@@ -1192,15 +1192,15 @@ class BinanceApp(ExchangeApp):
         return {
             "ipRestrict": key.ip_bound,
             "createTime": key.created_ms,
-            "enableInternalTransfer": False,
-            "enableFutures": False,
-            "enablePortfolioMarginTrading": False,
-            "enableVanillaOptions": False,
-            "permitsUniversalTransfer": False,
+            "enableInternalTransfer": "enableInternalTransfer" in key.extra,
+            "enableFutures": "enableFutures" in key.extra,
+            "enablePortfolioMarginTrading": "enablePortfolioMarginTrading" in key.extra,
+            "enableVanillaOptions": "enableVanillaOptions" in key.extra,
+            "permitsUniversalTransfer": "permitsUniversalTransfer" in key.extra,
             "enableReading": key.read,
             "enableSpotAndMarginTrading": key.trade,
             "enableWithdrawals": key.withdraw,
-            "enableMargin": False,
+            "enableMargin": "enableMargin" in key.extra,
             "tradingAuthorityExpirationTime": key.expires_at_ms or 0,
         }
 

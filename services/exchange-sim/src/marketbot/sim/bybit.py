@@ -1009,25 +1009,7 @@ class BybitApp(ExchangeApp):
             "apiKey": key.api_key,
             "readOnly": 0 if key.trade else 1,
             "secret": "",
-            "permissions": {
-                "ContractTrade": [],
-                "Spot": ["SpotTrade"] if key.trade else [],
-                "Wallet": ["AccountTransfer", "Withdraw"] if key.withdraw else ["AccountTransfer"],
-                "Options": [],
-                "Derivatives": [],
-                "CopyTrading": [],
-                "BlockTrade": [],
-                "Exchange": [],
-                "NFT": [],
-                "Affiliate": [],
-                "Earn": [],
-                "FiatP2P": [],
-                "FiatConvertBroker": [],
-                "FiatGlobalPay": [],
-                "FiatBitPay": [],
-                "BitCard": [],
-                "ByXPost": [],
-            },
+            "permissions": _permissions(key),
             "ips": list(key.ips),
             "type": 1,
             "deadlineDay": deadline_day,
@@ -1049,3 +1031,37 @@ class BybitApp(ExchangeApp):
             "inviterIDInt64": "0",
             "affiliateIDInt64": "0",
         }
+
+
+_PERMISSION_GROUPS = (
+    "ContractTrade",
+    "Spot",
+    "Wallet",
+    "Options",
+    "Derivatives",
+    "CopyTrading",
+    "BlockTrade",
+    "Exchange",
+    "NFT",
+    "Affiliate",
+    "Earn",
+    "FiatP2P",
+    "FiatConvertBroker",
+    "FiatGlobalPay",
+    "FiatBitPay",
+    "BitCard",
+    "ByXPost",
+)
+
+
+def _permissions(key: ApiKey) -> dict[str, list[str]]:
+    """user_apikey-info.mdx "permissions": every group, as the real answer lists them."""
+    groups: dict[str, list[str]] = {group: [] for group in _PERMISSION_GROUPS}
+    if key.trade:
+        groups["Spot"].append("SpotTrade")
+    if key.withdraw:
+        groups["Wallet"].append("Withdraw")
+    for permission in key.extra:
+        group, _, name = permission.partition(".")
+        groups.setdefault(group, []).append(name)
+    return groups

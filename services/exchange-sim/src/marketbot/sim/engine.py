@@ -66,6 +66,9 @@ class ApiKey:
     created_ms: int
     expires_at_ms: int | None
     key_id: int
+    extra: tuple[str, ...] = ()
+    """More permissions the key reports, in the exchange's names (Bybit ``Group.Name``,
+    Binance apiRestrictions flags), so tests can show the vault refusing them."""
 
     @property
     def ip_bound(self) -> bool:
@@ -220,6 +223,7 @@ class Exchange:
         expires_at_ms: int | None,
         api_key: str | None = None,
         secret: str | None = None,
+        extra: tuple[str, ...] = (),
     ) -> ApiKey:
         if account_id not in self.accounts:
             raise KeyError(account_id)
@@ -239,6 +243,7 @@ class Exchange:
             created_ms=self.now_ms(),
             expires_at_ms=expires_at_ms,
             key_id=next(self._key_ids),
+            extra=tuple(extra),
         )
         self.keys[api_key] = key
         return key

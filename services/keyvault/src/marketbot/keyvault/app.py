@@ -14,7 +14,7 @@ from typing import TypeVar
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from marketbot.contracts import Exchange, Reply, Request
+from marketbot.contracts import Exchange, Reply, Request, access
 from marketbot.contracts.vault import (
     KeyStatusReply,
     KeyStatusRequest,
@@ -43,7 +43,7 @@ from marketbot.runtime.service import ServiceContext, run_service
 log = get_logger("marketbot.keyvault.app")
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-INVALIDATE_SUBJECT = "keyvault.internal.invalidate"
+INVALIDATE_SUBJECT = access.INVALIDATE_SUBJECT
 """Core NATS, every replica (no queue group): drop a user's cached credential."""
 
 Q = TypeVar("Q", bound=Request)

@@ -277,7 +277,8 @@ async def _verify(
     credential: Credential, secret: str, vault: Vault, cause: Envelope | None
 ) -> Verdict:
     """Ask the exchange what the key may do, judge it, record it and emit the outcome."""
-    signer = LocalSigner(credential.api_key, secret)
+    # The vault's own request: the permission endpoints are vault-only entries.
+    signer = LocalSigner(credential.api_key, secret, internal=True)
     permissions: KeyPermissions | None = None
     refusal: ExchangeError | None = None
     try:
@@ -354,10 +355,13 @@ async def _verify(
             unit.emit(ApiKeyRevoked(**envelope, **ids, reason=verdict.message))
             await unit.repo.audit(_entry("disable", "rejected", now, current, cause, **detail))
         else:
+            # A verified key the exchange now reports with a refused permission (it gained
+            # margin, transfer, withdraw...) is disabled, and ApiKeyRejected says why.
+            gained = current.verified
             await unit.repo.record_verification(
                 current.credential_id,
                 verified=False,
-                enabled=current.enabled,
+                enabled=current.enabled and not gained,
                 permissions=permissions,
                 warnings=verdict.warnings,
                 message=verdict.message,
@@ -372,7 +376,8 @@ async def _verify(
                     permissions=permissions,
                 )
             )
-            await unit.repo.audit(_entry("verify", "rejected", now, current, cause, **detail))
+            action = "disable" if gained else "verify"
+            await unit.repo.audit(_entry(action, "rejected", now, current, cause, **detail))
     await vault.invalidate(credential.user_id, credential.exchange)
     log.info(
         "api key verified" if verdict.accepted else "api key rejected",

@@ -46,9 +46,15 @@ async def live_checksums(settings: LedgerSettings) -> dict[str, str]:
 
 
 async def run_rebuild(settings: LedgerSettings, schema: str | None, mode: Mode) -> int:
-    bus = await Bus.connect(settings.nats_url, "ledger-rebuild", settings.namespace)
+    bus = await Bus.connect(
+        settings.nats_url,
+        "ledger-rebuild",
+        settings.namespace,
+        credentials=settings.nats_credentials,
+    )
     try:
-        await bus.provision(settings.stream_replicas)
+        if settings.provision_streams:
+            await bus.provision(settings.stream_replicas)
         result = await rebuild(
             bus,
             settings.database_url,

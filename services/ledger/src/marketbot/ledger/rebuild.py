@@ -26,6 +26,7 @@ import asyncpg
 from nats.js.errors import NotFoundError
 
 from marketbot.contracts import Event
+from marketbot.contracts.access import LEDGER_REBUILD_CONSUMER
 from marketbot.ledger.adapters.bulk import load_projection
 from marketbot.ledger.adapters.queries import checksums
 from marketbot.ledger.app import CONSUMERS, MIGRATIONS, projection_handler, stream_subjects
@@ -78,8 +79,13 @@ async def read_stream(bus: Bus, stream: str, sink: BatchSink, *, batch: int = 10
     last = (await bus.js.stream_info(stream_name)).state.last_seq
     if not last:
         return 0
+    # One fixed name (marketbot.contracts.access): the ledger's credential may read and ack
+    # only consumers it owns by name. A leftover from an interrupted rebuild is replaced.
+    name = bus.namespace.durable(LEDGER_REBUILD_CONSUMER)
+    with contextlib.suppress(NotFoundError):
+        await bus.js.delete_consumer(stream_name, name)
     spec = ConsumerSpec(
-        f"ledger_rebuild_{uuid.uuid4().hex[:12]}",
+        LEDGER_REBUILD_CONSUMER,
         stream,
         stream_subjects(stream),
         batch=batch,
@@ -101,7 +107,7 @@ async def read_stream(bus: Bus, stream: str, sink: BatchSink, *, batch: int = 10
     finally:
         await loop.stop()
         with contextlib.suppress(NotFoundError):
-            await bus.js.delete_consumer(stream_name, bus.namespace.durable(spec.name))
+            await bus.js.delete_consumer(stream_name, name)
     return loop.skipped
 
 

@@ -28,6 +28,7 @@ from marketbot.gateway.api import (
 )
 from marketbot.gateway.api.context import Gateway, SignalPublisher
 from marketbot.gateway.api.errors import install_error_handlers
+from marketbot.gateway.api.text import StorableTextMiddleware
 from marketbot.gateway.domain.auth import hash_token
 from marketbot.gateway.domain.network import IpPolicy
 from marketbot.gateway.domain.ratelimit import RateLimiter
@@ -103,6 +104,7 @@ def create_app(settings: GatewaySettings, deps: GatewayDeps) -> FastAPI:
     )
     app.state.gateway = build_gateway(settings, deps)
     install_error_handlers(app)
+    app.add_middleware(StorableTextMiddleware)
     app.include_router(webhooks.router)
     app.include_router(admin.router)
     app.include_router(deadletters.router)

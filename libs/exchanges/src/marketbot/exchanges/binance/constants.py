@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from marketbot.exchanges.credentials import CredentialFormat, field_format
 from marketbot.exchanges.policy import EndpointRule, rule
 
@@ -86,54 +88,136 @@ _OCO_LEG = (
     "PegOffsetValue",
 )
 
-# What the key vault may sign: exact (method, path) -> allowed parameter names.
-# Nothing else: no withdrawals (/sapi/v1/capital/withdraw/apply), no transfers.
+# Formats every signed value must have, by parameter name (a data entry may override).
+_DECIMAL = r"\d{1,20}(\.\d{1,20})?"
+_INTEGER = r"\d{1,20}"
+_CLIENT_ID = r"[A-Za-z0-9_\-]{1,36}"  # rest-api.md: newClientOrderId ^[a-zA-Z0-9-_]{1,36}$
+FORMATS: dict[str, re.Pattern[str]] = {
+    name: re.compile(pattern)
+    for name, pattern in {
+        "symbol": r"[A-Z0-9]{2,20}",
+        "quantity": _DECIMAL,
+        "quoteOrderQty": _DECIMAL,
+        "price": _DECIMAL,
+        "stopPrice": _DECIMAL,
+        **{
+            f"{leg}{name}": _DECIMAL
+            for leg in ("above", "below")
+            for name in ("Price", "StopPrice")
+        },
+        "newClientOrderId": _CLIENT_ID,
+        "origClientOrderId": _CLIENT_ID,
+        "listClientOrderId": _CLIENT_ID,
+        "aboveClientOrderId": _CLIENT_ID,
+        "belowClientOrderId": _CLIENT_ID,
+        "orderId": _INTEGER,
+        "orderListId": _INTEGER,
+        "fromId": _INTEGER,
+        "startTime": _INTEGER,
+        "endTime": _INTEGER,
+        "limit": r"\d{1,4}",
+        "timestamp": _INTEGER,
+        "recvWindow": _INTEGER,
+        "omitZeroBalances": r"true|false",
+    }.items()
+}
+
+# enums.md: order sides, types, time in force, response types, STP modes.
+_ORDER_TYPES = (
+    "LIMIT",
+    "MARKET",
+    "STOP_LOSS",
+    "STOP_LOSS_LIMIT",
+    "TAKE_PROFIT",
+    "TAKE_PROFIT_LIMIT",
+    "LIMIT_MAKER",
+)
+_VALUES = {
+    "side": ("BUY", "SELL"),
+    "type": _ORDER_TYPES,
+    "aboveType": _ORDER_TYPES,
+    "belowType": _ORDER_TYPES,
+    "timeInForce": ("GTC", "IOC", "FOK"),
+    "aboveTimeInForce": ("GTC", "IOC", "FOK"),
+    "belowTimeInForce": ("GTC", "IOC", "FOK"),
+    "newOrderRespType": ("ACK", "RESULT", "FULL"),
+    "selfTradePreventionMode": ("NONE", "EXPIRE_TAKER", "EXPIRE_MAKER", "EXPIRE_BOTH", "DECREMENT"),
+    "cancelRestrictions": ("ONLY_NEW", "ONLY_PARTIALLY_FILLED"),
+}
+
+# What the key vault may sign: exact (method, path) -> a data entry (policy.rule). Only
+# signed endpoints: nothing else, no withdrawals (/sapi/v1/capital/withdraw/apply), no
+# transfers, no margin (/sapi/v1/margin/order). A new endpoint is a new entry here.
+#
+# Binding (policy.py): Binance signs the parameters only, and refuses parameters an
+# endpoint does not read (errors.md -1104) or a missing mandatory one, so each entry
+# *requires* the parameters that tie its signature to it; test_replay_scan.py proves, over
+# every signed endpoint of the OpenAPI, which ones a signed set could still authenticate.
 SIGNABLE: dict[tuple[str, str], EndpointRule] = {
-    ("GET", PING): rule(),
-    ("GET", TIME): rule(),
-    ("GET", TICKER_PRICE): rule("symbol", "symbols"),
-    ("GET", TICKER_24H): rule("symbol", "symbols", "type"),
-    ("GET", KLINES): rule("symbol", "interval", "startTime", "endTime", "timeZone", "limit"),
-    ("GET", EXCHANGE_INFO): rule("symbol", "symbols", "permissions"),
-    ("GET", ACCOUNT): rule("omitZeroBalances", *_SIGNED),
-    ("GET", API_RESTRICTIONS): rule(*_SIGNED),
+    # omitZeroBalances (rest-api.md "Account information") is read by no other endpoint.
+    ("GET", ACCOUNT): rule(*_SIGNED, required=("omitZeroBalances", "timestamp")),
+    # The vault's own key check: no parameters of its own, so it is never handed out.
+    ("GET", API_RESTRICTIONS): rule(*_SIGNED, required=("timestamp",), internal=True),
     ("POST", ORDER): rule(
-        "symbol",
-        "side",
-        "type",
         "timeInForce",
         "quantity",
         "quoteOrderQty",
         "price",
-        "newClientOrderId",
         "stopPrice",
         "newOrderRespType",
         "selfTradePreventionMode",
         *_SIGNED,
+        required=("symbol", "side", "type", "newClientOrderId", "timestamp"),
+        one_of=(("quantity", "quoteOrderQty"),),
+        values=_VALUES,
     ),
     ("DELETE", ORDER): rule(
-        "symbol", "orderId", "origClientOrderId", "newClientOrderId", "cancelRestrictions", *_SIGNED
+        "newClientOrderId",
+        "cancelRestrictions",
+        *_SIGNED,
+        required=("symbol", "timestamp"),
+        one_of=(("orderId", "origClientOrderId"),),
+        values=_VALUES,
     ),
-    ("GET", ORDER): rule("symbol", "orderId", "origClientOrderId", *_SIGNED),
-    ("GET", OPEN_ORDERS): rule("symbol", *_SIGNED),
-    ("GET", ALL_ORDERS): rule("symbol", "orderId", "startTime", "endTime", "limit", *_SIGNED),
+    ("GET", ORDER): rule(
+        *_SIGNED, required=("symbol", "timestamp"), one_of=(("orderId", "origClientOrderId"),)
+    ),
+    # GET /api/v3/openOrders is not signable: its only parameter set (symbol, timestamp)
+    # also authenticates DELETE /api/v3/openOrders, "Cancel all Open Orders on a Symbol"
+    # (the method is not signed). allOrders requires ``limit``, which that one does not read.
+    ("GET", ALL_ORDERS): rule(
+        "orderId", "startTime", "endTime", *_SIGNED, required=("symbol", "limit", "timestamp")
+    ),
     ("POST", ORDER_LIST_OCO): rule(
-        "symbol",
         "listClientOrderId",
-        "side",
-        "quantity",
         *(f"above{name}" for name in _OCO_LEG),
         *(f"below{name}" for name in _OCO_LEG),
         "newOrderRespType",
         "selfTradePreventionMode",
         *_SIGNED,
+        required=("symbol", "side", "quantity", "aboveType", "belowType", "timestamp"),
+        values=_VALUES,
     ),
     ("DELETE", ORDER_LIST): rule(
-        "symbol", "orderListId", "listClientOrderId", "newClientOrderId", *_SIGNED
+        "newClientOrderId",
+        *_SIGNED,
+        required=("symbol", "timestamp"),
+        one_of=(("orderListId", "listClientOrderId"),),
     ),
-    ("GET", ORDER_LIST): rule("orderListId", "origClientOrderId", *_SIGNED),
+    ("GET", ORDER_LIST): rule(
+        *_SIGNED, required=("timestamp",), one_of=(("orderListId", "origClientOrderId"),)
+    ),
+    # rest-api.md "Account trade list": symbol mandatory; orderId, startTime, endTime,
+    # fromId, limit optional. ``limit`` is required here: with only symbol and timestamp the
+    # signature would also authenticate DELETE /api/v3/openOrders (and, with orderId,
+    # DELETE /api/v3/order), neither of which reads ``limit`` (errors.md -1104).
     ("GET", MY_TRADES): rule(
-        "symbol", "orderId", "startTime", "endTime", "fromId", "limit", *_SIGNED
+        "orderId",
+        "startTime",
+        "endTime",
+        "fromId",
+        *_SIGNED,
+        required=("symbol", "limit", "timestamp"),
     ),
 }
 

@@ -154,11 +154,26 @@ def parse_balances(payload: dict[str, Any]) -> list[Balance]:
     ]
 
 
+EXCESS_FLAGS = (
+    "enableMargin",
+    "enableFutures",
+    "enablePortfolioMarginTrading",
+    "enableVanillaOptions",
+    "enableInternalTransfer",
+    "permitsUniversalTransfer",
+)
+"""apiRestrictions flags (openapi.yaml, GET /sapi/v1/account/apiRestrictions) a key used by
+marketbot must not have: it needs enableReading and enableSpotAndMarginTrading only (the
+latter also covers margin orders, which need enableMargin as well)."""
+
+
 def parse_key_permissions(restrictions: dict[str, Any], account: dict[str, Any]) -> KeyPermissions:
     """apiRestrictions says what the key may do; the account says whether it can trade now."""
     expiry_ms = restrictions.get("tradingAuthorityExpirationTime")
     expires_at = ms_to_datetime(expiry_ms) if expiry_ms else None
+    excess = tuple(flag for flag in EXCESS_FLAGS if restrictions.get(flag))
     return KeyPermissions(
+        excess=excess,
         can_read=bool(restrictions.get("enableReading", False)),
         can_trade=bool(restrictions.get("enableSpotAndMarginTrading", False))
         and bool(account.get("canTrade", True)),

@@ -6,8 +6,14 @@ import hashlib
 import hmac
 
 from marketbot.contracts import Exchange
-from marketbot.exchanges.binance.constants import SIGNABLE
-from marketbot.exchanges.policy import EndpointRule, SigningPolicy, parse_params, unique_keys
+from marketbot.exchanges.binance.constants import FORMATS, SIGNABLE
+from marketbot.exchanges.policy import (
+    EndpointRule,
+    SigningPolicy,
+    check_values,
+    parse_params,
+    unique_keys,
+)
 from marketbot.exchanges.signer import SigningInput
 
 
@@ -31,9 +37,7 @@ def _check(request: SigningInput, endpoint: EndpointRule) -> None:
     params = unique_keys(pairs, exchange=Exchange.BINANCE)
     if "signature" in params:
         raise POLICY.refuse("the payload already carries a signature")
-    unexpected = set(params) - endpoint.params
-    if unexpected:
-        raise POLICY.refuse(f"parameters not allowed on {request.path}: {sorted(unexpected)}")
+    check_values(params, endpoint, FORMATS, exchange=Exchange.BINANCE, path=request.path)
     if params.get("timestamp") != str(request.timestamp_ms):
         raise POLICY.refuse("the payload's timestamp must equal timestamp_ms")
     window = params.get("recvWindow")

@@ -52,6 +52,7 @@ from marketbot.exchanges.venue import (
 from marketbot.runtime.clock import epoch_ms
 
 MY_TRADES_PAGE = 1000  # rest-api.md "Account trade list": limit maximum 1000
+_WORKING = {OrderStatus.NEW, OrderStatus.PARTIALLY_FILLED, OrderStatus.UNTRIGGERED}
 
 
 class BinanceVenue(BaseVenue):
@@ -126,7 +127,10 @@ class BinanceVenue(BaseVenue):
 
     # ---- account --------------------------------------------------------------------
     async def _account(self, signer: Signer) -> dict[str, Any]:
-        payload: dict[str, Any] = await self.http.call(ep.ACCOUNT, {}, signer)
+        # omitZeroBalances is always sent: it binds the signature to this endpoint (policy).
+        payload: dict[str, Any] = await self.http.call(
+            ep.ACCOUNT, {"omitZeroBalances": "false"}, signer
+        )
         return payload
 
     async def account_info(self, signer: Signer) -> AccountInfo:
@@ -409,9 +413,19 @@ class BinanceVenue(BaseVenue):
         return ep.parse_order(await self.http.call(ep.CANCEL_ORDER, params, signer))
 
     async def open_orders(self, signer: Signer, symbol: str | None = None) -> list[OrderState]:
-        params = {"symbol": symbol} if symbol else {}
-        payload = await self.http.call(ep.OPEN_ORDERS, params, signer)
-        return [ep.parse_order(item) for item in payload]
+        """The working orders among the symbol's latest 1000 (allOrders).
+
+        GET /api/v3/openOrders is not signed: its parameters (symbol, timestamp) would also
+        authenticate DELETE /api/v3/openOrders, which cancels every order on the symbol.
+        """
+        if symbol is None:
+            raise Rejected(
+                "open orders are listed per symbol on Binance",
+                reason=RejectReason.EXCHANGE,
+                exchange=self.exchange,
+            )
+        orders = await self.order_history(signer, symbol, limit=1000)
+        return [order for order in orders if order.status in _WORKING]
 
     async def order_history(
         self, signer: Signer, symbol: str, *, limit: int = 50

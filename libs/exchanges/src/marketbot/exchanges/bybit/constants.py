@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from marketbot.exchanges.credentials import CredentialFormat, field_format
 from marketbot.exchanges.policy import EndpointRule, rule
 
@@ -80,35 +82,99 @@ _QUERY_ORDER_PARAMS = (
     "cursor",
 )
 
-# What the key vault may sign: exact (method, path) -> allowed parameter names.
-# Nothing else: no withdrawals (/v5/asset/withdraw/create), no transfers.
+# Formats every signed value must have, by parameter name (a data entry may override).
+_DECIMAL = r"\d{1,20}(\.\d{1,20})?"
+_MILLIS = r"\d{1,16}"
+FORMATS: dict[str, re.Pattern[str]] = {
+    name: re.compile(pattern)
+    for name, pattern in {
+        "symbol": r"[A-Z0-9]{2,25}",
+        "qty": _DECIMAL,
+        "price": _DECIMAL,
+        "triggerPrice": _DECIMAL,
+        "takeProfit": _DECIMAL,
+        "stopLoss": _DECIMAL,
+        "tpLimitPrice": _DECIMAL,
+        "slLimitPrice": _DECIMAL,
+        # orderLinkId: "max 36 characters", letters, numbers, - and _ (order_create-order.mdx)
+        "orderLinkId": r"[A-Za-z0-9_\-]{1,36}",
+        "orderId": r"[A-Za-z0-9\-]{1,64}",
+        "limit": r"\d{1,3}",
+        "cursor": r"[A-Za-z0-9%=_\-:.]{1,512}",
+        "startTime": _MILLIS,
+        "endTime": _MILLIS,
+        "coin": r"[A-Z0-9]{1,20}(,[A-Z0-9]{1,20}){0,9}",
+        "baseCoin": r"[A-Z0-9]{1,20}",
+        "openOnly": r"[012]",
+    }.items()
+}
+
+# Values: spot only. category=linear/inverse/option are derivatives, isLeverage=1 is spot
+# margin (order_create-order.mdx, the category and isLeverage rows): never signed.
+_SPOT = {"category": ("spot",)}
+_ORDER_VALUES = {
+    **_SPOT,
+    "isLeverage": ("0",),
+    "side": ("Buy", "Sell"),
+    "orderType": ("Market", "Limit"),
+    "timeInForce": ("GTC", "IOC", "FOK", "PostOnly"),
+    "marketUnit": ("baseCoin", "quoteCoin"),
+    "orderFilter": ("Order", "tpslOrder", "StopOrder"),
+    "tpOrderType": ("Market", "Limit"),
+    "slOrderType": ("Market", "Limit"),
+    # smp.mdx / enum.mdx smpType
+    "smpType": ("None", "CancelMaker", "CancelTaker", "CancelBoth"),
+}
+
+# What the key vault may sign: exact (method, path) -> a data entry (policy.rule). Nothing
+# else: no withdrawals (/v5/asset/withdraw/create), no transfers, no derivatives, no key
+# management (/v5/user/delete-api). A new endpoint is a new entry here.
 SIGNABLE: dict[tuple[str, str], EndpointRule] = {
-    ("GET", TIME): rule(),
-    ("GET", TICKERS): rule("category", "symbol"),
-    ("GET", KLINE): rule("category", "symbol", "interval", "start", "end", "limit"),
-    ("GET", INSTRUMENTS): rule("category", "symbol", "status"),
     ("GET", ACCOUNT_INFO): rule(),
-    ("GET", WALLET_BALANCE): rule("accountType", "coin"),
-    ("GET", QUERY_API): rule(),
-    ("POST", ORDER_CREATE): rule(*_ORDER_CREATE_PARAMS),
-    ("POST", ORDER_CANCEL): rule("category", "symbol", "orderId", "orderLinkId", "orderFilter"),
-    ("GET", ORDER_REALTIME): rule(*_QUERY_ORDER_PARAMS, "openOnly"),
-    ("GET", ORDER_HISTORY): rule(*_QUERY_ORDER_PARAMS, "orderStatus", "startTime", "endTime"),
-    ("GET", POSITION_LIST): rule("category", "symbol", "baseCoin", "settleCoin", "limit", "cursor"),
-    # docs/v5/order/execution.mdx (Get Trade History) request parameters.
+    ("GET", WALLET_BALANCE): rule(
+        "coin", required=("accountType",), values={"accountType": ("UNIFIED",)}
+    ),
+    # The vault's own key check (user_apikey-info.mdx): never handed out (no parameters, so
+    # its signature would fit any parameterless GET).
+    ("GET", QUERY_API): rule(internal=True),
+    ("POST", ORDER_CREATE): rule(
+        *_ORDER_CREATE_PARAMS,
+        required=("category", "symbol", "side", "orderType", "qty", "orderLinkId"),
+        values=_ORDER_VALUES,
+    ),
+    ("POST", ORDER_CANCEL): rule(
+        "orderFilter",
+        required=("category", "symbol"),
+        one_of=(("orderId", "orderLinkId"),),
+        values=_ORDER_VALUES,
+    ),
+    ("GET", ORDER_REALTIME): rule(
+        *_QUERY_ORDER_PARAMS, "openOnly", required=("category",), values=_ORDER_VALUES
+    ),
+    ("GET", ORDER_HISTORY): rule(
+        *_QUERY_ORDER_PARAMS,
+        "orderStatus",
+        "startTime",
+        "endTime",
+        required=("category",),
+        values=_ORDER_VALUES,
+    ),
+    # docs/v5/order/execution.mdx (Get Trade History): category mandatory (spot here);
+    # the venue reads one order's trades (orderId) page by page (cursor).
     ("GET", EXECUTION_LIST): rule(
-        "category",
         "symbol",
         "orderId",
         "orderLinkId",
         "baseCoin",
         "startTime",
         "endTime",
-        "execType",
         "limit",
         "cursor",
+        required=("category",),
+        values={**_SPOT, "execType": ("Trade",)},
     ),
-    # Private WebSocket auth: signs "GET/realtime" + expires (timestamp_ms = expires).
+    # Private WebSocket auth: signs "GET/realtime" + expires (timestamp_ms = expires); that
+    # pre-sign string has no API key in it, so it cannot match a REST signature.
     ("GET", WS_AUTH): rule(),
 }
 

@@ -145,6 +145,9 @@ def parse_balances(result: dict[str, Any]) -> list[Balance]:
     return balances
 
 
+_NEEDED = {("Spot", "SpotTrade")}
+
+
 def parse_key_permissions(result: dict[str, Any]) -> KeyPermissions:
     permissions: dict[str, list[str]] = result.get("permissions", {}) or {}
     read_only = int(result.get("readOnly", 1)) == 1
@@ -156,10 +159,19 @@ def parse_key_permissions(result: dict[str, Any]) -> KeyPermissions:
         moment = datetime.fromisoformat(str(expired_text).replace("Z", "+00:00"))
         if moment.year > 1970:
             expires_at = moment
+    # user_apikey-info.mdx, "permissions": only Spot.SpotTrade is needed; everything else
+    # (ContractTrade, Derivatives, Options, Wallet transfers, Earn, Exchange...) is excess.
+    excess = tuple(
+        f"{group}.{name}"
+        for group, names in sorted(permissions.items())
+        for name in (names or [])
+        if (group, name) not in _NEEDED and (group, name) != ("Wallet", "Withdraw")
+    )
     return KeyPermissions(
         can_read=True,
         can_trade=trade,
         can_withdraw="Withdraw" in (permissions.get("Wallet") or []),
+        excess=excess,
         ip_bound=bool(ips) and ips != ("*",),
         ips=() if ips == ("*",) else ips,
         expires_at=expires_at,

@@ -7,10 +7,11 @@ import hmac
 import json
 
 from marketbot.contracts import Exchange
-from marketbot.exchanges.bybit.constants import SIGNABLE, WS_AUTH
+from marketbot.exchanges.bybit.constants import FORMATS, SIGNABLE, WS_AUTH
 from marketbot.exchanges.policy import (
     EndpointRule,
     SigningPolicy,
+    check_values,
     parse_params,
     unique_keys,
 )
@@ -62,18 +63,23 @@ def _check(request: SigningInput, endpoint: EndpointRule) -> None:
             raise POLICY.refuse(f"body is not a JSON object: {exc}") from exc
         if not isinstance(body, dict):
             raise POLICY.refuse("body is not a JSON object")
-        keys = set(body)
+        params = {str(key): _scalar(key, value) for key, value in body.items()}
     else:
         if request.body:
             raise POLICY.refuse(f"a {request.method} carries no body")
-        keys = set(
-            unique_keys(
-                parse_params(request.query, exchange=Exchange.BYBIT), exchange=Exchange.BYBIT
-            )
+        params = unique_keys(
+            parse_params(request.query, exchange=Exchange.BYBIT), exchange=Exchange.BYBIT
         )
-    unexpected = keys - endpoint.params
-    if unexpected:
-        raise POLICY.refuse(f"parameters not allowed on {request.path}: {sorted(unexpected)}")
+    check_values(params, endpoint, FORMATS, exchange=Exchange.BYBIT, path=request.path)
+
+
+def _scalar(key: object, value: object) -> str:
+    """A body value as the text the policy checks: strings, and integers (isLeverage)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    raise POLICY.refuse(f"parameter {key!r} must be a string or an integer")
 
 
 POLICY = SigningPolicy(Exchange.BYBIT, SIGNABLE, _check)

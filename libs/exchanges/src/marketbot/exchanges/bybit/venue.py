@@ -365,13 +365,10 @@ class BybitVenue(BaseVenue):
         return [ep.parse_order(item) for item in result.get("list", [])]
 
     async def positions(self, signer: Signer, symbol: str | None = None) -> list[Position]:
-        params = {"category": "linear"}
-        if symbol:
-            params["symbol"] = symbol
-        else:
-            params["settleCoin"] = "USDT"
-        result = await self.http.call(ep.POSITION_LIST, params, signer)
-        return [ep.parse_position(item) for item in result.get("list", [])]
+        """Spot has no positions: /v5/position/list takes only linear, inverse and option
+        (position_position.mdx, the category row), which the vault never signs."""
+        del signer, symbol
+        return []
 
     async def trades(self, signer: Signer, symbol: str, *, exchange_order_id: str) -> list[Fill]:
         """``GET /v5/execution/list?category=spot&orderId`` (50/s per UID), every page.

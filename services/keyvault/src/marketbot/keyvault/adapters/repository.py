@@ -118,7 +118,7 @@ AUDIT_COLUMNS = (
 _COLUMNS = (
     "credential_id, user_id, exchange, api_key, masked_key, master_key_version, "
     "wrapped_data_key, ciphertext, active, enabled, verified, verified_at, last_checked_at, "
-    "last_used_at, status_message, can_read, can_trade, can_withdraw, ip_bound, ips, "
+    "last_used_at, status_message, can_read, can_trade, can_withdraw, ip_bound, ips, excess, "
     "expires_at, warnings, created_at, updated_at, revoked_at"
 )
 
@@ -133,6 +133,7 @@ def _credential(row: asyncpg.Record) -> Credential:
             ip_bound=row["ip_bound"],
             ips=tuple(row["ips"]),
             expires_at=row["expires_at"],
+            excess=tuple(row["excess"]),
         )
     return Credential(
         credential_id=row["credential_id"],
@@ -243,7 +244,7 @@ class Repository:
             "status_message = $5, warnings = $6, updated_at = $4, "
             "can_read = COALESCE($7, can_read), can_trade = COALESCE($8, can_trade), "
             "can_withdraw = COALESCE($9, can_withdraw), ip_bound = COALESCE($10, ip_bound), "
-            "ips = COALESCE($11, ips), "
+            "ips = COALESCE($11, ips), excess = COALESCE($14, excess), "
             "expires_at = CASE WHEN $12 THEN $13 ELSE expires_at END "
             "WHERE credential_id = $1",
             credential_id,
@@ -259,6 +260,7 @@ class Repository:
             list(p.ips) if p else None,
             p is not None,
             p.expires_at if p else None,
+            list(p.excess) if p else None,
         )
 
     async def record_check_unavailable(

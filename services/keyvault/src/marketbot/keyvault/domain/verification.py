@@ -1,8 +1,11 @@
 """Whether a key's permissions, as the exchange reports them, are acceptable.
 
-A key that can withdraw is refused (marketbot never needs to move funds out); a key that
-cannot trade or read is refused; an expired key is refused. A key not bound to an IP address
-is accepted with a warning or refused, by policy. Every reason says what the user can do.
+Least privilege: a key must read and trade spot, and nothing else. A key that can withdraw
+is refused (marketbot never needs to move funds out), and so is a key with any other
+permission the exchange reports (margin, futures, options, transfers, earn...: each one is
+named); a key that cannot trade or read is refused; an expired key is refused. A key not
+bound to an IP address is accepted with a warning or refused, by policy. Every reason says
+what the user can do.
 """
 
 from __future__ import annotations
@@ -63,6 +66,15 @@ def judge(permissions: KeyPermissions, policy: VerificationPolicy, now: datetime
             "this key can withdraw funds; marketbot never needs that. On the exchange, remove "
             "the withdrawal permission from the key (or create a new trade-only key), then "
             "verify again",
+            warnings,
+        )
+    if permissions.excess:
+        return _refuse(
+            "excess_permissions",
+            "this key can do more than read and trade spot: "
+            f"{', '.join(permissions.excess)}. marketbot never needs that; on the exchange, "
+            "remove each of these permissions from the key (or create a new key with only "
+            "reading and spot trading), then verify again",
             warnings,
         )
     if not permissions.can_trade:

@@ -6,6 +6,11 @@ original subject, with ``Nats-Msg-Id = replay:<letter sequence>``: replaying the
 twice within the duplicate window stores it once, and the consumers' own idempotency (event
 ids in ``processed_events``, client order ids at the executors) absorbs a message that had
 in fact been applied.
+
+The gateway replays only onto subjects its own NATS identity may publish
+(``marketbot.contracts.access``: signals and account events): it can never place an order
+request, so a letter from ``orders.requested.*`` or another service's events is refused
+with ``NotReplayableError`` (the operator republishes it with the operator credential).
 """
 
 from __future__ import annotations
@@ -16,9 +21,15 @@ from dataclasses import dataclass
 from nats.js.errors import NotFoundError
 
 from marketbot.contracts import ContractError, MessageDeadLettered, decode_as
+from marketbot.contracts.access import GRANTS
 from marketbot.runtime.bus import Bus
 
 STREAM = "DEAD_LETTERS"
+SERVICE = "signal-gateway"
+
+
+class NotReplayableError(Exception):
+    """The letter's subject is not one the gateway may publish."""
 
 
 @dataclass(frozen=True)
@@ -76,8 +87,14 @@ class DeadLetters:
             sequence -= 1
         return found
 
+    @staticmethod
+    def replayable(letter: MessageDeadLettered) -> bool:
+        return GRANTS[SERVICE].may_publish(letter.source_subject)
+
     async def replay(self, stored: StoredLetter) -> Replayed:
         letter = stored.letter
+        if not self.replayable(letter):
+            raise NotReplayableError(letter.source_subject)
         ack = await self._bus.publish_raw(
             self._bus.subject(letter.source_subject),
             letter.payload,

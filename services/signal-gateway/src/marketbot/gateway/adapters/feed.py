@@ -2,8 +2,8 @@
 
 Each gateway process follows both streams with an ordered (ephemeral, in-memory, no-ack)
 push consumer starting just after the streams' last sequence at start, so the hub knows
-exactly from where its memory is complete. A resume older than that memory is served by an
-ephemeral pull consumer reading the stream from the client's sequence.
+exactly from where its memory is complete. A resume older than that memory is served by
+another ordered push consumer reading the stream from the client's sequence.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from marketbot.contracts import STREAMS, ContractError, Event, decode
 from marketbot.gateway.domain.push import LEDGER, ORDERS, Cursor
@@ -92,41 +92,40 @@ class JetStreamFeed:
             return []
         if upto_seq - after_seq > limit:
             raise ReplayTooLongError(f"{upto_seq - after_seq} events to replay (limit {limit})")
-        stream = self.bus.stream(STREAM_OF_FEED[feed])
-        info = await self.bus.js.add_consumer(
-            stream,
-            ConsumerConfig(
-                ack_policy=AckPolicy.NONE,
+        # An ordered push consumer into the gateway's own inbox: the gateway's credential
+        # may create ephemeral consumers on the streams it pushes, but never fetch from a
+        # named consumer (that would let it take other services' messages).
+        logical = STREAM_OF_FEED[feed]
+        sub = await self.bus.js.subscribe(
+            _subjects(self.bus, logical)[0],
+            stream=self.bus.stream(logical),
+            ordered_consumer=True,
+            config=ConsumerConfig(
                 deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
                 opt_start_seq=after_seq + 1,
-                inactive_threshold=30.0,
+                filter_subjects=_subjects(self.bus, logical),
                 mem_storage=True,
                 num_replicas=1,
             ),
         )
-        sub = await self.bus.js.pull_subscribe_bind(info.name, stream)
         found: list[tuple[int, Event]] = []
         try:
-            done = False
-            while not done:
+            while True:
                 try:
-                    batch = await sub.fetch(min(256, upto_seq - after_seq), timeout=2.0)
+                    msg = await sub.next_msg(timeout=2.0)
                 except NatsTimeoutError:
                     break  # the rest was removed from the stream (age limits)
-                for msg in batch:
-                    seq = int(msg.metadata.sequence.stream)
-                    if seq > upto_seq:
-                        done = True
-                        break
-                    event = _decode(msg)
-                    if event is not None:
-                        found.append((seq, event))
-                    done = seq >= upto_seq
+                seq = int(msg.metadata.sequence.stream)
+                if seq > upto_seq:
+                    break
+                event = _decode(msg)
+                if event is not None:
+                    found.append((seq, event))
+                if seq >= upto_seq or msg.metadata.num_pending == 0:
+                    break
         finally:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
-            with contextlib.suppress(Exception):
-                await self.bus.js.delete_consumer(stream, info.name)
         return found
 
     async def stop(self) -> None:

@@ -131,6 +131,15 @@ async def replay_dead_letter(
         base64.b64decode(stored.letter.payload_b64, validate=True)
     except binascii.Error as exc:
         raise ApiError(422, "unreadable", "the letter's payload is not base64", "id") from exc
+    if not gw.dead_letters.replayable(stored.letter):
+        raise ApiError(
+            403,
+            "not_replayable",
+            f"the gateway may not publish on {stored.letter.source_subject!r} (its NATS "
+            "identity publishes signals and account events only): republish this letter "
+            "with the operator credential",
+            "id",
+        )
     replayed = await gw.dead_letters.replay(stored)
     log.info(
         "dead letter replayed",

@@ -109,7 +109,11 @@ async def _authenticate(gw: Gateway, source: str, url_token: str | None, raw: Ra
 async def accept_alert(gw: Gateway, source: str, request: Request, url_token: str | None) -> Any:
     settings = gw.settings
     peer = request.client.host if request.client else None
-    address = gw.ip_policy.client_address(peer, request.headers.get("x-forwarded-for"))
+    # Every X-Forwarded-For line, in order: several lines are one comma-joined list
+    # (RFC 9110 5.3); reading only the first would let a hop appended in a second line
+    # (by a proxy that adds lines) go unseen.
+    forwarded = ",".join(request.headers.getlist("x-forwarded-for")) or None
+    address = gw.ip_policy.client_address(peer, forwarded)
     if not gw.ip_policy.permits(address):
         raise ApiError(
             403,

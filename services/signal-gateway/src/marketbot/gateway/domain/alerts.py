@@ -20,6 +20,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from marketbot.contracts import Exchange, SignalAction, derived_id
+from marketbot.contracts.envelope import unstorable
 from marketbot.gateway.domain.errors import (
     InvalidFieldError,
     MalformedError,
@@ -182,6 +183,11 @@ def _text_fields(text: str) -> dict[str, Any]:
 def validate_alert(raw: RawAlert) -> Alert:
     """Every field checked; the first broken rule raises ``InvalidFieldError`` naming it."""
     f = raw.fields
+    for name, value in f.items():
+        # A NUL or a lone surrogate could be published but never stored downstream.
+        reason = unstorable(value) if isinstance(value, str) else None
+        if reason is not None:
+            raise InvalidFieldError("invalid_text", f"{name} {reason}", name)
     return Alert(
         symbol=_symbol(f.get("symbol")),
         action=_action(f.get("action")),
