@@ -288,7 +288,8 @@ async def test_ledger_killed_in_the_middle_of_a_batch(crash: Crash) -> None:
 async def test_vault_killed_with_signatures_in_flight(crash: Crash) -> None:
     users = users_for("vault", USERS)
     await seed(crash, users)
-    first, close = await on_first(crash.platform.bus, "keyvault.sign")
+    # sign requests go to keyvault.sign.<exchange> (issue 14)
+    first, close = await on_first(crash.platform.bus, "keyvault.sign.*")
     await post_alert(crash, next(SYMBOLS))
     await asyncio.wait_for(first.wait(), timeout=60)
     await crash.supervisor.kill("keyvault")
