@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -26,7 +27,7 @@ import httpx
 import pytest
 from nats.aio.msg import Msg
 
-from marketbot.contracts import BusNamespace, OrderFilled, OrderRequested
+from marketbot.contracts import BusNamespace, OrderFilled, OrderRejected, OrderRequested
 from marketbot.devstack.demo import Demo, DemoUser
 from marketbot.devstack.stack import Stack, StackConfig
 from marketbot.devstack.supervisor import Supervisor
@@ -187,12 +188,21 @@ async def streams_answer(bus: Bus) -> bool:
 
 
 async def ground_truth(crash: Crash, users: list[DemoUser], what: str) -> None:
-    """No order lost, none duplicated, and the ledger equal to the exchange."""
+    """No order lost, none duplicated, and the ledger equal to the exchange.
+
+    Each user's request has exactly one outcome. A fill has exactly one entry order on the
+    exchange under the request's client order id (none: lost; more: duplicated) and one
+    fill event; a rejection has none on the exchange (else the platform lost track of it).
+    The ledger's operation has the outcome's status, and a filled one the exchange's
+    executed quantity and order id. In the default (small) runs every order must fill; a
+    big run may see requests rejected STALE (older than the 120 s bound when their turn
+    came on a loaded machine), which are printed.
+    """
     p = crash.platform
     ids = [u.user_id for u in users]
     await eventually(lambda: streams_answer(p.bus), timeout=60, interval=0.5)
-    outcomes = await wait_outcomes(p.bus, ids, timeout=150)
-    assert all(isinstance(o, OrderFilled) for o in outcomes.values()), outcomes
+    outcomes = await wait_outcomes(p.bus, ids, timeout=300)
+    rejected = {u: o for u, o in outcomes.items() if isinstance(o, OrderRejected)}
     requests: dict[str, OrderRequested] = {r.user_id: r for r in await requests_for(p.bus, ids)}
     fills = of_type(await stream_events(p.bus, "ORDER_EVENTS"), OrderFilled, ids)
     lost = duplicated = 0
@@ -203,18 +213,28 @@ async def ground_truth(crash: Crash, users: list[DemoUser], what: str) -> None:
             for o in await p.sims[user.exchange].orders(user.user_id)
             if o.get("client_order_id") == requests[user.user_id].client_order_id
         ]
+        if user.user_id in rejected:
+            lost += len(orders)  # on the exchange, yet reported rejected
+            continue
         lost += not orders
         duplicated += max(0, len(orders) - 1)
         if orders:
             exchange_orders[user.user_id] = orders[0]
-    assert sorted(f.user_id for f in fills) == sorted(ids)  # one fill event each
+    filled = sorted(set(ids) - set(rejected))
+    assert sorted(f.user_id for f in fills) == filled  # one fill event each
 
     async def ledger_matches() -> bool:
         for user in users:
             page = await p.demo.get(f"/users/{user.user_id}/operations")
             rows = page.get("operations", [])
+            if len(rows) != 1:
+                return False
+            if user.user_id in rejected:
+                if rows[0]["status"] != "REJECTED":
+                    return False
+                continue
             order = exchange_orders.get(user.user_id)
-            if len(rows) != 1 or order is None or rows[0]["status"] != "OPEN":
+            if order is None or rows[0]["status"] != "OPEN":
                 return False
             if Decimal(rows[0]["filled_quantity"]) != Decimal(str(order["executed_qty"])):
                 return False
@@ -222,9 +242,17 @@ async def ground_truth(crash: Crash, users: list[DemoUser], what: str) -> None:
                 return False
         return True
 
-    await eventually(ledger_matches, timeout=90, interval=0.5, message="ledger = exchange")
-    print(f"\n{what}: {len(users)} users, lost {lost}, duplicated {duplicated}")
+    await eventually(ledger_matches, timeout=180, interval=1.0, message="ledger = exchange")
+    reasons = Counter(o.reason.value for o in rejected.values())
+    print(
+        f"\n{what}: {len(users)} users, filled {len(filled)}, rejected {dict(reasons) or 0}, "
+        f"lost {lost}, duplicated {duplicated}"
+    )
     assert (lost, duplicated) == (0, 0)
+    if USERS <= 100:
+        assert not rejected, rejected
+    else:
+        assert set(reasons) <= {"STALE"}, reasons
 
 
 @pytest.mark.parametrize("exchange", ["bybit", "binance"])
