@@ -388,6 +388,10 @@ class OrderExecutor:
         marks them closing, in one transaction, before any leg is cancelled."""
         async with self.pool.acquire() as conn:
             positions = await Repository.open_positions_of(conn, request.user_id, request.symbol)
+        # A position another order is already closing (a watched exit the tracker fired,
+        # whose outcome may still be unknown) is that order's: selling it here too would
+        # sell it twice.
+        positions = [p for p in positions if p.closing_order is None]
         if not positions:
             return await self.reject(
                 request,
@@ -471,8 +475,12 @@ class OrderExecutor:
         for entry_id in row.closes_positions:
             async with self.pool.acquire() as conn:
                 position = await Repository.get_position(conn, entry_id)
-            if position is None or position.status != "OPEN":
-                continue
+            if (
+                position is None
+                or position.status != "OPEN"
+                or position.closing_order != row.client_order_id
+            ):
+                continue  # closed, or owned by another close order
             if position.phase is not Phase.UNPROTECTED or position.protect_attempts > 0:
                 protection = await self.venue.unprotect(signer, position.spec())
                 if protection is not None and protection.executed is not None:
