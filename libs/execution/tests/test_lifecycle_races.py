@@ -15,11 +15,13 @@ from marketbot.contracts import (
     Side,
 )
 from marketbot.exchanges.venue import leg_client_id
+from marketbot.execution.repository import Repository
 from marketbot.runtime.testing import eventually
 
 from .conftest import Harness, eventually_events
 
 SYMBOL = "SOLUSDT"
+OPEN = ("NEW", "UNTRIGGERED", "PARTIALLY_FILLED")
 
 
 async def _order_row(h: Harness, client_order_id: str) -> dict[str, Any] | None:
@@ -81,3 +83,54 @@ async def test_a_sell_while_a_watched_exit_is_in_flight_sells_the_position_once(
     sells = [o for o in await h.sim_orders(user) if o["side"].upper() == "SELL"]
     executed = [o for o in sells if Decimal(o["executed_qty"]) > 0]
     assert [o["client_order_id"] for o in executed] == [tp_id]
+
+
+async def test_a_position_whose_exits_a_failing_close_cancelled_is_counted_unprotected(
+    venue_harness: Harness,
+) -> None:
+    h = venue_harness
+    await h.admin.set_price(SYMBOL, Decimal("100.00"))
+    user = await h.add_user(Decimal(1000))
+    entry = h.request(user, symbol=SYMBOL)
+    await h.start()
+    await h.publish([entry])
+    await eventually_events(h.log, OrderFilled, 1)
+
+    async def phase() -> str | None:
+        async with h.pool.acquire() as conn:
+            value: str | None = await conn.fetchval(
+                "SELECT phase FROM positions WHERE entry_client_order_id = $1",
+                entry.client_order_id,
+            )
+        return value
+
+    await eventually(lambda: _is(phase, "PROTECTED"), timeout=30, message="protected")
+    # Every new order fails from now on: the sell signal cancels the exits, then cannot sell.
+    create = "/v5/order/create" if h.exchange.value == "bybit" else "/api/v3/order"
+    await h.admin.set_fault("http_5xx", rate=1.0, path=create, method="POST")
+    sell = h.request(user, symbol=SYMBOL, side=Side.SELL, sl=None, tp=None)
+    await h.publish([sell])
+
+    async def legs_cancelled() -> bool:
+        legs = [
+            o
+            for o in await h.sim_orders(user)
+            if o["client_order_id"]
+            in {leg_client_id(t, entry.client_order_id) for t in ("tp", "sl")}
+        ]
+        return bool(legs) and all(o["status"] not in OPEN for o in legs)
+
+    await eventually(legs_cancelled, timeout=30, message="the exits cancelled")
+    # No working exit on the exchange: the platform says so, and counts it.
+    await eventually(lambda: _is(phase, "UNPROTECTED"), timeout=10, message="UNPROTECTED")
+    async with h.pool.acquire() as conn:
+        assert await Repository.unprotected_count(conn) == 1
+
+    await h.admin.clear_faults()
+    closed = (await eventually_events(h.log, PositionClosed, 1, timeout=60))[0]
+    assert closed.close_reason is CloseReason.SIGNAL
+    assert closed.exit_client_order_id == sell.client_order_id
+
+
+async def _is(read: Any, value: str) -> bool:
+    return bool(await read() == value)

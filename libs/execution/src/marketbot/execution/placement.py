@@ -484,8 +484,23 @@ class OrderExecutor:
             if position.phase is not Phase.UNPROTECTED or position.protect_attempts > 0:
                 protection = await self.venue.unprotect(signer, position.spec())
                 if protection is not None and protection.executed is not None:
-                    await self.positions.record_exit(position, protection.executed)
+                    if not await self.positions.record_exit(position, protection.executed):
+                        # Sold by its own leg, not recorded yet: not this order's to close
+                        # (no share of its fill); the tracker records the leg.
+                        async with self.pool.acquire() as conn:
+                            await Repository.clear_closing(conn, [entry_id], row.client_order_id)
                     continue
+                # Its exits are cancelled: UNPROTECTED (counted, alerted) until the close
+                # fills; if the close ends unfilled, the tracker protects it anew.
+                async with self.pool.acquire() as conn:
+                    await Repository.set_protection(
+                        conn,
+                        entry_id,
+                        phase=Phase.UNPROTECTED,
+                        legs=protection.legs if protection is not None else position.legs,
+                        generation=position.generation,
+                        error=None,
+                    )
             remaining.append(position)
         if not remaining:
             return await self.reject_row(
