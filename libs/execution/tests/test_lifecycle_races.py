@@ -14,7 +14,8 @@ from marketbot.contracts import (
     RejectReason,
     Side,
 )
-from marketbot.exchanges.venue import leg_client_id
+from marketbot.exchanges.signer import Signer
+from marketbot.exchanges.venue import Protection, ProtectionSpec, Venue, leg_client_id
 from marketbot.execution.repository import Repository
 from marketbot.runtime.testing import eventually
 
@@ -134,3 +135,61 @@ async def test_a_position_whose_exits_a_failing_close_cancelled_is_counted_unpro
 
 async def _is(read: Any, value: str) -> bool:
     return bool(await read() == value)
+
+
+class _PriceJumpsBeforeProtection:
+    """The real venue; the price passes the take profit between the fill and its
+    protection, and the exit order's answer then comes later than the client waits."""
+
+    def __init__(self, venue: Venue, h: Harness) -> None:
+        self._venue = venue
+        self._h = h
+        self._jumped = False
+        self.fault_ms = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._venue, name)
+
+    async def price(self, symbol: str) -> Decimal:
+        return await self._h.admin.price(symbol)  # uncached: the jump is seen at once
+
+    async def protect(self, signer: Signer, spec: ProtectionSpec) -> Protection:
+        if not self._jumped:
+            self._jumped = True
+            await self._h.admin.set_price(SYMBOL, Decimal("103.50"))
+            self.fault_ms = int((await self._venue.server_time()).timestamp() * 1000)
+            # Executed 12 s after it arrives: past the client's 10 s read timeout, and
+            # past the settle time (6 s) counted from the attempt mark.
+            await self._h.admin.set_fault(
+                "latency", next_n=1, latency_ms=12000, path="/api/v3/order", method="POST"
+            )
+        return await self._venue.protect(signer, spec)
+
+
+async def test_an_exit_order_with_a_late_answer_is_not_sent_again(binance: Harness) -> None:
+    h = binance
+    await h.admin.set_price(SYMBOL, Decimal("100.00"))
+    user = await h.add_user(Decimal(1000), SOL=Decimal(1))
+    entry = h.request(user, symbol=SYMBOL, tp="3", sl="2")
+    venue = _PriceJumpsBeforeProtection(h.venue(), h)
+    await h.start(venue=venue)
+    await h.publish([entry])
+    filled = (await eventually_events(h.log, OrderFilled, 1))[0]
+    closed = (await eventually_events(h.log, PositionClosed, 1, timeout=60))[0]
+    assert closed.close_reason is CloseReason.TAKE_PROFIT
+    exit_id = closed.exit_client_order_id
+    assert exit_id is not None
+
+    async def late_one_done() -> list[dict[str, Any]] | None:
+        # The delayed request executes (creates its order) 12 s after it arrived, which
+        # was after the fault was set: wait for it, whatever else was sent meanwhile.
+        orders = [o for o in await h.sim_orders(user) if o["client_order_id"] == exit_id]
+        late = [o for o in orders if o["created_ms"] >= venue.fault_ms + 12000]
+        return orders if late else None
+
+    orders = await eventually(late_one_done, timeout=30, message="the delayed exit executed")
+    # Ground truth: one exit order sold the position once; the user's own SOL is untouched.
+    assert len([o for o in orders if Decimal(o["executed_qty"]) > 0]) == 1, orders
+    received = filled.filled_quantity - sum(f.fee for f in filled.fills if f.fee_asset == "SOL")
+    holdings = await h.admin.balances(user.account_id)
+    assert holdings["SOL"] == Decimal(1) + received - closed.quantity

@@ -314,7 +314,21 @@ class OrderExecutor:
             return Outcome.PLACED
         if resolved is not None:
             return resolved
-        return await self._send(row)
+        try:
+            return await self._send(row)
+        except (OutcomeUnknown, DuplicateClientOrderIdError):
+            # As ``_record_unknown`` does for a request (an exit has no events of its own):
+            # 'not found' is conclusive only a settle time after this answer, not after the
+            # attempt mark (the send may have taken longer than the settle time itself).
+            now = self.clock.now()
+            async with self.pool.acquire() as conn:
+                await Repository.set_settle(
+                    conn,
+                    row.client_order_id,
+                    now + timedelta(seconds=self.config.unknown_settle_s),
+                )
+                await Repository.mark_unknown(conn, row.client_order_id, now)
+            raise
 
     async def _claim(self, cid: str) -> bool:
         async with self.pool.acquire() as conn:
