@@ -3,19 +3,31 @@ the tracker never both sell the same position; a leg still filling is not an exi
 
 from __future__ import annotations
 
+import asyncio
 from decimal import Decimal
 from typing import Any
+
+import pytest
 
 from marketbot.contracts import (
     CloseReason,
     OrderFilled,
     OrderRejected,
+    OrderRequested,
     PositionClosed,
     RejectReason,
     Side,
 )
+from marketbot.exchanges.errors import Rejected
 from marketbot.exchanges.signer import Signer
-from marketbot.exchanges.venue import Protection, ProtectionSpec, Venue, leg_client_id
+from marketbot.exchanges.venue import (
+    OrderRequest,
+    OrderState,
+    Protection,
+    ProtectionSpec,
+    Venue,
+    leg_client_id,
+)
 from marketbot.execution.repository import Repository
 from marketbot.runtime.testing import eventually
 
@@ -193,3 +205,92 @@ async def test_an_exit_order_with_a_late_answer_is_not_sent_again(binance: Harne
     received = filled.filled_quantity - sum(f.fee for f in filled.fills if f.fee_asset == "SOL")
     holdings = await h.admin.balances(user.account_id)
     assert holdings["SOL"] == Decimal(1) + received - closed.quantity
+
+
+class _Crash(BaseException):
+    """Stands for kill -9: nothing after it runs, no handler sees it."""
+
+
+class _RefusesTheClose:
+    """The real venue, except that the exchange refuses the one close order."""
+
+    def __init__(self, venue: Venue, client_order_id: str) -> None:
+        self._venue = venue
+        self._client_order_id = client_order_id
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._venue, name)
+
+    async def place_order(self, signer: Signer, order: OrderRequest) -> OrderState:
+        if order.client_order_id == self._client_order_id:
+            raise Rejected("refused", reason=RejectReason.EXCHANGE, exchange=self._venue.exchange)
+        return await self._venue.place_order(signer, order)
+
+
+async def test_a_close_that_ended_but_never_released_its_position_is_released_after_a_crash(
+    venue_harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h = venue_harness
+    await h.admin.set_price(SYMBOL, Decimal("100.00"))
+    user = await h.add_user(Decimal(1000))
+    entry = h.request(user, symbol=SYMBOL)
+    sell = h.request(user, symbol=SYMBOL, side=Side.SELL, sl=None, tp=None)
+    first = await h.start(venue=_RefusesTheClose(h.venue(), sell.client_order_id))
+    h.running.remove(first)
+    await h.publish([entry])
+    await eventually_events(h.log, OrderFilled, 1)
+    await eventually(lambda: _is(_phase(h, entry), "PROTECTED"), timeout=30, message="protected")
+
+    # The close is refused (its legs are cancelled already); the process dies right after
+    # recording that, before the position is released.
+    released = Repository.clear_closing
+
+    async def dies(*args: Any, **kwargs: Any) -> None:
+        raise _Crash
+
+    monkeypatch.setattr(Repository, "clear_closing", staticmethod(dies))
+    await h.publish([sell])
+    await eventually_events(h.log, OrderRejected, 1, client_order_id=sell.client_order_id)
+    await _crash(first)
+    monkeypatch.setattr(Repository, "clear_closing", staticmethod(released))
+    async with h.pool.acquire() as conn:
+        owner = await conn.fetchval(
+            "SELECT closing_order FROM positions WHERE entry_client_order_id = $1",
+            entry.client_order_id,
+        )
+    assert owner == sell.client_order_id
+
+    # After the restart the tracker releases it and protects it anew.
+    await h.start()
+    await eventually(lambda: _is(_phase(h, entry), "PROTECTED"), timeout=30, message="protected")
+    async with h.pool.acquire() as conn:
+        row = await conn.fetchrow(
+            "SELECT closing_order, generation FROM positions WHERE entry_client_order_id = $1",
+            entry.client_order_id,
+        )
+    assert row["closing_order"] is None
+    assert row["generation"] == 1  # new leg ids: the cancelled ones are never reused
+
+
+def _phase(h: Harness, entry: OrderRequested) -> Any:
+    async def read() -> str | None:
+        async with h.pool.acquire() as conn:
+            value: str | None = await conn.fetchval(
+                "SELECT phase FROM positions WHERE entry_client_order_id = $1",
+                entry.client_order_id,
+            )
+        return value
+
+    return read
+
+
+async def _crash(running: Any) -> None:
+    """Cancel every task of a 'killed' executor without letting it finish anything."""
+    engine = running.engine
+    tasks = [*running._tasks, engine._task]
+    for tier in engine._tiers:
+        tasks.extend(tier.inflight)
+    for task in tasks:
+        if task is not None:
+            task.cancel()
+    await asyncio.wait([t for t in tasks if t is not None], timeout=5)
