@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 USERS = os.environ.get("MARKETBOT_BENCH_CRASH_USERS", "1000")
 SCENARIOS = "one_nats_node or whole_nats_cluster or postgres_killed"
 LINE = re.compile(
-    r"^(?P<what>.+): (?P<users>\d+) users, lost (?P<lost>\d+), duplicated (?P<dup>\d+)$"
+    r"^(?P<what>.+): (?P<users>\d+) users, filled (?P<filled>\d+), rejected (?P<rejected>.+), "
+    r"lost (?P<lost>\d+), duplicated (?P<dup>\d+)$"
 )
 
 
@@ -54,14 +55,15 @@ async def run() -> list[dict[str, Any]]:
     for line in text.splitlines():
         match = LINE.match(line.strip())
         if match:
-            for kind in ("lost", "dup"):
+            for kind, label in (("lost", "lost"), ("dup", "duplicated"), ("filled", "filled")):
                 rows.append(
                     {
-                        "name": f"crash {match['what']} ({match['users']} users): "
-                        f"{'lost' if kind == 'lost' else 'duplicated'}",
+                        "name": f"crash {match['what']} ({match['users']} users): {label}",
                         "value": float(match[kind]),
                         "unit": "orders",
-                        "baseline": "0 (ground truth on the simulator)",
+                        "baseline": "0 (ground truth on the simulator)"
+                        if kind != "filled"
+                        else f"{match['users']} (rejected: {match['rejected']})",
                         "ratio": None,
                     }
                 )

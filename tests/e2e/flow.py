@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, TypeVar
 
-from nats.js.errors import NotFoundError
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js.errors import NotFoundError, ServiceUnavailableError
 
 from marketbot.contracts import (
     Envelope,
@@ -26,8 +29,21 @@ from marketbot.runtime.testing import eventually
 E = TypeVar("E", bound=Envelope)
 
 
-async def stream_events(bus: Bus, stream: str) -> list[Event]:
-    """Every message currently in a stream, decoded, in stream order."""
+async def stream_events(bus: Bus, stream: str, *, within_s: float = 60.0) -> list[Event]:
+    """Every message currently in a stream, decoded, in stream order. While a JetStream
+    cluster elects a leader (a node was just killed) reads answer 503 "temporarily
+    unavailable": the test's own read waits that out, as a client would."""
+    deadline = asyncio.get_running_loop().time() + within_s
+    while True:
+        try:
+            return await _stream_events(bus, stream)
+        except (ServiceUnavailableError, NoRespondersError, NatsTimeoutError):
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.5)
+
+
+async def _stream_events(bus: Bus, stream: str) -> list[Event]:
     name = bus.stream(stream)
     info = await bus.js.stream_info(name)
     events: list[Event] = []

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -26,7 +27,7 @@ import httpx
 import pytest
 from nats.aio.msg import Msg
 
-from marketbot.contracts import BusNamespace, OrderFilled, OrderRequested
+from marketbot.contracts import BusNamespace, OrderFilled, OrderRejected, OrderRequested
 from marketbot.devstack.demo import Demo, DemoUser
 from marketbot.devstack.stack import Stack, StackConfig
 from marketbot.devstack.supervisor import Supervisor
@@ -157,11 +158,11 @@ async def retire(crash: Crash, users: list[DemoUser]) -> None:
     await wait_settled(crash.platform.bus)
 
 
-async def post_alert(crash: Crash, symbol: str) -> dict[str, object]:
+async def post_alert(crash: Crash, symbol: str, **extra: str) -> dict[str, object]:
     p = crash.platform
     price = await p.demo.price(symbol)
     return await p.demo.send_alert(
-        p.config.webhook_source, p.config.webhook_token, alert(symbol, price)
+        p.config.webhook_source, p.config.webhook_token, alert(symbol, price, **extra)
     )
 
 
@@ -192,12 +193,21 @@ async def streams_answer(bus: Bus) -> bool:
 
 
 async def ground_truth(crash: Crash, users: list[DemoUser], what: str) -> None:
-    """No order lost, none duplicated, and the ledger equal to the exchange."""
+    """No order lost, none duplicated, and the ledger equal to the exchange.
+
+    Each user's request has exactly one outcome. A fill has exactly one entry order on the
+    exchange under the request's client order id (none: lost; more: duplicated) and one
+    fill event; a rejection has none on the exchange (else the platform lost track of it).
+    The ledger's operation has the outcome's status, and a filled one the exchange's
+    executed quantity and order id. In the default (small) runs every order must fill; a
+    big run may see requests rejected STALE (older than the 120 s bound when their turn
+    came on a loaded machine), which are printed.
+    """
     p = crash.platform
     ids = [u.user_id for u in users]
     await eventually(lambda: streams_answer(p.bus), timeout=60, interval=0.5)
-    outcomes = await wait_outcomes(p.bus, ids, timeout=150)
-    assert all(isinstance(o, OrderFilled) for o in outcomes.values()), outcomes
+    outcomes = await wait_outcomes(p.bus, ids, timeout=300)
+    rejected = {u: o for u, o in outcomes.items() if isinstance(o, OrderRejected)}
     requests: dict[str, OrderRequested] = {r.user_id: r for r in await requests_for(p.bus, ids)}
     fills = of_type(await stream_events(p.bus, "ORDER_EVENTS"), OrderFilled, ids)
     lost = duplicated = 0
@@ -208,18 +218,28 @@ async def ground_truth(crash: Crash, users: list[DemoUser], what: str) -> None:
             for o in await p.sims[user.exchange].orders(user.user_id)
             if o.get("client_order_id") == requests[user.user_id].client_order_id
         ]
+        if user.user_id in rejected:
+            lost += len(orders)  # on the exchange, yet reported rejected
+            continue
         lost += not orders
         duplicated += max(0, len(orders) - 1)
         if orders:
             exchange_orders[user.user_id] = orders[0]
-    assert sorted(f.user_id for f in fills) == sorted(ids)  # one fill event each
+    filled = sorted(set(ids) - set(rejected))
+    assert sorted(f.user_id for f in fills) == filled  # one fill event each
 
     async def ledger_matches() -> bool:
         for user in users:
             page = await p.demo.get(f"/users/{user.user_id}/operations")
             rows = page.get("operations", [])
+            if len(rows) != 1:
+                return False
+            if user.user_id in rejected:
+                if rows[0]["status"] != "REJECTED":
+                    return False
+                continue
             order = exchange_orders.get(user.user_id)
-            if len(rows) != 1 or order is None or rows[0]["status"] != "OPEN":
+            if order is None or rows[0]["status"] != "OPEN":
                 return False
             if Decimal(rows[0]["filled_quantity"]) != Decimal(str(order["executed_qty"])):
                 return False
@@ -227,9 +247,17 @@ async def ground_truth(crash: Crash, users: list[DemoUser], what: str) -> None:
                 return False
         return True
 
-    await eventually(ledger_matches, timeout=90, interval=0.5, message="ledger = exchange")
-    print(f"\n{what}: {len(users)} users, lost {lost}, duplicated {duplicated}")
+    await eventually(ledger_matches, timeout=180, interval=1.0, message="ledger = exchange")
+    reasons = Counter(o.reason.value for o in rejected.values())
+    print(
+        f"\n{what}: {len(users)} users, filled {len(filled)}, rejected {dict(reasons) or 0}, "
+        f"lost {lost}, duplicated {duplicated}"
+    )
     assert (lost, duplicated) == (0, 0)
+    if USERS <= 100:
+        assert not rejected, rejected
+    else:
+        assert set(reasons) <= {"STALE"}, reasons
 
 
 @pytest.mark.parametrize("exchange", ["bybit", "binance"])
@@ -254,6 +282,63 @@ async def test_executor_killed_after_the_exchange_accepted_before_the_record_com
     finally:
         await sim.clear_faults()
     await ground_truth(crash, users, f"executor-{exchange} killed between accept and record")
+    await retire(crash, users)
+
+
+@pytest.mark.parametrize("exchange", ["bybit", "binance"])
+async def test_executor_killed_between_the_entry_fill_and_its_protection(
+    crash: Crash, exchange: str
+) -> None:
+    """kill -9 while the exit legs are being placed: the exchange has them (executed at
+    once, answered 30 s later), the executor's record does not. After the restart the
+    position is protected exactly once: the legs are found by their own ids, not placed
+    again (issue 13, "Tests that must exist")."""
+    users = users_for(f"protect-{exchange}", 1, exchange)
+    await seed(crash, users)
+    sim = crash.platform.sims[exchange]
+    if exchange == "bybit":
+        # the entry and the stop loss are both POST /v5/order/create: the entry is answered
+        # after 2 s (inside the read timeout), the stop loss only after 30 s
+        await sim.set_fault("executed_slow", next_n=1, latency_ms=2_000, path="/v5/order/create")
+    try:
+        if exchange == "binance":
+            await sim.set_fault(
+                "executed_slow", next_n=1, latency_ms=30_000, path="/api/v3/orderList/oco"
+            )
+        await post_alert(crash, next(SYMBOLS), sl="2", tp="3")
+        account = users[0].user_id
+
+        async def legs() -> list[dict[str, object]]:
+            return [
+                o
+                for o in await sim.orders(account)
+                if str(o.get("client_order_id", "")).startswith(("sl-", "tp-"))
+            ]
+
+        async def placed_entry() -> bool:
+            return bool(await sim.orders(account))
+
+        await eventually(placed_entry, timeout=60, message="the entry")
+        if exchange == "bybit":
+            await sim.set_fault(
+                "executed_slow", next_n=1, latency_ms=30_000, path="/v5/order/create"
+            )
+        await eventually(legs, timeout=60, message="the exit legs on the exchange")
+        await crash.supervisor.kill(f"executor-{exchange}")
+        await sim.clear_faults()
+        await crash.supervisor.restart(f"executor-{exchange}")
+    finally:
+        await sim.clear_faults()
+    await ground_truth(crash, users, f"executor-{exchange} killed between fill and protection")
+    native = 2 if exchange == "binance" else 1  # Bybit: the take profit is watched
+
+    async def protected_once() -> bool:
+        found = await legs()
+        return len(found) == native and all(o["status"] in ("NEW", "UNTRIGGERED") for o in found)
+
+    await eventually(protected_once, timeout=60, message="protected exactly once")
+    await asyncio.sleep(3)  # a second placement would show up on the tracker's next passes
+    assert len(await legs()) == native
     await retire(crash, users)
 
 

@@ -285,6 +285,7 @@ async def test_limit_order_rests_then_cancels(env: Env) -> None:
     }
     cancelled = await env.venue.cancel_order(env.signer, "BTCUSDT", client_order_id=client_id)
     assert cancelled.status is OrderStatus.CANCELED
+    assert cancelled.client_order_id == client_id  # the order's own id, not the cancel's
     assert client_id not in {
         o.client_order_id for o in await env.venue.open_orders(env.signer, "BTCUSDT")
     }

@@ -4,6 +4,7 @@ duplicates nothing, and the services' comma-separated NATS_URL reaches every nod
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import asyncpg
 import pytest
 
 from marketbot.contracts import BusNamespace, Event, SignalReceived
-from marketbot.runtime.bus import Bus, nats_servers
+from marketbot.runtime.bus import Bus, BusError, nats_servers
 from marketbot.runtime.cluster import NatsCluster
 from marketbot.runtime.consumer import ExactlyOnceConsumer
 from marketbot.runtime.db import Conn, migrate_service
@@ -63,6 +64,21 @@ async def cluster_bus(cluster: NatsCluster) -> AsyncIterator[Bus]:
         await bus.close()
 
 
+async def publish_until_stored(bus: Bus, event: Event, *, within_s: float = 60.0) -> None:
+    """What every producer does (the gateway answers 503 and TradingView resends; the outbox
+    relay retries): publish again, same message id, until JetStream stores it. While the
+    cluster elects a new leader a publish can fail; the id makes the retry harmless."""
+    deadline = time.monotonic() + within_s
+    while True:
+        try:
+            await bus.publish(event)
+            return
+        except BusError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.2)
+
+
 async def test_a_node_killed_mid_stream_loses_and_duplicates_nothing(
     cluster: NatsCluster, cluster_bus: Bus, pg_pool: asyncpg.Pool, pg_schema: str
 ) -> None:
@@ -97,7 +113,7 @@ async def test_a_node_killed_mid_stream_loses_and_duplicates_nothing(
         for n, event in enumerate(events):
             if n == 100:
                 cluster.kill(victim)  # the node this client talks to, mid-stream
-            await bus.publish(event)
+            await publish_until_stored(bus, event)
 
         async def applied() -> bool:
             count = await pg_pool.fetchval("SELECT count(*) FROM notes")

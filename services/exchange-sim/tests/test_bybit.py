@@ -308,6 +308,36 @@ async def test_take_profit_and_stop_loss_trigger(local, h):
     assert balances["USDT"] > Decimal("10000")
 
 
+async def test_a_tpsl_order_is_cancelled_only_under_its_own_filter(local, h):
+    """order_cancel-order.mdx, orderFilter row: "If not passed, `Order` by default"."""
+    account, client = await h.new_bybit(local)
+    await local.bybit_admin.set_price("ADAUSDT", Decimal("0.4500"))
+    await local.bybit_admin.fund(account, "ADA", Decimal("100"))
+    created = ok(
+        await client.post(
+            "/v5/order/create",
+            {
+                "category": "spot",
+                "symbol": "ADAUSDT",
+                "side": "Sell",
+                "orderType": "Market",
+                "qty": "100",
+                "marketUnit": "baseCoin",
+                "triggerPrice": "0.4000",
+                "orderFilter": "tpslOrder",
+                "orderLinkId": "bb-sl-1",
+            },
+        )
+    )
+    body = {"category": "spot", "symbol": "ADAUSDT", "orderLinkId": "bb-sl-1"}
+    wrong = (await client.post("/v5/order/cancel", body)).json()
+    assert (wrong["retCode"], wrong["retMsg"]) == (170213, "Order does not exist.")
+    cancelled = ok(await client.post("/v5/order/cancel", {**body, "orderFilter": "tpslOrder"}))
+    assert cancelled == created
+    (order,) = [o for o in await local.bybit_admin.orders(account) if o["client_order_id"]]
+    assert order["native"]["orderStatus"] == "Deactivated"
+
+
 async def test_wallet_account_and_key_info(local, h):
     _account, client = await h.new_bybit(local, ips=["127.0.0.1"], withdraw=True)
     wallet = ok(await client.get("/v5/account/wallet-balance", {"accountType": "UNIFIED"}))

@@ -341,6 +341,11 @@ async def _orders_by_user(
     return by_user
 
 
+PROTECTION_WINDOW_S = 60.0
+"""How long a filled entry may wait for its exits under a fault: the protect attempt's
+settle (15 s) plus a few tracker passes, with room for the faults to strike again."""
+
+
 def _entries(orders: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Entry orders: the buys the platform sent (exit legs are sells)."""
     return [o for o in orders if o["side"] == "BUY" and o["status"] != "REJECTED"]
@@ -360,6 +365,16 @@ async def _ground_truth(
 ) -> None:
     exchange_of = {u.user_id: u.exchange for u in users}
     orders = await _orders_by_user(harness, exchange_of, symbol)
+    # A position is protected right after its fill, or, when the exchange did not answer
+    # the protection (the same faults hit it), by the tracker once the attempt settles
+    # (``PROTECT_SETTLE_S``): "unprotected" is what is still bare after that window.
+    deadline = time.monotonic() + PROTECTION_WINDOW_S
+    while time.monotonic() < deadline and any(
+        any(e["status"] == "FILLED" for e in _entries(mine)) and not _protected(mine)
+        for mine in orders.values()
+    ):
+        await asyncio.sleep(1.0)
+        orders = await _orders_by_user(harness, exchange_of, symbol)
     for user in users:
         mine = orders.get(user.user_id, [])
         entries = _entries(mine)

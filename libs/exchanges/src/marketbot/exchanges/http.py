@@ -201,7 +201,9 @@ class VenueHttp(ABC):
     async def call(
         self, endpoint: Endpoint, params: Params | None = None, signer: Signer | None = None
     ) -> Any:
-        """Send with the retry policy: reads and ``Retryable`` errors only."""
+        """Send with the retry policy: reads only. A write (``read=False``: order create,
+        cancel, OCO) is sent once per call whatever the error; the caller resends, if at all,
+        under its own committed attempt mark (libs/execution, "one resend policy")."""
         params = params or {}
         policy = self.settings.retry
         attempt = 0
@@ -211,6 +213,12 @@ class VenueHttp(ABC):
             try:
                 return await self.send_once(endpoint, params, signer)
             except ClockSkewError:
+                if not endpoint.read:
+                    # A write is never resent here: re-measure the clock and let the caller,
+                    # which owns the one resend policy (a committed attempt mark, then a lookup
+                    # by id), decide. A wait here could outlast the caller's settle window.
+                    await self.time.measure()
+                    raise
                 if clock_retried or not endpoint.signed:
                     raise
                 clock_retried = True
@@ -222,15 +230,16 @@ class VenueHttp(ABC):
                 raise
             except RateLimited as exc:
                 if (
-                    attempt >= policy.max_attempts
+                    not endpoint.read
+                    or attempt >= policy.max_attempts
                     or exc.retry_after_s > policy.max_rate_limit_wait_s
                 ):
                     raise
                 delay = max(exc.retry_after_s, policy.delay(attempt, self.rng))
                 self._count_retry(endpoint, "rate_limited")
             except Retryable:
-                if attempt >= policy.max_attempts:
-                    raise
+                if not endpoint.read or attempt >= policy.max_attempts:
+                    raise  # a write: one attempt per call (see ClockSkewError above)
                 delay = policy.delay(attempt, self.rng)
                 self._count_retry(endpoint, "retryable")
             except OutcomeUnknown:

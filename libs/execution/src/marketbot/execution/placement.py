@@ -314,7 +314,21 @@ class OrderExecutor:
             return Outcome.PLACED
         if resolved is not None:
             return resolved
-        return await self._send(row)
+        try:
+            return await self._send(row)
+        except (OutcomeUnknown, DuplicateClientOrderIdError):
+            # As ``_record_unknown`` does for a request (an exit has no events of its own):
+            # 'not found' is conclusive only a settle time after this answer, not after the
+            # attempt mark (the send may have taken longer than the settle time itself).
+            now = self.clock.now()
+            async with self.pool.acquire() as conn:
+                await Repository.set_settle(
+                    conn,
+                    row.client_order_id,
+                    now + timedelta(seconds=self.config.unknown_settle_s),
+                )
+                await Repository.mark_unknown(conn, row.client_order_id, now)
+            raise
 
     async def _claim(self, cid: str) -> bool:
         async with self.pool.acquire() as conn:
@@ -388,6 +402,10 @@ class OrderExecutor:
         marks them closing, in one transaction, before any leg is cancelled."""
         async with self.pool.acquire() as conn:
             positions = await Repository.open_positions_of(conn, request.user_id, request.symbol)
+        # A position another order is already closing (a watched exit the tracker fired,
+        # whose outcome may still be unknown) is that order's: selling it here too would
+        # sell it twice.
+        positions = [p for p in positions if p.closing_order is None]
         if not positions:
             return await self.reject(
                 request,
@@ -471,13 +489,32 @@ class OrderExecutor:
         for entry_id in row.closes_positions:
             async with self.pool.acquire() as conn:
                 position = await Repository.get_position(conn, entry_id)
-            if position is None or position.status != "OPEN":
-                continue
+            if (
+                position is None
+                or position.status != "OPEN"
+                or position.closing_order != row.client_order_id
+            ):
+                continue  # closed, or owned by another close order
             if position.phase is not Phase.UNPROTECTED or position.protect_attempts > 0:
                 protection = await self.venue.unprotect(signer, position.spec())
                 if protection is not None and protection.executed is not None:
-                    await self.positions.record_exit(position, protection.executed)
+                    if not await self.positions.record_exit(position, protection.executed):
+                        # Sold by its own leg, not recorded yet: not this order's to close
+                        # (no share of its fill); the tracker records the leg.
+                        async with self.pool.acquire() as conn:
+                            await Repository.clear_closing(conn, [entry_id], row.client_order_id)
                     continue
+                # Its exits are cancelled: UNPROTECTED (counted, alerted) until the close
+                # fills; if the close ends unfilled, the tracker protects it anew.
+                async with self.pool.acquire() as conn:
+                    await Repository.set_protection(
+                        conn,
+                        entry_id,
+                        phase=Phase.UNPROTECTED,
+                        legs=protection.legs if protection is not None else position.legs,
+                        generation=position.generation,
+                        error=None,
+                    )
             remaining.append(position)
         if not remaining:
             return await self.reject_row(

@@ -170,10 +170,21 @@ class PositionKeeper:
         if position.closing_order is not None:
             async with executor.pool.acquire() as conn:
                 row = await Repository.get_order(conn, position.closing_order)
-            if row is not None and row.purpose == Purpose.EXIT:
-                await executor.resume(row)
+            if row is not None and row.state not in OrderState.FINAL:
+                if row.purpose == Purpose.EXIT:
+                    await executor.resume(row)
+                    return True
+                return False  # a signal's close owns it; its request drives it
+            # The close order ended without releasing the position (a crash between its
+            # outcome and ``clear_closing``): release it, then take the normal step.
+            async with executor.pool.acquire() as conn:
+                await Repository.clear_closing(
+                    conn, [position.entry_client_order_id], position.closing_order
+                )
+            released = await self._get(position.entry_client_order_id)
+            if released is None or released.status != "OPEN" or released.closing_order:
                 return True
-            return False  # a signal's close owns it; its request drives it
+            position = released
         signer = self._signer(position)
         spec = position.spec()
         protection = None

@@ -499,9 +499,12 @@ class Repository:
 
     @staticmethod
     async def set_closing(conn: Conn, entry_client_order_ids: list[str], order_id: str) -> None:
+        """Give the open positions to one close order; a position another order already
+        owns stays that order's (one position is sold by one order)."""
         await conn.execute(
             "UPDATE positions SET closing_order = $2 "
-            "WHERE entry_client_order_id = ANY($1::text[]) AND status = 'OPEN'",
+            "WHERE entry_client_order_id = ANY($1::text[]) AND status = 'OPEN' "
+            "AND (closing_order IS NULL OR closing_order = $2)",
             entry_client_order_ids,
             order_id,
         )

@@ -653,8 +653,18 @@ class BybitApp(ExchangeApp):
             raise _empty("symbol")
         if not body.get("orderId") and not body.get("orderLinkId"):
             raise BybitError(10001)
+        order_filter = body.get("orderFilter") or "Order"
+        if order_filter not in ("Order", "tpslOrder", "StopOrder"):
+            raise _invalid("orderFilter")
         order = self._find(account, body)
-        if order is None or order.symbol != body["symbol"] or not order.is_open:
+        if (
+            order is None
+            or order.symbol != body["symbol"]
+            or not order.is_open
+            # order_cancel-order.mdx, orderFilter row: "If not passed, `Order` by default":
+            # a TP/SL or conditional order is cancelled only when the request names its kind.
+            or order.extra.get("orderFilter", "Order") != order_filter
+        ):
             raise BybitError(170213)
         deactivate = order.status == Status.UNTRIGGERED
         order.extra["cancelType"] = "CancelByUser"

@@ -410,7 +410,12 @@ class BinanceVenue(BaseVenue):
         client_order_id: str | None = None,
     ) -> OrderState:
         params = {"symbol": symbol, **self._id_params(exchange_order_id, client_order_id)}
-        return ep.parse_order(await self.http.call(ep.CANCEL_ORDER, params, signer))
+        payload = await self.http.call(ep.CANCEL_ORDER, params, signer)
+        # rest-api.md "Cancel order" response: the order's own id is ``origClientOrderId``;
+        # ``clientOrderId`` is the cancel request's.
+        if payload.get("origClientOrderId"):
+            payload = {**payload, "clientOrderId": payload["origClientOrderId"]}
+        return ep.parse_order(payload)
 
     async def open_orders(self, signer: Signer, symbol: str | None = None) -> list[OrderState]:
         """The working orders among the symbol's latest 1000 (allOrders).

@@ -292,9 +292,16 @@ class BybitVenue(BaseVenue):
         if not stop.status.is_final:
             # Not found / refused: it ended first (triggered and filled); the read says how.
             with contextlib.suppress(OrderNotFoundError, Rejected):
+                # order_cancel-order.mdx, orderFilter row: "If not passed, `Order` by
+                # default": a spot TP/SL order is cancelled only under its own filter.
                 await self.http.call(
                     ep.ORDER_CANCEL,
-                    {"category": SPOT, "symbol": spec.symbol, "orderLinkId": link_id},
+                    {
+                        "category": SPOT,
+                        "symbol": spec.symbol,
+                        "orderLinkId": link_id,
+                        "orderFilter": "tpslOrder",
+                    },
                     signer,
                 )
             stop = await self.get_order(signer, spec.symbol, client_order_id=link_id)

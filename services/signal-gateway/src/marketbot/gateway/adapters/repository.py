@@ -111,7 +111,8 @@ class Repository:
 
     async def list_users(self, limit: int, offset: int) -> tuple[list[User], int]:
         rows = await self.pool.fetch(
-            f"SELECT {_USER_COLUMNS} FROM users ORDER BY created_at, user_id LIMIT $1 OFFSET $2",
+            f"SELECT {_USER_COLUMNS} FROM users "
+            "ORDER BY created_at DESC, user_id LIMIT $1 OFFSET $2",
             limit,
             offset,
         )
