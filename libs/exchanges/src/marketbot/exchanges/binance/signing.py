@@ -4,16 +4,73 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Mapping
 
 from marketbot.contracts import Exchange
-from marketbot.exchanges.binance.constants import SIGNABLE
+from marketbot.exchanges.binance.constants import (
+    SIGNABLE,
+    USER_DATA_SUBSCRIBE_SIGNATURE,
+    WS_API_METHOD,
+)
 from marketbot.exchanges.policy import EndpointRule, SigningPolicy, parse_params, unique_keys
-from marketbot.exchanges.signer import SigningInput
+from marketbot.exchanges.signer import Signature, SigningInput
+
+WS_API_PATHS = frozenset({USER_DATA_SUBSCRIBE_SIGNATURE})
 
 
 def signature_payload(request: SigningInput) -> str:
     """The query string concatenated, without separator, with the form body."""
     return request.query + request.body
+
+
+def ws_api_payload(params: Mapping[str, str | int]) -> str:
+    """The signature payload of a WebSocket API request (web-socket-api.md "SIGNED request
+    example (HMAC)", step 1): every parameter except ``signature``, sorted by name, as
+    ``name=value`` joined by ``&``; values as text (UTF-8, not percent-encoded).
+    """
+    pairs: list[str] = []
+    for name in sorted(params):
+        if name == "signature":
+            continue
+        value = params[name]
+        if isinstance(value, bool) or not isinstance(value, str | int):
+            raise TypeError(f"parameter {name!r} must be a string or an integer")
+        pairs.append(f"{name}={value}")
+    return "&".join(pairs)
+
+
+def user_data_subscribe_request(
+    api_key: str, timestamp_ms: int, recv_window_ms: int = 5000
+) -> SigningInput:
+    """What to ask the vault for to subscribe one account on a WS API connection."""
+    payload = ws_api_payload(
+        {"apiKey": api_key, "recvWindow": recv_window_ms, "timestamp": timestamp_ms}
+    )
+    return SigningInput(
+        Exchange.BINANCE,
+        WS_API_METHOD,
+        USER_DATA_SUBSCRIBE_SIGNATURE,
+        payload,
+        "",
+        timestamp_ms,
+        recv_window_ms,
+    )
+
+
+def user_data_subscribe_message(
+    request_id: str, request: SigningInput, signature: Signature
+) -> dict[str, object]:
+    """The ``userDataStream.subscribe.signature`` request carrying the vault's signature."""
+    return {
+        "id": request_id,
+        "method": USER_DATA_SUBSCRIBE_SIGNATURE,
+        "params": {
+            "apiKey": signature.api_key,
+            "timestamp": request.timestamp_ms,
+            "recvWindow": request.recv_window_ms,
+            "signature": signature.signature,
+        },
+    }
 
 
 def sign(secret: str, api_key: str, request: SigningInput) -> str:
@@ -31,6 +88,8 @@ def _check(request: SigningInput, endpoint: EndpointRule) -> None:
     params = unique_keys(pairs, exchange=Exchange.BINANCE)
     if "signature" in params:
         raise POLICY.refuse("the payload already carries a signature")
+    if request.path in WS_API_PATHS:
+        _check_ws_api(request, params)
     unexpected = set(params) - endpoint.params
     if unexpected:
         raise POLICY.refuse(f"parameters not allowed on {request.path}: {sorted(unexpected)}")
@@ -39,6 +98,16 @@ def _check(request: SigningInput, endpoint: EndpointRule) -> None:
     window = params.get("recvWindow")
     if window is not None and window != str(request.recv_window_ms):
         raise POLICY.refuse("the payload's recvWindow must equal recv_window_ms")
+
+
+def _check_ws_api(request: SigningInput, params: dict[str, str]) -> None:
+    """A WS API payload: in the query, sorted by name, with the key it subscribes."""
+    if request.body:
+        raise POLICY.refuse("a WebSocket API payload is carried in query; body must be empty")
+    if request.query != ws_api_payload(params):
+        raise POLICY.refuse("a WebSocket API payload must list its parameters sorted by name")
+    if not params.get("apiKey"):
+        raise POLICY.refuse(f"{request.path} must carry apiKey")
 
 
 POLICY = SigningPolicy(Exchange.BINANCE, SIGNABLE, _check)
