@@ -118,6 +118,11 @@ ORDER_PLACE_NON_ASCII = {
 }
 
 
+def without_key(params: dict[str, str | int]) -> str:
+    """What a client sends the vault: the params but apiKey (and signature), sorted."""
+    return binance_signing.ws_api_payload({k: v for k, v in params.items() if k != "apiKey"})
+
+
 def ws_api_input(payload: str, ts: int = 1645423376532, window: int = 5000) -> SigningInput:
     return SigningInput(Exchange.BINANCE, "GET", SUBSCRIBE, payload, "", ts, window)
 
@@ -128,9 +133,11 @@ def test_binance_ws_api_payload_matches_the_docs_ascii_example() -> None:
         f"apiKey={BINANCE_KEY}&price=52000.00&quantity=0.01000000&recvWindow=100&side=SELL"
         "&symbol=BTCUSDT&timeInForce=GTC&timestamp=1645423376532&type=LIMIT"
     )
-    # The project's signer over the project's payload (sign is pure; this example is an
-    # order.place, which the vault would not sign: see the refusal test below).
-    signature = binance_signing.sign(BINANCE_SECRET, BINANCE_KEY, ws_api_input(payload))
+    # The vault's own signing function: given the params but apiKey, it adds its key and
+    # signs the sorted payload (pure; this example is an order.place, which the vault's
+    # policy would not sign: see the refusal test below).
+    request = ws_api_input(without_key(ORDER_PLACE_ASCII))
+    signature = binance_signing.sign(BINANCE_SECRET, BINANCE_KEY, request)
     assert signature == "aa1b5712c094bc4e57c05a1a5c1fd8d88dcd628338ea863fec7b88e59fe2db24"
 
 
@@ -140,7 +147,9 @@ def test_binance_ws_api_payload_matches_the_docs_non_ascii_example() -> None:
         f"apiKey={BINANCE_KEY}&price=0.10000000&quantity=1.00000000&recvWindow=5000&side=BUY"
         f"&symbol={FULLWIDTH_123456}&timeInForce=GTC&timestamp=1645423376532&type=LIMIT"
     )
-    signature = binance_signing.sign(BINANCE_SECRET, BINANCE_KEY, ws_api_input(payload))
+    request = ws_api_input(without_key(ORDER_PLACE_NON_ASCII))
+    assert binance_signing.signature_payload(request, BINANCE_KEY) == payload
+    signature = binance_signing.sign(BINANCE_SECRET, BINANCE_KEY, request)
     assert signature == "b33892ae8e687c939f4468c6268ddd4c40ac1af18ad19a064864c47bae0752cd"
     assert signature == ccxt_hmac(BINANCE_SECRET, payload)
 
@@ -151,10 +160,11 @@ def test_binance_ws_api_payload_refuses_values_that_are_not_text_or_integers() -
 
 
 async def test_binance_vault_signs_the_user_data_subscription() -> None:
-    request = binance_signing.user_data_subscribe_request(BINANCE_KEY, 1747385641636, 5000)
-    assert request.query == (f"apiKey={BINANCE_KEY}&recvWindow=5000&timestamp=1747385641636")
+    request = binance_signing.user_data_subscribe_request(1747385641636, 5000)
+    assert request.query == "recvWindow=5000&timestamp=1747385641636"
     signature = await LocalSigner(BINANCE_KEY, BINANCE_SECRET).sign(request)
-    assert signature.signature == ccxt_hmac(BINANCE_SECRET, request.query)
+    signed = f"apiKey={BINANCE_KEY}&recvWindow=5000&timestamp=1747385641636"
+    assert signature.signature == ccxt_hmac(BINANCE_SECRET, signed)
     message = binance_signing.user_data_subscribe_message("sub-1", request, signature)
     # web-socket-api.md "Subscribe to User Data Stream through signature subscription".
     assert message == {
@@ -168,30 +178,30 @@ async def test_binance_vault_signs_the_user_data_subscription() -> None:
         },
     }
     # What the server recomputes from the params it receives is what the vault signed.
-    assert binance_signing.ws_api_payload(message["params"]) == request.query  # type: ignore[arg-type]
+    assert binance_signing.ws_api_payload(message["params"]) == signed  # type: ignore[arg-type]
 
 
-SORTED = f"apiKey={BINANCE_KEY}&recvWindow=5000&timestamp=1645423376532"
+SORTED = "recvWindow=5000&timestamp=1645423376532"
 
 
 @pytest.mark.parametrize(
     ("payload", "match"),
     [
         # the docs' order.place payloads: parameters this entry does not allow
-        (binance_signing.ws_api_payload(ORDER_PLACE_ASCII), "not allowed"),
-        (binance_signing.ws_api_payload(ORDER_PLACE_NON_ASCII), "malformed"),
+        (without_key(ORDER_PLACE_ASCII), "not allowed"),
+        (without_key(ORDER_PLACE_NON_ASCII), "malformed"),
         # not sorted: what is signed must be what the server rebuilds
-        (f"timestamp=1645423376532&apiKey={BINANCE_KEY}&recvWindow=5000", "sorted"),
-        # no key, or an empty one
-        ("recvWindow=5000&timestamp=1645423376532", "apiKey"),
-        ("apiKey=&recvWindow=5000&timestamp=1645423376532", "apiKey"),
+        ("timestamp=1645423376532&recvWindow=5000", "sorted"),
+        # the key is the vault's to add: a caller cannot choose it
+        (f"apiKey={BINANCE_KEY}&" + SORTED, "added by the vault"),
+        ("apiKey=&" + SORTED, "added by the vault"),
         # timestamp and window bound to what the vault audits and clock-checks
-        (f"apiKey={BINANCE_KEY}&recvWindow=5000&timestamp=1645423376533", "timestamp"),
-        (f"apiKey={BINANCE_KEY}&recvWindow=60000&timestamp=1645423376532", "recvWindow"),
-        (f"apiKey={BINANCE_KEY}&recvWindow=5000", "timestamp"),
+        ("recvWindow=5000&timestamp=1645423376533", "timestamp"),
+        ("recvWindow=60000&timestamp=1645423376532", "recvWindow"),
+        ("recvWindow=5000", "timestamp"),
         (SORTED + "&signature=00", "signature"),
         (SORTED + "&timestamp=1645423376532", "twice"),
-        (SORTED.replace("&recvWindow", "&listenKey=abc&recvWindow"), "not allowed"),
+        ("listenKey=abc&" + SORTED, "not allowed"),
     ],
 )
 def test_binance_ws_api_policy_refuses(payload: str, match: str) -> None:
@@ -226,12 +236,13 @@ def test_binance_signs_no_other_ws_api_method(method: str, path: str) -> None:
 
 
 def test_binance_rest_entries_refuse_the_ws_api_payload() -> None:
-    """The subscription payload cannot be signed for a REST endpoint (no REST entry takes
-    ``apiKey``)."""
+    """The payload a subscription signature covers cannot be signed for a REST endpoint
+    (no REST entry takes ``apiKey``)."""
     policy = signing_policy(Exchange.BINANCE)
+    signed = f"apiKey={BINANCE_KEY}&" + SORTED
     for method, path in policy.endpoints:
         if path == SUBSCRIBE:
             continue
-        request = SigningInput(Exchange.BINANCE, method, path, SORTED, "", 1645423376532, 5000)
+        request = SigningInput(Exchange.BINANCE, method, path, signed, "", 1645423376532, 5000)
         with pytest.raises(SigningRefusedError):
             policy.validate(request)

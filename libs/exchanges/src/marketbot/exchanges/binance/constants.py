@@ -150,10 +150,12 @@ SIGNABLE: dict[tuple[str, str], EndpointRule] = {
         "symbol", "orderId", "startTime", "endTime", "fromId", "limit", *_SIGNED
     ),
     # web-socket-api.md "Subscribe to User Data Stream through signature subscription":
-    # apiKey, timestamp, recvWindow; signed over the parameters sorted by name
-    # (binance/signing.py ws_api_payload). No REST entry allows ``apiKey``, so no REST
-    # payload can be signed here and this payload fits no REST entry.
-    (WS_API_METHOD, USER_DATA_SUBSCRIBE_SIGNATURE): rule("apiKey", *_SIGNED),
+    # apiKey, timestamp, recvWindow, signed over the parameters sorted by name
+    # (binance/signing.py ws_api_payload). The caller sends recvWindow and timestamp; the
+    # vault adds apiKey (its own key) and signs. No REST entry allows ``apiKey``, so no
+    # REST payload is ever signed with it, and a REST request carrying apiKey is refused by
+    # Binance (errors.md -1104 "Not all sent parameters were read").
+    (WS_API_METHOD, USER_DATA_SUBSCRIBE_SIGNATURE): rule(*_SIGNED),
 }
 
 KLINE_INTERVALS: dict[str, str] = {

@@ -18,9 +18,26 @@ from marketbot.exchanges.signer import Signature, SigningInput
 WS_API_PATHS = frozenset({USER_DATA_SUBSCRIBE_SIGNATURE})
 
 
-def signature_payload(request: SigningInput) -> str:
-    """The query string concatenated, without separator, with the form body."""
+def signature_payload(request: SigningInput, api_key: str = "") -> str:
+    """REST: the query string concatenated, without separator, with the form body.
+
+    WS API (``path`` a WS API method): the query's parameters plus ``apiKey`` (the key the
+    signer holds: the vault binds the signature to its own key, and the caller need not
+    know it), sorted by name (``ws_api_payload``).
+    """
+    if request.path in WS_API_PATHS:
+        params: dict[str, str | int] = dict(_split(request.query))
+        params["apiKey"] = api_key
+        return ws_api_payload(params)
     return request.query + request.body
+
+
+def _split(text: str) -> list[tuple[str, str]]:
+    pairs = []
+    for part in text.split("&") if text else []:
+        name, _, value = part.partition("=")
+        pairs.append((name, value))
+    return pairs
 
 
 def ws_api_payload(params: Mapping[str, str | int]) -> str:
@@ -39,13 +56,10 @@ def ws_api_payload(params: Mapping[str, str | int]) -> str:
     return "&".join(pairs)
 
 
-def user_data_subscribe_request(
-    api_key: str, timestamp_ms: int, recv_window_ms: int = 5000
-) -> SigningInput:
-    """What to ask the vault for to subscribe one account on a WS API connection."""
-    payload = ws_api_payload(
-        {"apiKey": api_key, "recvWindow": recv_window_ms, "timestamp": timestamp_ms}
-    )
+def user_data_subscribe_request(timestamp_ms: int, recv_window_ms: int = 5000) -> SigningInput:
+    """What to ask the vault for to subscribe one account on a WS API connection: the
+    parameters but ``apiKey``, sorted (the signer adds its key; see ``signature_payload``)."""
+    payload = ws_api_payload({"recvWindow": recv_window_ms, "timestamp": timestamp_ms})
     return SigningInput(
         Exchange.BINANCE,
         WS_API_METHOD,
@@ -74,10 +88,9 @@ def user_data_subscribe_message(
 
 
 def sign(secret: str, api_key: str, request: SigningInput) -> str:
-    """Hex HMAC-SHA256 of the payload. ``api_key`` is not part of a Binance signature."""
-    del api_key
+    """Hex HMAC-SHA256 of the payload (``api_key`` is part of a WS API payload only)."""
     return hmac.new(
-        secret.encode(), signature_payload(request).encode(), hashlib.sha256
+        secret.encode(), signature_payload(request, api_key).encode(), hashlib.sha256
     ).hexdigest()
 
 
@@ -101,13 +114,13 @@ def _check(request: SigningInput, endpoint: EndpointRule) -> None:
 
 
 def _check_ws_api(request: SigningInput, params: dict[str, str]) -> None:
-    """A WS API payload: in the query, sorted by name, with the key it subscribes."""
+    """A WS API payload: in the query, sorted by name, without the key (the vault adds it)."""
     if request.body:
         raise POLICY.refuse("a WebSocket API payload is carried in query; body must be empty")
     if request.query != ws_api_payload(params):
         raise POLICY.refuse("a WebSocket API payload must list its parameters sorted by name")
-    if not params.get("apiKey"):
-        raise POLICY.refuse(f"{request.path} must carry apiKey")
+    if "apiKey" in params:
+        raise POLICY.refuse("apiKey is added by the vault (the key it signs with), not sent")
 
 
 POLICY = SigningPolicy(Exchange.BINANCE, SIGNABLE, _check)
