@@ -101,16 +101,6 @@ def test_bybit_matches_ccxt_hmac(method: str, path: str, query: str, body: str) 
     assert sign_request(Exchange.BYBIT, secret, "KEY", request) == expected
 
 
-def test_bybit_websocket_auth_signature() -> None:
-    # websocket_wss-authentication.mdx: hex(HMAC_SHA256(secret, 'GET/realtime' + expires))
-    args = bybit_signing.ws_auth_args("KEY", "secret", 1662350400000)
-    assert args[:2] == ["KEY", 1662350400000]
-    assert args[2] == ccxt_hmac("secret", "GET/realtime1662350400000")
-    request = SigningInput(Exchange.BYBIT, "GET", "/realtime", "", "", 1662350400000, 5000)
-    signing_policy(Exchange.BYBIT).validate(request)
-    assert sign_request(Exchange.BYBIT, "secret", "KEY", request) == args[2]
-
-
 # ---- the vault's policy --------------------------------------------------------------
 
 

@@ -50,3 +50,13 @@ LIMIT_ANSWERS = Counter(
     "Rate-limit answers received: 429 / 418 / 403, and Bybit's per-UID 10006",
     ["exchange", "status"],
 )
+STREAM_CONNECTIONS = Gauge(
+    "marketbot_exchange_stream_connections",
+    "Private-stream WebSocket connections up (authenticated and subscribed)",
+    ["exchange"],
+)
+STREAM_RECONNECTS = Counter(
+    "marketbot_exchange_stream_reconnects_total",
+    "Private-stream connections lost or refused and opened again (after a backoff)",
+    ["exchange"],
+)

@@ -234,5 +234,21 @@ class SimAdmin:
         )
         return result
 
+    async def streams(self) -> dict[str, Any]:
+        """The open private-stream connections: ids, accounts, topics or subscriptions."""
+        result: dict[str, Any] = await self._call("GET", "streams")
+        return result
+
+    async def disconnect_streams(
+        self, account_id: str | None = None, *, after_events: int = 0, mode: str = "drop"
+    ) -> list[str]:
+        """Cut the private streams of ``account_id`` (all when None) now, or once each has
+        sent ``after_events`` more events; the cut connection ids."""
+        body: dict[str, Any] = {"after_events": after_events, "mode": mode}
+        if account_id is not None:
+            body["account_id"] = account_id
+        result = await self._call("POST", "streams/disconnect", json=body)
+        return [str(c) for c in result["cut"]]
+
     async def reset(self, *, prices: bool = True) -> None:
         await self._call("POST", "reset", json={"prices": prices})

@@ -26,6 +26,7 @@ from marketbot.sim.asgi import (
 from marketbot.sim.engine import Exchange, Order
 from marketbot.sim.faults import Faults
 from marketbot.sim.prices import PriceBook
+from marketbot.sim.ws import SessionFactory, StreamHub
 
 
 class ServerClock:
@@ -58,6 +59,10 @@ class BaseApp(ABC):
     """A raw ASGI app. Subclasses implement ``handle`` (sync, the hot path) and ``server_error``."""
 
     venue = "base"
+    # uvicorn's WebSocket keepalive for this port (server.py): ping frame interval and how
+    # long the client has to answer, or None for no server pings.
+    ws_ping_interval_s: float | None = None
+    ws_ping_timeout_s: float | None = None
 
     def __init__(self, *, prices: PriceBook, clock: ServerClock, seed: int) -> None:
         self.prices = prices
@@ -100,6 +105,8 @@ class BaseApp(ABC):
         if scope["type"] != "http":
             if scope["type"] == "lifespan":
                 await lifespan(receive, send)
+            elif scope["type"] == "websocket":
+                await self.websocket(scope, receive, send)
             return
         request = request_from(scope, await read_body(receive))
         if request.path.startswith(ADMIN_PREFIX):
@@ -138,6 +145,11 @@ class BaseApp(ABC):
         elif action == "executed_slow":
             await asyncio.sleep(decision.answer_after_ms / 1000)
         await send_response(send, response)
+
+    async def websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """No WebSocket on this port: refuse the handshake (HTTP 403)."""
+        await receive()
+        await send({"type": "websocket.close", "code": 1008})
 
     async def _execute_late(self, request: Request, after_ms: int) -> None:
         await asyncio.sleep(after_ms / 1000)
@@ -232,6 +244,19 @@ class ExchangeApp(BaseApp):
     ) -> None:
         super().__init__(prices=prices, clock=clock, seed=seed)
         self.exchange = exchange
+        # The private streams: path -> session factory (each venue registers its own).
+        self.streams = StreamHub()
+        self.stream_routes: dict[str, SessionFactory] = {}
+        exchange.order_listeners.append(self.streams.on_order)
+        exchange.list_listeners.append(self.streams.on_list)
+        exchange.funds_listeners.append(self.streams.on_funds)
+
+    async def websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        factory = self.stream_routes.get(scope.get("path", ""))
+        if factory is None:
+            await super().websocket(scope, receive, send)
+            return
+        await self.streams.serve(scope, receive, send, factory)
 
     @abstractmethod
     def reset_limits(self) -> None:
@@ -314,7 +339,21 @@ class ExchangeApp(BaseApp):
                 else:
                     exchange.liquidity[symbol] = parse_decimal(body["max_qty"], "max_qty")
                 return {"liquidity": {s: str(q) for s, q in exchange.liquidity.items()}}
+            case "GET", "streams":
+                return self.streams.describe()
+            case "POST", "streams/disconnect":
+                # Cut the private-stream connections of one account (all when omitted), now
+                # or after each has sent ``after_events`` more events; ``mode`` "drop" closes
+                # the TCP connection without a close frame, "close" sends close 1001.
+                after = int(body.get("after_events", 0))
+                mode = str(body.get("mode", "drop"))
+                if after < 0 or mode not in ("drop", "close"):
+                    raise AdminError("after_events must be >= 0 and mode 'drop' or 'close'")
+                wanted = body.get("account_id")
+                cut = self.streams.cut(None if wanted is None else str(wanted), after, mode)
+                return {"cut": cut}
             case "POST", "reset":
+                self.streams.cut(None, 0, "close")
                 exchange.reset()
                 self.faults.clear()
                 self.reset_limits()

@@ -14,6 +14,7 @@ import orjson
 
 from marketbot.sim.app import ExchangeApp, ServerClock
 from marketbot.sim.asgi import Request, Response
+from marketbot.sim.binance_ws import BinanceUserDataSession
 from marketbot.sim.engine import ZERO, Account, ApiKey, Exchange, Order, OrderList, Status
 from marketbot.sim.instruments import Instrument, fixed8, floor_to, fraction_digits
 from marketbot.sim.limits import Ban, FixedWindow
@@ -104,6 +105,10 @@ class BinanceApp(ExchangeApp):
     venue = "binance"
     key_length = 64
     secret_length = 64
+    # web-socket-api.md: "The WebSocket server will send a ping frame every 20 seconds" and
+    # disconnects "if [it] does not receive a pong frame back ... within a minute".
+    ws_ping_interval_s: float | None = 20.0
+    ws_ping_timeout_s: float | None = 60.0
 
     def __init__(
         self,
@@ -124,6 +129,7 @@ class BinanceApp(ExchangeApp):
         )
         super().__init__(exchange=exchange, prices=prices, clock=clock, seed=seed)
         self.instruments = instruments
+        self.stream_routes["/ws-api/v3"] = lambda c: BinanceUserDataSession(c, self)
         self.ban_base_seconds = BAN_BASE_SECONDS
         self.weight_limit = WEIGHT_LIMIT
         self.orders_10s = ORDERS_10S
@@ -910,6 +916,10 @@ class BinanceApp(ExchangeApp):
             self.exchange.next_order_id()
         )
         order_list = self.exchange.list_of.get(order.order_id)
+        # The stream's CANCELED executionReport carries the cancel's id in "c" and the
+        # order's in "C" (user-data-stream.md: "Original client order ID; This is the ID of
+        # the order being canceled").
+        order.extra["cancelClientOrderId"] = cancel_id
         self.exchange.cancel(order)
         if order_list is not None:
             return self._list_response(order_list, cancel_id=cancel_id)

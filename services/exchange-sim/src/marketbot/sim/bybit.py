@@ -15,6 +15,7 @@ import orjson
 
 from marketbot.sim.app import ExchangeApp, ServerClock
 from marketbot.sim.asgi import JSON_UTF8, Request, Response
+from marketbot.sim.bybit_ws import BybitPrivateSession
 from marketbot.sim.engine import ZERO, Account, ApiKey, Exchange, Fill, Order, OrderList, Status
 from marketbot.sim.instruments import Instrument, floor_to, fraction_digits, plain
 from marketbot.sim.limits import Ban, SlidingWindow
@@ -156,6 +157,7 @@ class BybitApp(ExchangeApp):
             ("GET", "/v5/user/query-api"): (self.query_api, False),
             ("GET", "/v5/execution/list"): (self.execution_list, False),
         }
+        self.stream_routes["/v5/private"] = lambda c: BybitPrivateSession(c, self)
         self.ip_ban_seconds = IP_BAN_SECONDS
         self.ip_limit = IP_LIMIT
         self.uid_limits = dict(UID_LIMITS)
@@ -913,6 +915,10 @@ class BybitApp(ExchangeApp):
         if account_type != "UNIFIED":
             raise BybitError(10001)
         wanted = {c for c in params.get("coin", "").split(",") if c}
+        return {"list": [self.wallet_view(account, wanted)]}
+
+    def wallet_view(self, account: Account, wanted: set[str] | None = None) -> dict[str, Any]:
+        """One UNIFIED account as wallet-balance's ``list`` item and the wallet topic's data."""
         coins = []
         total = ZERO
         for asset in sorted(set(account.free) | set(account.locked)):
@@ -950,26 +956,22 @@ class BybitApp(ExchangeApp):
             )
         total_text = plain(total.quantize(Decimal("0.00000001")))
         return {
-            "list": [
-                {
-                    "totalEquity": total_text,
-                    "accountIMRate": "0",
-                    "accountIMRateByMp": "0",
-                    "totalMarginBalance": total_text,
-                    "totalInitialMargin": "0",
-                    "totalInitialMarginByMp": "0",
-                    "accountType": "UNIFIED",
-                    "totalAvailableBalance": total_text,
-                    "accountMMRate": "0",
-                    "accountMMRateByMp": "0",
-                    "totalPerpUPL": "0",
-                    "totalWalletBalance": total_text,
-                    "accountLTV": "0",
-                    "totalMaintenanceMargin": "0",
-                    "totalMaintenanceMarginByMp": "0",
-                    "coin": coins,
-                }
-            ]
+            "totalEquity": total_text,
+            "accountIMRate": "0",
+            "accountIMRateByMp": "0",
+            "totalMarginBalance": total_text,
+            "totalInitialMargin": "0",
+            "totalInitialMarginByMp": "0",
+            "accountType": "UNIFIED",
+            "totalAvailableBalance": total_text,
+            "accountMMRate": "0",
+            "accountMMRateByMp": "0",
+            "totalPerpUPL": "0",
+            "totalWalletBalance": total_text,
+            "accountLTV": "0",
+            "totalMaintenanceMargin": "0",
+            "totalMaintenanceMarginByMp": "0",
+            "coin": coins,
         }
 
     def _usd_price(self, asset: str) -> Decimal:

@@ -153,6 +153,10 @@ class TradingError(Exception):
 
 
 OrderEvent = Callable[[Order, Status], None]
+OrderUpdate = Callable[[Order, "Fill | None"], None]
+"""An order was accepted (status NEW/UNTRIGGERED) or closed; ``fill`` when it just traded."""
+ListUpdate = Callable[[OrderList], None]
+FundsUpdate = Callable[[str], None]
 
 
 class Exchange:
@@ -175,6 +179,11 @@ class Exchange:
         self._order_id_start = order_id_start
         self._uid_start = uid_start
         self.on_status_change: OrderEvent | None = None
+        # The private streams listen here (the apps' stream hubs): every order accepted or
+        # closed, every order list started or done, and funds credited by the admin API.
+        self.order_listeners: list[OrderUpdate] = []
+        self.list_listeners: list[ListUpdate] = []
+        self.funds_listeners: list[FundsUpdate] = []
         prices.subscribe(self._on_price)
         self.reset()
 
@@ -253,6 +262,16 @@ class Exchange:
         if account.available(asset) + amount < 0:
             raise ValueError("balance would become negative")
         account.credit(asset, amount)
+        for listener in self.funds_listeners:
+            listener(account_id)
+
+    def _notify(self, order: Order, fill: Fill | None = None) -> None:
+        for listener in self.order_listeners:
+            listener(order, fill)
+
+    def _notify_list(self, order_list: OrderList) -> None:
+        for listener in self.list_listeners:
+            listener(order_list)
 
     # orders ------------------------------------------------------------------------------
 
@@ -296,8 +315,10 @@ class Exchange:
             order.status = Status.UNTRIGGERED
             self._lock_for(order)
             self.resting[order.symbol][order.order_id] = order
+            self._notify(order)
             return
         order.working_ms = now
+        self._notify(order)
         self._activate(order, step)
 
     def accept_list(self, order_list: OrderList, step: Decimal) -> None:
@@ -323,6 +344,9 @@ class Exchange:
             else:
                 order.working_ms = now
             self.resting[order.symbol][order.order_id] = order
+        for order in order_list.orders:
+            self._notify(order)
+        self._notify_list(order_list)
         self._check_symbol(order_list.symbol, self.prices.price(order_list.symbol), step)
 
     def cancel(self, order: Order, *, status: Status = Status.CANCELED) -> None:
@@ -333,6 +357,7 @@ class Exchange:
                     self._close(leg, status)
             order_list.done = True
             order_list.updated_ms = self.now_ms()
+            self._notify_list(order_list)
             return
         self._close(order, status)
 
@@ -446,9 +471,9 @@ class Exchange:
             order.working_ms = self.now_ms()
         if qty < wanted:
             order.extra["partial_remainder"] = str(wanted - qty)
-            self._close(order, Status.EXPIRED)
+            self._close(order, Status.EXPIRED, fill)
         else:
-            self._close(order, Status.FILLED)
+            self._close(order, Status.FILLED, fill)
 
     def _funded(
         self, account: Account, order: Order, qty: Decimal, price: Decimal, inst: Instrument
@@ -459,12 +484,14 @@ class Exchange:
         held = order.locked if order.locked_asset == inst.base else ZERO
         return account.available(inst.base) + held >= qty
 
-    def _close(self, order: Order, status: Status) -> None:
+    def _close(self, order: Order, status: Status, fill: Fill | None = None) -> None:
         self._release(order)
         self.resting[order.symbol].pop(order.order_id, None)
         previous = order.status
         order.status = status
         order.updated_ms = self.now_ms()
+        if previous != status or fill is not None:
+            self._notify(order, fill)
         if self.on_status_change is not None and previous != status:
             self.on_status_change(order, previous)
 
@@ -523,6 +550,7 @@ class Exchange:
             self._close(leg, Status.EXPIRED)
 
     def _finish_list(self, order_list: OrderList) -> None:
-        if not any(leg.is_open for leg in order_list.orders):
+        if not order_list.done and not any(leg.is_open for leg in order_list.orders):
             order_list.done = True
             order_list.updated_ms = self.now_ms()
+            self._notify_list(order_list)

@@ -42,6 +42,20 @@ ORDER_LIST_OCO = "/api/v3/orderList/oco"
 ORDER_LIST = "/api/v3/orderList"
 MY_TRADES = "/api/v3/myTrades"
 
+# WebSocket API (web-socket-api.md "General API Information": wss://ws-api.binance.com:443/ws-api/v3).
+WS_API_MAINNET_URL = "wss://ws-api.binance.com:443/ws-api/v3"
+WS_API_TESTNET_URL = "wss://ws-api.testnet.binance.vision/ws-api/v3"
+WS_API_PATH = "/ws-api/v3"
+# A WS API method signed by the vault is named by its method name in ``path`` (it has no
+# leading slash, so it can never be a REST path) under "GET" (the sign request's contract
+# names an HTTP method; the WS API has none).
+WS_API_METHOD = "GET"
+USER_DATA_SUBSCRIBE_SIGNATURE = "userDataStream.subscribe.signature"
+# "A single session supports up to 1,000 active subscriptions simultaneously" and "a
+# maximum of 65,535 total subscriptions over its lifetime" (User Data Stream subscription).
+WS_API_MAX_ACTIVE_SUBSCRIPTIONS = 1000
+WS_API_MAX_LIFETIME_SUBSCRIPTIONS = 65_535
+
 # Request weight per (method, path) (rest-api.md); symbol-less variants are heavier.
 WEIGHTS: dict[tuple[str, str], int] = {
     ("GET", PING): 1,
@@ -219,6 +233,13 @@ SIGNABLE: dict[tuple[str, str], EndpointRule] = {
         *_SIGNED,
         required=("symbol", "limit", "timestamp"),
     ),
+    # web-socket-api.md "Subscribe to User Data Stream through signature subscription":
+    # apiKey, timestamp, recvWindow, signed over the parameters sorted by name
+    # (binance/signing.py ws_api_payload). The caller sends recvWindow and timestamp; the
+    # vault adds apiKey (its own key) and signs. No REST entry allows ``apiKey``, so no
+    # REST payload is ever signed with it, and a REST request carrying apiKey is refused by
+    # Binance (errors.md -1104 "Not all sent parameters were read").
+    (WS_API_METHOD, USER_DATA_SUBSCRIBE_SIGNATURE): rule(*_SIGNED),
 }
 
 KLINE_INTERVALS: dict[str, str] = {

@@ -36,6 +36,17 @@ POSITION_LIST = "/v5/position/list"
 EXECUTION_LIST = "/v5/execution/list"
 WS_AUTH = "/realtime"
 
+# Private WebSocket (websocket_wss-authentication.mdx "WebSocket private stream").
+WS_PRIVATE_MAINNET_URL = "wss://stream.bybit.com/v5/private"
+WS_PRIVATE_TESTNET_URL = "wss://stream-testnet.bybit.com/v5/private"
+WS_PRIVATE_PATH = "/v5/private"
+# The auth message's ``expires`` "is greater than your current timestamp"; the docs' example
+# (after pybit) uses now + 1 s. The vault signs an expiry at most this far after the signed
+# timestamp, so a WS auth signature is never good for longer than a REST one.
+WS_AUTH_MAX_EXPIRY_MS = 10_000
+# "we recommend that you send the ping heartbeat packet every 20 seconds".
+WS_PING_INTERVAL_S = 20.0
+
 # Per UID, per endpoint, per second (API Rate Limit Table; spot where it differs).
 KEY_LIMITS_PER_S: dict[str, int] = {
     ORDER_CREATE: 20,
@@ -173,7 +184,8 @@ SIGNABLE: dict[tuple[str, str], EndpointRule] = {
         required=("category",),
         values={**_SPOT, "execType": ("Trade",)},
     ),
-    # Private WebSocket auth: signs "GET/realtime" + expires (timestamp_ms = expires); that
+    # Private WebSocket auth: signs "GET/realtime" + expires, where expires = timestamp_ms
+    # + recv_window_ms and recv_window_ms <= WS_AUTH_MAX_EXPIRY_MS (bybit/signing.py). That
     # pre-sign string has no API key in it, so it cannot match a REST signature.
     ("GET", WS_AUTH): rule(),
 }

@@ -7,7 +7,7 @@ import hmac
 import json
 
 from marketbot.contracts import Exchange
-from marketbot.exchanges.bybit.constants import FORMATS, SIGNABLE, WS_AUTH
+from marketbot.exchanges.bybit.constants import FORMATS, SIGNABLE, WS_AUTH, WS_AUTH_MAX_EXPIRY_MS
 from marketbot.exchanges.policy import (
     EndpointRule,
     SigningPolicy,
@@ -15,13 +15,18 @@ from marketbot.exchanges.policy import (
     parse_params,
     unique_keys,
 )
-from marketbot.exchanges.signer import SigningInput
+from marketbot.exchanges.signer import Signature, SigningInput
+
+
+def ws_auth_expires(request: SigningInput) -> int:
+    """A WS auth request's ``expires``: its timestamp plus its window (bounded by the policy)."""
+    return request.timestamp_ms + request.recv_window_ms
 
 
 def pre_sign_string(api_key: str, request: SigningInput) -> str:
     """GET: ts+key+window+query; POST: ts+key+window+jsonBody; WS auth: GET/realtime+expires."""
     if request.path == WS_AUTH:
-        return f"GET{WS_AUTH}{request.timestamp_ms}"
+        return f"GET{WS_AUTH}{ws_auth_expires(request)}"
     payload = request.body if request.method == "POST" else request.query
     return f"{request.timestamp_ms}{api_key}{request.recv_window_ms}{payload}"
 
@@ -35,9 +40,21 @@ def sign(secret: str, api_key: str, request: SigningInput) -> str:
     return hmac_sha256_hex(secret, pre_sign_string(api_key, request))
 
 
-def ws_auth_args(api_key: str, secret: str, expires_ms: int) -> list[str | int]:
-    """The ``args`` of the private WebSocket ``{"op": "auth"}`` message."""
-    return [api_key, expires_ms, hmac_sha256_hex(secret, f"GET{WS_AUTH}{expires_ms}")]
+def ws_auth_request(timestamp_ms: int, expiry_ms: int = 1000) -> SigningInput:
+    """What to ask the vault for to authenticate a private WebSocket, ``expiry_ms`` from now.
+
+    websocket_wss-authentication.mdx: sign ``GET/realtime{expires}``, ``expires`` greater than
+    the current timestamp (the docs' example: now + 1 s).
+    """
+    return SigningInput(Exchange.BYBIT, "GET", WS_AUTH, "", "", timestamp_ms, expiry_ms)
+
+
+def ws_auth_message(request: SigningInput, signature: Signature) -> dict[str, object]:
+    """The ``{"op": "auth", "args": [api_key, expires, signature]}`` message."""
+    return {
+        "op": "auth",
+        "args": [signature.api_key, ws_auth_expires(request), signature.signature],
+    }
 
 
 def _reject_duplicates(pairs: list[tuple[str, object]]) -> dict[str, object]:
@@ -53,6 +70,11 @@ def _check(request: SigningInput, endpoint: EndpointRule) -> None:
     if request.path == WS_AUTH:
         if request.query or request.body:
             raise POLICY.refuse("WebSocket auth carries no query and no body")
+        if request.recv_window_ms > WS_AUTH_MAX_EXPIRY_MS:
+            raise POLICY.refuse(
+                f"WebSocket auth expires at most {WS_AUTH_MAX_EXPIRY_MS} ms after timestamp_ms "
+                f"(recv_window_ms is {request.recv_window_ms})"
+            )
         return
     if request.method == "POST":
         if request.query:
