@@ -15,6 +15,7 @@ import importlib.util
 import json
 import os
 import pwd
+import random
 import shutil
 import signal
 import socket
@@ -36,7 +37,23 @@ class InfraError(RuntimeError):
     pass
 
 
+_LISTEN_PORTS = (20_000, 32_000)
+"""Where ``free_port`` looks: below Linux's ephemeral range (32768-60999 by default). A port
+the kernel hands out with ``bind(0)`` comes from that range, and between our check and the
+server's own bind any outgoing connection on the machine may take it as its source port."""
+
+
 def free_port(host: str = "127.0.0.1") -> int:
+    """A port that is free now, outside the ephemeral range (see ``_LISTEN_PORTS``)."""
+    rng = random.SystemRandom()
+    for _ in range(200):
+        port = rng.randrange(*_LISTEN_PORTS)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
