@@ -21,6 +21,7 @@ from playwright.async_api import Browser, BrowserContext, Page, expect
 
 from marketbot.devstack.demo import DEMO_PASSWORD, DemoUser, demo_email
 from marketbot.devstack.demo import num as views_num
+from marketbot.runtime.testing import eventually
 
 from .browser import launched, shot
 from .conftest import Platform
@@ -328,6 +329,13 @@ async def traded_user(
         symbol, (price * Decimal("1.05")).quantize(Decimal("0.00001"))
     )
     await wait_closed(platform.bus, [user.user_id])
+
+    async def projected() -> bool:
+        # PositionClosed is on the bus; the ledger projects it (and its PnL) a moment later.
+        page = await platform.demo.get(f"/users/{user.user_id}/operations")
+        return any(o.get("realized_pnl") is not None for o in page.get("operations", []))
+
+    await eventually(projected, timeout=30, message="the close projected by the ledger")
     return user, str(accepted["signal_id"])
 
 
