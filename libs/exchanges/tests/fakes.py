@@ -97,7 +97,6 @@ def make_venue(
     fake = FakeExchange(exchange, clock, server_offset_ms)
     settings = VenueSettings(
         http=http or HttpSettings(retry=RetryPolicy(max_attempts=3, base_delay_s=0.01)),
-        resolve_poll_s=0.2,
     )
     venue = create_venue(
         exchange,

@@ -79,7 +79,7 @@ def settings(**http: Any) -> VenueSettings:
         "retry": RetryPolicy(max_attempts=3, base_delay_s=0.05),
     }
     base.update(http)
-    return VenueSettings(http=HttpSettings(**base), resolve_poll_s=0.2, market_ttl_s=1.0)
+    return VenueSettings(http=HttpSettings(**base), market_ttl_s=1.0)
 
 
 @pytest_asyncio.fixture(params=list(Exchange), ids=lambda e: e.value)

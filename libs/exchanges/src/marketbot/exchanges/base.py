@@ -40,13 +40,11 @@ class BaseVenue(ABC):
         *,
         market_ttl_s: float = 2.0,
         instrument_ttl_s: float = 300.0,
-        resolve_poll_s: float = 0.25,
     ) -> None:
         self.http = http
         self.clock = http.clock
         self.cache = TTLCache(http.clock, default_ttl_s=market_ttl_s)
         self.instrument_ttl_s = instrument_ttl_s
-        self.resolve_poll_s = resolve_poll_s
 
     @property
     def exchange(self) -> Exchange:

@@ -56,7 +56,6 @@ class VenueSettings:
     market_ttl_s: float = 2.0
     """Market-data cache lifetime (tickers, klines): 1-5 s is sensible."""
     instrument_ttl_s: float = 300.0
-    resolve_poll_s: float = 0.25
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,5 +93,4 @@ def create_venue(
         http,
         market_ttl_s=settings.market_ttl_s,
         instrument_ttl_s=settings.instrument_ttl_s,
-        resolve_poll_s=settings.resolve_poll_s,
     )
