@@ -437,5 +437,5 @@ async def test_bybit_stream_closed_now_with_going_away(local, h):
 
 async def test_a_path_without_a_stream_refuses_the_handshake(local):
     with pytest.raises(Exception, match="403"):
-        async with stream(ws_url(local.urls["bybit"], "/v5/public/spot")):
+        async with stream(ws_url(local.urls["bybit"], "/v5/public/linear")):
             pass

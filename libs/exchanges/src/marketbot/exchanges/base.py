@@ -80,11 +80,16 @@ class BaseVenue(ABC):
         return Balance(asset=asset, free=Decimal(0), locked=Decimal(0))
 
     # ---- order placement ------------------------------------------------------------
-    async def place_order(self, signer: Signer, order: OrderRequest) -> OrderState:
+    async def place_order(
+        self, signer: Signer, order: OrderRequest, *, confirm: bool = True
+    ) -> OrderState:
         """Submit once. An unknown outcome or a duplicate id is raised to the caller, which
-        owns the one resend policy (a committed attempt mark, then a lookup by id)."""
+        owns the one resend policy (a committed attempt mark, then a lookup by id).
+
+        ``confirm=False``: the caller follows the order on the private stream, so a venue
+        whose create answer is only an acknowledgement does not read the order back."""
         filters = await self.instrument(order.symbol)
-        return await self._submit(signer, order, filters)
+        return await self._submit(signer, order, filters, confirm=confirm)
 
     # ---- venue specifics ------------------------------------------------------------
     @abstractmethod
@@ -92,7 +97,12 @@ class BaseVenue(ABC):
 
     @abstractmethod
     async def _submit(
-        self, signer: Signer, order: OrderRequest, filters: InstrumentFilters
+        self,
+        signer: Signer,
+        order: OrderRequest,
+        filters: InstrumentFilters,
+        *,
+        confirm: bool = True,
     ) -> OrderState: ...
 
     @abstractmethod

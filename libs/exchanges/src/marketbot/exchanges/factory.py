@@ -6,6 +6,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 import httpx
 
@@ -13,11 +14,14 @@ from marketbot.contracts import Exchange
 from marketbot.exchanges.base import BaseVenue
 from marketbot.exchanges.binance import constants as binance_constants
 from marketbot.exchanges.binance.http import BinanceHttp
+from marketbot.exchanges.binance.stream import BinanceUserStreams
 from marketbot.exchanges.binance.venue import BinanceVenue
 from marketbot.exchanges.bybit import constants as bybit_constants
 from marketbot.exchanges.bybit.http import BybitHttp
+from marketbot.exchanges.bybit.stream import BybitUserStreams
 from marketbot.exchanges.bybit.venue import BybitVenue
 from marketbot.exchanges.http import HttpSettings
+from marketbot.exchanges.userstreams import UserStreams
 from marketbot.runtime.clock import Clock, SystemClock
 
 
@@ -94,3 +98,18 @@ def create_venue(
         market_ttl_s=settings.market_ttl_s,
         instrument_ttl_s=settings.instrument_ttl_s,
     )
+
+
+_STREAMS: dict[Exchange, Callable[..., UserStreams]] = {
+    Exchange.BYBIT: BybitUserStreams,
+    Exchange.BINANCE: BinanceUserStreams,
+}
+
+
+def create_user_streams(
+    exchange: Exchange, base_url_or_env: str | Environment = Environment.MAINNET, **kwargs: Any
+) -> UserStreams:
+    """The private (and, where exits are watched, public) streams of one exchange for one
+    process; ``kwargs`` are ``UserStreams``' (``on_report``, ``on_connected``, ``settings``,
+    ``clock``, ``replica``, ``egress_ip``, ``offset_ms``)."""
+    return _STREAMS[exchange](base_url(exchange, base_url_or_env), **kwargs)

@@ -60,3 +60,29 @@ STREAM_RECONNECTS = Counter(
     "Private-stream connections lost or refused and opened again (after a backoff)",
     ["exchange"],
 )
+STREAM_CONNECT_ATTEMPTS = Counter(
+    "marketbot_exchange_stream_connect_attempts_total",
+    "WebSocket connections opened (each counts against the exchange's per-IP connection limit)",
+    ["exchange"],
+)
+STREAM_IP_CONNECTIONS = Gauge(
+    "marketbot_exchange_stream_connections_per_ip",
+    "Stream connections up, per executor replica and the egress IP it connects from",
+    ["exchange", "replica", "egress_ip"],
+)
+STREAM_CONNECT_HEADROOM = Gauge(
+    "marketbot_exchange_stream_connect_headroom_ratio",
+    "Fraction of the per-IP connection budget (connections per 5 minutes) still free",
+    ["exchange"],
+)
+STREAM_CONNECT_WAIT = Counter(
+    "marketbot_exchange_stream_connect_wait_seconds_total",
+    "Time spent waiting for the per-IP connection budget before opening a connection",
+    ["exchange"],
+)
+STREAM_SUBSCRIPTIONS = Gauge(
+    "marketbot_exchange_stream_accounts",
+    "Accounts whose private events this process receives (Bybit: one connection each; "
+    "Binance: subscriptions over shared connections)",
+    ["exchange"],
+)

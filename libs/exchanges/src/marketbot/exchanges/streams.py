@@ -147,6 +147,8 @@ class PrivateStream:
         clock: Clock | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         jitter: Callable[[], float] = random.random,
+        before_connect: Callable[[], Awaitable[None]] | None = None,
+        on_state: Callable[[bool], None] | None = None,
     ) -> None:
         self.url = url
         self.protocol = protocol
@@ -156,6 +158,10 @@ class PrivateStream:
         self._clock = clock or SystemClock()
         self._sleep = sleep
         self._jitter = jitter
+        self._before_connect = before_connect
+        """Waits for the exchange's connection budget (``userstreams.ConnectionBudget``)."""
+        self._on_state = on_state
+        """Told True when the stream is up (authenticated, subscribed), False when it fell."""
         self._stopping = asyncio.Event()
         self.connected = asyncio.Event()
         self.connection: StreamConnection | None = None
@@ -188,6 +194,8 @@ class PrivateStream:
             finally:
                 if self.connected.is_set():
                     metrics.STREAM_CONNECTIONS.labels(exchange).dec()
+                    if self._on_state is not None:
+                        self._on_state(False)
                 self.connected.clear()
                 self.connection = None
                 self.protocol.disconnected()
@@ -207,6 +215,9 @@ class PrivateStream:
     async def _connect_once(self) -> None:
         settings = self.settings
         frame_pings = self.protocol.frame_pings
+        if self._before_connect is not None:
+            await self._before_connect()
+        metrics.STREAM_CONNECT_ATTEMPTS.labels(self.protocol.exchange.value).inc()
         async with connect(
             self.url,
             open_timeout=settings.open_timeout_s,
@@ -229,6 +240,8 @@ class PrivateStream:
                     self.reconnects += 1
                 self.connected.set()
                 metrics.STREAM_CONNECTIONS.labels(self.protocol.exchange.value).inc()
+                if self._on_state is not None:
+                    self._on_state(True)
                 if not frame_pings:
                     heartbeat = asyncio.create_task(self._heartbeat(connection))
                 if self._on_connected is not None:

@@ -369,10 +369,14 @@ class Venue(Protocol):
     async def key_permissions(self, signer: Signer) -> KeyPermissions: ...
 
     # orders (signed)
-    async def place_order(self, signer: Signer, order: OrderRequest) -> OrderState:
+    async def place_order(
+        self, signer: Signer, order: OrderRequest, *, confirm: bool = True
+    ) -> OrderState:
         """Submit the order ONCE. A timeout, 5xx or duplicate id raises (``OutcomeUnknown``,
         ``DuplicateClientOrderIdError``): only the engine decides to look up and resend,
-        after a committed attempt mark (one resend policy)."""
+        after a committed attempt mark (one resend policy). ``confirm=False``: the caller
+        follows the order on the private stream; an answer that is only an acknowledgement
+        (Bybit) is returned as a NEW order, not read back."""
         ...
 
     async def protect(self, signer: Signer, spec: ProtectionSpec) -> Protection:

@@ -181,6 +181,21 @@ class SimAdmin:
         result: dict[str, Any] = await self._call("GET", "stats")
         return result
 
+    async def requests(self, *, since_ms: int = 0, account_id: str | None = None) -> dict[str, Any]:
+        """The request log (every non-admin HTTP request) since ``since_ms`` (server time),
+        optionally of one account: ``requests`` [[ms, method, path, account]], ``counts``
+        per "METHOD path", ``total``. Cleared with the stats."""
+        params = {"since_ms": str(since_ms)}
+        if account_id is not None:
+            params["account_id"] = account_id
+        result: dict[str, Any] = await self._call("GET", "requests", params=params)
+        return result
+
+    async def server_ms(self) -> int:
+        """The exchange's clock now (for ``requests(since_ms=...)``)."""
+        result = await self._call("POST", "clock/now", json={})
+        return int(result["server_time"])
+
     async def clear_stats(self) -> None:
         await self._call("DELETE", "stats")
 

@@ -59,6 +59,8 @@ class BaseApp(ABC):
     """A raw ASGI app. Subclasses implement ``handle`` (sync, the hot path) and ``server_error``."""
 
     venue = "base"
+    api_key_header = b""
+    """The header naming the API key of a signed request (for the request log)."""
     # uvicorn's WebSocket keepalive for this port (server.py): ping frame interval and how
     # long the client has to answer, or None for no server pings.
     ws_ping_interval_s: float | None = None
@@ -81,6 +83,8 @@ class BaseApp(ABC):
         self.limit_answers: Counter[str] = Counter()
         self.limit_events: deque[tuple[int, str]] = deque(maxlen=100_000)
         self.late_executions = 0
+        self.request_log: deque[tuple[int, str, str, str]] = deque(maxlen=1_000_000)
+        """Every non-admin request as it arrived: (server ms, method, path, API key or "")."""
 
     def count_limit_answer(self, what: str, now_ms: int) -> None:
         """One rate-limit answer (HTTP 429/418/403, or a venue code such as Bybit's 10006)."""
@@ -101,6 +105,28 @@ class BaseApp(ABC):
             "late_pending": len(self._late),
         }
 
+    def account_of(self, api_key: str) -> str:
+        """The account an API key belongs to ("" when unknown or unsigned)."""
+        del api_key
+        return ""
+
+    def requests_view(self, params: dict[str, str]) -> dict[str, Any]:
+        """The request log since ``since_ms`` (server time), optionally of one account:
+        ``requests`` [[ms, method, path, account]] and ``counts`` per "METHOD path"."""
+        since = int(params.get("since_ms", "0") or 0)
+        wanted = params.get("account_id")
+        rows = []
+        counts: Counter[str] = Counter()
+        for at, method, path, api_key in self.request_log:
+            if at < since:
+                continue
+            account = self.account_of(api_key) if api_key else ""
+            if wanted is not None and account != wanted:
+                continue
+            rows.append([at, method, path, account])
+            counts[f"{method} {path}"] += 1
+        return {"requests": rows, "counts": dict(counts), "total": len(rows)}
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             if scope["type"] == "lifespan":
@@ -113,6 +139,14 @@ class BaseApp(ABC):
             await send_response(send, self._admin(request))
             return
         request.received_ms = self.clock.now_ms()
+        self.request_log.append(
+            (
+                request.received_ms,
+                request.method,
+                request.path,
+                (request.header(self.api_key_header) or "") if self.api_key_header else "",
+            )
+        )
         decision = self.faults.decide(request.method, request.path)
         action = decision.action
         if action == "executed_late":
@@ -227,6 +261,10 @@ class BaseApp(ABC):
             case "DELETE", "stats":
                 self.reset_stats()
                 return self.stats()
+            case "POST", "clock/now":
+                return {"server_time": self.clock.now_ms()}
+            case "GET", "requests":
+                return self.requests_view(request.query_params())
             case "POST", "clock":
                 self.clock.offset_ms = int(body.get("offset_ms", 0))
                 return {"offset_ms": self.clock.offset_ms, "server_time": self.clock.now_ms()}
@@ -245,7 +283,8 @@ class ExchangeApp(BaseApp):
         super().__init__(prices=prices, clock=clock, seed=seed)
         self.exchange = exchange
         # The private streams: path -> session factory (each venue registers its own).
-        self.streams = StreamHub()
+        self.streams = StreamHub(**self.stream_settings())
+        self.streams.limits_on = lambda: self.limits_enabled
         self.stream_routes: dict[str, SessionFactory] = {}
         exchange.order_listeners.append(self.streams.on_order)
         exchange.list_listeners.append(self.streams.on_list)
@@ -257,6 +296,10 @@ class ExchangeApp(BaseApp):
             await super().websocket(scope, receive, send)
             return
         await self.streams.serve(scope, receive, send, factory)
+
+    def stream_settings(self) -> dict[str, Any]:
+        """The venue's stream expiries and connection limit (``StreamHub`` arguments)."""
+        return {}
 
     @abstractmethod
     def reset_limits(self) -> None:
@@ -341,6 +384,11 @@ class ExchangeApp(BaseApp):
                 return {"liquidity": {s: str(q) for s, q in exchange.liquidity.items()}}
             case "GET", "streams":
                 return self.streams.describe()
+            case "POST", "streams/expiry":
+                # Shorten (or restore) the documented expiries for a test.
+                return self.streams.configure(body)
+            case "POST", "streams/shutdown":
+                return {"shut": self.streams.shutdown()}
             case "POST", "streams/disconnect":
                 # Cut the private-stream connections of one account (all when omitted), now
                 # or after each has sent ``after_events`` more events; ``mode`` "drop" closes
@@ -354,6 +402,7 @@ class ExchangeApp(BaseApp):
                 return {"cut": cut}
             case "POST", "reset":
                 self.streams.cut(None, 0, "close")
+                self.streams.reset()
                 exchange.reset()
                 self.faults.clear()
                 self.reset_limits()
@@ -363,6 +412,10 @@ class ExchangeApp(BaseApp):
                     self.prices.reset()
                 return {"ok": True}
         return super().admin(method, route, request, body)
+
+    def account_of(self, api_key: str) -> str:
+        key = self.exchange.keys.get(api_key)
+        return key.account_id if key is not None else ""
 
     def _balances(self, account_id: str) -> dict[str, Any]:
         account = self.exchange.accounts[account_id]

@@ -103,6 +103,7 @@ def fixed(value: int) -> Callable[[dict[str, str]], int]:
 
 class BinanceApp(ExchangeApp):
     venue = "binance"
+    api_key_header = b"x-mbx-apikey"
     key_length = 64
     secret_length = 64
     # web-socket-api.md: "The WebSocket server will send a ping frame every 20 seconds" and
@@ -172,7 +173,13 @@ class BinanceApp(ExchangeApp):
 
     # limits ------------------------------------------------------------------------------
 
+    def stream_settings(self) -> dict[str, Any]:
+        # web-socket-api.md: "A single connection to the API is only valid for 24 hours";
+        # "There is a limit of 300 connections per attempt every 5 minutes" per IP address.
+        return {"lifetime_s": 86_400.0, "scan_s": 30.0, "connection_limit": (300, 300.0)}
+
     def reset_limits(self) -> None:
+        self.streams.reset_limits()
         self.weights = FixedWindow(60_000)
         self.violations = FixedWindow(60_000)
         self.orders_window_10s = FixedWindow(10_000)

@@ -212,6 +212,12 @@ class BinanceUserDataSession(StreamSession):
             )
         return {}
 
+    def shutdown(self) -> None:
+        """web-socket-api.md "Connection events": ``serverShutdown`` "is sent when the server
+        is about to shut down", without a subscriptionId; then the connection closes."""
+        self.connection.event({"event": {"e": "serverShutdown", "E": self.app.clock.now_ms()}})
+        self.connection.cut(mode="close")
+
     # events ------------------------------------------------------------------------------
 
     def _of(self, account_id: str) -> list[Subscription]:

@@ -15,7 +15,7 @@ import orjson
 
 from marketbot.sim.app import ExchangeApp, ServerClock
 from marketbot.sim.asgi import JSON_UTF8, Request, Response
-from marketbot.sim.bybit_ws import BybitPrivateSession
+from marketbot.sim.bybit_ws import BybitPrivateSession, BybitPublicSession
 from marketbot.sim.engine import ZERO, Account, ApiKey, Exchange, Fill, Order, OrderList, Status
 from marketbot.sim.instruments import Instrument, floor_to, fraction_digits, plain
 from marketbot.sim.limits import Ban, SlidingWindow
@@ -117,6 +117,7 @@ Private = Callable[[Request, Account, ApiKey], Any]
 
 class BybitApp(ExchangeApp):
     venue = "bybit"
+    api_key_header = b"x-bapi-api-key"
     key_length = 18
     secret_length = 36
 
@@ -158,14 +159,24 @@ class BybitApp(ExchangeApp):
             ("GET", "/v5/execution/list"): (self.execution_list, False),
         }
         self.stream_routes["/v5/private"] = lambda c: BybitPrivateSession(c, self)
+        self.stream_routes["/v5/public/spot"] = lambda c: BybitPublicSession(c, self)
+        # After the engine's own listener (orders trigger first), the public ticker.
+        prices.subscribe(lambda symbol, _price: self.streams.on_price(symbol))
         self.ip_ban_seconds = IP_BAN_SECONDS
         self.ip_limit = IP_LIMIT
         self.uid_limits = dict(UID_LIMITS)
         self.reset_limits()
 
+    def stream_settings(self) -> dict[str, Any]:
+        # websocket_wss-authentication.mdx: "if there is no "ping-pong" and no stream data
+        # sent from server end, the connection will be cut off after 10 minutes"; "ticker
+        # scans every 30s"; "Do not build over 500 connections in 5 minutes" (IP Limits).
+        return {"idle_s": 600.0, "scan_s": 30.0, "connection_limit": (500, 300.0)}
+
     # limits ------------------------------------------------------------------------------
 
     def reset_limits(self) -> None:
+        self.streams.reset_limits()
         self.ip_window = SlidingWindow(IP_WINDOW_MS)
         self.uid_window = SlidingWindow(1_000)
         self.ip_bans: dict[str, Ban] = {}
@@ -328,29 +339,30 @@ class BybitApp(ExchangeApp):
         inst = self._spot_symbol(params, required=False)
         chosen = [inst] if inst else list(self.instruments.values())
         rows = []
-        for item in chosen:
-            price = self.prices.price(item.symbol)
-            open_24h, high, low = self.prices.stats(item.symbol)
-            tick = item.bybit.tick_size
-            change = (price - open_24h) / open_24h
-            rows.append(
-                {
-                    "symbol": item.symbol,
-                    "bid1Price": plain(price - tick),
-                    "bid1Size": "2",
-                    "ask1Price": plain(price + tick),
-                    "ask1Size": "1.862172",
-                    "lastPrice": plain(price),
-                    "prevPrice24h": plain(open_24h),
-                    "price24hPcnt": plain(change.quantize(Decimal("0.0001"))),
-                    "highPrice24h": plain(high),
-                    "lowPrice24h": plain(low),
-                    "turnover24h": "243765620.65899866",
-                    "volume24h": plain((Decimal("243765620.65899866") / price).quantize(tick)),
-                    "usdIndexPrice": plain(price),
-                }
-            )
+        rows = [self.ticker_row(item) for item in chosen]
         return {"category": "spot", "list": rows}
+
+    def ticker_row(self, item: Instrument) -> dict[str, str]:
+        """One spot ticker (market_tickers.mdx), also the public stream's ticker data."""
+        price = self.prices.price(item.symbol)
+        open_24h, high, low = self.prices.stats(item.symbol)
+        tick = item.bybit.tick_size
+        change = (price - open_24h) / open_24h
+        return {
+            "symbol": item.symbol,
+            "bid1Price": plain(price - tick),
+            "bid1Size": "2",
+            "ask1Price": plain(price + tick),
+            "ask1Size": "1.862172",
+            "lastPrice": plain(price),
+            "prevPrice24h": plain(open_24h),
+            "price24hPcnt": plain(change.quantize(Decimal("0.0001"))),
+            "highPrice24h": plain(high),
+            "lowPrice24h": plain(low),
+            "turnover24h": "243765620.65899866",
+            "volume24h": plain((Decimal("243765620.65899866") / price).quantize(tick)),
+            "usdIndexPrice": plain(price),
+        }
 
     def kline(self, request: Request) -> dict[str, Any]:
         params = request.query_params()

@@ -37,6 +37,29 @@ AUTH_FAILED = "Params Error"
 _MESSAGE_IDS = itertools.count(1)
 
 
+def max_active_time(query: str) -> float | None:
+    """websocket_wss-authentication.mdx "Customise Private Connection Alive Time":
+    ``max_active_time`` "the lowest value is `30s` (30 seconds), the highest value is `600s`
+    (10 minutes)", or in minutes (``1m``, ``2m``). Outside the range or malformed: ignored
+    (the default 10 minutes stays)."""
+    from urllib.parse import parse_qs
+
+    values = parse_qs(query).get("max_active_time")
+    if not values:
+        return None
+    text = values[0].strip()
+    try:
+        if text.endswith("s"):
+            seconds = float(int(text[:-1]))
+        elif text.endswith("m"):
+            seconds = float(int(text[:-1]) * 60)
+        else:
+            return None
+    except ValueError:
+        return None
+    return seconds if 30 <= seconds <= 600 else None
+
+
 class BybitPrivateSession(StreamSession):
     def __init__(self, connection: Connection, app: BybitApp) -> None:
         super().__init__(connection)
@@ -45,6 +68,9 @@ class BybitPrivateSession(StreamSession):
         self.topics: set[str] = set()
         self._balances: dict[str, tuple[Decimal, Decimal]] = {}
         self._wallet_pending = False
+        alive = max_active_time(connection.query)
+        if alive is not None:
+            connection.idle_s = alive
 
     def accounts(self) -> set[str]:
         return {self.account_id} if self.account_id is not None else set()
@@ -201,3 +227,115 @@ class BybitPrivateSession(StreamSession):
         account = self.app.exchange.accounts.get(self.account_id or "")
         if account is not None:
             self._push("wallet", [self.app.wallet_view(account)])
+
+
+class BybitPublicSession(StreamSession):
+    """``/v5/public/spot``: ``tickers.{symbol}`` (websocket_public_ticker.mdx). Spot tickers
+    are ``snapshot`` only; one is sent on subscribe and on every price change (the real
+    stream pushes every 50 ms; the simulator's price only changes when moved). The public
+    spot pong is ``{"success": true, "ret_msg": "pong", "conn_id", "op": "ping"}`` and the
+    subscribe answer ``{"success", "ret_msg": "subscribe", "conn_id", "req_id", "op"}``
+    (websocket_wss-authentication.mdx). At most 10 args per spot subscribe request
+    ("Public channel - Args limits")."""
+
+    def __init__(self, connection: Connection, app: BybitApp) -> None:
+        super().__init__(connection)
+        self.app = app
+        self.symbols: set[str] = set()
+        self._cs = itertools.count(1)
+
+    def accounts(self) -> set[str]:
+        return set()
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "venue": "bybit-public", "symbols": sorted(self.symbols)}
+
+    def handle(self, text: str) -> None:
+        try:
+            message = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            message = None
+        if not isinstance(message, dict):
+            self._answer({}, "", success=False, ret_msg="error:invalid message")
+            return
+        op = str(message.get("op", ""))
+        if op == "ping":
+            self._answer(message, "ping", success=True, ret_msg="pong")
+        elif op in ("subscribe", "unsubscribe"):
+            self._subscribe(message, op)
+        else:
+            self._answer(message, op, success=False, ret_msg="error:invalid op")
+
+    def _answer(self, message: dict[str, Any], op: str, *, success: bool, ret_msg: str) -> None:
+        self.connection.reply(
+            {
+                "success": success,
+                "ret_msg": ret_msg,
+                "conn_id": self.connection.conn_id,
+                "req_id": str(message.get("req_id", "")),
+                "op": op,
+            }
+        )
+
+    def _subscribe(self, message: dict[str, Any], op: str) -> None:
+        args = message.get("args")
+        if not isinstance(args, list) or not args or not all(isinstance(a, str) for a in args):
+            self._answer(message, op, success=False, ret_msg="error:args must be topics")
+            return
+        if len(args) > 10:
+            self._answer(message, op, success=False, ret_msg="error:args count exceeds 10")
+            return
+        wanted: list[str] = []
+        for arg in args:
+            kind, _, symbol = arg.partition(".")
+            if kind != "tickers" or symbol not in self.app.instruments:
+                self._answer(
+                    message, op, success=False, ret_msg=f"error:handler not found,topic:{arg}"
+                )
+                return
+            wanted.append(symbol)
+        if op == "subscribe":
+            self.symbols.update(wanted)
+        else:
+            self.symbols.difference_update(wanted)
+        self._answer(message, op, success=True, ret_msg=op)
+        if op == "subscribe":
+            for symbol in wanted:
+                self.on_price(symbol)
+
+    def on_price(self, symbol: str) -> None:
+        if symbol not in self.symbols:
+            return
+        row = self.app.ticker_row(self.app.instruments[symbol])
+        data = {
+            key: row[key]
+            for key in (
+                "symbol",
+                "lastPrice",
+                "highPrice24h",
+                "lowPrice24h",
+                "prevPrice24h",
+                "volume24h",
+                "turnover24h",
+                "price24hPcnt",
+                "usdIndexPrice",
+            )
+        }
+        self.connection.event(
+            {
+                "topic": f"tickers.{symbol}",
+                "ts": self.app.clock.now_ms(),
+                "type": "snapshot",
+                "cs": next(self._cs),
+                "data": data,
+            }
+        )
+
+    def on_order(self, order: Order, fill: Fill | None) -> None:
+        return None
+
+    def on_list(self, order_list: OrderList) -> None:
+        return None
+
+    def on_funds(self, account_id: str) -> None:
+        return None

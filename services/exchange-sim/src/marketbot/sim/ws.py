@@ -40,6 +40,11 @@ class Connection:
         """Cut the connection once this many more events have been sent (admin)."""
         self.cut_mode = "drop"
         self.closed = False
+        self.opened_at = asyncio.get_running_loop().time()
+        self.last_active = self.opened_at
+        """Last frame the server sent (an answer or an event): the idle cut counts from it."""
+        self.idle_s: float | None = None
+        """Set by the session: cut after this long with nothing sent (None: never)."""
 
     async def accept(self) -> bool:
         message = await self._receive()
@@ -65,6 +70,7 @@ class Connection:
     def reply(self, payload: Any) -> None:
         """Queue an answer to a request (not counted as an event)."""
         if not self.closed:
+            self.last_active = asyncio.get_running_loop().time()
             self._queue.put_nowait(orjson.dumps(payload))
 
     def event(self, payload: Any) -> None:
@@ -76,6 +82,7 @@ class Connection:
                 return
             self.cut_after -= 1
         self.sent_events += 1
+        self.last_active = asyncio.get_running_loop().time()
         self._queue.put_nowait(orjson.dumps(payload))
         if self.cut_after == 0:
             self._queue.put_nowait(None)
@@ -133,6 +140,18 @@ class StreamSession(ABC):
     @abstractmethod
     def on_funds(self, account_id: str) -> None: ...
 
+    def on_price(self, symbol: str) -> None:
+        """A symbol's price changed (public sessions push it; private ones ignore it)."""
+        del symbol
+
+    def expire(self) -> None:
+        """The connection reached its lifetime: the venue's own way of ending it."""
+        self.connection.cut(mode="drop")
+
+    def shutdown(self) -> None:
+        """The server is about to shut down (Binance sends ``serverShutdown`` first)."""
+        self.connection.cut(mode="close")
+
     def describe(self) -> dict[str, Any]:
         return {
             "conn_id": self.connection.conn_id,
@@ -147,9 +166,73 @@ SessionFactory = Callable[[Connection], StreamSession]
 class StreamHub:
     """Every open stream session of one venue; the engine's listeners fan out here."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        *,
+        lifetime_s: float | None = None,
+        idle_s: float | None = None,
+        scan_s: float = 30.0,
+        connection_limit: tuple[int, float] | None = None,
+    ) -> None:
         self.sessions: list[StreamSession] = []
         self.connections_total = 0
+        self.lifetime_s = lifetime_s
+        """Every connection is cut this long after it opened (Binance: 24 hours)."""
+        self.idle_s = idle_s
+        """A connection that sent nothing this long is cut (Bybit: 10 minutes)."""
+        self.scan_s = scan_s
+        """How often the expiry is checked (Bybit: "ticker scans every 30s")."""
+        self.connection_limit = connection_limit
+        """(connections, seconds): new connections per IP allowed in the window."""
+        self.limits_on: Callable[[], bool] = lambda: True
+        self._defaults = (lifetime_s, idle_s, scan_s)
+        self._opened: dict[str, list[float]] = {}
+        self.refused_total = 0
+        self.expired_total = 0
+
+    def configure(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Admin: shorten the expiries for a test (``lifetime_s``, ``idle_s``, ``scan_s``;
+        null switches one off)."""
+        for name in ("lifetime_s", "idle_s"):
+            if name in body:
+                value = body[name]
+                setattr(self, name, None if value is None else float(value))
+        if "scan_s" in body:
+            self.scan_s = max(0.01, float(body["scan_s"]))
+        return self.settings()
+
+    def settings(self) -> dict[str, Any]:
+        return {
+            "lifetime_s": self.lifetime_s,
+            "idle_s": self.idle_s,
+            "scan_s": self.scan_s,
+            "connection_limit": list(self.connection_limit) if self.connection_limit else None,
+        }
+
+    def admit(self, client_ip: str) -> bool:
+        """Whether one more connection from ``client_ip`` fits the per-IP window."""
+        if self.connection_limit is None or not self.limits_on():
+            return True
+        limit, window = self.connection_limit
+        now = asyncio.get_running_loop().time()
+        opened = [t for t in self._opened.get(client_ip, []) if t > now - window]
+        if len(opened) >= limit:
+            self._opened[client_ip] = opened
+            self.refused_total += 1
+            return False
+        opened.append(now)
+        self._opened[client_ip] = opened
+        return True
+
+    def reset_limits(self) -> None:
+        self._opened.clear()
+        self.refused_total = 0
+
+    def reset(self) -> None:
+        """Back to the venue's documented expiries, counters cleared."""
+        self.lifetime_s, self.idle_s, self.scan_s = self._defaults
+        self.reset_limits()
+        self.expired_total = 0
 
     def on_order(self, order: Order, fill: Fill | None) -> None:
         for session in self._of(order.account_id):
@@ -164,6 +247,10 @@ class StreamHub:
         for session in self._of(account_id):
             session.on_funds(account_id)
 
+    def on_price(self, symbol: str) -> None:
+        for session in list(self.sessions):
+            session.on_price(symbol)
+
     def _of(self, account_id: str) -> list[StreamSession]:
         return [s for s in self.sessions if account_id in s.accounts()]
 
@@ -171,12 +258,22 @@ class StreamHub:
         self, scope: Scope, receive: Receive, send: Send, factory: SessionFactory
     ) -> None:
         connection = Connection(scope, receive, send)
+        if not self.admit(connection.client_ip):
+            # Over the per-IP connection limit: the handshake is refused (HTTP 429, as the
+            # REST limit answers; neither venue documents the WebSocket refusal's form).
+            await receive()
+            await send({"type": "websocket.http.response.start", "status": 429, "headers": []})
+            await send({"type": "websocket.http.response.body", "body": b""})
+            return
         if not await connection.accept():
             return
         session = factory(connection)
+        if connection.idle_s is None:
+            connection.idle_s = self.idle_s
         self.sessions.append(session)
         self.connections_total += 1
         sender = asyncio.create_task(connection.sender())
+        watchdog = asyncio.create_task(self._watch(session))
         try:
             while not connection.closed:
                 receiving = asyncio.ensure_future(connection.receive_text())
@@ -193,8 +290,33 @@ class StreamHub:
         finally:
             connection.closed = True
             self.sessions.remove(session)
+            watchdog.cancel()
             if not sender.done():
                 sender.cancel()
+
+    async def _watch(self, session: StreamSession) -> None:
+        """Cut the connection at its lifetime, or once idle too long (checked every scan)."""
+        connection = session.connection
+        loop = asyncio.get_running_loop()
+        while not connection.closed:
+            await asyncio.sleep(self.scan_s)
+            now = loop.time()
+            lifetime = self.lifetime_s
+            idle = connection.idle_s
+            if (lifetime is not None and now - connection.opened_at >= lifetime) or (
+                idle is not None and now - connection.last_active >= idle
+            ):
+                self.expired_total += 1
+                session.expire()
+                return
+
+    def shutdown(self) -> list[str]:
+        """Every session is told the server shuts down, then closed (admin)."""
+        ids = []
+        for session in list(self.sessions):
+            session.shutdown()
+            ids.append(session.connection.conn_id)
+        return ids
 
     def cut(self, account_id: str | None, after_events: int, mode: str) -> list[str]:
         """Cut the sessions of ``account_id`` (all when None); the cut connection ids."""
@@ -209,6 +331,9 @@ class StreamHub:
         return {
             "connections": [s.describe() for s in self.sessions],
             "connections_total": self.connections_total,
+            "refused_total": self.refused_total,
+            "expired_total": self.expired_total,
+            **self.settings(),
         }
 
     async def close_all(self) -> None:

@@ -13,15 +13,27 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Sequence
+from decimal import Decimal
 from typing import Any
 
-from marketbot.contracts import Exchange
+from marketbot.contracts import Exchange, Side
+from marketbot.exchanges.binance import constants as c
+from marketbot.exchanges.binance import endpoints as ep
 from marketbot.exchanges.binance import signing
 from marketbot.exchanges.binance.constants import WS_API_MAX_ACTIVE_SUBSCRIPTIONS
 from marketbot.exchanges.errors import ExchangeError
+from marketbot.exchanges.numbers import optional_decimal, to_decimal
+from marketbot.exchanges.reports import (
+    BalanceReport,
+    OrderReport,
+    Report,
+    StreamTerminated,
+)
 from marketbot.exchanges.signer import Signer
 from marketbot.exchanges.signing import signed_timestamp_ms
-from marketbot.exchanges.streams import StreamConnection, StreamError, StreamEvent
+from marketbot.exchanges.streams import PrivateStream, StreamConnection, StreamError, StreamEvent
+from marketbot.exchanges.userstreams import StreamLimits, UserStreams, websocket_base
+from marketbot.exchanges.venue import Balance, Fill, OrderState, OrderStatus
 from marketbot.runtime.clock import Clock, SystemClock
 from marketbot.runtime.logs import get_logger
 
@@ -90,6 +102,17 @@ class BinanceUserDataProtocol:
     def live(self) -> list[str]:
         return sorted(set(self.subscriptions.values()))
 
+    def subscribed(self, user_id: str) -> bool:
+        return self._connection is not None and user_id in self.subscriptions.values()
+
+    async def resubscribe(self, user_id: str) -> bool:
+        """Subscribe ``user_id`` again after the exchange ended its subscription."""
+        signer = self.accounts.get(user_id)
+        if signer is None or self._connection is None or self.subscribed(user_id):
+            return False
+        await self._subscribe(self._connection, user_id, signer)
+        return self.subscribed(user_id)
+
     # protocol ----------------------------------------------------------------------------
 
     async def start(self, connection: StreamConnection) -> Sequence[str]:
@@ -157,3 +180,200 @@ class BinanceUserDataProtocol:
     def disconnected(self) -> None:
         self._connection = None
         self.subscriptions.clear()
+
+
+def _ms(value: object) -> int | None:
+    try:
+        number = int(str(value))
+    except (TypeError, ValueError):
+        return None
+    return number if number > 0 else None
+
+
+def execution_state(event: dict[str, Any]) -> OrderState:
+    """An ``executionReport`` as an order state (user-data-stream.md "Order Update"): ``z``
+    cumulative filled, ``Z`` cumulative quote, ``X`` the order status; a TRADE report
+    (``x``) carries that one trade (``l`` at ``L``, commission ``n`` in ``N``, trade ``t``,
+    time ``T``). On a cancel ``c`` is the cancel request's id and ``C`` the order's own."""
+    execution = str(event.get("x", ""))
+    own_id = str(event.get("C") or "") if execution == "CANCELED" else ""
+    order_id = str(event.get("i", ""))
+    filled = to_decimal(event.get("z"), default=Decimal(0))
+    quote = optional_decimal(event.get("Z"))
+    fills: tuple[Fill, ...] = ()
+    if execution == "TRADE":
+        fills = (
+            Fill(
+                price=to_decimal(event.get("L")),
+                quantity=to_decimal(event.get("l")),
+                fee=to_decimal(event.get("n"), default=Decimal(0)),
+                fee_asset=str(event.get("N") or ""),
+                trade_id=str(event.get("t")),
+                exchange_order_id=order_id,
+                filled_at=ep.ms_to_datetime(event.get("T")),
+                is_maker=bool(event.get("m", False)),
+            ),
+        )
+    reason = str(event.get("r", "NONE"))
+    return OrderState(
+        exchange_order_id=order_id,
+        client_order_id=own_id or str(event.get("c", "")),
+        symbol=str(event.get("s", "")),
+        side=Side(str(event.get("S", "BUY"))),
+        order_type=str(event.get("o", "")),
+        status=ep.STATUSES.get(str(event.get("X")), OrderStatus.PENDING),
+        quantity=to_decimal(event.get("q"), default=Decimal(0)),
+        quote_quantity=optional_decimal(event.get("Q")) or None,
+        filled_quantity=filled,
+        filled_quote_quantity=quote,
+        price=optional_decimal(event.get("p")) or None,
+        average_price=quote / filled if quote is not None and filled > 0 else None,
+        fills=fills,
+        created_at=ep.ms_to_datetime(event.get("O")),
+        updated_at=ep.ms_to_datetime(event.get("T") or event.get("E")),
+        reject_reason=None if reason == "NONE" else reason,
+    )
+
+
+def reports(event: StreamEvent) -> list[Report]:
+    """The venue-neutral reports of one user data event (user-data-stream.md)."""
+    data = dict(event.data)
+    if event.topic == "executionReport":
+        return [
+            OrderReport(
+                exchange=Exchange.BINANCE,
+                user_id=event.user_id,
+                state=execution_state(data),
+                event_ms=_ms(data.get("T")) or _ms(data.get("E")),
+                received_ms=event.received_ms,
+            )
+        ]
+    if event.topic == "outboundAccountPosition":
+        balances = tuple(
+            Balance(
+                asset=str(item.get("a", "")),
+                free=to_decimal(item.get("f"), default=Decimal(0)),
+                locked=to_decimal(item.get("l"), default=Decimal(0)),
+            )
+            for item in data.get("B", []) or []
+            if isinstance(item, dict)
+        )
+        return [
+            BalanceReport(
+                exchange=Exchange.BINANCE,
+                user_id=event.user_id,
+                balances=balances,
+                complete=False,
+                event_ms=_ms(data.get("u")) or _ms(data.get("E")),
+                received_ms=event.received_ms,
+            )
+        ]
+    if event.topic == "eventStreamTerminated":
+        return [
+            StreamTerminated(
+                exchange=Exchange.BINANCE, user_id=event.user_id, received_ms=event.received_ms
+            )
+        ]
+    # listStatus: every leg's own executionReport says how it ended ("an event named
+    # ListStatus will be sent in addition to the executionReport event").
+    return []
+
+
+# web-socket-api.md "Connection limits": "There is a limit of 300 connections per attempt
+# every 5 minutes. The connection is per IP address." "User Data Stream subscription":
+# "A single session supports up to 1,000 active subscriptions simultaneously".
+LIMITS = StreamLimits(
+    connections_per_window=300,
+    window_s=300.0,
+    accounts_per_connection=WS_API_MAX_ACTIVE_SUBSCRIPTIONS,
+)
+
+
+def stream_url(rest_base_url: str) -> str:
+    base = websocket_base(rest_base_url)
+    if base is not None:
+        return base + c.WS_API_PATH
+    if "testnet" in rest_base_url:
+        return c.WS_API_TESTNET_URL
+    return c.WS_API_MAINNET_URL
+
+
+class BinanceUserStreams(UserStreams):
+    """Accounts spread over WS API connections, up to ``accounts_per_connection`` each."""
+
+    exchange = Exchange.BINANCE
+    limits = LIMITS
+
+    def __init__(
+        self, rest_base_url: str, *, accounts_per_connection: int | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.url = stream_url(rest_base_url)
+        self.per_connection = min(
+            accounts_per_connection or LIMITS.accounts_per_connection,
+            LIMITS.accounts_per_connection,
+        )
+        self._connections: list[tuple[PrivateStream, BinanceUserDataProtocol]] = []
+        self._where: dict[str, BinanceUserDataProtocol] = {}
+
+    async def add(self, user_id: str, signer: Signer) -> None:
+        if user_id in self._where:
+            return
+        chosen: tuple[PrivateStream, BinanceUserDataProtocol] | None = None
+        for stream, protocol in self._connections:
+            if len(protocol.accounts) < self.per_connection:
+                chosen = (stream, protocol)
+                break
+        if chosen is None:
+            protocol = BinanceUserDataProtocol(
+                clock=self.clock, offset_ms=self.offset_ms, max_subscriptions=self.per_connection
+            )
+            stream = self._stream(self.url, protocol)
+            chosen = (stream, protocol)
+            self._connections.append(chosen)
+            self._run(stream)
+        stream, protocol = chosen
+        self._where[user_id] = protocol
+        self._accounts_changed()
+        await protocol.add(user_id, signer)
+        if stream.connected.is_set() and protocol.subscribed(user_id):
+            # Subscribed on a connection already up: its start-up reconciliation now.
+            await self._connected([user_id], False)
+
+    async def remove(self, user_id: str) -> None:
+        protocol = self._where.pop(user_id, None)
+        self._accounts_changed()
+        if protocol is not None:
+            await protocol.remove(user_id)
+
+    def live(self, user_id: str) -> bool:
+        protocol = self._where.get(user_id)
+        return protocol is not None and protocol.subscribed(user_id)
+
+    def users(self) -> list[str]:
+        return sorted(self._where)
+
+    async def _stop_streams(self) -> None:
+        for stream, _ in self._connections:
+            await stream.stop()
+
+    def _reports(self, event: StreamEvent) -> list[Report]:
+        found = reports(event)
+        for report in found:
+            if isinstance(report, StreamTerminated):
+                # The exchange ended this account's subscription: subscribe it again and
+                # reconcile the gap (as after a reconnect).
+                self._spawn(self._renew(report.user_id))
+        return found
+
+    async def _renew(self, user_id: str) -> None:
+        protocol = self._where.get(user_id)
+        if protocol is None:
+            return
+        try:
+            renewed = await protocol.resubscribe(user_id)
+        except StreamError as exc:
+            log.warning("user data subscription not renewed", user_id=user_id, error=str(exc))
+            return
+        if renewed:
+            await self._connected([user_id], True)

@@ -178,8 +178,14 @@ class BinanceVenue(BaseVenue):
         return format_decimal(round_to_step(price, filters.tick_size), filters.tick_size)
 
     async def _submit(
-        self, signer: Signer, order: OrderRequest, filters: InstrumentFilters
+        self,
+        signer: Signer,
+        order: OrderRequest,
+        filters: InstrumentFilters,
+        *,
+        confirm: bool = True,
     ) -> OrderState:
+        del confirm  # the answer is the order itself (newOrderRespType FULL)
         payload = await self.http.call(ep.NEW_ORDER, self.order_params(order, filters), signer)
         return ep.parse_order(payload)
 

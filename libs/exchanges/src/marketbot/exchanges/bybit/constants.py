@@ -40,6 +40,9 @@ WS_AUTH = "/realtime"
 WS_PRIVATE_MAINNET_URL = "wss://stream.bybit.com/v5/private"
 WS_PRIVATE_TESTNET_URL = "wss://stream-testnet.bybit.com/v5/private"
 WS_PRIVATE_PATH = "/v5/private"
+WS_PUBLIC_SPOT_MAINNET_URL = "wss://stream.bybit.com/v5/public/spot"
+WS_PUBLIC_SPOT_TESTNET_URL = "wss://stream-testnet.bybit.com/v5/public/spot"
+WS_PUBLIC_SPOT_PATH = "/v5/public/spot"
 # The auth message's ``expires`` "is greater than your current timestamp"; the docs' example
 # (after pybit) uses now + 1 s. The vault signs an expiry at most this far after the signed
 # timestamp, so a WS auth signature is never good for longer than a REST one.

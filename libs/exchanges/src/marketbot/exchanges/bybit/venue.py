@@ -186,13 +186,22 @@ class BybitVenue(BaseVenue):
         return format_decimal(round_to_step(price, filters.tick_size), filters.tick_size)
 
     async def _submit(
-        self, signer: Signer, order: OrderRequest, filters: InstrumentFilters
+        self,
+        signer: Signer,
+        order: OrderRequest,
+        filters: InstrumentFilters,
+        *,
+        confirm: bool = True,
     ) -> OrderState:
         ack = await self.http.call(ep.ORDER_CREATE, self.order_params(order, filters), signer)
-        # The create response is only an acknowledgement: read the order itself once.
-        state = await self.get_order(signer, order.symbol, client_order_id=order.client_order_id)
-        if state is not None:
-            return state
+        if confirm:
+            # The create response is only an acknowledgement: read the order itself once
+            # (unless the caller follows it on the private stream's ``order`` topic).
+            state = await self.get_order(
+                signer, order.symbol, client_order_id=order.client_order_id
+            )
+            if state is not None:
+                return state
         return OrderState(
             exchange_order_id=str(ack.get("orderId", "")),
             client_order_id=str(ack.get("orderLinkId", order.client_order_id)),
