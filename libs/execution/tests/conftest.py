@@ -51,6 +51,9 @@ def test_settings(**overrides: Any) -> ExecutorSettings:
         "track_max_interval_s": 0.5,
         "outbox_relay_s": 0.5,
         "tier_concurrency": 16,
+        # The polling path (what runs while an account's stream is down) unless a test
+        # turns the private streams on (test_streams_lifecycle.py).
+        "private_streams": False,
     }
     values.update(overrides)
     values.setdefault("order_lease_s", values["ack_wait_s"])  # a killed owner's lease ends fast

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -201,13 +202,20 @@ class UserStreams(ABC):
         )
 
     def _run(self, stream: PrivateStream) -> asyncio.Task[None]:
-        task = asyncio.create_task(stream.run(), name=f"stream-{self.exchange.value}")
+        # A fresh context: the stream outlives the request that opened it (its logs must
+        # not carry that request's correlation id).
+        task = asyncio.create_task(
+            stream.run(), name=f"stream-{self.exchange.value}", context=contextvars.Context()
+        )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
 
     def _spawn(self, work: Awaitable[None]) -> None:
-        task: asyncio.Task[None] = asyncio.ensure_future(work)
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(
+            work,  # type: ignore[arg-type]
+            context=contextvars.Context(),
+        )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

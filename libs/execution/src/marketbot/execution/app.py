@@ -16,7 +16,7 @@ from typing import Any, cast
 import asyncpg
 
 from marketbot.contracts import Exchange
-from marketbot.exchanges.factory import VenueSettings, create_venue
+from marketbot.exchanges.factory import VenueSettings, create_user_streams, create_venue
 from marketbot.exchanges.http import HttpSettings
 from marketbot.exchanges.signer import Signer
 from marketbot.exchanges.venue import Venue
@@ -24,6 +24,7 @@ from marketbot.execution.engine import EngineConfig, ExecutionEngine
 from marketbot.execution.placement import ExecutionConfig, OrderExecutor, SignerFactory
 from marketbot.execution.repository import MIGRATIONS
 from marketbot.execution.settings import ExecutorSettings
+from marketbot.execution.streamfeed import FeedConfig, StreamFeed, StreamsFactory
 from marketbot.execution.tracker import PositionTracker
 from marketbot.runtime.bus import Bus
 from marketbot.runtime.clock import Clock, SystemClock
@@ -92,16 +93,45 @@ def vault_signers(bus: Bus) -> SignerFactory:
     return factory
 
 
+def feed_config(settings: ExecutorSettings) -> FeedConfig:
+    return FeedConfig(
+        fill_grace_s=settings.stream_fill_grace_s,
+        leg_grace_s=settings.stream_leg_grace_s,
+        stale_order_s=settings.stream_stale_order_s,
+    )
+
+
+def user_streams(settings: ExecutorSettings, venue: Venue) -> StreamsFactory:
+    """The exchange's streams for this executor (``settings.exchange_url``'s hosts, or the
+    simulator's port), labelled with this replica and its egress IP."""
+    base = str(getattr(getattr(venue, "http", None), "base_url", settings.exchange_url))
+
+    def factory(**kwargs: Any) -> Any:
+        return create_user_streams(
+            venue.exchange,
+            base,
+            replica=settings.stream_replica or settings.service_name,
+            egress_ip=settings.stream_egress_ip,
+            offset_ms=lambda: venue.clock_offset_ms,
+            **kwargs,
+        )
+
+    return factory
+
+
 @dataclass
 class RunningExecutor:
     executor: OrderExecutor
     engine: ExecutionEngine
     tracker: PositionTracker
     outbox: Outbox
+    feed: StreamFeed | None = None
     _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
     async def stop(self) -> None:
         await self.engine.stop()
+        if self.feed is not None:
+            await self.feed.stop()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -119,8 +149,12 @@ async def start_executor(
     settings: ExecutorSettings,
     clock: Clock | None = None,
     owner: str | None = None,
+    streams: StreamsFactory | None = None,
 ) -> RunningExecutor:
-    """Start consuming, tracking and relaying on an already-migrated pool."""
+    """Start consuming, tracking and relaying on an already-migrated pool.
+
+    With ``settings.private_streams`` the private streams drive the lifecycle
+    (``streams``: how to open them; default: the venue's own URL)."""
     outbox = Outbox(bus, pool)
     await outbox.relay()
     executor = OrderExecutor(
@@ -133,9 +167,18 @@ async def start_executor(
         config=execution_config(settings),
         owner=owner,
     )
+    feed: StreamFeed | None = None
+    if settings.private_streams:
+        feed = StreamFeed(
+            executor, streams or user_streams(settings, venue), config=feed_config(settings)
+        )
+        executor.balances = feed.balances
+        executor.follow = feed.follow
+        executor.streamed = feed.live
+        await feed.start()
     engine = ExecutionEngine(bus, executor, engine_config(settings))
     tracker = PositionTracker(
-        executor, batch=settings.track_batch, concurrency=settings.track_concurrency
+        executor, batch=settings.track_batch, concurrency=settings.track_concurrency, feed=feed
     )
     await engine.start()
     relay_stop = executor.stopping
@@ -145,7 +188,7 @@ async def start_executor(
             outbox.run_relay(settings.outbox_relay_s, relay_stop), name="outbox-relay"
         ),
     ]
-    return RunningExecutor(executor, engine, tracker, outbox, tasks)
+    return RunningExecutor(executor, engine, tracker, outbox, feed, tasks)
 
 
 def run_executor(

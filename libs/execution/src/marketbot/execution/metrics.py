@@ -48,3 +48,31 @@ PROTECT_FAILURES = Counter(
     "Protect attempts the exchange refused (the position stays UNPROTECTED and is retried)",
     ["exchange", "cause"],
 )
+STREAM_LAG = Histogram(
+    "marketbot_execution_stream_lag_seconds",
+    "From the exchange's time of a fill (or order event) to its report arriving on the stream",
+    ["exchange"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+STREAM_REPORTS = Counter(
+    "marketbot_execution_stream_reports_total",
+    "Private-stream reports handled, by kind (order, trade, balance, price) and effect",
+    ["exchange", "kind", "effect"],
+)
+STREAM_CORRECTIONS = Counter(
+    "marketbot_execution_stream_corrections_total",
+    "What REST reconciliation found that the streams had not reported (an order or exit "
+    "leg that moved on meanwhile); 0 while the streams deliver everything",
+    ["exchange", "kind"],
+)
+STREAM_RECONCILIATIONS = Counter(
+    "marketbot_execution_stream_reconciliations_total",
+    "REST reconciliations of one account's orders and positions, by cause (start, reconnect)",
+    ["exchange", "cause"],
+)
+BALANCE_READS = Counter(
+    "marketbot_execution_balance_reads_total",
+    "Balances used to size an order, by source (stream: kept from the wallet stream; rest: "
+    "read from the exchange because no stream snapshot exists yet)",
+    ["exchange", "source"],
+)

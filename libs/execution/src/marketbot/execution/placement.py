@@ -206,6 +206,15 @@ class OrderExecutor:
         self.locks = KeyedLocks()
         self.turn: Callable[[Plan], Awaitable[None]] | None = None
         """Set by the engine: waits while a higher plan tier has work."""
+        from marketbot.execution.balances import BalanceSource, RestBalances
+
+        self.balances: BalanceSource = RestBalances(venue)
+        """Where sizing reads the balance (the stream feed puts its wallet snapshots here)."""
+        self.follow: Callable[[str], Awaitable[None]] | None = None
+        """Set by the stream feed: receive this user's private events from now on."""
+        self.streamed: Callable[[str], bool] = lambda _user_id: False
+        """Whether a user's private stream is up: their orders are then followed there, not
+        read back after the create (a Bybit create answer is only an acknowledgement)."""
         from marketbot.execution.positions import PositionKeeper
 
         self.positions = PositionKeeper(self)
@@ -350,6 +359,8 @@ class OrderExecutor:
 
     # ---- before sending ---------------------------------------------------------------
     async def _prepare(self, request: OrderRequested) -> OrderRow | Outcome:
+        if self.follow is not None:
+            await self.follow(request.user_id)
         try:
             if request.side is Side.BUY:
                 return await self._prepare_entry(request)
@@ -363,7 +374,7 @@ class OrderExecutor:
         filters, price, balance = await asyncio.gather(
             self.venue.instrument(request.symbol),
             self.venue.price(request.symbol),
-            self.venue.balance(signer, self.sizing.quote_asset),
+            self.balances.balance(request.user_id, signer, self.sizing.quote_asset),
         )
         slippage = self.config.max_slippage_percent
         # On the tick, never beyond the bound (a buy's bound is rounded down).
@@ -468,7 +479,10 @@ class OrderExecutor:
                 conn, row.client_order_id, self.clock.now(), self.config.unknown_settle_s
             )
         try:
-            state = await self.venue.place_order(signer, order)
+            if self.streamed(request.user_id):
+                state = await self.venue.place_order(signer, order, confirm=False)
+            else:
+                state = await self.venue.place_order(signer, order)
         except DuplicateClientOrderIdError:
             raise  # an earlier attempt was placed: resolved by lookup
         except Rejected as exc:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from marketbot.exchanges.errors import Rejected
 from marketbot.exchanges.signer import Signer
 from marketbot.exchanges.venue import ExitKind, ExitLeg, Protection, Venue, leg_client_id
+from marketbot.exchanges.venue import OrderState as VenueOrder
 from marketbot.execution import events, metrics
 from marketbot.execution.domain.lifecycle import (
     FireExit,
@@ -214,17 +215,24 @@ class PositionKeeper:
         return True
 
     # ---- exits ----------------------------------------------------------------------
-    async def record_exit(self, position: PositionRow, leg: ExitLeg) -> bool:
-        """A native leg executed: close the position by that leg, from its trade records."""
+    async def record_exit(
+        self, position: PositionRow, leg: ExitLeg, *, state: VenueOrder | None = None
+    ) -> bool:
+        """A native leg executed: close the position by that leg, from its trade records.
+
+        ``state``: the leg's order as the private stream reported it (final, with its
+        trades); otherwise it is read by REST. A leg still filling is not recorded yet: the
+        position is closed once the leg's order is final (its whole fill known)."""
         executor = self.executor
         request = position.request
-        state = await self.venue.get_order(
-            self._signer(position),
-            position.symbol,
-            exchange_order_id=leg.exchange_order_id,
-            client_order_id=None if leg.exchange_order_id else leg.client_order_id,
-        )
-        if state is None or state.filled_quantity <= 0:
+        if state is None:
+            state = await self.venue.get_order(
+                self._signer(position),
+                position.symbol,
+                exchange_order_id=leg.exchange_order_id,
+                client_order_id=None if leg.exchange_order_id else leg.client_order_id,
+            )
+        if state is None or state.filled_quantity <= 0 or not state.status.is_final:
             return False
         filters = await self.venue.instrument(position.symbol)
         summary = await executor.summarize(request, state, filters)

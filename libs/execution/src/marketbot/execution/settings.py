@@ -128,6 +128,26 @@ class ExecutorSettings(ServiceSettings):
     track_max_interval_s: float = Field(default=30.0, gt=0)
     track_concurrency: int = Field(default=32, ge=1)
     track_batch: int = Field(default=200, ge=1)
+    # private streams (issue 17)
+    private_streams: bool = Field(
+        default=True,
+        description="fills, exits and balances from the exchange's private streams (REST "
+        "only to reconcile); off: every open position and acknowledged order is polled",
+    )
+    stream_egress_ip: str = Field(
+        default="default",
+        description="the egress IP this replica connects from (a label on the stream "
+        "connection metrics: the exchanges' connection limits are per IP)",
+    )
+    stream_replica: str = Field(default="", description="replica label (default: service name)")
+    stream_fill_grace_s: float = Field(default=2.0, gt=0)
+    stream_leg_grace_s: float = Field(default=2.0, gt=0)
+    stream_stale_order_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="an acknowledged order no stream report finished within this long is "
+        "looked up by REST (and counted as a correction)",
+    )
     outbox_relay_s: float = Field(default=2.0, gt=0)
     db_pool_size: int = Field(default=20, ge=2)
 

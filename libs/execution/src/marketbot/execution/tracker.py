@@ -1,16 +1,24 @@
-"""Following orders and positions to their end by polling with backoff.
+"""Following orders and positions to their end by polling with backoff, where no stream does.
 
 * An acknowledged order not yet filled (state PLACED) is looked up until it fills or ends.
 * An open position is one step of the lifecycle (``PositionKeeper.check``): protected if it
   is not, closed by the leg that executed, or closed when the price reaches a watched leg.
   Its legs are read by their own ids. The interval doubles while nothing changes (up to a
   maximum); an UNPROTECTED position, or one with a watched leg, is looked at every pass.
+
+With a stream feed (``streamfeed.StreamFeed``), an account whose private stream is up is
+not polled: its acknowledged orders are finished by their reports (looked up here only
+when no report came within ``stale_order_s``), and its protected positions, whose watched
+legs are fired from pushed prices, are only rescheduled (a database write, no request).
+What needs action is still done here: protecting an UNPROTECTED position, resuming an exit
+order whose outcome is unknown, and the REST look at a position whose leg ended unfilled.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import TYPE_CHECKING
 
 from marketbot.exchanges.errors import (
     CircuitOpenError,
@@ -22,17 +30,30 @@ from marketbot.execution import metrics
 from marketbot.execution.domain.lifecycle import Phase
 from marketbot.execution.fills import FillsIncompleteError
 from marketbot.execution.placement import OrderExecutor
-from marketbot.execution.repository import OrderState, PositionRow, Repository
+from marketbot.execution.repository import OrderRow, OrderState, PositionRow, Repository
 from marketbot.runtime.logs import get_logger
+
+if TYPE_CHECKING:
+    from marketbot.execution.streamfeed import StreamFeed
 
 log = get_logger("marketbot.execution.tracker")
 
 
 class PositionTracker:
-    def __init__(self, executor: OrderExecutor, *, batch: int = 200, concurrency: int = 32) -> None:
+    def __init__(
+        self,
+        executor: OrderExecutor,
+        *,
+        batch: int = 200,
+        concurrency: int = 32,
+        feed: StreamFeed | None = None,
+    ) -> None:
         self.executor = executor
         self.batch = batch
         self._limit = asyncio.Semaphore(concurrency)
+        self.feed = feed
+        self.skipped = 0
+        """Positions left alone because their account's stream is up (no request)."""
 
     async def run(self, interval_s: float) -> None:
         stopping = self.executor.stopping
@@ -53,6 +74,7 @@ class PositionTracker:
         async with executor.pool.acquire() as conn:
             placed = await Repository.placed_orders(conn, self.batch)
             due = await Repository.due_positions(conn, now, self.batch)
+        placed = await self._unstreamed(placed)
         for row in placed:
             try:
                 found = await executor.venue.get_order(
@@ -83,8 +105,43 @@ class PositionTracker:
             )
         return sum(results)
 
+    async def _unstreamed(self, placed: list[OrderRow]) -> list[OrderRow]:
+        """The acknowledged orders to look up: all, or with a feed those of accounts whose
+        stream is down plus those no report finished in time (counted as corrections)."""
+        feed = self.feed
+        if feed is None:
+            return placed
+        chosen = [row for row in placed if not feed.live(row.request.user_id)]
+        ids = {row.client_order_id for row in chosen}
+        for row in await feed.overdue_orders(self.batch):
+            if row.client_order_id not in ids:
+                metrics.STREAM_CORRECTIONS.labels(self.executor.exchange.value, "overdue").inc()
+                chosen.append(row)
+        return chosen
+
+    def _streamed(self, position: PositionRow) -> bool:
+        """Whether the stream follows this position: nothing to ask the exchange."""
+        feed = self.feed
+        return (
+            feed is not None
+            and position.phase is Phase.PROTECTED
+            and position.closing_order is None
+            and feed.live(position.user_id)
+            and feed.follows_prices(position)
+        )
+
     async def _check(self, position: PositionRow) -> bool:
         executor = self.executor
+        if self._streamed(position):
+            self.skipped += 1
+            async with executor.pool.acquire() as conn:
+                await Repository.reschedule(
+                    conn,
+                    position.entry_client_order_id,
+                    executor.config.track_max_interval_s,
+                    executor.clock.now(),
+                )
+            return False
         async with self._limit:
             try:
                 async with executor.locks.hold(position.user_id, position.symbol):

@@ -265,5 +265,18 @@ class SimAdmin:
         result = await self._call("POST", "streams/disconnect", json=body)
         return [str(c) for c in result["cut"]]
 
+    async def stream_settings(self, **settings: Any) -> dict[str, Any]:
+        """Change the streams' expiries for a test: ``lifetime_s`` (Binance 24 h),
+        ``idle_s`` (Bybit 10 minutes), ``scan_s`` (how often checked, 30 s), ``accepting``
+        (False: refuse every new connection, an outage). Restored by ``reset``."""
+        result: dict[str, Any] = await self._call("POST", "streams/expiry", json=settings)
+        return result
+
+    async def shutdown_streams(self) -> list[str]:
+        """Every stream is told the server shuts down (Binance ``serverShutdown``) and
+        closed."""
+        result = await self._call("POST", "streams/shutdown", json={})
+        return [str(c) for c in result["shut"]]
+
     async def reset(self, *, prices: bool = True) -> None:
         await self._call("POST", "reset", json={"prices": prices})

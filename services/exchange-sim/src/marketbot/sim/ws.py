@@ -185,6 +185,8 @@ class StreamHub:
         self.connection_limit = connection_limit
         """(connections, seconds): new connections per IP allowed in the window."""
         self.limits_on: Callable[[], bool] = lambda: True
+        self.accepting = True
+        """False: every new connection is refused (an outage, for a test's gap)."""
         self._defaults = (lifetime_s, idle_s, scan_s)
         self._opened: dict[str, list[float]] = {}
         self.refused_total = 0
@@ -199,6 +201,8 @@ class StreamHub:
                 setattr(self, name, None if value is None else float(value))
         if "scan_s" in body:
             self.scan_s = max(0.01, float(body["scan_s"]))
+        if "accepting" in body:
+            self.accepting = bool(body["accepting"])
         return self.settings()
 
     def settings(self) -> dict[str, Any]:
@@ -206,11 +210,15 @@ class StreamHub:
             "lifetime_s": self.lifetime_s,
             "idle_s": self.idle_s,
             "scan_s": self.scan_s,
+            "accepting": self.accepting,
             "connection_limit": list(self.connection_limit) if self.connection_limit else None,
         }
 
     def admit(self, client_ip: str) -> bool:
         """Whether one more connection from ``client_ip`` fits the per-IP window."""
+        if not self.accepting:
+            self.refused_total += 1
+            return False
         if self.connection_limit is None or not self.limits_on():
             return True
         limit, window = self.connection_limit
@@ -231,6 +239,7 @@ class StreamHub:
     def reset(self) -> None:
         """Back to the venue's documented expiries, counters cleared."""
         self.lifetime_s, self.idle_s, self.scan_s = self._defaults
+        self.accepting = True
         self.reset_limits()
         self.expired_total = 0
 

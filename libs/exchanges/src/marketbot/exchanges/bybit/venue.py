@@ -292,29 +292,43 @@ class BybitVenue(BaseVenue):
         return None if stop is None else self._legs(spec, stop)
 
     async def unprotect(self, signer: Signer, spec: ProtectionSpec) -> Protection | None:
+        """Cancel the stop loss by its id first (one request when it is still working).
+
+        A successful cancel of an untriggered TP/SL order means nothing executed (a
+        triggered one is a market order that fills at once, and cancelling it is refused);
+        only when the cancel is refused (not found, already ended) is the order read, to
+        say how it ended."""
         if spec.stop_loss is None:
             return self._legs(spec, None)
         link_id = self.stop_loss_id(spec)
-        stop = await self.get_order(signer, spec.symbol, client_order_id=link_id)
-        if stop is None:
-            return None
-        if not stop.status.is_final:
-            # Not found / refused: it ended first (triggered and filled); the read says how.
-            with contextlib.suppress(OrderNotFoundError, Rejected):
-                # order_cancel-order.mdx, orderFilter row: "If not passed, `Order` by
-                # default": a spot TP/SL order is cancelled only under its own filter.
-                await self.http.call(
-                    ep.ORDER_CANCEL,
-                    {
-                        "category": SPOT,
-                        "symbol": spec.symbol,
-                        "orderLinkId": link_id,
-                        "orderFilter": "tpslOrder",
-                    },
-                    signer,
-                )
+        try:
+            # order_cancel-order.mdx, orderFilter row: "If not passed, `Order` by default":
+            # a spot TP/SL order is cancelled only under its own filter.
+            ack = await self.http.call(
+                ep.ORDER_CANCEL,
+                {
+                    "category": SPOT,
+                    "symbol": spec.symbol,
+                    "orderLinkId": link_id,
+                    "orderFilter": "tpslOrder",
+                },
+                signer,
+            )
+        except (OrderNotFoundError, Rejected):
+            # Not found / refused: it ended first (triggered and filled), or never existed.
             stop = await self.get_order(signer, spec.symbol, client_order_id=link_id)
-        return self._legs(spec, stop)
+            return None if stop is None else self._legs(spec, stop)
+        cancelled = OrderState(
+            exchange_order_id=str(ack.get("orderId", "")),
+            client_order_id=str(ack.get("orderLinkId") or link_id),
+            symbol=spec.symbol,
+            side=spec.exit_side,
+            order_type="MARKET",
+            status=OrderStatus.CANCELED,
+            quantity=spec.quantity,
+            filled_quantity=Decimal(0),
+        )
+        return self._legs(spec, cancelled)
 
     @staticmethod
     def _id_params(exchange_order_id: str | None, client_order_id: str | None) -> dict[str, str]:

@@ -1,0 +1,623 @@
+"""The private streams drive the position lifecycle; REST only reconciles.
+
+``StreamFeed`` opens the exchange's streams (``marketbot.exchanges.userstreams``) for every
+account the executor follows (those with open positions or orders at start, and every
+account it gets a request for) and turns their reports into the lifecycle's steps:
+
+* **Order reports** (Bybit ``order`` + ``execution``, Binance ``executionReport``) are
+  gathered per exchange order id until the order is final and its trades add up to what it
+  filled (Bybit sends the trades on their own topic, after the order). Then the order is
+  recorded like any answer of the exchange: an entry fill opens and protects a position, a
+  close or exit order's fill closes the positions it sells (``OrderExecutor.record_result``);
+  a native exit leg that filled closes its position (``PositionKeeper.record_exit``); a leg
+  that ended unfilled is left a moment for its sibling's fill (an OCO's other leg expires
+  when one executes) and is then looked at once by REST (``check``: protect anew).
+* **Balance reports** keep the sizing balance (``balances.StreamBalances``).
+* **Price reports** (Bybit public tickers) fire the watched legs: the take profit Bybit's
+  spot orders cannot carry is reached from the pushed price, not from a poll.
+
+REST is used only to reconcile: when an account's stream comes up (start-up) and after
+every reconnect (what happened in the gap), for each of its unfinished orders (a lookup by
+client id) and open positions (``check``: the legs by id), plus one balance read. What it
+finds that the stream had not reported is counted in
+``marketbot_execution_stream_corrections_total`` (0 while nothing is missed). The tracker
+leaves a live account's protected positions and acknowledged orders alone (no polling in
+steady state); it still retries what needs action (an unprotected position, an exit whose
+outcome is unknown) and looks up an acknowledged order that no report finished within
+``stale_order_s`` (counted as a correction).
+
+Every step runs under the executor's per-(user, symbol) lock, so a report and the request
+path never act on one order at once; reports of one account are handled in arrival order
+by one worker per account.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from marketbot.exchanges.errors import ExchangeError
+from marketbot.exchanges.reports import (
+    BalanceReport,
+    OrderReport,
+    PriceReport,
+    Report,
+    StreamTerminated,
+    TradeReport,
+)
+from marketbot.exchanges.userstreams import UserStreams
+from marketbot.exchanges.venue import ExitLeg, Fill, OrderState, Protection
+from marketbot.execution import metrics
+from marketbot.execution.balances import StreamBalances
+from marketbot.execution.domain.lifecycle import FireExit, Phase, next_step
+from marketbot.execution.fills import FillsIncompleteError
+from marketbot.execution.placement import OrderExecutor
+from marketbot.execution.repository import (
+    OrderRow,
+    PositionRow,
+    Repository,
+)
+from marketbot.execution.repository import (
+    OrderState as RowState,
+)
+from marketbot.runtime.db import Conn
+from marketbot.runtime.logs import get_logger
+
+log = get_logger("marketbot.execution.streamfeed")
+
+_EPOCH = datetime.fromtimestamp(0, tz=UTC)
+
+StreamsFactory = Callable[..., UserStreams]
+"""``(on_report=, on_connected=, clock=) -> UserStreams`` (``create_user_streams`` bound to
+the exchange and its URL)."""
+
+
+@dataclass(frozen=True, slots=True)
+class FeedConfig:
+    fill_grace_s: float = 2.0
+    """A final order whose trades have not all arrived is recorded from REST trade records
+    after this long (Bybit pushes ``execution`` after ``order``)."""
+    leg_grace_s: float = 2.0
+    """A leg that ended unfilled waits this long for its sibling's fill before a REST look."""
+    stale_order_s: float = 30.0
+    """An acknowledged order no report finished within this long is looked up by REST."""
+    watch_sync_s: float = 1.0
+    """How often the watched exits are re-read from the database (no exchange request)."""
+    reconcile_concurrency: int = 8
+
+
+@dataclass(slots=True)
+class _Pending:
+    """One exchange order's reports so far."""
+
+    user_id: str
+    state: OrderState | None = None
+    fills: dict[str, Fill] = field(default_factory=dict)
+    timer: asyncio.TimerHandle | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Watched:
+    entry_id: str
+    user_id: str
+    symbol: str
+    phase: Phase
+    exit_side: Any
+    legs: tuple[ExitLeg, ...]
+
+
+class FeedQueries:
+    """The feed's own reads of the executor's tables."""
+
+    @staticmethod
+    async def users_to_follow(conn: Conn) -> list[str]:
+        rows = await conn.fetch(
+            "SELECT user_id FROM positions WHERE status = 'OPEN' "
+            "UNION SELECT user_id FROM orders WHERE state IN ('SENDING', 'PLACED')"
+        )
+        return sorted(str(r["user_id"]) for r in rows)
+
+    @staticmethod
+    async def unfinished_orders(conn: Conn, user_id: str, before: datetime) -> list[OrderRow]:
+        """Sent, unfinished orders last changed before ``before`` (the stream came up then:
+        what changed later was done while it was up, and its reports follow)."""
+        records = await conn.fetch(
+            "SELECT * FROM orders WHERE user_id = $1 AND state IN ('SENDING', 'PLACED') "
+            "AND (state = 'PLACED' OR attempts > 0) AND updated_at < $2 ORDER BY created_at",
+            user_id,
+            before,
+        )
+        return [OrderRow.from_record(r) for r in records]
+
+    @staticmethod
+    async def open_positions(conn: Conn, user_id: str) -> list[PositionRow]:
+        records = await conn.fetch(
+            "SELECT * FROM positions WHERE user_id = $1 AND status = 'OPEN' ORDER BY opened_at",
+            user_id,
+        )
+        return [PositionRow.from_record(r) for r in records]
+
+    @staticmethod
+    async def position_by_leg(conn: Conn, user_id: str, leg_id: str) -> PositionRow | None:
+        record = await conn.fetchrow(
+            "SELECT * FROM positions WHERE user_id = $1 AND status = 'OPEN' AND exits @> $2::jsonb",
+            user_id,
+            f'[{{"client_order_id": "{leg_id}"}}]',
+        )
+        return PositionRow.from_record(record) if record is not None else None
+
+    @staticmethod
+    async def watched(conn: Conn) -> list[PositionRow]:
+        """Open positions with a leg the platform watches, not being closed."""
+        records = await conn.fetch(
+            "SELECT * FROM positions WHERE status = 'OPEN' AND closing_order IS NULL "
+            "AND exits @> '[{\"native\": false}]'::jsonb"
+        )
+        return [PositionRow.from_record(r) for r in records]
+
+    @staticmethod
+    async def placed_overdue(conn: Conn, before: datetime, limit: int) -> list[OrderRow]:
+        records = await conn.fetch(
+            "SELECT * FROM orders WHERE state = 'PLACED' AND updated_at <= $1 "
+            "ORDER BY updated_at LIMIT $2",
+            before,
+            limit,
+        )
+        return [OrderRow.from_record(r) for r in records]
+
+    @staticmethod
+    async def due_now(conn: Conn, entry_id: str, now: datetime) -> None:
+        await conn.execute(
+            "UPDATE positions SET next_check_at = $2 WHERE entry_client_order_id = $1 "
+            "AND status = 'OPEN'",
+            entry_id,
+            now,
+        )
+
+
+class StreamFeed:
+    def __init__(
+        self,
+        executor: OrderExecutor,
+        streams: StreamsFactory,
+        *,
+        config: FeedConfig | None = None,
+    ) -> None:
+        self.executor = executor
+        self.config = config or FeedConfig()
+        self.exchange = executor.exchange.value
+        self.streams = streams(
+            on_report=self._report, on_connected=self._connected, clock=executor.clock
+        )
+        self.balances = StreamBalances(executor.venue, live=self.live)
+        self._pending: dict[str, _Pending] = {}
+        self._queues: dict[str, asyncio.Queue[Report | None]] = {}
+        self._workers: dict[str, asyncio.Task[None]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._reconcile_limit = asyncio.Semaphore(self.config.reconcile_concurrency)
+        self._watched: dict[str, list[_Watched]] = {}
+        self._fired: set[str] = set()
+        self._prices: dict[str, Decimal] = {}
+        self._price_tasks: dict[str, asyncio.Task[None]] = {}
+        self._sync_task: asyncio.Task[None] | None = None
+        self.reconciliations = 0
+        self.corrections = 0
+
+    # ---- what the executor and the tracker ask -----------------------------------------
+
+    def live(self, user_id: str) -> bool:
+        return self.streams.live(user_id)
+
+    def watching(self, symbol: str) -> bool:
+        return self.streams.watching(symbol)
+
+    def follows_prices(self, position: PositionRow) -> bool:
+        """Whether every watched leg of ``position`` is fired from pushed prices."""
+        return all(leg.native for leg in position.legs) or self.watching(position.symbol)
+
+    async def follow(self, user_id: str) -> None:
+        """Receive this account's events (idempotent; the connection opens in background)."""
+        exchange = self.executor.exchange
+        await self.streams.add(user_id, self.executor.signers(user_id, exchange))
+
+    async def start(self) -> None:
+        """Follow every account with open positions or unfinished orders; watch prices."""
+        async with self.executor.pool.acquire() as conn:
+            users = await FeedQueries.users_to_follow(conn)
+        for user_id in users:
+            await self.follow(user_id)
+        await self._sync_watched()
+        self._sync_task = asyncio.create_task(self._sync_loop(), name="stream-feed-watch")
+
+    async def stop(self) -> None:
+        if self._sync_task is not None:
+            self._sync_task.cancel()
+        await self.streams.stop()
+        for pending in self._pending.values():
+            if pending.timer is not None:
+                pending.timer.cancel()
+        tasks = [*self._workers.values(), *self._tasks, *self._price_tasks.values()]
+        if self._sync_task is not None:
+            tasks.append(self._sync_task)
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(BaseException):
+                await task
+
+    # ---- reports ---------------------------------------------------------------------
+
+    async def _report(self, report: Report) -> None:
+        """Called in arrival order by the stream's reader: route, never block on work."""
+        if isinstance(report, PriceReport):
+            metrics.STREAM_REPORTS.labels(self.exchange, "price", "received").inc()
+            self._price(report)
+            return
+        if isinstance(report, BalanceReport):
+            metrics.STREAM_REPORTS.labels(self.exchange, "balance", "applied").inc()
+            self.balances.apply(report)
+            return
+        queue = self._queues.get(report.user_id)
+        if queue is None:
+            queue = self._queues[report.user_id] = asyncio.Queue()
+            self._workers[report.user_id] = asyncio.create_task(
+                self._work(report.user_id, queue),
+                name=f"stream-feed-{report.user_id}",
+                context=contextvars.Context(),
+            )
+        queue.put_nowait(report)
+
+    async def _work(self, user_id: str, queue: asyncio.Queue[Report | None]) -> None:
+        while True:
+            report = await queue.get()
+            if report is None:
+                return
+            try:
+                await self._handle(report)
+            except Exception:
+                log.exception("stream report not applied; reconciliation will find it")
+
+    async def _handle(self, report: Report) -> None:
+        if isinstance(report, StreamTerminated):
+            self.balances.forget(report.user_id)
+            return
+        if isinstance(report, OrderReport):
+            state = report.state
+            self._lag(report.received_ms, state.fills, report.event_ms)
+            pending = self._pending.setdefault(state.exchange_order_id, _Pending(report.user_id))
+            for fill in state.fills:
+                pending.fills[fill.trade_id or f"{len(pending.fills)}"] = fill
+            pending.state = replace(state, fills=())
+            metrics.STREAM_REPORTS.labels(self.exchange, "order", "received").inc()
+            await self._advance(state.exchange_order_id)
+        elif isinstance(report, TradeReport):
+            fill = report.fill
+            self._lag(report.received_ms, (fill,), report.event_ms)
+            order_id = fill.exchange_order_id or ""
+            pending = self._pending.setdefault(order_id, _Pending(report.user_id))
+            pending.fills[fill.trade_id or f"{len(pending.fills)}"] = fill
+            metrics.STREAM_REPORTS.labels(self.exchange, "trade", "received").inc()
+            await self._advance(order_id)
+
+    def _lag(self, received_ms: int, fills: Sequence[Fill], event_ms: int | None) -> None:
+        for fill in fills:
+            if fill.filled_at is not None:
+                lag = received_ms / 1000 - fill.filled_at.timestamp()
+                metrics.STREAM_LAG.labels(self.exchange).observe(max(0.0, lag))
+                return
+        if fills and event_ms is not None:
+            metrics.STREAM_LAG.labels(self.exchange).observe(
+                max(0.0, (received_ms - event_ms) / 1000)
+            )
+
+    async def _advance(self, order_id: str, *, timed_out: bool = False) -> None:
+        pending = self._pending.get(order_id)
+        if pending is None or pending.state is None or not pending.state.status.is_final:
+            return
+        fills = tuple(
+            sorted(
+                pending.fills.values(),
+                key=lambda f: (f.filled_at or _EPOCH, f.trade_id or ""),
+            )
+        )
+        state = replace(pending.state, fills=fills)
+        traded = sum((f.quantity for f in fills), Decimal(0))
+        if traded != state.filled_quantity and not timed_out:
+            if pending.timer is None:
+                loop = asyncio.get_running_loop()
+                pending.timer = loop.call_later(
+                    self.config.fill_grace_s, self._grace_over, pending.user_id, order_id
+                )
+            return
+        if pending.timer is not None:
+            pending.timer.cancel()
+        del self._pending[order_id]
+        if timed_out and traded != state.filled_quantity:
+            # Recorded from the REST trade records (``summarize`` reads them).
+            state = replace(state, fills=())
+        await self._final(pending.user_id, state)
+
+    def _grace_over(self, user_id: str, order_id: str) -> None:
+        queue = self._queues.get(user_id)
+        if queue is None:
+            return
+        task = asyncio.ensure_future(self._advance(order_id, timed_out=True))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _final(self, user_id: str, state: OrderState) -> None:
+        """A final order report with its trades: record it where it belongs."""
+        executor = self.executor
+        cid = state.client_order_id
+        async with executor.pool.acquire() as conn:
+            row = await Repository.get_order(conn, cid) if cid else None
+            position = None
+            if row is None and cid:
+                position = await FeedQueries.position_by_leg(conn, user_id, cid)
+        if row is not None:
+            await self._record_order(row, state)
+            return
+        if position is not None:
+            leg = next(leg for leg in position.legs if leg.client_order_id == cid)
+            await self._record_leg(position, leg, state)
+            return
+        metrics.STREAM_REPORTS.labels(self.exchange, "order", "unknown_id").inc()
+
+    async def _record_order(self, row: OrderRow, state: OrderState) -> None:
+        executor = self.executor
+        request = row.request
+        async with executor.locks.hold(request.user_id, request.symbol):
+            async with executor.pool.acquire() as conn:
+                fresh = await Repository.get_order(conn, row.client_order_id)
+            if fresh is None or fresh.state in RowState.FINAL:
+                metrics.STREAM_REPORTS.labels(self.exchange, "order", "already").inc()
+                return
+            try:
+                await executor.record_result(fresh, state)
+            except (ExchangeError, FillsIncompleteError) as exc:
+                log.info("stream fill not recorded yet; reconciliation retries", error=str(exc))
+                return
+        metrics.STREAM_REPORTS.labels(self.exchange, "order", "recorded").inc()
+        await self._sync_soon()
+
+    async def _record_leg(self, position: PositionRow, leg: ExitLeg, state: OrderState) -> None:
+        executor = self.executor
+        async with executor.locks.hold(position.user_id, position.symbol):
+            async with executor.pool.acquire() as conn:
+                fresh = await Repository.get_position(conn, position.entry_client_order_id)
+            if fresh is None or fresh.status != "OPEN":
+                metrics.STREAM_REPORTS.labels(self.exchange, "leg", "already").inc()
+                return
+            if state.filled_quantity > 0:
+                try:
+                    closed = await executor.positions.record_exit(fresh, leg, state=state)
+                except (ExchangeError, FillsIncompleteError) as exc:
+                    log.info("exit fill not recorded yet", error=str(exc))
+                    return
+                effect = "closed" if closed else "not_closed"
+                metrics.STREAM_REPORTS.labels(self.exchange, "leg", effect).inc()
+                await self._sync_soon()
+                return
+        # Ended unfilled: an OCO's other leg expires when one executes (its fill report may
+        # follow); after the grace a position still open is looked at by REST (protected
+        # anew if its legs ended outside the platform).
+        metrics.STREAM_REPORTS.labels(self.exchange, "leg", "ended_unfilled").inc()
+        self._later(self.config.leg_grace_s, self._leg_check, position.entry_client_order_id)
+
+    async def _leg_check(self, entry_id: str) -> None:
+        executor = self.executor
+        async with executor.pool.acquire() as conn:
+            position = await Repository.get_position(conn, entry_id)
+            if position is None or position.status != "OPEN":
+                return
+            await FeedQueries.due_now(conn, entry_id, executor.clock.now())
+
+    def _later(
+        self, delay_s: float, work: Callable[[str], Awaitable[None]], entry_id: str
+    ) -> None:
+        async def run() -> None:
+            await asyncio.sleep(delay_s)
+            await work(entry_id)
+
+        task = asyncio.ensure_future(run())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # ---- reconciliation (start-up, reconnect) -------------------------------------------
+
+    async def _connected(self, user_ids: Sequence[str], reconnected: bool) -> None:
+        cause = "reconnect" if reconnected else "start"
+        up_at = self.executor.clock.now()
+        for user_id in user_ids:
+            task = asyncio.ensure_future(self._reconcile_guarded(user_id, cause, up_at))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _reconcile_guarded(self, user_id: str, cause: str, up_at: datetime) -> None:
+        async with self._reconcile_limit:
+            try:
+                await self.reconcile(user_id, cause, up_at)
+            except Exception:
+                log.exception("reconciliation failed; the tracker retries", user=user_id)
+
+    async def reconcile(self, user_id: str, cause: str, up_at: datetime | None = None) -> int:
+        """What the exchange says of the account's unfinished orders and open positions,
+        and its balances; returns the corrections made. ``up_at``: when the stream came up
+        (orders changed since were sent while it was up: their reports follow)."""
+        executor = self.executor
+        exchange = executor.exchange
+        signer = executor.signers(user_id, exchange)
+        metrics.STREAM_RECONCILIATIONS.labels(self.exchange, cause).inc()
+        self.reconciliations += 1
+        corrections = 0
+        await self.balances.refresh(user_id, signer)
+        async with executor.pool.acquire() as conn:
+            orders = await FeedQueries.unfinished_orders(
+                conn, user_id, up_at or executor.clock.now()
+            )
+            positions = await FeedQueries.open_positions(conn, user_id)
+        for row in orders:
+            if await self._reconcile_order(row):
+                corrections += 1
+                metrics.STREAM_CORRECTIONS.labels(self.exchange, "order").inc()
+        for position in positions:
+            if await self._reconcile_position(position):
+                corrections += 1
+                metrics.STREAM_CORRECTIONS.labels(self.exchange, "position").inc()
+        self.corrections += corrections
+        if corrections:
+            log.warning(
+                "reconciliation found what the stream had not reported",
+                user=user_id,
+                cause=cause,
+                corrections=corrections,
+            )
+        await self._sync_soon()
+        return corrections
+
+    async def _reconcile_order(self, row: OrderRow) -> bool:
+        executor = self.executor
+        request = row.request
+        async with executor.locks.hold(request.user_id, request.symbol):
+            async with executor.pool.acquire() as conn:
+                fresh = await Repository.get_order(conn, row.client_order_id)
+            if (
+                fresh is None
+                or fresh.state in RowState.FINAL
+                or not (fresh.state == RowState.PLACED or fresh.maybe_sent)
+            ):
+                return False
+            found = await executor.venue.get_order(
+                executor.signers(request.user_id, request.exchange),
+                request.symbol,
+                client_order_id=fresh.client_order_id,
+            )
+            if found is None or not found.status.is_final:
+                return False  # still working, or not found: the request path resolves it
+            await executor.record_result(fresh, found)
+            return True
+
+    async def _reconcile_position(self, position: PositionRow) -> bool:
+        """One ``check`` of the position (its legs by id); a correction when it closed."""
+        executor = self.executor
+        async with executor.locks.hold(position.user_id, position.symbol):
+            async with executor.pool.acquire() as conn:
+                fresh = await Repository.get_position(conn, position.entry_client_order_id)
+            if fresh is None or fresh.status != "OPEN" or fresh.phase is not Phase.PROTECTED:
+                return False  # the tracker retries an unprotected one
+            if fresh.closing_order is not None:
+                return False
+            protection = await executor.venue.protection(
+                executor.signers(fresh.user_id, fresh.request.exchange), fresh.spec()
+            )
+            if protection is None or protection.working:
+                return False
+            executed = protection.executed
+            if executed is not None:
+                return await executor.positions.record_exit(fresh, executed)
+            async with executor.pool.acquire() as conn:
+                await FeedQueries.due_now(conn, fresh.entry_client_order_id, executor.clock.now())
+            return True
+
+    # ---- stale acknowledged orders (the tracker's safety net) ---------------------------
+
+    async def overdue_orders(self, limit: int) -> list[OrderRow]:
+        """Acknowledged orders of live accounts that no report finished in time."""
+        before = self.executor.clock.now() - timedelta(seconds=self.config.stale_order_s)
+        async with self.executor.pool.acquire() as conn:
+            rows = await FeedQueries.placed_overdue(conn, before, limit)
+        return rows
+
+    # ---- watched exits from pushed prices ---------------------------------------------
+
+    def _price(self, report: PriceReport) -> None:
+        self._prices[report.symbol] = report.price
+        running = self._price_tasks.get(report.symbol)
+        if running is not None and not running.done():
+            return  # the running check reads the latest price when it loops
+        symbol = report.symbol
+        task = asyncio.create_task(self._fire_reached(symbol))
+        self._price_tasks[symbol] = task
+
+        def done(_task: asyncio.Task[None]) -> None:
+            self._price_tasks.pop(symbol, None)
+
+        task.add_done_callback(done)
+
+    async def _fire_reached(self, symbol: str) -> None:
+        seen: Decimal | None = None
+        while (price := self._prices.get(symbol)) is not None and price != seen:
+            seen = price
+            for watched in list(self._watched.get(symbol, ())):
+                if watched.entry_id in self._fired:
+                    continue
+                step = next_step(
+                    watched.phase, watched.exit_side, Protection(legs=watched.legs), price
+                )
+                if isinstance(step, FireExit):
+                    self._fired.add(watched.entry_id)
+                    await self._fire(watched, step.leg)
+
+    async def _fire(self, watched: _Watched, leg: ExitLeg) -> None:
+        executor = self.executor
+        try:
+            async with executor.locks.hold(watched.user_id, watched.symbol):
+                async with executor.pool.acquire() as conn:
+                    fresh = await Repository.get_position(conn, watched.entry_id)
+                if fresh is None or fresh.status != "OPEN" or fresh.closing_order is not None:
+                    return
+                metrics.STREAM_REPORTS.labels(self.exchange, "price", "fired").inc()
+                await executor.positions.fire_exit(fresh, leg)
+        except Exception as exc:
+            # Left to the tracker (the exit order row, if recorded, is resumed there).
+            self._fired.discard(watched.entry_id)
+            log.warning("watched exit not fired from the stream", error=repr(exc))
+
+    async def _sync_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.watch_sync_s)
+            try:
+                await self._sync_watched()
+            except Exception:
+                log.exception("watched exits not re-read")
+
+    async def _sync_soon(self) -> None:
+        await self._sync_watched()
+
+    async def _sync_watched(self) -> None:
+        async with self.executor.pool.acquire() as conn:
+            rows = await FeedQueries.watched(conn)
+        watched: dict[str, list[_Watched]] = {}
+        for row in rows:
+            watched.setdefault(row.symbol, []).append(
+                _Watched(
+                    row.entry_client_order_id,
+                    row.user_id,
+                    row.symbol,
+                    row.phase,
+                    row.exit_side,
+                    row.legs,
+                )
+            )
+        self._watched = watched
+        ids = {w.entry_id for group in watched.values() for w in group}
+        self._fired &= ids
+        if watched:
+            await self.streams.watch(sorted(watched))
+        for symbol, price in list(self._prices.items()):
+            if symbol in watched and symbol not in self._price_tasks:
+                self._price(
+                    PriceReport(
+                        exchange=self.executor.exchange,
+                        symbol=symbol,
+                        price=price,
+                        event_ms=None,
+                        received_ms=0,
+                    )
+                )

@@ -1,0 +1,167 @@
+"""The private streams drive the lifecycle, on both venues, against the simulator.
+
+Real NATS, PostgreSQL and the simulator's HTTP and WebSocket ports. The simulator's request
+log (every HTTP request, by account) is the ground truth for "nothing is polled".
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from marketbot.contracts import CloseReason, Exchange, OrderFilled, PositionClosed
+from marketbot.exchanges.venue import leg_client_id
+from marketbot.execution.app import RunningExecutor
+from marketbot.runtime.testing import eventually
+
+from .conftest import Harness, User, eventually_events, settle
+
+SYMBOL = "SOLUSDT"
+STREAMS = {
+    "private_streams": True,
+    "track_interval_s": 0.2,
+    "track_max_interval_s": 0.5,
+}
+
+
+async def _protected(h: Harness, count: int) -> list[dict[str, Any]]:
+    async def check() -> list[dict[str, Any]] | None:
+        async with h.pool.acquire() as conn:
+            rows = [dict(r) for r in await conn.fetch("SELECT * FROM positions")]
+        done = [r for r in rows if r["phase"] == "PROTECTED"]
+        return done if len(done) >= count else None
+
+    found = await eventually(check, timeout=30, message=f"{count} protected positions")
+    assert found is not None
+    return found
+
+
+async def _live(running: RunningExecutor, *users: User) -> None:
+    feed = running.feed
+    assert feed is not None
+    await eventually(
+        lambda: all(feed.live(u.user_id) for u in users), timeout=20, message="streams live"
+    )
+    # The start-up reconciliation of each account (its balance snapshot) has run.
+    await eventually(
+        lambda: all(feed.balances.known(u.user_id) for u in users),
+        timeout=20,
+        message="balance snapshots",
+    )
+
+
+async def _requests(h: Harness, user: User, since_ms: int) -> list[list[Any]]:
+    log = await h.admin.requests(since_ms=since_ms, account_id=user.account_id)
+    return list(log["requests"])
+
+
+async def test_a_take_profit_closes_the_position_from_the_stream_without_polling(
+    venue_harness: Harness,
+) -> None:
+    h = venue_harness
+    await h.admin.set_price(SYMBOL, Decimal("100.00"))
+    user = await h.add_user(Decimal(1000))
+    running = await h.start(**STREAMS)
+    # A first order opens the user's stream; the second one is the steady state.
+    await h.publish([h.request(user, symbol=SYMBOL, tp="3", sl="2")])
+    await eventually_events(h.log, OrderFilled, 1)
+    await _protected(h, 1)
+    await _live(running, user)
+    request = h.request(user, symbol=SYMBOL, tp="3", sl="2")
+    since = await h.admin.server_ms()
+    await h.publish([request])
+    await eventually_events(h.log, OrderFilled, 2)
+    await _protected(h, 2)
+    order_requests = await _requests(h, user, since)
+    # The entry (one create) and its protection; no balance read (the wallet stream's).
+    paths = [r[2] for r in order_requests]
+    assert not any("wallet-balance" in p or p == "/api/v3/account" for p in paths), paths
+
+    # Steady state: two protected positions, many tracker passes, not one request.
+    quiet = await h.admin.server_ms()
+    await settle(2.0)
+    assert await _requests(h, user, quiet) == []
+    assert running.tracker.skipped > 0
+
+    # The take profit (+3 % of 100) is reached on the simulator.
+    await h.admin.set_price(SYMBOL, Decimal("103.50"))
+    closed = await eventually_events(h.log, PositionClosed, 2, timeout=20)
+    assert {e.close_reason for e in closed} == {CloseReason.TAKE_PROFIT}
+    exits = {e.exit_client_order_id for e in closed}
+    assert leg_client_id("tp", request.client_order_id, 0) in exits
+    after = await _requests(h, user, quiet)
+    reads = [r for r in after if r[1] == "GET"]
+    if h.exchange is Exchange.BINANCE:
+        # The OCO's take-profit leg executed on the exchange; its fill came by stream.
+        assert after == []
+    else:
+        # Bybit watches the take profit: per position, the stop loss cancelled by its id
+        # and one market sell; the fills came by stream (no order or trade read).
+        assert sorted(r[2] for r in after) == sorted(
+            ["/v5/order/cancel", "/v5/order/create"] * 2
+        ), after
+    assert reads == []
+    # Nothing corrected: the stream said everything.
+    assert running.feed is not None and running.feed.corrections == 0
+
+
+async def test_b_fills_missed_while_the_stream_is_cut_are_found_once_after_the_reconnect(
+    venue_harness: Harness,
+) -> None:
+    h = venue_harness
+    await h.admin.set_price(SYMBOL, Decimal("100.00"))
+    users = [await h.add_user(Decimal(1000)) for _ in range(3)]
+    # The tracker would look at nothing for a minute: what the gap hid is found by the
+    # reconciliation after the reconnect, not by a poll.
+    running = await h.start(private_streams=True, track_interval_s=0.2, track_max_interval_s=60)
+    requests = [h.request(u, symbol=SYMBOL, tp="5", sl="2") for u in users]
+    await h.publish(requests)
+    await eventually_events(h.log, OrderFilled, 3)
+    await _protected(h, 3)
+    await _live(running, *users)
+    feed = running.feed
+    assert feed is not None
+
+    async def left_to_the_stream() -> bool:
+        async with h.pool.acquire() as conn:
+            soon = await conn.fetchval(
+                "SELECT count(*) FROM positions WHERE status = 'OPEN' "
+                "AND next_check_at < now() + interval '30 seconds'"
+            )
+        return soon == 0
+
+    # Once the tracker has seen each account live, it leaves their positions alone.
+    await eventually(left_to_the_stream, timeout=20, message="positions left to the stream")
+
+    # An outage: every stream is cut and no new connection is accepted, while the stop
+    # losses fill on the exchange.
+    await h.admin.stream_settings(accepting=False)
+    await h.admin.disconnect_streams()
+    await eventually(lambda: not any(feed.live(u.user_id) for u in users), timeout=10)
+    await h.admin.set_price(SYMBOL, Decimal("97.50"))
+    await eventually(
+        lambda: _all_filled(h, requests), timeout=10, message="stop losses filled on the sim"
+    )
+    await settle(1.0)
+    assert h.log.of(PositionClosed) == [], "nothing can be known during the gap"
+
+    await h.admin.stream_settings(accepting=True)
+    closed = await eventually_events(h.log, PositionClosed, 3, timeout=40)
+    await settle(2.0)
+    closed = h.log.of(PositionClosed)
+    assert sorted(e.client_order_id for e in closed) == sorted(
+        r.client_order_id for r in requests
+    ), "every missed fill found exactly once"
+    assert {e.close_reason for e in closed} == {CloseReason.STOP_LOSS}
+    assert feed.corrections == 3
+    async with h.pool.acquire() as conn:
+        open_count = await conn.fetchval("SELECT count(*) FROM positions WHERE status = 'OPEN'")
+    assert open_count == 0
+
+
+async def _all_filled(h: Harness, requests: list[Any]) -> bool:
+    ids = {leg_client_id("sl", r.client_order_id, 0) for r in requests}
+    orders = await h.admin.orders()
+    filled = [o for o in orders if o["client_order_id"] in ids and o["status"] == "FILLED"]
+    return len(filled) == len(ids)
+
