@@ -164,4 +164,3 @@ async def _all_filled(h: Harness, requests: list[Any]) -> bool:
     orders = await h.admin.orders()
     filled = [o for o in orders if o["client_order_id"] in ids and o["status"] == "FILLED"]
     return len(filled) == len(ids)
-

@@ -418,9 +418,7 @@ class StreamFeed:
                 return
             await FeedQueries.due_now(conn, entry_id, executor.clock.now())
 
-    def _later(
-        self, delay_s: float, work: Callable[[str], Awaitable[None]], entry_id: str
-    ) -> None:
+    def _later(self, delay_s: float, work: Callable[[str], Awaitable[None]], entry_id: str) -> None:
         async def run() -> None:
             await asyncio.sleep(delay_s)
             await work(entry_id)
