@@ -102,7 +102,8 @@ async def test_a_take_profit_closes_the_position_from_the_stream_without_polling
         ), after
     assert reads == []
     # Nothing corrected: the stream said everything.
-    assert running.feed is not None and running.feed.corrections == 0
+    assert running.feed is not None
+    assert running.feed.corrections == 0
 
 
 async def test_b_fills_missed_while_the_stream_is_cut_are_found_once_after_the_reconnect(
