@@ -133,6 +133,9 @@ async def _round(
         track_interval_s=30.0,
         rate_limit_safety=0.98,
         rate_limit_scale=1.0 if limits else 1e6,
+        # The placement path itself, polled as before: each round is a first order per
+        # account (no stream up yet). What the streams save is bench_streams.py's.
+        private_streams=False,
     )
     venue = create_venue(Exchange.BYBIT, sim_url, settings=venue_settings(settings))
     requests_before = await _requests_seen(admin)

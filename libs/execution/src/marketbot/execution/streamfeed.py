@@ -42,6 +42,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from marketbot.contracts import Side
 from marketbot.exchanges.errors import ExchangeError
 from marketbot.exchanges.reports import (
     BalanceReport,
@@ -55,17 +56,19 @@ from marketbot.exchanges.userstreams import UserStreams
 from marketbot.exchanges.venue import ExitLeg, Fill, OrderState, Protection
 from marketbot.execution import metrics
 from marketbot.execution.balances import StreamBalances
-from marketbot.execution.domain.lifecycle import FireExit, Phase, next_step
+from marketbot.execution.domain.lifecycle import (
+    FireExit,
+    Phase,
+    Protect,
+    RecordExit,
+    Reprotect,
+    exit_side,
+    next_step,
+)
 from marketbot.execution.fills import FillsIncompleteError
 from marketbot.execution.placement import OrderExecutor
-from marketbot.execution.repository import (
-    OrderRow,
-    PositionRow,
-    Repository,
-)
-from marketbot.execution.repository import (
-    OrderState as RowState,
-)
+from marketbot.execution.repository import OrderRow, PositionRow, Repository, legs_from_json
+from marketbot.execution.repository import OrderState as RowState
 from marketbot.runtime.db import Conn
 from marketbot.runtime.logs import get_logger
 
@@ -90,6 +93,8 @@ class FeedConfig:
     watch_sync_s: float = 1.0
     """How often the watched exits are re-read from the database (no exchange request)."""
     reconcile_concurrency: int = 8
+    fire_concurrency: int = 64
+    """Watched exits fired at once (a price that reaches many take profits)."""
 
 
 @dataclass(slots=True)
@@ -102,13 +107,13 @@ class _Pending:
     timer: asyncio.TimerHandle | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class _Watched:
     entry_id: str
     user_id: str
     symbol: str
     phase: Phase
-    exit_side: Any
+    exit_side: Side
     legs: tuple[ExitLeg, ...]
 
 
@@ -153,13 +158,25 @@ class FeedQueries:
         return PositionRow.from_record(record) if record is not None else None
 
     @staticmethod
-    async def watched(conn: Conn) -> list[PositionRow]:
-        """Open positions with a leg the platform watches, not being closed."""
+    async def watched(conn: Conn) -> list[_Watched]:
+        """Open positions with a leg the platform watches, not being closed (only the
+        columns the price check needs: this runs every second)."""
         records = await conn.fetch(
-            "SELECT * FROM positions WHERE status = 'OPEN' AND closing_order IS NULL "
+            "SELECT entry_client_order_id, user_id, symbol, side, phase, exits FROM positions "
+            "WHERE status = 'OPEN' AND closing_order IS NULL "
             "AND exits @> '[{\"native\": false}]'::jsonb"
         )
-        return [PositionRow.from_record(r) for r in records]
+        return [
+            _Watched(
+                entry_id=r["entry_client_order_id"],
+                user_id=r["user_id"],
+                symbol=r["symbol"],
+                phase=Phase(r["phase"]),
+                exit_side=exit_side(Side(r["side"])),
+                legs=legs_from_json(r["exits"]),
+            )
+            for r in records
+        ]
 
     @staticmethod
     async def placed_overdue(conn: Conn, before: datetime, limit: int) -> list[OrderRow]:
@@ -201,11 +218,13 @@ class StreamFeed:
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._reconcile_limit = asyncio.Semaphore(self.config.reconcile_concurrency)
+        self._fire_limit = asyncio.Semaphore(self.config.fire_concurrency)
         self._watched: dict[str, list[_Watched]] = {}
         self._fired: set[str] = set()
         self._prices: dict[str, Decimal] = {}
         self._price_tasks: dict[str, asyncio.Task[None]] = {}
         self._sync_task: asyncio.Task[None] | None = None
+        self._dirty = asyncio.Event()
         self.reconciliations = 0
         self.corrections = 0
 
@@ -514,14 +533,18 @@ class StreamFeed:
             protection = await executor.venue.protection(
                 executor.signers(fresh.user_id, fresh.request.exchange), fresh.spec()
             )
-            if protection is None or protection.working:
-                return False
-            executed = protection.executed
-            if executed is not None:
-                return await executor.positions.record_exit(fresh, executed)
-            async with executor.pool.acquire() as conn:
-                await FeedQueries.due_now(conn, fresh.entry_client_order_id, executor.clock.now())
-            return True
+            step = next_step(fresh.phase, fresh.exit_side, protection, None)
+            if isinstance(step, RecordExit):
+                return await executor.positions.record_exit(fresh, step.leg)
+            if isinstance(step, Protect | Reprotect):
+                # Its legs ended (or vanished) while the stream was down: the tracker
+                # protects it anew.
+                async with executor.pool.acquire() as conn:
+                    await FeedQueries.due_now(
+                        conn, fresh.entry_client_order_id, executor.clock.now()
+                    )
+                return True
+            return False
 
     # ---- stale acknowledged orders (the tracker's safety net) ---------------------------
 
@@ -549,9 +572,12 @@ class StreamFeed:
         task.add_done_callback(done)
 
     async def _fire_reached(self, symbol: str) -> None:
+        """Fire every watched leg the latest price reached, concurrently (each under its
+        user's lock), and again while newer prices arrive."""
         seen: Decimal | None = None
         while (price := self._prices.get(symbol)) is not None and price != seen:
             seen = price
+            due: list[tuple[_Watched, ExitLeg]] = []
             for watched in list(self._watched.get(symbol, ())):
                 if watched.entry_id in self._fired:
                     continue
@@ -560,12 +586,14 @@ class StreamFeed:
                 )
                 if isinstance(step, FireExit):
                     self._fired.add(watched.entry_id)
-                    await self._fire(watched, step.leg)
+                    due.append((watched, step.leg))
+            if due:
+                await asyncio.gather(*(self._fire(w, leg) for w, leg in due))
 
     async def _fire(self, watched: _Watched, leg: ExitLeg) -> None:
         executor = self.executor
         try:
-            async with executor.locks.hold(watched.user_id, watched.symbol):
+            async with self._fire_limit, executor.locks.hold(watched.user_id, watched.symbol):
                 async with executor.pool.acquire() as conn:
                     fresh = await Repository.get_position(conn, watched.entry_id)
                 if fresh is None or fresh.status != "OPEN" or fresh.closing_order is not None:
@@ -578,31 +606,27 @@ class StreamFeed:
             log.warning("watched exit not fired from the stream", error=repr(exc))
 
     async def _sync_loop(self) -> None:
+        """Re-read the watched exits every ``watch_sync_s``, or soon after a change (a burst
+        of changes is one read)."""
         while True:
-            await asyncio.sleep(self.config.watch_sync_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._dirty.wait(), self.config.watch_sync_s)
+            await asyncio.sleep(0.05)
+            self._dirty.clear()
             try:
                 await self._sync_watched()
             except Exception:
                 log.exception("watched exits not re-read")
 
     async def _sync_soon(self) -> None:
-        await self._sync_watched()
+        self._dirty.set()
 
     async def _sync_watched(self) -> None:
         async with self.executor.pool.acquire() as conn:
             rows = await FeedQueries.watched(conn)
         watched: dict[str, list[_Watched]] = {}
         for row in rows:
-            watched.setdefault(row.symbol, []).append(
-                _Watched(
-                    row.entry_client_order_id,
-                    row.user_id,
-                    row.symbol,
-                    row.phase,
-                    row.exit_side,
-                    row.legs,
-                )
-            )
+            watched.setdefault(row.symbol, []).append(row)
         self._watched = watched
         ids = {w.entry_id for group in watched.values() for w in group}
         self._fired &= ids

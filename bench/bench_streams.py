@@ -1,0 +1,347 @@
+"""Private streams: what an order and an open position cost once the streams are up.
+
+One executor process per venue (engine + stream feed + venue client in this process), the
+simulator in its own process, limits off. ``USERS`` accounts per venue:
+
+1. Warm-up: one order per account opens its private stream (Bybit: one connection each;
+   Binance: one WS API connection carrying them all) and its start-up reconciliation (one
+   balance read each). Not measured.
+2. Steady state: one more order per account (no TP/SL). Every HTTP request the simulator
+   received for it, from its request log: requests per order (target <= 1.05) and, on
+   Binance, request weight per order by the documented weights (target <= 2). Then a quiet
+   window with every position open: requests per open position (target 0).
+3. Take profit: one order per account with TP +3 % / SL -5 %; once all are protected the
+   price is moved past the TP on the simulator. The figure is from that moment (the
+   simulator's server time, same host clock) to each PositionClosed arriving on the bus:
+   p50 and p99 over all positions (target p99 < 500 ms). Binance: the OCO's take-profit
+   leg fills on the exchange at that moment; Bybit: the pushed ticker fires the watched
+   take profit (stop loss cancelled, market sell).
+
+Every wait is bounded (``TIMEOUT_S``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from marketbot.contracts import (
+    DEFAULT_PLANS,
+    BusNamespace,
+    Exchange,
+    OrderFilled,
+    OrderRequested,
+    Plan,
+    PositionClosed,
+    RiskLevel,
+    Side,
+    client_order_id_for,
+    decode,
+    request_id_for,
+)
+from marketbot.exchanges.binance.constants import (
+    WEIGHTS,
+    WEIGHTS_WITH_ORDER_ID,
+    WEIGHTS_WITHOUT_SYMBOL,
+)
+from marketbot.exchanges.factory import create_venue
+from marketbot.exchanges.signer import LocalSigner, Signer
+from marketbot.execution.app import RunningExecutor, start_executor, venue_settings
+from marketbot.execution.repository import MIGRATIONS
+from marketbot.execution.settings import ExecutorSettings
+from marketbot.runtime.bus import Bus
+from marketbot.runtime.db import create_pool, migrate_service
+from marketbot.runtime.infra import start_infra
+from marketbot.sim.admin import SimAdmin
+from marketbot.sim.testing import start_sim_process, stop_sim_process
+
+USERS = int(os.environ.get("BENCH_STREAMS_USERS", "200"))
+TIMEOUT_S = float(os.environ.get("BENCH_STREAMS_TIMEOUT_S", "120"))
+QUIET_S = 5.0
+SYMBOL = "SOLUSDT"
+
+
+def _request(
+    exchange: Exchange,
+    user_id: str,
+    decision: uuid.UUID,
+    *,
+    tp: str | None = None,
+    sl: str | None = None,
+) -> OrderRequested:
+    now = datetime.now(UTC)
+    return OrderRequested(
+        event_id=request_id_for(decision, user_id),
+        occurred_at=now,
+        correlation_id=str(decision),
+        request_id=request_id_for(decision, user_id),
+        decision_id=decision,
+        signal_id=decision,
+        user_id=user_id,
+        exchange=exchange,
+        symbol=SYMBOL,
+        side=Side.BUY,
+        plan=Plan.PRO,
+        priority=1,
+        not_before=now,
+        risk_level=RiskLevel.LOW,
+        client_order_id=client_order_id_for(decision, user_id),
+        requested_at=now,
+        commission_rate=DEFAULT_PLANS[Plan.PRO].commission_rate,
+        take_profit_percent=Decimal(tp) if tp else None,
+        stop_loss_percent=Decimal(sl) if sl else None,
+    )
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, int(round(share * len(ordered))) - 1))]
+
+
+def weight(method: str, path: str, query_has_order_id: bool = True) -> int:
+    key = (method, path)
+    if query_has_order_id and key in WEIGHTS_WITH_ORDER_ID:
+        return WEIGHTS_WITH_ORDER_ID[key]
+    return WEIGHTS.get(key, WEIGHTS_WITHOUT_SYMBOL.get(key, 1))
+
+
+class Collector:
+    def __init__(self) -> None:
+        self.filled: dict[str, float] = {}
+        self.closed: dict[str, float] = {}
+        self.exits: dict[str, str] = {}
+        self.changed = asyncio.Event()
+
+    async def on_message(self, msg: Any) -> None:
+        event = decode(msg.data)
+        now = time.time()
+        if isinstance(event, OrderFilled):
+            self.filled[event.client_order_id] = now
+        elif isinstance(event, PositionClosed):
+            self.closed[event.client_order_id] = now
+            self.exits[event.client_order_id] = event.exit_client_order_id or ""
+        self.changed.set()
+
+    async def wait(self, done: Any) -> None:
+        deadline = time.monotonic() + TIMEOUT_S
+        while not done():
+            if time.monotonic() > deadline:
+                raise TimeoutError("bench round did not finish")
+            self.changed.clear()
+            try:
+                await asyncio.wait_for(self.changed.wait(), timeout=1.0)
+            except TimeoutError:
+                continue
+
+
+async def _users(admin: SimAdmin, n: int) -> dict[str, tuple[str, Signer]]:
+    async def one(i: int) -> tuple[str, tuple[str, Signer]]:
+        account = await admin.create_account()
+        key, secret = await admin.create_api_key(account)
+        await admin.fund(account, "USDT", Decimal(100_000))
+        return f"bs-{i}-{account}", (account, LocalSigner(key, secret))
+
+    made: dict[str, tuple[str, Signer]] = {}
+    for start in range(0, n, 100):
+        made.update(await asyncio.gather(*(one(i) for i in range(start, min(n, start + 100)))))
+    return made
+
+
+async def _wait_for(condition: Any, what: str) -> None:
+    deadline = time.monotonic() + TIMEOUT_S
+    while True:
+        result = condition()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(what)
+        await asyncio.sleep(0.1)
+
+
+async def _venue(exchange: Exchange, url: str) -> dict[str, Any]:
+    nats_url, database_url = os.environ["NATS_URL"], os.environ["DATABASE_URL"]
+    admin = SimAdmin(url)
+    namespace = BusNamespace(f"bst{uuid.uuid4().hex[:8]}")
+    schema = f"bench_streams_{uuid.uuid4().hex[:8]}"
+    bus = await Bus.connect(nats_url, "bench-streams", namespace)
+    await bus.provision()
+    pool = await create_pool(database_url, schema, max_size=30)
+    await migrate_service(pool, schema, "execution", MIGRATIONS)
+    settings = ExecutorSettings(
+        service_name=f"bench-streams-{exchange.value}",
+        tier_concurrency=128,
+        fetch_batch=128,
+        ack_wait_s=30.0,
+        idle_poll_s=0.01,
+        rate_limit_scale=1e6,
+        private_streams=True,
+        db_pool_size=30,
+    )
+    venue = create_venue(exchange, url, settings=venue_settings(settings))
+    collector = Collector()
+    sub = await bus.nc.subscribe(bus.subject(f"orders.{exchange.value}.>"), cb=collector.on_message)
+    await bus.nc.flush()
+    await admin.set_price(SYMBOL, Decimal("100.00"))
+    users = await _users(admin, USERS)
+    running: RunningExecutor = await start_executor(
+        bus=bus,
+        pool=pool,
+        venue=venue,
+        signers=lambda user_id, _exchange: users[user_id][1],
+        settings=settings,
+    )
+    feed = running.feed
+    assert feed is not None
+    result: dict[str, Any] = {"exchange": exchange.value}
+    try:
+        # 1. warm-up: streams opened, start-up reconciliation done
+        warm = [_request(exchange, u, uuid.uuid4()) for u in users]
+        await asyncio.gather(*(bus.publish(r) for r in warm))
+        await collector.wait(lambda: all(r.client_order_id in collector.filled for r in warm))
+        await _wait_for(
+            lambda: all(feed.live(u) and feed.balances.known(u) for u in users), "streams live"
+        )
+        await asyncio.sleep(1.0)
+        # 2. steady state: one order each
+        since = await admin.server_ms()
+        decision = uuid.uuid4()
+        steady = [_request(exchange, u, decision) for u in users]
+        await asyncio.gather(*(bus.publish(r) for r in steady))
+        await collector.wait(lambda: all(r.client_order_id in collector.filled for r in steady))
+        log = await admin.requests(since_ms=since)
+        result["requests"] = log["total"]
+        result["counts"] = log["counts"]
+        result["per_order"] = log["total"] / len(steady)
+        result["weight_per_order"] = sum(weight(r[1], r[2]) for r in log["requests"]) / len(steady)
+        # quiet window: every position open, the tracker running
+        quiet = await admin.server_ms()
+        await asyncio.sleep(QUIET_S)
+        async with pool.acquire() as conn:
+            open_positions = await conn.fetchval(
+                "SELECT count(*) FROM positions WHERE status = 'OPEN'"
+            )
+        result["quiet_requests"] = (await admin.requests(since_ms=quiet))["total"]
+        result["open_positions"] = int(open_positions or 0)
+        # 3. take profit: price moved past every TP at once
+        tp_decision = uuid.uuid4()
+        tps = [_request(exchange, u, tp_decision, tp="3", sl="5") for u in users]
+        await asyncio.gather(*(bus.publish(r) for r in tps))
+        await collector.wait(lambda: all(r.client_order_id in collector.filled for r in tps))
+
+        async def protected() -> bool:
+            async with pool.acquire() as conn:
+                count = await conn.fetchval(
+                    "SELECT count(*) FROM positions WHERE status = 'OPEN' "
+                    "AND phase = 'PROTECTED' AND stop_loss_price IS NOT NULL"
+                )
+            return int(count or 0) >= len(tps)
+
+        await _wait_for(protected, "protected")
+        await asyncio.sleep(2.0)  # the watched legs are re-read every second
+        moved_at = (await admin.server_ms()) / 1000
+        await admin.set_price(SYMBOL, Decimal("103.50"))
+        await collector.wait(lambda: all(r.client_order_id in collector.closed for r in tps))
+        # From the take profit's fill on the simulator (its exit order's last trade: the
+        # OCO leg on Binance, the market sell of the watched leg on Bybit) to the event.
+        filled_ms = {o["client_order_id"]: o["updated_ms"] for o in await admin.orders()}
+        latencies = sorted(
+            collector.closed[r.client_order_id]
+            - filled_ms[collector.exits[r.client_order_id]] / 1000
+            for r in tps
+        )
+        from_move = sorted(collector.closed[r.client_order_id] - moved_at for r in tps)
+        result["tp_p50"] = statistics.median(latencies)
+        result["tp_p99"] = percentile(latencies, 0.99)
+        result["move_p50"] = statistics.median(from_move)
+        result["move_p99"] = percentile(from_move, 0.99)
+        result["corrections"] = feed.corrections
+        result["connections"] = feed.streams.connections()
+    finally:
+        await running.stop()
+        await sub.unsubscribe()
+        await venue.aclose()
+        await admin.aclose()
+        await pool.execute(f'DROP SCHEMA "{schema}" CASCADE')
+        await pool.close()
+        for spec in namespace.streams():
+            await bus.js.delete_stream(spec.name)
+        await bus.close()
+    return result
+
+
+async def run() -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    process, urls = start_sim_process(limits=False)
+    try:
+        for exchange in (Exchange.BYBIT, Exchange.BINANCE):
+            r = await _venue(exchange, urls[exchange.value])
+            name = exchange.value
+            top = sorted(r["counts"].items(), key=lambda kv: -kv[1])[:3]
+            rows.append(
+                {
+                    "name": f"streams {name}: requests per order, steady state ({USERS} "
+                    "accounts, balance from the stream)",
+                    "value": r["per_order"],
+                    "unit": "req/order",
+                    "baseline": "target <= 1.05; polling: 3.01; "
+                    + ", ".join(f"{k} {v}" for k, v in top),
+                    "ratio": r["per_order"] / 1.05,
+                }
+            )
+            if exchange is Exchange.BINANCE:
+                rows.append(
+                    {
+                        "name": "streams binance: request weight per order, steady state",
+                        "value": r["weight_per_order"],
+                        "unit": "weight/order",
+                        "baseline": "target <= 2; polling: 21",
+                        "ratio": r["weight_per_order"] / 2,
+                    }
+                )
+            rows.append(
+                {
+                    "name": f"streams {name}: requests in {QUIET_S:.0f} s with "
+                    f"{r['open_positions']} open positions tracked",
+                    "value": float(r["quiet_requests"]),
+                    "unit": "requests",
+                    "baseline": "target 0 (polling: one per position per 2-30 s)",
+                    "ratio": None,
+                }
+            )
+            rows.append(
+                {
+                    "name": f"streams {name}: simulator TP fill -> PositionClosed on the bus, "
+                    f"p99 of {USERS}",
+                    "value": r["tp_p99"] * 1000,
+                    "unit": "ms",
+                    "baseline": f"target < 500 ms; p50 {r['tp_p50'] * 1000:.0f} ms; from the "
+                    f"price move p50 {r['move_p50'] * 1000:.0f} / p99 "
+                    f"{r['move_p99'] * 1000:.0f} ms; {r['connections']} connections; "
+                    f"corrections {r['corrections']}",
+                    "ratio": r["tp_p99"] / 0.5,
+                }
+            )
+    finally:
+        stop_sim_process(process)
+    return rows
+
+
+if __name__ == "__main__":
+    with tempfile.TemporaryDirectory(prefix="marketbot-bench-") as tmp:
+        if "NATS_URL" not in os.environ or "DATABASE_URL" not in os.environ:
+            infra = start_infra(Path(tmp), auth_prefix="*")
+            os.environ.setdefault("NATS_URL", infra.nats_url)
+            os.environ.setdefault("DATABASE_URL", infra.database_url)
+        for row in asyncio.run(run()):
+            print(row, file=sys.stdout)
