@@ -116,6 +116,7 @@ class Harness:
         bus: Bus | None = None,
         venue: Any = None,
         signers: Any = None,
+        clock: Any = None,
         **overrides: Any,
     ) -> RunningExecutor:
         running = await start_executor(
@@ -124,6 +125,7 @@ class Harness:
             venue=venue or self.venue(),
             signers=signers or self.signers,
             settings=test_settings(**overrides),
+            clock=clock,
         )
         self.running.append(running)
         return running

@@ -6,12 +6,25 @@ log (every HTTP request, by account) is the ground truth for "nothing is polled"
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from marketbot.contracts import CloseReason, Exchange, OrderFilled, PositionClosed
+import pytest
+
+from marketbot.contracts import (
+    CloseReason,
+    Exchange,
+    OrderFilled,
+    OrderRejected,
+    PositionClosed,
+    RiskLevel,
+)
+from marketbot.exchanges.factory import VenueSettings, create_venue
+from marketbot.exchanges.http import HttpSettings
 from marketbot.exchanges.venue import leg_client_id
 from marketbot.execution.app import RunningExecutor
+from marketbot.runtime.clock import SystemClock
 from marketbot.runtime.testing import eventually
 
 from .conftest import Harness, User, eventually_events, settle
@@ -165,3 +178,91 @@ async def _all_filled(h: Harness, requests: list[Any]) -> bool:
     orders = await h.admin.orders()
     filled = [o for o in orders if o["client_order_id"] in ids and o["status"] == "FILLED"]
     return len(filled) == len(ids)
+
+
+class SteppedClock(SystemClock):
+    """The system clock, moved forward on demand (the tracker's schedule runs on it; the
+    exchange's own clock and the streams' signatures keep real time)."""
+
+    def __init__(self) -> None:
+        self.offset_s = 0.0
+
+    def now(self) -> datetime:
+        return super().now() + timedelta(seconds=self.offset_s)
+
+    def monotonic(self) -> float:
+        return super().monotonic() + self.offset_s
+
+    def advance(self, seconds: float) -> None:
+        self.offset_s += seconds
+
+
+@pytest.mark.slow
+async def test_c_a_thousand_open_positions_tracked_for_five_minutes_cost_no_requests(
+    binance: Harness,
+) -> None:
+    h = binance
+    users_n, per_user = 100, 10
+    await h.admin.set_price(SYMBOL, Decimal("100.00"))
+    users = [await h.add_user(Decimal(100_000)) for _ in range(users_n)]
+    clock = SteppedClock()
+    # Setting up 1,000 positions quickly: the client's own per-IP budget is lifted (the
+    # simulator's limits are off); what is measured is the simulator's request log.
+    venue = create_venue(
+        h.exchange, h.url, settings=VenueSettings(http=HttpSettings(rate_limit_scale=1e6))
+    )
+    h.venues.append(venue)
+    running = await h.start(
+        venue=venue,
+        clock=clock,
+        private_streams=True,
+        track_interval_s=2.0,
+        track_max_interval_s=30.0,
+        track_batch=2000,
+        tier_concurrency=64,
+        max_request_age_s=900.0,
+    )
+    feed = running.feed
+    assert feed is not None
+    requests = [
+        h.request(u, symbol=SYMBOL, tp="20", sl="20", risk=RiskLevel.LOW)
+        for u in users
+        for _ in range(per_user)
+    ]
+    await h.publish(requests)
+    total = users_n * per_user
+    await eventually(
+        lambda: len(h.log.of(OrderFilled)) + len(h.log.of(OrderRejected)) >= total,
+        timeout=600,
+        message=f"{total} order outcomes",
+    )
+    assert h.log.of(OrderRejected) == []
+    await _protected(h, total)
+    await _live(running, *users)
+
+    # Five minutes of the tracker's time, in 30 s steps (its longest interval): every
+    # position comes due ten times; each time it is left to the stream.
+    start = await h.admin.server_ms()
+    skipped = running.tracker.skipped
+    for _ in range(10):
+        clock.advance(30.0)
+        await running.tracker.tick()
+    assert running.tracker.skipped - skipped >= 10 * total
+    log = await h.admin.requests(since_ms=start)
+    assert log["total"] == 0, log["counts"]
+
+    # A reconnect: the reconciliation reads each account's balance and each position's
+    # order list once; nothing else, and nothing found that the stream had missed.
+    cut = await h.admin.server_ms()
+    await h.admin.disconnect_streams()
+    await eventually(lambda: feed.reconciliations >= 2 * users_n, timeout=60)
+
+    async def reconciled() -> dict[str, int] | None:
+        counts: dict[str, int] = (await h.admin.requests(since_ms=cut))["counts"]
+        return counts if counts.get("GET /api/v3/orderList", 0) >= total else None
+
+    counts = await eventually(reconciled, timeout=120, message="reconciliation reads")
+    await settle(1.0)
+    counts = (await h.admin.requests(since_ms=cut))["counts"]
+    assert counts == {"GET /api/v3/account": users_n, "GET /api/v3/orderList": total}
+    assert feed.corrections == 0

@@ -77,7 +77,7 @@ log = get_logger("marketbot.execution.streamfeed")
 _EPOCH = datetime.fromtimestamp(0, tz=UTC)
 
 StreamsFactory = Callable[..., UserStreams]
-"""``(on_report=, on_connected=, clock=) -> UserStreams`` (``create_user_streams`` bound to
+"""``(on_report=, on_connected=) -> UserStreams`` (``create_user_streams`` bound to
 the exchange and its URL)."""
 
 
@@ -93,6 +93,7 @@ class FeedConfig:
     watch_sync_s: float = 1.0
     """How often the watched exits are re-read from the database (no exchange request)."""
     reconcile_concurrency: int = 8
+    reconcile_retry_s: tuple[float, ...] = (1.0, 5.0, 15.0, 30.0, 60.0)
     fire_concurrency: int = 64
     """Watched exits fired at once (a price that reaches many take profits)."""
 
@@ -209,9 +210,9 @@ class StreamFeed:
         self.executor = executor
         self.config = config or FeedConfig()
         self.exchange = executor.exchange.value
-        self.streams = streams(
-            on_report=self._report, on_connected=self._connected, clock=executor.clock
-        )
+        # The streams keep the exchange's real time (their signatures are checked against
+        # it), whatever clock drives the executor's own schedule.
+        self.streams = streams(on_report=self._report, on_connected=self._connected)
         self.balances = StreamBalances(executor.venue, live=self.live)
         self._pending: dict[str, _Pending] = {}
         self._queues: dict[str, asyncio.Queue[Report | None]] = {}
@@ -457,11 +458,18 @@ class StreamFeed:
             task.add_done_callback(self._tasks.discard)
 
     async def _reconcile_guarded(self, user_id: str, cause: str, up_at: datetime) -> None:
-        async with self._reconcile_limit:
-            try:
-                await self.reconcile(user_id, cause, up_at)
-            except Exception:
-                log.exception("reconciliation failed; the tracker retries", user=user_id)
+        """Reconcile, again after a failure (rate limit, timeout) while the stream stays
+        up; if it falls, the next connection reconciles anyway."""
+        for delay in (*self.config.reconcile_retry_s, None):
+            async with self._reconcile_limit:
+                try:
+                    await self.reconcile(user_id, cause, up_at)
+                    return
+                except Exception as exc:
+                    log.warning("reconciliation failed; retrying", user=user_id, error=repr(exc))
+            if delay is None or not self.live(user_id):
+                return
+            await asyncio.sleep(delay)
 
     async def reconcile(self, user_id: str, cause: str, up_at: datetime | None = None) -> int:
         """What the exchange says of the account's unfinished orders and open positions,
