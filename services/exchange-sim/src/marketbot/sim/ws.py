@@ -187,7 +187,7 @@ class StreamHub:
         self.limits_on: Callable[[], bool] = lambda: True
         self.accepting = True
         """False: every new connection is refused (an outage, for a test's gap)."""
-        self._defaults = (lifetime_s, idle_s, scan_s)
+        self._defaults = (lifetime_s, idle_s, scan_s, connection_limit)
         self._opened: dict[str, list[float]] = {}
         self.refused_total = 0
         self.expired_total = 0
@@ -203,6 +203,10 @@ class StreamHub:
             self.scan_s = max(0.01, float(body["scan_s"]))
         if "accepting" in body:
             self.accepting = bool(body["accepting"])
+        if "connection_limit" in body:
+            limit = body["connection_limit"]
+            self.connection_limit = None if limit is None else (int(limit[0]), float(limit[1]))
+            self._opened.clear()
         return self.settings()
 
     def settings(self) -> dict[str, Any]:
@@ -238,7 +242,7 @@ class StreamHub:
 
     def reset(self) -> None:
         """Back to the venue's documented expiries, counters cleared."""
-        self.lifetime_s, self.idle_s, self.scan_s = self._defaults
+        self.lifetime_s, self.idle_s, self.scan_s, self.connection_limit = self._defaults
         self.accepting = True
         self.reset_limits()
         self.expired_total = 0
