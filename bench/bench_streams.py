@@ -267,6 +267,12 @@ async def _venue(exchange: Exchange, url: str) -> dict[str, Any]:
         result["move_p99"] = percentile(from_move, 0.99)
         result["corrections"] = feed.corrections
         result["connections"] = feed.streams.connections()
+        limits = feed.streams.limits
+        result["budget"] = limits.budget
+        result["limits"] = (
+            f"documented {limits.connections_per_window} per {limits.window_s:.0f} s x "
+            f"{limits.safety:.0%}; {limits.accounts_per_connection} accounts per connection"
+        )
     finally:
         await running.stop()
         await sub.unsubscribe()
@@ -316,6 +322,17 @@ async def run() -> list[dict[str, Any]]:
                     "value": float(r["quiet_requests"]),
                     "unit": "requests",
                     "baseline": "target 0 (polling: one per position per 2-30 s)",
+                    "ratio": None,
+                }
+            )
+            rows.append(
+                {
+                    "name": f"streams {name}: connections of this executor replica / egress IP "
+                    f"for {USERS} accounts",
+                    "value": float(r["connections"]),
+                    "unit": "connections",
+                    "baseline": f"per-IP budget {r['budget']} new connections / 5 min "
+                    f"({r['limits']})",
                     "ratio": None,
                 }
             )
