@@ -4,8 +4,9 @@ One executor process per venue (engine + stream feed + venue client in this proc
 simulator in its own process, limits off. ``USERS`` accounts per venue:
 
 1. Warm-up: one order per account opens its private stream (Bybit: one connection each;
-   Binance: one WS API connection carrying them all) and its start-up reconciliation (one
-   balance read each). Not measured.
+   Binance: one WS API connection carrying them all) and its start-up reconciliation; a
+   second order, with the stream up, reads each balance once (the wallet stream keeps it
+   from then on). Not measured.
 2. Steady state: one more order per account (no TP/SL). Every HTTP request the simulator
    received for it, from its request log: requests per order (target <= 1.05) and, on
    Binance, request weight per order by the documented weights (target <= 2). Then a quiet
@@ -209,9 +210,13 @@ async def _venue(exchange: Exchange, url: str) -> dict[str, Any]:
         warm = [_request(exchange, u, uuid.uuid4()) for u in users]
         await asyncio.gather(*(bus.publish(r) for r in warm))
         await collector.wait(lambda: all(r.client_order_id in collector.filled for r in warm))
-        await _wait_for(
-            lambda: all(feed.live(u) and feed.balances.known(u) for u in users), "streams live"
-        )
+        await _wait_for(lambda: all(feed.live(u) for u in users), "streams live")
+        # ... and one order with the stream up reads each balance once (the snapshot the
+        # wallet stream keeps from then on)
+        seed = [_request(exchange, u, uuid.uuid4()) for u in users]
+        await asyncio.gather(*(bus.publish(r) for r in seed))
+        await collector.wait(lambda: all(r.client_order_id in collector.filled for r in seed))
+        await _wait_for(lambda: all(feed.balances.known(u) for u in users), "balances")
         await asyncio.sleep(1.0)
         # 2. steady state: one order each
         since = await admin.server_ms()

@@ -5,8 +5,8 @@ Binance the account endpoint weighs 20). ``StreamBalances`` keeps every account'
 from the wallet stream (Bybit ``wallet``, Binance ``outboundAccountPosition``, as
 ``BalanceReport``s) and reads by REST only for an account it has no snapshot of yet (the
 wallet topics push on change, not on subscribe): that read becomes the snapshot the stream
-then keeps current. A snapshot is dropped when the account's stream goes down (what changed
-meanwhile is unknown) and taken again by the reconciliation after the reconnect.
+then keeps current. A snapshot is dropped when the account's stream goes down or comes up
+again (what changed meanwhile is unknown) and read again by the next order.
 """
 
 from __future__ import annotations
