@@ -6,6 +6,7 @@ log (every HTTP request, by account) is the ground truth for "nothing is polled"
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -270,3 +271,23 @@ async def test_c_a_thousand_open_positions_tracked_for_five_minutes_cost_no_requ
     counts = (await h.admin.requests(since_ms=cut))["counts"]
     assert counts == {"GET /api/v3/orderList": total}
     assert feed.corrections == 0
+
+
+async def test_an_account_with_nothing_open_stops_being_followed(bybit: Harness) -> None:
+    h = bybit
+    await h.admin.set_price(SYMBOL, Decimal("100.00"))
+    holder = await h.add_user(Decimal(1000))
+    broke = await h.add_user(Decimal(1))
+    running = await h.start(private_streams=True)
+    feed = running.feed
+    assert feed is not None
+    await h.publish([h.request(holder, symbol=SYMBOL), h.request(broke, symbol=SYMBOL)])
+    await eventually_events(h.log, OrderFilled, 1)
+    await eventually_events(h.log, OrderRejected, 1)
+    await _live(running, holder, broke)
+    feed.config = replace(feed.config, idle_s=0.0)
+    # The account with an open position keeps its stream; the other one's is closed.
+    assert await feed.sweep() == [broke.user_id]
+    assert feed.streams.users() == [holder.user_id]
+    await eventually(lambda: not feed.live(broke.user_id))
+    assert feed.live(holder.user_id)

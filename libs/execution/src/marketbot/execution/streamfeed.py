@@ -95,6 +95,9 @@ class FeedConfig:
     """How often the watched exits are re-read from the database (no exchange request)."""
     reconcile_concurrency: int = 8
     reconcile_retry_s: tuple[float, ...] = (1.0, 5.0, 15.0, 30.0, 60.0)
+    idle_s: float = 900.0
+    """An account with nothing open and no request or report this long is not followed."""
+    sweep_s: float = 60.0
     fire_concurrency: int = 64
     """Watched exits fired at once (a price that reaches many take profits)."""
 
@@ -227,6 +230,8 @@ class StreamFeed:
         self._price_tasks: dict[str, asyncio.Task[None]] = {}
         self._sync_task: asyncio.Task[None] | None = None
         self._dirty = asyncio.Event()
+        self._active: dict[str, float] = {}
+        """Last request or report per followed account (monotonic)."""
         self.reconciliations = 0
         self.corrections = 0
 
@@ -245,7 +250,29 @@ class StreamFeed:
     async def follow(self, user_id: str) -> None:
         """Receive this account's events (idempotent; the connection opens in background)."""
         exchange = self.executor.exchange
+        self._active[user_id] = self.executor.clock.monotonic()
         await self.streams.add(user_id, self.executor.signers(user_id, exchange))
+
+    async def sweep(self) -> list[str]:
+        """Stop following accounts with nothing open and no request for ``idle_s``: each
+        Bybit account holds a connection of the egress IP's limited budget."""
+        async with self.executor.pool.acquire() as conn:
+            needed = set(await FeedQueries.users_to_follow(conn))
+        now = self.executor.clock.monotonic()
+        idle = [
+            user_id
+            for user_id in self.streams.users()
+            if user_id not in needed
+            and now - self._active.get(user_id, now) >= self.config.idle_s
+            and self._queues.get(user_id) is None
+        ]
+        for user_id in idle:
+            self._active.pop(user_id, None)
+            self.balances.forget(user_id)
+            await self.streams.remove(user_id)
+        if idle:
+            log.info("stopped following idle accounts", count=len(idle))
+        return idle
 
     async def start(self) -> None:
         """Follow every account with open positions or unfinished orders; watch prices."""
@@ -284,25 +311,38 @@ class StreamFeed:
             metrics.STREAM_REPORTS.labels(self.exchange, "balance", "applied").inc()
             self.balances.apply(report)
             return
+        self._active[report.user_id] = self.executor.clock.monotonic()
         queue = self._queues.get(report.user_id)
-        if queue is None:
-            queue = self._queues[report.user_id] = asyncio.Queue()
-            self._workers[report.user_id] = asyncio.create_task(
-                self._work(report.user_id, queue),
-                name=f"stream-feed-{report.user_id}",
-                context=contextvars.Context(),
-            )
+        if queue is not None:
+            queue.put_nowait(report)
+            return
+        queue = self._queues[report.user_id] = asyncio.Queue()
         queue.put_nowait(report)
+        self._workers[report.user_id] = asyncio.create_task(
+            self._work(report.user_id, queue),
+            name=f"stream-feed-{report.user_id}",
+            context=contextvars.Context(),
+        )
 
     async def _work(self, user_id: str, queue: asyncio.Queue[Report | None]) -> None:
-        while True:
-            report = await queue.get()
-            if report is None:
-                return
-            try:
-                await self._handle(report)
-            except Exception:
-                log.exception("stream report not applied; reconciliation will find it")
+        """One account's reports in arrival order; the worker ends once its queue is empty
+        (the next report starts a new one)."""
+        try:
+            while True:
+                try:
+                    report = queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    return
+                if report is None:
+                    return
+                try:
+                    await self._handle(report)
+                except Exception:
+                    log.exception("stream report not applied; reconciliation will find it")
+        finally:
+            if self._queues.get(user_id) is queue and queue.empty():
+                del self._queues[user_id]
+                self._workers.pop(user_id, None)
 
     async def _handle(self, report: Report) -> None:
         if isinstance(report, StreamTerminated):
@@ -365,9 +405,7 @@ class StreamFeed:
         await self._final(pending.user_id, state)
 
     def _grace_over(self, user_id: str, order_id: str) -> None:
-        queue = self._queues.get(user_id)
-        if queue is None:
-            return
+        del user_id
         task = asyncio.ensure_future(self._advance(order_id, timed_out=True))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -617,7 +655,8 @@ class StreamFeed:
 
     async def _sync_loop(self) -> None:
         """Re-read the watched exits every ``watch_sync_s``, or soon after a change (a burst
-        of changes is one read)."""
+        of changes is one read); now and then, stop following idle accounts."""
+        swept = self.executor.clock.monotonic()
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._dirty.wait(), self.config.watch_sync_s)
@@ -625,6 +664,9 @@ class StreamFeed:
             self._dirty.clear()
             try:
                 await self._sync_watched()
+                if self.executor.clock.monotonic() - swept >= self.config.sweep_s:
+                    swept = self.executor.clock.monotonic()
+                    await self.sweep()
             except Exception:
                 log.exception("watched exits not re-read")
 
