@@ -17,6 +17,7 @@ from marketbot.contracts import (
     CloseReason,
     Exchange,
     OrderFilled,
+    OrderPlaced,
     OrderRejected,
     PositionClosed,
     RiskLevel,
@@ -291,3 +292,52 @@ async def test_an_account_with_nothing_open_stops_being_followed(bybit: Harness)
     assert feed.streams.users() == [holder.user_id]
     await eventually(lambda: not feed.live(broke.user_id))
     assert feed.live(holder.user_id)
+
+
+async def test_b_an_entry_whose_fill_report_was_cut_off_is_recorded_once_by_reconciliation(
+    bybit: Harness,
+) -> None:
+    """Bybit's create answer is only an acknowledgement: with the stream up the fill is
+    expected on the ``order`` and ``execution`` topics. The connection stalls (open and
+    silent, as a half-open TCP connection) just before the order: its reports never come;
+    the heartbeat notices, and the reconciliation after the reconnect records the fill,
+    once."""
+    h = bybit
+    await h.admin.set_price(SYMBOL, Decimal("100.00"))
+    user = await h.add_user(Decimal(1000))
+    running = await h.start(
+        private_streams=True,
+        stream_fill_grace_s=120.0,
+        stream_ping_interval_s=1.0,
+        stream_pong_timeout_s=1.0,
+    )
+    feed = running.feed
+    assert feed is not None
+    await h.publish([h.request(user, symbol=SYMBOL, tp=None, sl=None)])
+    await eventually_events(h.log, OrderFilled, 1)
+    await _live(running, user)
+    request = h.request(user, symbol=SYMBOL, tp=None, sl=None)
+    # The connection stalls; no new connection is accepted until the test says so.
+    await h.admin.stream_settings(accepting=False)
+    await h.admin.disconnect_streams(user.account_id, mode="stall")
+    await h.publish([request])
+    entries = await eventually(
+        lambda: _entry_filled_on_sim(h, user, request.client_order_id), timeout=20
+    )
+    assert entries
+    await eventually(lambda: not feed.live(user.user_id), timeout=10)
+    await settle(1.0)
+    assert len(h.log.of(OrderFilled)) == 1, "the fill cannot be known yet"
+    placed = h.log.of(OrderPlaced, client_order_id=request.client_order_id)
+    assert len(placed) == 1, "acknowledged, followed on the stream"
+    await h.admin.stream_settings(accepting=True)
+    await eventually_events(h.log, OrderFilled, 2, timeout=40)
+    await settle(1.0)
+    filled = h.log.of(OrderFilled, client_order_id=request.client_order_id)
+    assert len(filled) == 1
+    assert feed.corrections == 1
+
+
+async def _entry_filled_on_sim(h: Harness, user: User, client_order_id: str) -> bool:
+    orders = await h.sim_orders(user)
+    return any(o["client_order_id"] == client_order_id and o["status"] == "FILLED" for o in orders)

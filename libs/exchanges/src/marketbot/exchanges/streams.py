@@ -174,6 +174,8 @@ class PrivateStream:
         self.last_error: str = ""
         self.heartbeats = 0
         """Heartbeats answered on the current connections (Bybit pongs)."""
+        self.down_since: float | None = self._clock.monotonic()
+        """When the stream was last seen down (monotonic), None while it is up."""
 
     def backoff_s(self, failures: int) -> float:
         """Full jitter: uniform in [0, min(max, initial * 2**(failures - 1))]."""
@@ -194,6 +196,7 @@ class PrivateStream:
             finally:
                 if self.connected.is_set():
                     metrics.STREAM_CONNECTIONS.labels(exchange).dec()
+                    self.down_since = self._clock.monotonic()
                     if self._on_state is not None:
                         self._on_state(False)
                 self.connected.clear()
@@ -239,6 +242,7 @@ class PrivateStream:
                 if reconnected:
                     self.reconnects += 1
                 self.connected.set()
+                self.down_since = None
                 metrics.STREAM_CONNECTIONS.labels(self.protocol.exchange.value).inc()
                 if self._on_state is not None:
                     self._on_state(True)

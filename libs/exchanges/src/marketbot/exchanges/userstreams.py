@@ -160,6 +160,12 @@ class UserStreams(ABC):
     @abstractmethod
     def users(self) -> list[str]: ...
 
+    @abstractmethod
+    def down_for(self, user_id: str) -> float | None:
+        """Seconds since ``user_id``'s stream was last up (or since it was added, if never
+        up): None while live; infinity when the account is not followed, or its
+        subscription was refused on a connection that is up."""
+
     async def watch(self, symbols: Sequence[str]) -> None:
         """Push these symbols' prices too (only venues with watched exits need it)."""
         del symbols

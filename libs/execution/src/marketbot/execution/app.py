@@ -19,6 +19,7 @@ from marketbot.contracts import Exchange
 from marketbot.exchanges.factory import VenueSettings, create_user_streams, create_venue
 from marketbot.exchanges.http import HttpSettings
 from marketbot.exchanges.signer import Signer
+from marketbot.exchanges.streams import StreamSettings
 from marketbot.exchanges.venue import Venue
 from marketbot.execution.engine import EngineConfig, ExecutionEngine
 from marketbot.execution.placement import ExecutionConfig, OrderExecutor, SignerFactory
@@ -110,6 +111,11 @@ def user_streams(settings: ExecutorSettings, venue: Venue) -> StreamsFactory:
         return create_user_streams(
             venue.exchange,
             base,
+            settings=StreamSettings(
+                ping_interval_s=settings.stream_ping_interval_s,
+                pong_timeout_s=settings.stream_pong_timeout_s,
+                reply_timeout_s=settings.stream_pong_timeout_s,
+            ),
             replica=settings.stream_replica or settings.service_name,
             egress_ip=settings.stream_egress_ip,
             offset_ms=lambda: venue.clock_offset_ms,

@@ -140,6 +140,13 @@ class ExecutorSettings(ServiceSettings):
         "connection metrics: the exchanges' connection limits are per IP)",
     )
     stream_replica: str = Field(default="", description="replica label (default: service name)")
+    stream_ping_interval_s: float = Field(
+        default=20.0,
+        gt=0,
+        description="heartbeat of the streams (Bybit: 'send the ping heartbeat packet every "
+        "20 seconds'); a missing answer within stream_pong_timeout_s reconnects",
+    )
+    stream_pong_timeout_s: float = Field(default=10.0, gt=0)
     stream_fill_grace_s: float = Field(default=2.0, gt=0)
     stream_leg_grace_s: float = Field(default=2.0, gt=0)
     stream_stale_order_s: float = Field(

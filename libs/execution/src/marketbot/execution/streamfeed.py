@@ -240,6 +240,13 @@ class StreamFeed:
     def live(self, user_id: str) -> bool:
         return self.streams.live(user_id)
 
+    def covers(self, user_id: str) -> bool:
+        """Whether the stream answers for this account: live, or down for less than
+        ``stale_order_s`` (the reconciliation after the reconnect recovers the gap; an
+        account down longer, or never up, is polled by the tracker)."""
+        down = self.streams.down_for(user_id)
+        return down is None or down < self.config.stale_order_s
+
     def watching(self, symbol: str) -> bool:
         return self.streams.watching(symbol)
 

@@ -6,8 +6,9 @@
   Its legs are read by their own ids. The interval doubles while nothing changes (up to a
   maximum); an UNPROTECTED position, or one with a watched leg, is looked at every pass.
 
-With a stream feed (``streamfeed.StreamFeed``), an account whose private stream is up is
-not polled: its acknowledged orders are finished by their reports (looked up here only
+With a stream feed (``streamfeed.StreamFeed``), an account whose private stream is up (or
+down for less than ``stale_order_s``: the reconciliation after its reconnect recovers the
+gap) is not polled: its acknowledged orders are finished by their reports (looked up here only
 when no report came within ``stale_order_s``), and its protected positions, whose watched
 legs are fired from pushed prices, are only rescheduled (a database write, no request).
 What needs action is still done here: protecting an UNPROTECTED position, resuming an exit
@@ -111,7 +112,7 @@ class PositionTracker:
         feed = self.feed
         if feed is None:
             return placed
-        chosen = [row for row in placed if not feed.live(row.request.user_id)]
+        chosen = [row for row in placed if not feed.covers(row.request.user_id)]
         ids = {row.client_order_id for row in chosen}
         for row in await feed.overdue_orders(self.batch):
             if row.client_order_id not in ids:
@@ -126,7 +127,7 @@ class PositionTracker:
             feed is not None
             and position.phase is Phase.PROTECTED
             and position.closing_order is None
-            and feed.live(position.user_id)
+            and feed.covers(position.user_id)
             and feed.follows_prices(position)
         )
 

@@ -258,7 +258,8 @@ class SimAdmin:
         self, account_id: str | None = None, *, after_events: int = 0, mode: str = "drop"
     ) -> list[str]:
         """Cut the private streams of ``account_id`` (all when None) now, or once each has
-        sent ``after_events`` more events; the cut connection ids."""
+        sent ``after_events`` more events; the cut connection ids. ``mode``: "drop" (no
+        close frame), "close" (1001), "stall" (open and silent: events and answers stop)."""
         body: dict[str, Any] = {"after_events": after_events, "mode": mode}
         if account_id is not None:
             body["account_id"] = account_id

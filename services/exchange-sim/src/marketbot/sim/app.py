@@ -392,11 +392,14 @@ class ExchangeApp(BaseApp):
             case "POST", "streams/disconnect":
                 # Cut the private-stream connections of one account (all when omitted), now
                 # or after each has sent ``after_events`` more events; ``mode`` "drop" closes
-                # the TCP connection without a close frame, "close" sends close 1001.
+                # the TCP connection without a close frame, "close" sends close 1001,
+                # "stall" keeps it open and silent (only a heartbeat notices).
                 after = int(body.get("after_events", 0))
                 mode = str(body.get("mode", "drop"))
-                if after < 0 or mode not in ("drop", "close"):
-                    raise AdminError("after_events must be >= 0 and mode 'drop' or 'close'")
+                if after < 0 or mode not in ("drop", "close", "stall"):
+                    raise AdminError(
+                        "after_events must be >= 0 and mode 'drop', 'close' or 'stall'"
+                    )
                 wanted = body.get("account_id")
                 cut = self.streams.cut(None if wanted is None else str(wanted), after, mode)
                 return {"cut": cut}

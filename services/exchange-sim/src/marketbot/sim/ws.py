@@ -39,6 +39,9 @@ class Connection:
         self.cut_after: int | None = None
         """Cut the connection once this many more events have been sent (admin)."""
         self.cut_mode = "drop"
+        self.stalled = False
+        """Mode "stall": the connection stays open and sends nothing more (no event, no
+        answer): a half-open connection only the client's heartbeat can detect."""
         self.closed = False
         self.opened_at = asyncio.get_running_loop().time()
         self.last_active = self.opened_at
@@ -69,13 +72,13 @@ class Connection:
 
     def reply(self, payload: Any) -> None:
         """Queue an answer to a request (not counted as an event)."""
-        if not self.closed:
+        if not self.closed and not self.stalled:
             self.last_active = asyncio.get_running_loop().time()
             self._queue.put_nowait(orjson.dumps(payload))
 
     def event(self, payload: Any) -> None:
         """Queue one pushed event."""
-        if self.closed:
+        if self.closed or self.stalled:
             return
         if self.cut_after is not None:
             if self.cut_after <= 0:
@@ -85,12 +88,19 @@ class Connection:
         self.last_active = asyncio.get_running_loop().time()
         self._queue.put_nowait(orjson.dumps(payload))
         if self.cut_after == 0:
-            self._queue.put_nowait(None)
+            self._end()
 
     def cut(self, *, after_events: int = 0, mode: str = "drop") -> None:
         self.cut_mode = mode
         self.cut_after = after_events
         if after_events <= 0:
+            self._end()
+
+    def _end(self) -> None:
+        if self.cut_mode == "stall":
+            self.stalled = True
+            self.cut_after = None
+        else:
             self._queue.put_nowait(None)
 
     async def sender(self) -> None:

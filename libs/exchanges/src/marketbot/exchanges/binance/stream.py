@@ -315,6 +315,7 @@ class BinanceUserStreams(UserStreams):
         )
         self._connections: list[tuple[PrivateStream, BinanceUserDataProtocol]] = []
         self._where: dict[str, BinanceUserDataProtocol] = {}
+        self._streams: dict[str, PrivateStream] = {}
 
     async def add(self, user_id: str, signer: Signer) -> None:
         if user_id in self._where:
@@ -334,6 +335,7 @@ class BinanceUserStreams(UserStreams):
             self._run(stream)
         stream, protocol = chosen
         self._where[user_id] = protocol
+        self._streams[user_id] = stream
         self._accounts_changed()
         await protocol.add(user_id, signer)
         if stream.connected.is_set() and protocol.subscribed(user_id):
@@ -342,6 +344,7 @@ class BinanceUserStreams(UserStreams):
 
     async def remove(self, user_id: str) -> None:
         protocol = self._where.pop(user_id, None)
+        self._streams.pop(user_id, None)
         self._accounts_changed()
         if protocol is not None:
             await protocol.remove(user_id)
@@ -352,6 +355,16 @@ class BinanceUserStreams(UserStreams):
 
     def users(self) -> list[str]:
         return sorted(self._where)
+
+    def down_for(self, user_id: str) -> float | None:
+        stream = self._streams.get(user_id)
+        if stream is None:
+            return float("inf")
+        if self.live(user_id):
+            return None
+        if stream.down_since is None:
+            return float("inf")  # the connection is up but this account is not subscribed
+        return self.clock.monotonic() - stream.down_since
 
     async def _stop_streams(self) -> None:
         for stream, _ in self._connections:

@@ -295,6 +295,14 @@ class BybitUserStreams(UserStreams):
     def users(self) -> list[str]:
         return sorted(self._streams)
 
+    def down_for(self, user_id: str) -> float | None:
+        stream = self._streams.get(user_id)
+        if stream is None:
+            return float("inf")
+        if stream.down_since is None:
+            return None
+        return self.clock.monotonic() - stream.down_since
+
     def stream(self, user_id: str) -> PrivateStream | None:
         return self._streams.get(user_id)
 
