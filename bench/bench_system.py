@@ -5,9 +5,13 @@ gateway with keys verified by the vault. One TradingView alert is posted and the
 until every user's order outcome (OrderFilled or OrderRejected) is on the bus.
 
 - limits off: raw pipeline speed (the simulator meters nothing);
-- limits on: the simulator's real per-IP limits. The floor those limits impose is computed
-  from the requests each order costs (measured on the simulator) and each exchange's per-IP
-  budget; the figure is reported against it. TRIAL's 3 s dispatch delay is a floor too.
+- limits on: the simulator's real per-IP limits. The executors restart (their own limiters
+  back on); a first alert brings their private streams to the steady state (start-up
+  reconciliation, one balance read per account), the next one is measured. The floor those
+  limits impose is computed from the requests each order costs (measured) and each
+  exchange's per-IP budget; the figure is reported against it, and against the limits-off
+  time (once an order is one request the pipeline's own speed binds, not the limits).
+  TRIAL's 3 s dispatch delay is a floor too.
 """
 
 from __future__ import annotations
@@ -237,6 +241,21 @@ async def run() -> list[dict[str, Any]]:
                     config.extra_env[f"executor-{ex}"] = {setting: "1"}
                     await stack.restart(f"executor-{ex}")
                 metrics = stack.urls.metrics
+                # The restarted executors reconcile every account and read each balance
+                # once by REST on its first order (the wallet stream keeps it from then
+                # on): one alert brings them to the steady state; the next one is measured.
+                warm_before = {
+                    ex: await request_counts(http, metrics[f"executor-{ex}"])
+                    for ex in ("bybit", "binance")
+                }
+                warm = await one_alert(stack, demo, bus, "SOLUSDT")
+                warm_used = {
+                    ex: delta(
+                        await request_counts(http, metrics[f"executor-{ex}"]), warm_before[ex]
+                    )
+                    for ex in ("bybit", "binance")
+                }
+                await asyncio.sleep(5.0)  # let the Bybit per-IP window drain
                 before = {
                     ex: await request_counts(http, metrics[f"executor-{ex}"])
                     for ex in ("bybit", "binance")
@@ -255,15 +274,45 @@ async def run() -> list[dict[str, Any]]:
                     binance_used, BINANCE_WEIGHT_LIMIT, BINANCE_WEIGHT_WINDOW_S
                 )
                 floor = max(bybit_floor, binance_floor, 3.0)
+                half = USERS / 2
+                per_order = (
+                    f"{bybit_used / half:.2f} Bybit req/order, "
+                    f"{binance_used / half:.2f} Binance weight/order"
+                )
                 rows.append(
                     {
-                        "name": f"system: webhook → last order ack, {USERS} users, limits on",
+                        "name": f"system: webhook → last order ack, {USERS} users, limits on "
+                        "(streams up, steady state)",
                         "value": on["seconds"],
                         "unit": "s",
                         "baseline": f"per-IP floor {floor:.1f} s (Bybit {bybit_floor:.1f} s, "
-                        f"Binance {binance_floor:.1f} s); {on['filled']} filled, "
-                        f"{on['rejected']} rejected",
+                        f"Binance {binance_floor:.1f} s) from {per_order}; limits-off time "
+                        f"{off['seconds']:.1f} s; {on['filled']} filled, {on['rejected']} "
+                        "rejected",
                         "ratio": on["seconds"] / floor,
+                    }
+                )
+                rows.append(
+                    {
+                        "name": "system: limits on, against max(per-IP floor, limits-off time)",
+                        "value": on["seconds"] / max(floor, off["seconds"]),
+                        "unit": "ratio",
+                        "baseline": "the per-IP floor no longer binds once an order is one "
+                        "request: the pipeline's own speed (limits off) does",
+                        "ratio": None,
+                    }
+                )
+                warm_bybit = sum(warm_used["bybit"].values()) / half
+                warm_binance = binance_weight(warm_used["binance"]) / half
+                rows.append(
+                    {
+                        "name": "system: first alert after an executor restart, limits on",
+                        "value": warm["seconds"],
+                        "unit": "s",
+                        "baseline": f"{warm_bybit:.2f} Bybit req/order, {warm_binance:.2f} "
+                        "Binance weight/order (start-up reconciliation, one balance read "
+                        "per account)",
+                        "ratio": None,
                     }
                 )
             finally:
