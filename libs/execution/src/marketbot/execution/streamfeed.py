@@ -427,6 +427,10 @@ class StreamFeed:
             if row is None and cid:
                 position = await FeedQueries.position_by_leg(conn, user_id, cid)
         if row is not None:
+            if row.state in RowState.FINAL:
+                # Already recorded from the exchange's answer (Binance's FULL response).
+                metrics.STREAM_REPORTS.labels(self.exchange, "order", "already").inc()
+                return
             await self._record_order(row, state)
             return
         if position is not None:
