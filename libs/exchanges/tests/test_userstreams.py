@@ -73,6 +73,11 @@ async def test_binance_spreads_accounts_over_connections_of_the_chosen_size(sim)
     async def on_connected(users: object, reconnected: bool) -> None:
         connected.append((list(users), reconnected))  # type: ignore[call-overload]
 
+    spent: list[int] = []
+
+    async def spend(weight: int) -> None:
+        spent.append(weight)
+
     streams = create_user_streams(
         Exchange.BINANCE,
         sim.binance_url,
@@ -82,6 +87,7 @@ async def test_binance_spreads_accounts_over_connections_of_the_chosen_size(sim)
         accounts_per_connection=2,
         replica="r1",
         egress_ip="203.0.113.7",
+        spend=spend,
     )
     accounts = [await _account(admin) for _ in range(5)]
     try:
@@ -94,6 +100,9 @@ async def test_binance_spreads_accounts_over_connections_of_the_chosen_size(sim)
         per_ip = metrics.STREAM_IP_CONNECTIONS.labels("binance", "r1", "203.0.113.7")
         assert per_ip._value.get() == 3
         assert sorted(u for users, _ in connected for u in users) == [f"u{i}" for i in range(5)]
+        # The IP's weight budget is charged: 2 per connection, 2 per subscription
+        # (web-socket-api.md "IP limits" and the subscribe's "Weight: 2").
+        assert sum(spent) == 3 * 2 + 5 * 2
         # A balance change reaches the right account.
         await admin.fund(accounts[3][0], "USDT", Decimal(5))
         await eventually(

@@ -131,6 +131,7 @@ class UserStreams(ABC):
         replica: str = "local",
         egress_ip: str = "default",
         offset_ms: Callable[[], int] = lambda: 0,
+        spend: Callable[[int], Awaitable[None]] | None = None,
     ) -> None:
         self._on_report = on_report
         self._on_connected = on_connected
@@ -140,6 +141,9 @@ class UserStreams(ABC):
         self.replica = replica
         self.egress_ip = egress_ip
         self.offset_ms = offset_ms
+        self.spend = spend
+        """Charges the exchange's per-IP request budget for stream requests that weigh
+        (Binance's WS API shares the REST weight); None where they do not."""
         self._tasks: set[asyncio.Task[Any]] = set()
         self.up = 0
         """Connections up now."""
@@ -195,7 +199,19 @@ class UserStreams(ABC):
     @abstractmethod
     def _reports(self, event: StreamEvent) -> list[Report]: ...
 
-    def _stream(self, url: str, protocol: StreamProtocol, *, private: bool = True) -> PrivateStream:
+    def _stream(
+        self,
+        url: str,
+        protocol: StreamProtocol,
+        *,
+        private: bool = True,
+        connect_weight: int = 0,
+    ) -> PrivateStream:
+        async def before_connect() -> None:
+            await self.budget.acquire()
+            if connect_weight and self.spend is not None:
+                await self.spend(connect_weight)
+
         return PrivateStream(
             url,
             protocol,
@@ -203,7 +219,7 @@ class UserStreams(ABC):
             on_connected=self._connected if private else None,
             settings=self.settings,
             clock=self.clock,
-            before_connect=self.budget.acquire,
+            before_connect=before_connect,
             on_state=self._state,
         )
 

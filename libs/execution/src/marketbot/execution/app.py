@@ -105,7 +105,10 @@ def feed_config(settings: ExecutorSettings) -> FeedConfig:
 def user_streams(settings: ExecutorSettings, venue: Venue) -> StreamsFactory:
     """The exchange's streams for this executor (``settings.exchange_url``'s hosts, or the
     simulator's port), labelled with this replica and its egress IP."""
-    base = str(getattr(getattr(venue, "http", None), "base_url", settings.exchange_url))
+    http = getattr(venue, "http", None)
+    base = str(getattr(http, "base_url", settings.exchange_url))
+    # Stream requests that weigh share the venue's per-IP budget (Binance's WS API).
+    spend = getattr(http, "spend_weight", None)
 
     def factory(**kwargs: Any) -> Any:
         return create_user_streams(
@@ -119,6 +122,7 @@ def user_streams(settings: ExecutorSettings, venue: Venue) -> StreamsFactory:
             replica=settings.stream_replica or settings.service_name,
             egress_ip=settings.stream_egress_ip,
             offset_ms=lambda: venue.clock_offset_ms,
+            spend=spend,
             **kwargs,
         )
 

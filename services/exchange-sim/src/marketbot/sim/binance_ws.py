@@ -35,6 +35,16 @@ if TYPE_CHECKING:
 # web-socket-api.md "User Data Stream subscription": limits per session.
 MAX_ACTIVE_SUBSCRIPTIONS = 1000
 MAX_LIFETIME_SUBSCRIPTIONS = 65_535
+CONNECT_WEIGHT = 2
+# The methods' "Weight:" in web-socket-api.md (subscribe.signature, unsubscribe,
+# session.subscriptions: 2; ping, time: 1).
+METHOD_WEIGHTS = {
+    "userDataStream.subscribe.signature": 2,
+    "userDataStream.unsubscribe": 2,
+    "session.subscriptions": 2,
+    "ping": 1,
+    "time": 1,
+}
 _EXECUTION_IDS = itertools.count(1)
 
 _STATUS = {
@@ -84,6 +94,15 @@ class BinanceUserDataSession(StreamSession):
         self.app = app
         self.subscriptions: dict[int, Subscription] = {}
         self._next_id = 0
+        # web-socket-api.md "IP limits": "Connecting to WebSocket API costs 2 weight";
+        # "Weight is accumulated per IP address and is shared by all connections".
+        self._weigh(CONNECT_WEIGHT)
+
+    def _weigh(self, weight: int) -> bool:
+        """Add ``weight`` to the IP's REST+WS budget; False when it is over the limit."""
+        app = self.app
+        used = app.weights.add(self.connection.client_ip, app.clock.now_ms(), weight)
+        return not app.limits_enabled or used <= app.weight_limit
 
     def accounts(self) -> set[str]:
         return {s.account_id for s in self.subscriptions.values()}
@@ -110,8 +129,16 @@ class BinanceUserDataSession(StreamSession):
         if not isinstance(params, dict):
             self._error(request_id, WsApiError(-1102, "Parameter 'params' must be an object."))
             return
+        method = str(message.get("method", ""))
+        if not self._weigh(METHOD_WEIGHTS.get(method, 1)):
+            # "If you go over the weight limit, requests fail with status 429".
+            self._error(
+                request_id,
+                WsApiError(-1003, "Too many requests; current limit of IP is exceeded.", 429),
+            )
+            return
         try:
-            result = self._dispatch(str(message.get("method", "")), params)
+            result = self._dispatch(method, params)
         except WsApiError as exc:
             self._error(request_id, exc)
             return

@@ -128,6 +128,13 @@ class BinanceHttp(VenueHttp):
         costs.extend((bucket, 1.0) for bucket in self._raw)
         return costs
 
+    async def spend_weight(self, weight: int) -> None:
+        """Charge the per-IP weight budget for a WS API request or connection: "Weight is
+        accumulated per IP address and is shared by all connections from that address"
+        (web-socket-api.md "IP limits"; connecting costs 2, a user data subscription 2)."""
+        tokens = await self.limiter.acquire([(self._weight, float(weight))])
+        tokens.settle()
+
     def _order_bucket(self, api_key: str, limit: int, window: float) -> WindowBucket:
         return self.limiter.bucket(
             (PER_KEY, api_key, "orders", str(window)),

@@ -12,7 +12,7 @@ WebSocket ping frames to test connectivity").
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -40,6 +40,12 @@ from marketbot.runtime.logs import get_logger
 log = get_logger("marketbot.exchanges.binance.stream")
 
 
+# web-socket-api.md: "Connecting to WebSocket API costs 2 weight"; the subscribe's
+# "Weight: 2". Both count in the IP's REST weight budget.
+CONNECT_WEIGHT = 2
+SUBSCRIBE_WEIGHT = 2
+
+
 class SubscriptionLimitError(Exception):
     """This connection already carries the documented maximum of active subscriptions."""
 
@@ -57,6 +63,7 @@ class BinanceUserDataProtocol:
         clock: Clock | None = None,
         offset_ms: Callable[[], int] = lambda: 0,
         max_subscriptions: int = WS_API_MAX_ACTIVE_SUBSCRIPTIONS,
+        spend: Callable[[int], Awaitable[None]] | None = None,
     ) -> None:
         self._recv_window_ms = recv_window_ms
         self._clock = clock or SystemClock()
@@ -69,6 +76,7 @@ class BinanceUserDataProtocol:
         """user id -> why the last subscription attempt failed."""
         self._ids = itertools.count(1)
         self._connection: StreamConnection | None = None
+        self._spend = spend
 
     # accounts ----------------------------------------------------------------------------
 
@@ -134,6 +142,8 @@ class BinanceUserDataProtocol:
             log.warning("user data subscription not signed", user_id=user_id, error=str(exc))
             return
         rid = self._request_id()
+        if self._spend is not None:
+            await self._spend(SUBSCRIBE_WEIGHT)
         reply = await connection.request(
             signing.user_data_subscribe_message(rid, request, signature), rid
         )
@@ -327,9 +337,12 @@ class BinanceUserStreams(UserStreams):
                 break
         if chosen is None:
             protocol = BinanceUserDataProtocol(
-                clock=self.clock, offset_ms=self.offset_ms, max_subscriptions=self.per_connection
+                clock=self.clock,
+                offset_ms=self.offset_ms,
+                max_subscriptions=self.per_connection,
+                spend=self.spend,
             )
-            stream = self._stream(self.url, protocol)
+            stream = self._stream(self.url, protocol, connect_weight=CONNECT_WEIGHT)
             chosen = (stream, protocol)
             self._connections.append(chosen)
             self._run(stream)
