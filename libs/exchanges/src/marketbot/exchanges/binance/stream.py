@@ -11,6 +11,7 @@ WebSocket ping frames to test connectivity").
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from collections.abc import Awaitable, Callable, Sequence
 from decimal import Decimal
@@ -44,6 +45,7 @@ log = get_logger("marketbot.exchanges.binance.stream")
 # "Weight: 2". Both count in the IP's REST weight budget.
 CONNECT_WEIGHT = 2
 SUBSCRIBE_WEIGHT = 2
+SUBSCRIBE_CONCURRENCY = 16
 
 
 class SubscriptionLimitError(Exception):
@@ -124,10 +126,18 @@ class BinanceUserDataProtocol:
     # protocol ----------------------------------------------------------------------------
 
     async def start(self, connection: StreamConnection) -> Sequence[str]:
+        """Subscribe every account, ``SUBSCRIBE_CONCURRENCY`` at a time (each waits for its
+        signature and its answer; one connection may carry 1,000)."""
         self.subscriptions.clear()
         self._connection = connection
-        for user_id, signer in list(self.accounts.items()):
-            await self._subscribe(connection, user_id, signer)
+        gate = asyncio.Semaphore(SUBSCRIBE_CONCURRENCY)
+
+        async def one(user_id: str, signer: Signer) -> None:
+            async with gate:
+                if user_id in self.accounts and not self.subscribed(user_id):
+                    await self._subscribe(connection, user_id, signer)
+
+        await asyncio.gather(*(one(u, s) for u, s in list(self.accounts.items())))
         return self.live()
 
     async def _subscribe(self, connection: StreamConnection, user_id: str, signer: Signer) -> None:
