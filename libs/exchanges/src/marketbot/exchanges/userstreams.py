@@ -206,6 +206,7 @@ class UserStreams(ABC):
         *,
         private: bool = True,
         connect_weight: int = 0,
+        on_connected: ConnectedHandler | None = None,
     ) -> PrivateStream:
         async def before_connect() -> None:
             await self.budget.acquire()
@@ -216,7 +217,7 @@ class UserStreams(ABC):
             url,
             protocol,
             self._event,
-            on_connected=self._connected if private else None,
+            on_connected=(on_connected or self._connected) if private else None,
             settings=self.settings,
             clock=self.clock,
             before_connect=before_connect,

@@ -146,6 +146,15 @@ class FeedQueries:
         return [OrderRow.from_record(r) for r in records]
 
     @staticmethod
+    async def changed_since(conn: Conn, client_order_id: str, moment: datetime) -> bool:
+        changed = await conn.fetchval(
+            "SELECT updated_at >= $2 FROM orders WHERE client_order_id = $1",
+            client_order_id,
+            moment,
+        )
+        return bool(changed)
+
+    @staticmethod
     async def open_positions(conn: Conn, user_id: str) -> list[PositionRow]:
         records = await conn.fetch(
             "SELECT * FROM positions WHERE user_id = $1 AND status = 'OPEN' ORDER BY opened_at",
@@ -539,7 +548,7 @@ class StreamFeed:
             )
             positions = await FeedQueries.open_positions(conn, user_id)
         for row in orders:
-            if await self._reconcile_order(row):
+            if await self._reconcile_order(row, up_at):
                 corrections += 1
                 metrics.STREAM_CORRECTIONS.labels(self.exchange, "order").inc()
         for position in positions:
@@ -557,12 +566,17 @@ class StreamFeed:
         await self._sync_soon()
         return corrections
 
-    async def _reconcile_order(self, row: OrderRow) -> bool:
+    async def _reconcile_order(self, row: OrderRow, up_at: datetime | None) -> bool:
         executor = self.executor
         request = row.request
         async with executor.locks.hold(request.user_id, request.symbol):
             async with executor.pool.acquire() as conn:
                 fresh = await Repository.get_order(conn, row.client_order_id)
+                if up_at is not None and await FeedQueries.changed_since(
+                    conn, row.client_order_id, up_at
+                ):
+                    # Sent (or answered) while the stream was up: its reports follow.
+                    return False
             if (
                 fresh is None
                 or fresh.state in RowState.FINAL

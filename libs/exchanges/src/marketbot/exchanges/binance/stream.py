@@ -32,7 +32,13 @@ from marketbot.exchanges.reports import (
 )
 from marketbot.exchanges.signer import Signer
 from marketbot.exchanges.signing import signed_timestamp_ms
-from marketbot.exchanges.streams import PrivateStream, StreamConnection, StreamError, StreamEvent
+from marketbot.exchanges.streams import (
+    ConnectedHandler,
+    PrivateStream,
+    StreamConnection,
+    StreamError,
+    StreamEvent,
+)
 from marketbot.exchanges.userstreams import StreamLimits, UserStreams, websocket_base
 from marketbot.exchanges.venue import Balance, Fill, OrderState, OrderStatus
 from marketbot.runtime.clock import Clock, SystemClock
@@ -76,6 +82,8 @@ class BinanceUserDataProtocol:
         """subscriptionId -> user id, on the current connection."""
         self.refused: dict[str, str] = {}
         """user id -> why the last subscription attempt failed."""
+        self.announced: set[str] = set()
+        """The accounts whose start on the current connection was announced (reconciled)."""
         self._ids = itertools.count(1)
         self._connection: StreamConnection | None = None
         self._spend = spend
@@ -200,6 +208,7 @@ class BinanceUserDataProtocol:
     def disconnected(self) -> None:
         self._connection = None
         self.subscriptions.clear()
+        self.announced.clear()
 
 
 def _ms(value: object) -> int | None:
@@ -352,7 +361,12 @@ class BinanceUserStreams(UserStreams):
                 max_subscriptions=self.per_connection,
                 spend=self.spend,
             )
-            stream = self._stream(self.url, protocol, connect_weight=CONNECT_WEIGHT)
+            stream = self._stream(
+                self.url,
+                protocol,
+                connect_weight=CONNECT_WEIGHT,
+                on_connected=self._announcer(protocol),
+            )
             chosen = (stream, protocol)
             self._connections.append(chosen)
             self._run(stream)
@@ -361,8 +375,36 @@ class BinanceUserStreams(UserStreams):
         self._streams[user_id] = stream
         self._accounts_changed()
         await protocol.add(user_id, signer)
-        if stream.connected.is_set() and protocol.subscribed(user_id):
+        if not protocol.subscribed(user_id):
+            return  # subscribed (and announced) when the connection starts
+        if stream.connected.is_set():
             # Subscribed on a connection already up: its start-up reconciliation now.
+            if user_id not in protocol.announced:
+                protocol.announced.add(user_id)
+                await self._connected([user_id], False)
+        else:
+            # Subscribed while the connection was starting: announced once it is up, if
+            # its start did not include it.
+            self._spawn(self._announce_when_up(stream, protocol, user_id))
+
+    def _announcer(self, protocol: BinanceUserDataProtocol) -> ConnectedHandler:
+        async def announce(user_ids: Sequence[str], reconnected: bool) -> None:
+            fresh = [u for u in user_ids if u not in protocol.announced]
+            protocol.announced.update(fresh)
+            await self._connected(fresh, reconnected)
+
+        return announce
+
+    async def _announce_when_up(
+        self, stream: PrivateStream, protocol: BinanceUserDataProtocol, user_id: str
+    ) -> None:
+        try:
+            await asyncio.wait_for(stream.connected.wait(), self.settings.open_timeout_s * 3)
+        except TimeoutError:
+            return  # the next start subscribes and announces it
+        await asyncio.sleep(0)  # let the start's own announcement run first
+        if protocol.subscribed(user_id) and user_id not in protocol.announced:
+            protocol.announced.add(user_id)
             await self._connected([user_id], False)
 
     async def remove(self, user_id: str) -> None:
@@ -373,8 +415,15 @@ class BinanceUserStreams(UserStreams):
             await protocol.remove(user_id)
 
     def live(self, user_id: str) -> bool:
+        """Subscribed on a connection that is up (its start finished and was announced)."""
         protocol = self._where.get(user_id)
-        return protocol is not None and protocol.subscribed(user_id)
+        stream = self._streams.get(user_id)
+        return (
+            protocol is not None
+            and stream is not None
+            and stream.connected.is_set()
+            and protocol.subscribed(user_id)
+        )
 
     def users(self) -> list[str]:
         return sorted(self._where)
@@ -412,4 +461,5 @@ class BinanceUserStreams(UserStreams):
             log.warning("user data subscription not renewed", user_id=user_id, error=str(exc))
             return
         if renewed:
+            protocol.announced.add(user_id)
             await self._connected([user_id], True)
