@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from marketbot.contracts import Exchange
 from marketbot.exchanges import metrics
+from marketbot.exchanges.deadline import remaining as deadline_remaining
 from marketbot.exchanges.errors import IpBannedError, RateLimited
 from marketbot.runtime.clock import Clock
 
@@ -247,14 +248,16 @@ class RateLimiter:
 
         Buckets are taken in the order given (per-key first, then per-IP), each under its
         own lock, so one user's per-key wait never holds up other users' IP budget.
-        Raises ``RateLimited`` instead of waiting longer than ``max_wait_s``.
+        Raises ``RateLimited`` instead of waiting longer than ``max_wait_s``, or than the
+        caller's remaining life when it set a deadline (``deadline.within``).
         """
+        max_wait = self.max_wait()
         waited = 0.0
         spent: list[tuple[WindowBucket, list[float]]] = []
         for bucket, cost in costs:
             self.check_ban()
             held = self.hold_remaining()
-            if held > 0 and waited + held > self.max_wait_s:
+            if held > 0 and waited + held > max_wait:
                 raise RateLimited(
                     f"holding every request for {held:.1f}s after a 429",
                     retry_after_s=held,
@@ -262,7 +265,7 @@ class RateLimiter:
                 )
             if bucket.delay_for(cost) > 0 or bucket.lock.locked():
                 async with bucket.lock:
-                    waited += await self._wait(bucket, cost, waited)
+                    waited += await self._wait(bucket, cost, waited, max_wait)
                     spent.append((bucket, bucket.spend(cost)))
             else:
                 spent.append((bucket, bucket.spend(cost)))
@@ -276,14 +279,21 @@ class RateLimiter:
             metrics.RATE_LIMIT_WAIT.labels(self.exchange.value).inc(waited)
         return Tokens(waited, spent)
 
-    async def _wait(self, bucket: WindowBucket, cost: float, already: float) -> float:
+    def max_wait(self) -> float:
+        """The longest wait allowed now: ``max_wait_s``, capped by the caller's deadline."""
+        left = deadline_remaining(self._clock)
+        return self.max_wait_s if left is None else min(self.max_wait_s, left)
+
+    async def _wait(
+        self, bucket: WindowBucket, cost: float, already: float, max_wait: float
+    ) -> float:
         waited = 0.0
         while True:
             self.check_ban()
             delay = bucket.delay_for(cost)
             if delay <= 0:
                 return waited
-            if already + waited + delay > self.max_wait_s:
+            if already + waited + delay > max_wait:
                 raise RateLimited(
                     f"rate-limit budget {bucket.name} exhausted for {delay:.2f}s",
                     retry_after_s=delay,

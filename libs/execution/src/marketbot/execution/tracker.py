@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 
 from marketbot.exchanges.errors import (
-    CircuitOpenError,
     ExchangeError,
     IpBannedError,
     RateLimited,
@@ -119,7 +118,5 @@ class PositionTracker:
             gate.pause(exc.retry_after_s, "ban")
         elif isinstance(exc, RateLimited):
             gate.pause(exc.retry_after_s, "rate_limit")
-        elif isinstance(exc, CircuitOpenError):
-            gate.pause(self.executor.config.breaker_pause_s, "breaker")
-        else:
+        else:  # an open breaker included: it is per endpoint, and pauses nothing else
             log.info("tracking lookup failed; will retry", error=str(exc))
