@@ -125,7 +125,7 @@ class ExecutionConfig:
     """The longest one send can take before its outcome is unknown (the HTTP read timeout).
     A resend is made only while the request can still be resolved before its maximum age
     (``send_timeout_s + unknown_settle_s`` of life left)."""
-    reconcile_poll_s: float = 2.0
+    reconcile_poll_s: float = 5.0
     """How often the reconciler looks an unknown order up until its settle time."""
 
 

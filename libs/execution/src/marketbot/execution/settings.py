@@ -103,7 +103,7 @@ class ExecutorSettings(ServiceSettings):
     retry_backoff_s: float = Field(default=0.5, gt=0)
     # unknown outcomes: resolved by the reconciler (reconcile.py), never by the request
     reconcile_poll_s: float = Field(
-        default=2.0,
+        default=5.0,
         gt=0,
         description="how often an order whose outcome is unknown is looked up by client id "
         "until its settle time (the last lookup is at the settle time)",

@@ -32,6 +32,8 @@ class PositionTracker:
         self.executor = executor
         self.batch = batch
         self._limit = asyncio.Semaphore(concurrency)
+        self._resume_at = 0.0
+        """After its own reads found no rate-limit budget: the tracker waits (monotonic)."""
 
     async def run(self, interval_s: float) -> None:
         stopping = self.executor.stopping
@@ -46,7 +48,7 @@ class PositionTracker:
     async def tick(self) -> int:
         """One pass over what is due; returns how many positions were closed."""
         executor = self.executor
-        if executor.gate.remaining > 0:
+        if executor.gate.remaining > 0 or executor.clock.monotonic() < self._resume_at:
             return 0
         now = executor.clock.now()
         async with executor.pool.acquire() as conn:
@@ -117,6 +119,11 @@ class PositionTracker:
         if isinstance(exc, IpBannedError):
             gate.pause(exc.retry_after_s, "ban")
         elif isinstance(exc, RateLimited):
-            gate.pause(exc.retry_after_s, "rate_limit")
+            # No budget for the tracker's reads: the tracker backs off, and orders keep
+            # whatever budget there is (the limiter itself holds everyone after a 429).
+            self._resume_at = max(
+                self._resume_at, self.executor.clock.monotonic() + exc.retry_after_s
+            )
+            log.info("tracking paused for rate-limit budget", seconds=exc.retry_after_s)
         else:  # an open breaker included: it is per endpoint, and pauses nothing else
             log.info("tracking lookup failed; will retry", error=str(exc))
