@@ -11,6 +11,7 @@ import pytest
 from marketbot.contracts import Exchange
 from marketbot.exchanges.breaker import BreakerState, CircuitBreaker, EndpointBreakers
 from marketbot.exchanges.cache import TTLCache
+from marketbot.exchanges.deadline import within
 from marketbot.exchanges.errors import CircuitOpenError, IpBannedError, OutcomeUnknown, RateLimited
 from marketbot.exchanges.http import Endpoint, HttpSettings
 from marketbot.exchanges.numbers import format_decimal, round_down_to_step
@@ -230,3 +231,17 @@ def test_decimal_formatting_uses_the_step_exponent() -> None:
 
 
 TICKERS = Endpoint("GET", "/v5/market/tickers")
+
+
+async def test_a_limiter_wait_is_capped_at_the_callers_remaining_life() -> None:
+    clock = ManualClock()
+    limiter = RateLimiter(Exchange.BINANCE, clock, max_wait_s=30)
+    bucket = limiter.bucket(("ip", "weight"), 10, 20.0, safety=1.0)
+    start = clock.monotonic()
+    await limiter.acquire([(bucket, 10.0)])  # the window is full for 20 s
+    with within(5.0, clock), pytest.raises(RateLimited) as refused:
+        await limiter.acquire([(bucket, 1.0)])
+    assert refused.value.retry_after_s == pytest.approx(20.0)
+    assert clock.monotonic() == start  # refused at once, not after waiting
+    await limiter.acquire([(bucket, 1.0)])  # no deadline: waits (20 s < max_wait_s)
+    assert clock.monotonic() == pytest.approx(start + 20.0)
