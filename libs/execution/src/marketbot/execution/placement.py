@@ -574,10 +574,14 @@ class OrderExecutor:
         except Rejected as exc:
             return await self.reject_row(row, exc.reason, str(exc), code=exc.code)
         except Retryable:
-            # An answer that says nothing executed (or a request never sent): nothing is
-            # in flight, so a lookup that finds nothing is conclusive right away.
+            # An answer that says nothing executed (or a request never sent: the limiter,
+            # a breaker, no connection): this attempt is taken back, so the row is exactly
+            # as maybe-sent as before it. A first send stays a first send (no lookup, no
+            # resend rule), and a resend keeps the settle time of the attempt before.
             async with self.pool.acquire() as conn:
-                await Repository.set_settle(conn, row.client_order_id, self.clock.now())
+                await Repository.undo_attempt(
+                    conn, row.client_order_id, row.attempts, row.settle_until
+                )
             raise
         return await self.record_result(row, state)
 

@@ -329,6 +329,20 @@ class Repository:
         )
 
     @staticmethod
+    async def undo_attempt(
+        conn: Conn, client_order_id: str, attempts: int, settle_until: datetime | None
+    ) -> None:
+        """The attempt just marked provably never executed: back to the attempts and settle
+        time from before it."""
+        await conn.execute(
+            "UPDATE orders SET attempts = $2, settle_until = $3 "
+            "WHERE client_order_id = $1 AND attempts = $2 + 1",
+            client_order_id,
+            attempts,
+            settle_until,
+        )
+
+    @staticmethod
     async def set_settle(conn: Conn, client_order_id: str, until: datetime) -> None:
         await conn.execute(
             "UPDATE orders SET settle_until = $2 WHERE client_order_id = $1",
