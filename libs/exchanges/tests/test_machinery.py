@@ -15,7 +15,7 @@ from marketbot.exchanges.deadline import within
 from marketbot.exchanges.errors import CircuitOpenError, IpBannedError, OutcomeUnknown, RateLimited
 from marketbot.exchanges.http import Endpoint, HttpSettings
 from marketbot.exchanges.numbers import format_decimal, round_down_to_step
-from marketbot.exchanges.ratelimit import RateLimiter, WindowBucket
+from marketbot.exchanges.ratelimit import RateLimiter, WindowBucket, background
 from marketbot.exchanges.retry import RetryPolicy
 from marketbot.exchanges.timesync import ServerClock
 from marketbot.runtime.clock import ManualClock
@@ -245,3 +245,23 @@ async def test_a_limiter_wait_is_capped_at_the_callers_remaining_life() -> None:
     assert clock.monotonic() == start  # refused at once, not after waiting
     await limiter.acquire([(bucket, 1.0)])  # no deadline: waits (20 s < max_wait_s)
     assert clock.monotonic() == pytest.approx(start + 20.0)
+
+
+async def test_background_work_uses_half_the_budget_and_never_queues() -> None:
+    clock = ManualClock()
+    limiter = RateLimiter(Exchange.BINANCE, clock, max_wait_s=30)
+    bucket = limiter.bucket(("ip", "weight"), 100, 60.0, safety=1.0)
+    key = limiter.bucket(("key", "k1", "orders"), 10, 10.0, safety=1.0)
+    start = clock.monotonic()
+    with background():
+        for _ in range(5):
+            await limiter.acquire([(key, 1.0), (bucket, 10.0)])
+        with pytest.raises(RateLimited) as refused:
+            await limiter.acquire([(key, 1.0), (bucket, 10.0)])
+    assert refused.value.retry_after_s > 0
+    assert clock.monotonic() == start  # refused, not queued
+    assert bucket.used() == 50
+    assert key.used() == 5  # the per-key tokens of the refused request were given back
+    for _ in range(5):  # order placement still has the other half
+        await limiter.acquire([(bucket, 10.0)])
+    assert clock.monotonic() == start

@@ -17,6 +17,7 @@ from marketbot.exchanges.errors import (
     IpBannedError,
     RateLimited,
 )
+from marketbot.exchanges.ratelimit import background
 from marketbot.execution import metrics
 from marketbot.execution.domain.lifecycle import Phase
 from marketbot.execution.fills import FillsIncompleteError
@@ -46,7 +47,14 @@ class PositionTracker:
                 await asyncio.wait_for(stopping.wait(), timeout=interval_s)
 
     async def tick(self) -> int:
-        """One pass over what is due; returns how many positions were closed."""
+        """One pass over what is due; returns how many positions were closed.
+
+        The pass is background work for the rate limiter (``ratelimit.background``): it
+        uses at most half of each per-IP budget, so polling never delays order placement."""
+        with background():
+            return await self._tick()
+
+    async def _tick(self) -> int:
         executor = self.executor
         if executor.gate.remaining > 0 or executor.clock.monotonic() < self._resume_at:
             return 0
