@@ -294,9 +294,12 @@ class OrderExecutor:
                     )
                 await self._sleep(min(seconds, max(life, 0.0)))
 
-    def life_s(self, request: OrderRequested) -> float:
-        """Seconds the request may still wait before it is too old to send."""
-        return self.config.max_request_age_s - request.age_s(self.clock.now())
+    def life_s(self, request: OrderRequested, now: datetime | None = None) -> float:
+        """Seconds the request may still wait before it is too old to send: a send must
+        start early enough for its answer (within ``send_timeout_s``) to come before the
+        maximum age, so an order is placed, or rejected, before it."""
+        age = request.age_s(now or self.clock.now())
+        return self.config.max_request_age_s - self.config.send_timeout_s - age
 
     async def expire(self, request: OrderRequested, cause: str) -> Outcome:
         """The request cannot be sent within its maximum age: reject it ``STALE`` now, with
@@ -328,7 +331,7 @@ class OrderExecutor:
         raise StoppingError
 
     def _stale(self, request: OrderRequested, now: datetime) -> bool:
-        return request.age_s(now) > self.config.max_request_age_s
+        return self.life_s(request, now) <= 0
 
     async def _attempt(self, request: OrderRequested) -> Outcome:
         cid = request.client_order_id
@@ -373,8 +376,7 @@ class OrderExecutor:
     def can_resend(self, request: OrderRequested, now: datetime) -> bool:
         """A resend is made only if, should its outcome be unknown too, it can still be
         resolved (one send timeout plus the settle time) before the maximum age."""
-        life = self.config.max_request_age_s - request.age_s(now)
-        return life > self.config.send_timeout_s + self.config.unknown_settle_s
+        return self.life_s(request, now) > self.config.unknown_settle_s
 
     def too_late_to_resend(self, request: OrderRequested, now: datetime) -> str:
         return (
@@ -721,8 +723,9 @@ class OrderExecutor:
     ) -> Outcome:
         age = request.age_s(now)
         message = (
-            f"request is {age:.1f}s old, older than the maximum {self.config.max_request_age_s}s; "
-            "not sent"
+            f"request is {age:.1f}s old: too old to be sent and answered (within the "
+            f"{self.config.send_timeout_s:.0f}s send timeout) before its maximum age of "
+            f"{self.config.max_request_age_s:.0f}s; not sent"
         )
         if row is not None:
             return await self.reject_row(row, RejectReason.STALE, message)
