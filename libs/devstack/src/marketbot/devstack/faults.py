@@ -354,7 +354,7 @@ class FaultStack:
             await asyncio.to_thread(self.infra.stop)
 
 
-async def seed(demo: Demo, users: list[DemoUser], *, concurrency: int = 16) -> None:
+async def seed(demo: Demo, users: list[DemoUser], *, concurrency: int = 32) -> None:
     """Register users and their keys; ask again while the vault answers 'unavailable'."""
     gate = asyncio.Semaphore(concurrency)
 
