@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from marketbot.devstack import faults
+from marketbot.runtime.infra import Infra
 from marketbot.runtime.testing import REPORT_PROPERTY
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -29,11 +30,13 @@ USERS = int(os.environ.get("MARKETBOT_FAULT_TEST_USERS", "300"))
 
 
 async def run_scenario(
+    infra: Infra,
     tmp_path: Path,
     scenario: faults.Scenario,
     record: Callable[[str, object], None],
 ) -> faults.Counts:
-    async with faults.FaultStack(tmp_path) as harness:
+    # its own NATS; its own database on the worker's PostgreSQL server
+    async with faults.FaultStack(tmp_path, postgres_url=infra.database_url) as harness:
         users = faults.population(USERS, f"{scenario.name[:6]}{uuid.uuid4().hex[:4]}")
         await faults.seed(harness.demo, users)
         await faults.settled(harness.bus)
@@ -57,27 +60,33 @@ def assert_target(counts: faults.Counts) -> None:
 
 @pytest.mark.xdist_group("faults-decision")
 async def test_decision_killed_mid_fan_out(
-    tmp_path: Path, record_property: Callable[[str, object], None]
+    infra: Infra, tmp_path: Path, record_property: Callable[[str, object], None]
 ) -> None:
-    counts = await run_scenario(tmp_path, faults.SCENARIOS["decision_killed"], record_property)
+    counts = await run_scenario(
+        infra, tmp_path, faults.SCENARIOS["decision_killed"], record_property
+    )
     assert_target(counts)
     assert counts.stale == 0, (counts.line(), counts.stale_messages)
 
 
 @pytest.mark.xdist_group("faults-timeouts")
 async def test_30_percent_of_creates_timing_out(
-    tmp_path: Path, record_property: Callable[[str, object], None]
+    infra: Infra, tmp_path: Path, record_property: Callable[[str, object], None]
 ) -> None:
-    counts = await run_scenario(tmp_path, faults.SCENARIOS["create_timeouts"], record_property)
+    counts = await run_scenario(
+        infra, tmp_path, faults.SCENARIOS["create_timeouts"], record_property
+    )
     assert_target(counts)
     assert counts.unknown_events > 0, "the fault never fired: nothing was tested"
 
 
 @pytest.mark.xdist_group("faults-late")
 async def test_30_percent_of_creates_executing_late_after_a_timeout(
-    tmp_path: Path, record_property: Callable[[str, object], None]
+    infra: Infra, tmp_path: Path, record_property: Callable[[str, object], None]
 ) -> None:
-    counts = await run_scenario(tmp_path, faults.SCENARIOS["late_execution"], record_property)
+    counts = await run_scenario(
+        infra, tmp_path, faults.SCENARIOS["late_execution"], record_property
+    )
     # Protection included: an entry found by lookup after an unknown outcome is sized from
     # its trade records (fees in the asset charged), then protected like any other.
     assert_target(counts)
@@ -86,22 +95,22 @@ async def test_30_percent_of_creates_executing_late_after_a_timeout(
 
 @pytest.mark.xdist_group("faults-limits")
 async def test_the_simulators_limits_at_a_reduced_budget(
-    tmp_path: Path, record_property: Callable[[str, object], None]
+    infra: Infra, tmp_path: Path, record_property: Callable[[str, object], None]
 ) -> None:
     # Half the documented Binance weight (3,000 a minute, not 6,000), 2 Bybit creates a
     # second per UID, half Bybit's per-IP limit. The bench runs 1,500 a minute, where 150
     # Binance orders (about 22 weight each: account, order, OCO) no longer fit in their
     # 120 s and some are rejected STALE, each with the budget as the reason.
     scenario = faults.reduced_limits(3000)
-    counts = await run_scenario(tmp_path, scenario, record_property)
+    counts = await run_scenario(infra, tmp_path, scenario, record_property)
     assert_target(counts)
     assert counts.most_429_in_a_minute <= 1, counts.line()
 
 
 @pytest.mark.xdist_group("faults-nats")
 async def test_nats_killed_and_restarted(
-    tmp_path: Path, record_property: Callable[[str, object], None]
+    infra: Infra, tmp_path: Path, record_property: Callable[[str, object], None]
 ) -> None:
-    counts = await run_scenario(tmp_path, faults.SCENARIOS["nats_killed"], record_property)
+    counts = await run_scenario(infra, tmp_path, faults.SCENARIOS["nats_killed"], record_property)
     assert_target(counts)
     assert counts.resumed_after_s is not None, counts.line()

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -56,6 +57,7 @@ from marketbot.devstack.stack import Stack, StackConfig
 from marketbot.devstack.supervisor import Supervisor
 from marketbot.runtime.bus import Bus
 from marketbot.runtime.cluster import kill_hard
+from marketbot.runtime.db import create_database, drop_database
 from marketbot.runtime.infra import Infra, start_infra
 from marketbot.sim.admin import SimAdmin
 
@@ -264,11 +266,18 @@ class Harness:
 
 
 class FaultStack:
-    """A fresh platform for one scenario: its own NATS (authenticated) and PostgreSQL, the
-    simulator and every service, with the executors' fault settings (``EXECUTOR_ENV``)."""
+    """A fresh platform for one scenario: its own NATS (authenticated, so it can be killed)
+    and its own database, the simulator and every service, with the executors' fault
+    settings (``EXECUTOR_ENV``).
 
-    def __init__(self, data_dir: Path) -> None:
+    ``postgres_url``: a PostgreSQL server to hold the stack's database (created empty,
+    dropped at the end), so parallel test workers do not start one server per scenario;
+    ``None`` starts a PostgreSQL of its own."""
+
+    def __init__(self, data_dir: Path, *, postgres_url: str | None = None) -> None:
         self.data_dir = data_dir
+        self.postgres_url = postgres_url
+        self._database: str | None = None
         self.infra: Infra | None = None
         self.stack: Stack | None = None
         self.bus: Bus | None = None
@@ -286,8 +295,12 @@ class FaultStack:
         await self.aclose()
 
     async def _start(self) -> Harness:
+        env: dict[str, str] = {}
+        if self.postgres_url is not None:
+            self._database = f"faults_{uuid.uuid4().hex[:12]}"
+            env["DATABASE_URL"] = await create_database(self.postgres_url, self._database)
         self.infra = infra = await asyncio.to_thread(
-            start_infra, self.data_dir / "infra", durable=False, env={}
+            start_infra, self.data_dir / "infra", durable=False, env=env
         )
         config = StackConfig.for_infra(
             infra,
@@ -352,6 +365,11 @@ class FaultStack:
             await self.stack.stop()
         if self.infra is not None:
             await asyncio.to_thread(self.infra.stop)
+        if self.postgres_url is not None and self._database is not None:
+            # Clean-up only: a database left behind on a throw-away test server is harmless,
+            # and must not turn a scenario's result into an error.
+            with contextlib.suppress(Exception):
+                await drop_database(self.postgres_url, self._database)
 
 
 async def seed(demo: Demo, users: list[DemoUser], *, concurrency: int = 32) -> None:
