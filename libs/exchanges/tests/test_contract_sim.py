@@ -434,7 +434,7 @@ async def test_breaker_opens_on_5xx_and_recovers(env: Env, sim: Any) -> None:
         for _ in range(3):
             with pytest.raises(Exception):  # noqa: B017, PT011 - OutcomeUnknown for a read
                 await venue.http.send_once(endpoint, {})
-        assert venue.http.breaker.state is BreakerState.OPEN
+        assert venue.http.breaker(endpoint).state is BreakerState.OPEN
         with pytest.raises(CircuitOpenError):
             await venue.http.send_once(endpoint, {})
 
@@ -446,7 +446,7 @@ async def test_breaker_opens_on_5xx_and_recovers(env: Env, sim: Any) -> None:
             return True
 
         await eventually(recovered, timeout=5)
-        assert venue.http.breaker.state is BreakerState.CLOSED
+        assert venue.http.breaker(endpoint).state is BreakerState.CLOSED
     finally:
         await env.admin.clear_faults()
         await venue.aclose()

@@ -9,12 +9,13 @@ import httpx
 import pytest
 
 from marketbot.contracts import Exchange
-from marketbot.exchanges.breaker import BreakerState, CircuitBreaker
+from marketbot.exchanges.breaker import BreakerState, CircuitBreaker, EndpointBreakers
 from marketbot.exchanges.cache import TTLCache
+from marketbot.exchanges.deadline import within
 from marketbot.exchanges.errors import CircuitOpenError, IpBannedError, OutcomeUnknown, RateLimited
-from marketbot.exchanges.http import HttpSettings
+from marketbot.exchanges.http import Endpoint, HttpSettings
 from marketbot.exchanges.numbers import format_decimal, round_down_to_step
-from marketbot.exchanges.ratelimit import RateLimiter, WindowBucket
+from marketbot.exchanges.ratelimit import RateLimiter, WindowBucket, background
 from marketbot.exchanges.retry import RetryPolicy
 from marketbot.exchanges.timesync import ServerClock
 from marketbot.runtime.clock import ManualClock
@@ -91,6 +92,52 @@ def test_breaker_opens_half_opens_and_recovers() -> None:
     breaker.before_request()
 
 
+def test_a_partial_fault_does_not_open_the_breaker_a_dead_endpoint_does() -> None:
+    # 30 % of one burst fails, and the failures all come back together (one read timeout
+    # after the burst): a run of consecutive failures, but not a failing endpoint.
+    clock = ManualClock()
+    breaker = CircuitBreaker(Exchange.BINANCE, clock, failure_threshold=5, window_s=30)
+    for _ in range(45):
+        breaker.record_success()
+    clock.advance(2)
+    for _ in range(19):
+        breaker.record_failure()
+    assert breaker.state is BreakerState.CLOSED
+    breaker.before_request()
+    # the endpoint goes down: every answer fails, and the share soon passes one half
+    for _ in range(60):
+        breaker.record_failure()
+        if breaker.state is BreakerState.OPEN:
+            break
+    assert breaker.state is BreakerState.OPEN
+    with pytest.raises(CircuitOpenError) as opened:
+        breaker.before_request()
+    assert 0 < opened.value.retry_after_s <= 10
+    # outcomes older than the window are forgotten
+    clock.advance(10)
+    breaker.before_request()  # the probe
+    breaker.record_success()
+    clock.advance(31)
+    for _ in range(5):
+        breaker.record_failure()
+    assert breaker.state is BreakerState.OPEN
+
+
+def test_breakers_are_per_endpoint() -> None:
+    clock = ManualClock()
+    breakers = EndpointBreakers(Exchange.BYBIT, clock, failure_threshold=3)
+    create, lookup = "POST /v5/order/create", "GET /v5/order/realtime"
+    for _ in range(3):
+        breakers.get(create).record_failure()
+    assert breakers.get(create).state is BreakerState.OPEN
+    with pytest.raises(CircuitOpenError):
+        breakers.get(create).before_request()
+    breakers.get(lookup).before_request()  # lookups of the same orders still go out
+    assert breakers.states() == {create: BreakerState.OPEN, lookup: BreakerState.CLOSED}
+    other = EndpointBreakers(Exchange.BINANCE, clock, failure_threshold=3)
+    other.get("POST /api/v3/order").before_request()  # nor does the other venue stop
+
+
 async def test_breaker_in_the_client_opens_on_5xx_and_recovers() -> None:
     settings = HttpSettings(
         breaker_failure_threshold=3,
@@ -104,7 +151,7 @@ async def test_breaker_in_the_client_opens_on_5xx_and_recovers() -> None:
     for symbol in ("A", "B", "C"):
         with pytest.raises(OutcomeUnknown):
             await venue.ticker(symbol)
-    assert venue.http.breaker.state is BreakerState.OPEN
+    assert venue.http.breaker(TICKERS).state is BreakerState.OPEN
     before = len(fake.requests)
     with pytest.raises(CircuitOpenError):
         await venue.ticker("D")
@@ -115,7 +162,7 @@ async def test_breaker_in_the_client_opens_on_5xx_and_recovers() -> None:
         respond(200, bybit_ok({"category": "spot", "list": [{"symbol": "E", "lastPrice": "1"}]})),
     )
     assert (await venue.ticker("E")).last_price == Decimal(1)
-    assert venue.http.breaker.state is BreakerState.CLOSED
+    assert venue.http.breaker(TICKERS).state is BreakerState.CLOSED
 
 
 async def test_cache_single_flight_and_ttl() -> None:
@@ -181,3 +228,40 @@ def test_decimal_formatting_uses_the_step_exponent() -> None:
     assert format_decimal(Decimal("123"), Decimal("1")) == "123"
     assert format_decimal(Decimal("1E+3")) == "1000"
     assert round_down_to_step(Decimal("0.123456"), Decimal("0.001")) == Decimal("0.123")
+
+
+TICKERS = Endpoint("GET", "/v5/market/tickers")
+
+
+async def test_a_limiter_wait_is_capped_at_the_callers_remaining_life() -> None:
+    clock = ManualClock()
+    limiter = RateLimiter(Exchange.BINANCE, clock, max_wait_s=30)
+    bucket = limiter.bucket(("ip", "weight"), 10, 20.0, safety=1.0)
+    start = clock.monotonic()
+    await limiter.acquire([(bucket, 10.0)])  # the window is full for 20 s
+    with within(5.0, clock), pytest.raises(RateLimited) as refused:
+        await limiter.acquire([(bucket, 1.0)])
+    assert refused.value.retry_after_s == pytest.approx(20.0)
+    assert clock.monotonic() == start  # refused at once, not after waiting
+    await limiter.acquire([(bucket, 1.0)])  # no deadline: waits (20 s < max_wait_s)
+    assert clock.monotonic() == pytest.approx(start + 20.0)
+
+
+async def test_background_work_uses_half_the_budget_and_never_queues() -> None:
+    clock = ManualClock()
+    limiter = RateLimiter(Exchange.BINANCE, clock, max_wait_s=30)
+    bucket = limiter.bucket(("ip", "weight"), 100, 60.0, safety=1.0)
+    key = limiter.bucket(("key", "k1", "orders"), 10, 10.0, safety=1.0)
+    start = clock.monotonic()
+    with background():
+        for _ in range(5):
+            await limiter.acquire([(key, 1.0), (bucket, 10.0)])
+        with pytest.raises(RateLimited) as refused:
+            await limiter.acquire([(key, 1.0), (bucket, 10.0)])
+    assert refused.value.retry_after_s > 0
+    assert clock.monotonic() == start  # refused, not queued
+    assert bucket.used() == 50
+    assert key.used() == 5  # the per-key tokens of the refused request were given back
+    for _ in range(5):  # order placement still has the other half
+        await limiter.acquire([(bucket, 10.0)])
+    assert clock.monotonic() == start

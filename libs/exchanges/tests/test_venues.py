@@ -575,7 +575,11 @@ async def test_metrics_are_recorded() -> None:
     labels = {"exchange": "binance", "method": "GET", "endpoint": "/api/v3/ping", "outcome": "ok"}
     assert REGISTRY.get_sample_value("marketbot_exchange_request_seconds_count", labels)
     assert (
-        REGISTRY.get_sample_value("marketbot_exchange_breaker_state", {"exchange": "binance"}) == 0
+        REGISTRY.get_sample_value(
+            "marketbot_exchange_breaker_state",
+            {"exchange": "binance", "endpoint": "GET /api/v3/ping"},
+        )
+        == 0
     )
     assert (
         REGISTRY.get_sample_value(

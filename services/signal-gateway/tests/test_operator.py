@@ -17,7 +17,7 @@ from .helpers import make_settings as settings_with
 EXECUTOR_METRICS = """\
 # HELP marketbot_exchange_breaker_state Circuit breaker state
 # TYPE marketbot_exchange_breaker_state gauge
-marketbot_exchange_breaker_state{exchange="bybit"} 2.0
+marketbot_exchange_breaker_state{endpoint="POST /v5/order/create",exchange="bybit"} 2.0
 # HELP marketbot_exchange_rate_limit_headroom_ratio headroom
 # TYPE marketbot_exchange_rate_limit_headroom_ratio gauge
 marketbot_exchange_rate_limit_headroom_ratio{bucket="order",exchange="bybit"} 0.25
@@ -33,7 +33,14 @@ other_metric 7.0
 def test_status_picks_the_operator_gauges() -> None:
     status = PlatformStatus()
     status.add_metrics("executor-bybit", EXECUTOR_METRICS)
-    assert status.breakers == [{"service": "executor-bybit", "exchange": "bybit", "state": "open"}]
+    assert status.breakers == [
+        {
+            "service": "executor-bybit",
+            "exchange": "bybit",
+            "endpoint": "POST /v5/order/create",
+            "state": "open",
+        }
+    ]
     assert status.rate_limits == [
         {"service": "executor-bybit", "exchange": "bybit", "bucket": "order", "headroom": 0.25}
     ]

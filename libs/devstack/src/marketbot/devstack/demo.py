@@ -67,6 +67,9 @@ class DemoUser:
     expires_in_days: int = 14
     """Subscription expiry for TRIAL users; negative means already expired."""
     register_key: bool = True
+    web_password: bool = True
+    """Give the user the demo's web sign-in (an argon2id hash: skipped for big populations
+    that never sign in)."""
 
 
 DEMO_USERS: tuple[DemoUser, ...] = (
@@ -177,7 +180,8 @@ class Demo:
                 ),
                 f"renew {user.user_id}",
             )
-        await self.set_password(user.user_id, DEMO_PASSWORD)
+        if user.web_password:
+            await self.set_password(user.user_id, DEMO_PASSWORD)
         if not user.register_key:
             no_key = SeededUser(user, "no key")
             self.users[user.user_id] = no_key

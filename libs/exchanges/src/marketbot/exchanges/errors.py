@@ -73,7 +73,19 @@ class ClockSkewError(Retryable):
 
 
 class CircuitOpenError(Retryable):
-    """The circuit breaker for this exchange is open; the request was not sent."""
+    """The circuit breaker of this endpoint is open; the request was not sent.
+
+    ``retry_after_s``: when the breaker lets a probe through (wait for it, never spin)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        exchange: Exchange | None = None,
+        retry_after_s: float = 1.0,
+    ) -> None:
+        super().__init__(message, exchange=exchange)
+        self.retry_after_s = retry_after_s
 
 
 class RateLimited(Retryable):

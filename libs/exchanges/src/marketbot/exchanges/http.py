@@ -2,9 +2,11 @@
 
 One pooled ``httpx.AsyncClient`` per exchange; every request goes through, in order: the
 ban check, the server clock (signed requests), the signer, the rate limiter, a connection
-slot, the ban / 429-hold check again (so nothing queued leaves after a 429, 418 or 403 until
-its wait ends), the circuit breaker, the wire, the venue's usage headers (the budget follows
-what the exchange reports), the venue's decoder (typed errors), and metrics. Reads are retried with
+slot (both waited for at most the caller's ``deadline``), the ban / 429-hold check again (so
+nothing queued leaves after a 429, 418 or 403 until its wait ends), the endpoint's circuit
+breaker (``breaker.py``: one per endpoint, so failing creates never stop lookups or
+cancels), the wire, the venue's usage headers (the budget follows what the exchange
+reports), the venue's decoder (typed errors), and metrics. Reads are retried with
 exponential backoff and jitter; writes only when nothing was executed (``Retryable``). A
 timestamp rejection re-measures the clock and sends once more.
 
@@ -15,10 +17,11 @@ The venue subclasses supply the wire format (``encode``/``attach``), the meterin
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +29,8 @@ import httpx
 
 from marketbot.contracts import Exchange
 from marketbot.exchanges import metrics
-from marketbot.exchanges.breaker import CircuitBreaker
+from marketbot.exchanges.breaker import CircuitBreaker, EndpointBreakers
+from marketbot.exchanges.deadline import remaining as deadline_remaining
 from marketbot.exchanges.errors import (
     CircuitOpenError,
     ClockSkewError,
@@ -36,7 +40,7 @@ from marketbot.exchanges.errors import (
     RateLimited,
     Retryable,
 )
-from marketbot.exchanges.ratelimit import RateLimiter, WindowBucket
+from marketbot.exchanges.ratelimit import RateLimiter, Tokens, WindowBucket
 from marketbot.exchanges.retry import RetryPolicy
 from marketbot.exchanges.signer import Signature, Signer, SigningInput
 from marketbot.exchanges.timesync import ServerClock
@@ -93,6 +97,10 @@ class HttpSettings:
     clock_safety_ms: int = 200
     resign_after_wait_ms: int = 1000
     breaker_failure_threshold: int = 5
+    """Failures within ``breaker_window_s`` before an endpoint's breaker may open ..."""
+    breaker_failure_ratio: float = 0.5
+    """... and only when they are at least this share of that endpoint's outcomes then."""
+    breaker_window_s: float = 30.0
     breaker_reset_timeout_s: float = 10.0
     rate_limit_safety: float = 0.9
     rate_limit_scale: float = 1.0
@@ -146,10 +154,12 @@ class VenueHttp(ABC):
         self.limiter = RateLimiter(
             self.exchange, clock, max_wait_s=s.max_rate_limit_wait_s, scale=s.rate_limit_scale
         )
-        self.breaker = CircuitBreaker(
+        self.breakers = EndpointBreakers(
             self.exchange,
             clock,
             failure_threshold=s.breaker_failure_threshold,
+            failure_ratio=s.breaker_failure_ratio,
+            window_s=s.breaker_window_s,
             reset_timeout_s=s.breaker_reset_timeout_s,
         )
         self.time = ServerClock(
@@ -268,9 +278,10 @@ class VenueHttp(ABC):
         else:
             wire = self.encode(endpoint, params, None)
             tokens = await self.limiter.acquire(self.ip_costs(endpoint, params))
+        breaker = self.breaker(endpoint)
         started = time.perf_counter()
         try:
-            async with self._slots:
+            async with self._slot(tokens):
                 if signer is not None and self.clock.monotonic() - signed_at > self._resign_s:
                     # the signed timestamp aged while waiting for budget or a connection
                     wire, api_key, signed_at = await self._sign(endpoint, params, signer)
@@ -278,7 +289,7 @@ class VenueHttp(ABC):
                     # Last look before the wire: a 429 / 418 / 403 seen while this request
                     # waited for budget, a connection or a signature stops it here.
                     self.limiter.check_clear(tokens)
-                    self.breaker.before_request()
+                    breaker.before_request()
                 except ExchangeError:
                     tokens.refund()
                     raise
@@ -288,7 +299,7 @@ class VenueHttp(ABC):
         except httpx.HTTPError as exc:
             tokens.settle()
             if not isinstance(exc, httpx.PoolTimeout):
-                self.breaker.record_failure()
+                breaker.record_failure()
             self._observe_latency(endpoint, "transport_error", started)
             message = f"{type(exc).__name__} on {endpoint.name}: {exc}"
             if isinstance(exc, _NOT_SENT):
@@ -296,11 +307,11 @@ class VenueHttp(ABC):
             raise OutcomeUnknown(message, exchange=self.exchange) from exc
         tokens.settle()
         if response.status_code >= 500:
-            self.breaker.record_failure()
+            breaker.record_failure()
         elif response.status_code < 400:
-            self.breaker.record_success()
+            breaker.record_success()
         else:
-            self.breaker.record_neutral()
+            breaker.record_neutral()
         self.observe(endpoint, response, api_key)
         try:
             data = self.decode(endpoint, response)
@@ -309,6 +320,47 @@ class VenueHttp(ABC):
             raise
         self._observe_latency(endpoint, "ok", started)
         return data
+
+    def breaker(self, endpoint: Endpoint) -> CircuitBreaker:
+        """This endpoint's breaker: a failing create never stops lookups or cancels."""
+        return self.breakers.get(endpoint.name)
+
+    @contextlib.asynccontextmanager
+    async def _slot(self, tokens: Tokens) -> AsyncIterator[None]:
+        """A connection slot, waited for at most the caller's remaining life (``deadline``);
+        past it the request is refused unsent (its budget refunded) rather than left to
+        go stale in the queue."""
+        left = deadline_remaining(self.clock)
+        if left is None or not self._slots.locked():
+            async with self._slots:
+                yield
+            return
+        # asyncio.wait, not wait_for: on Python 3.11 wait_for can lose an acquire that
+        # completes as the timeout fires, leaking a slot for ever.
+        acquiring = asyncio.ensure_future(self._slots.acquire())
+        try:
+            await asyncio.wait({acquiring}, timeout=left)
+        except asyncio.CancelledError:
+            if acquiring.done() and not acquiring.cancelled():
+                self._slots.release()
+            acquiring.cancel()
+            raise
+        if not acquiring.done():
+            acquiring.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await acquiring
+        if acquiring.cancelled():
+            tokens.refund()
+            raise RateLimited(
+                f"no free connection to {self.exchange.value} within the request's remaining "
+                f"{left:.1f}s; not sent",
+                retry_after_s=left,
+                exchange=self.exchange,
+            ) from None
+        try:
+            yield
+        finally:
+            self._slots.release()
 
     async def _sign(
         self, endpoint: Endpoint, params: Params, signer: Signer

@@ -22,8 +22,8 @@ RATE_LIMIT_WAIT = Counter(
 )
 BREAKER_STATE = Gauge(
     "marketbot_exchange_breaker_state",
-    "Circuit breaker state: 0 closed, 1 half-open, 2 open",
-    ["exchange"],
+    "Circuit breaker state per endpoint: 0 closed, 1 half-open, 2 open",
+    ["exchange", "endpoint"],
 )
 CLOCK_OFFSET = Gauge(
     "marketbot_exchange_clock_offset_ms",

@@ -18,13 +18,16 @@ will result in an automated IP ban (HTTP status 418)").
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 from marketbot.contracts import Exchange
 from marketbot.exchanges import metrics
+from marketbot.exchanges.deadline import remaining as deadline_remaining
 from marketbot.exchanges.errors import IpBannedError, RateLimited
 from marketbot.runtime.clock import Clock
 
@@ -162,6 +165,24 @@ def _bucket_name(key: tuple[str, ...]) -> str:
     return "/".join(key)
 
 
+BACKGROUND_SHARE = 0.5
+"""The share of a per-IP budget that background work (the tracker's polling) may use."""
+
+_BACKGROUND: ContextVar[bool] = ContextVar("marketbot_rate_limit_background", default=False)
+
+
+@contextlib.contextmanager
+def background() -> Iterator[None]:
+    """Requests inside are background work: they use at most ``BACKGROUND_SHARE`` of each
+    per-IP budget and are refused (``RateLimited``) rather than queued beyond it, so
+    polling never takes the budget that placing orders needs."""
+    token = _BACKGROUND.set(True)
+    try:
+        yield
+    finally:
+        _BACKGROUND.reset(token)
+
+
 class RateLimiter:
     """All buckets of one exchange in this process, plus its ban state."""
 
@@ -247,43 +268,72 @@ class RateLimiter:
 
         Buckets are taken in the order given (per-key first, then per-IP), each under its
         own lock, so one user's per-key wait never holds up other users' IP budget.
-        Raises ``RateLimited`` instead of waiting longer than ``max_wait_s``.
+        Raises ``RateLimited`` instead of waiting longer than ``max_wait_s``, or than the
+        caller's remaining life when it set a deadline (``deadline.within``).
         """
+        max_wait = self.max_wait()
+        background = _BACKGROUND.get()
         waited = 0.0
         spent: list[tuple[WindowBucket, list[float]]] = []
-        for bucket, cost in costs:
-            self.check_ban()
-            held = self.hold_remaining()
-            if held > 0 and waited + held > self.max_wait_s:
-                raise RateLimited(
-                    f"holding every request for {held:.1f}s after a 429",
-                    retry_after_s=held,
-                    exchange=self.exchange,
-                )
-            if bucket.delay_for(cost) > 0 or bucket.lock.locked():
-                async with bucket.lock:
-                    waited += await self._wait(bucket, cost, waited)
+        try:
+            for bucket, cost in costs:
+                self.check_ban()
+                held = self.hold_remaining()
+                if held > 0 and waited + held > max_wait:
+                    raise RateLimited(
+                        f"holding every request for {held:.1f}s after a 429",
+                        retry_after_s=held,
+                        exchange=self.exchange,
+                    )
+                per_ip = not bucket.name.startswith(PER_KEY)
+                if background and per_ip:
+                    self._background_check(bucket, cost)
+                if bucket.delay_for(cost) > 0 or bucket.lock.locked():
+                    async with bucket.lock:
+                        waited += await self._wait(bucket, cost, waited, max_wait)
+                        spent.append((bucket, bucket.spend(cost)))
+                else:
                     spent.append((bucket, bucket.spend(cost)))
-            else:
-                spent.append((bucket, bucket.spend(cost)))
-            if not bucket.name.startswith(PER_KEY):
-                # Per-key buckets stay out of metrics: one series per user and endpoint is
-                # unbounded cardinality, and an API key is not a label anyone should see.
-                metrics.RATE_LIMIT_HEADROOM.labels(self.exchange.value, bucket.name).set(
-                    bucket.headroom()
-                )
+                if per_ip:
+                    # Per-key buckets stay out of metrics: one series per user and endpoint
+                    # is unbounded cardinality, and an API key is not a label to show.
+                    metrics.RATE_LIMIT_HEADROOM.labels(self.exchange.value, bucket.name).set(
+                        bucket.headroom()
+                    )
+        except RateLimited:
+            Tokens(waited, spent).refund()  # nothing is sent: give back what was taken
+            raise
         if waited:
             metrics.RATE_LIMIT_WAIT.labels(self.exchange.value).inc(waited)
         return Tokens(waited, spent)
 
-    async def _wait(self, bucket: WindowBucket, cost: float, already: float) -> float:
+    def _background_check(self, bucket: WindowBucket, cost: float) -> None:
+        """A background request (``background()``) may use only ``BACKGROUND_SHARE`` of
+        a per-IP budget, and never waits for it: the rest stays for order placement."""
+        reserve = bucket.budget * (1 - BACKGROUND_SHARE)
+        delay = bucket.delay_for(cost + reserve)
+        if delay > 0:
+            raise RateLimited(
+                f"rate-limit budget {bucket.name}: background share used; {delay:.2f}s",
+                retry_after_s=delay,
+                exchange=self.exchange,
+            )
+
+    def max_wait(self) -> float:
+        """The longest wait allowed now: ``max_wait_s``, capped by the caller's deadline."""
+        left = deadline_remaining(self._clock)
+        return self.max_wait_s if left is None else min(self.max_wait_s, left)
+
+    async def _wait(
+        self, bucket: WindowBucket, cost: float, already: float, max_wait: float
+    ) -> float:
         waited = 0.0
         while True:
             self.check_ban()
             delay = bucket.delay_for(cost)
             if delay <= 0:
                 return waited
-            if already + waited + delay > self.max_wait_s:
+            if already + waited + delay > max_wait:
                 raise RateLimited(
                     f"rate-limit budget {bucket.name} exhausted for {delay:.2f}s",
                     retry_after_s=delay,

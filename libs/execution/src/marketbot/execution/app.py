@@ -23,6 +23,7 @@ from marketbot.exchanges.streams import StreamSettings
 from marketbot.exchanges.venue import Venue
 from marketbot.execution.engine import EngineConfig, ExecutionEngine
 from marketbot.execution.placement import ExecutionConfig, OrderExecutor, SignerFactory
+from marketbot.execution.reconcile import Reconciler
 from marketbot.execution.repository import MIGRATIONS
 from marketbot.execution.settings import ExecutorSettings
 from marketbot.execution.streamfeed import FeedConfig, StreamFeed, StreamsFactory
@@ -40,7 +41,8 @@ def execution_config(settings: ExecutorSettings) -> ExecutionConfig:
         unknown_settle_s=settings.unknown_settle_s,
         unknown_poll_s=settings.unknown_poll_s,
         retry_backoff_s=settings.retry_backoff_s,
-        breaker_pause_s=settings.breaker_pause_s,
+        send_timeout_s=settings.http_read_timeout_s,
+        reconcile_poll_s=settings.reconcile_poll_s,
         lease_s=settings.order_lease_s,
         max_slippage_percent=settings.max_slippage_percent,
         protect_settle_s=settings.protect_settle_s,
@@ -135,6 +137,7 @@ class RunningExecutor:
     engine: ExecutionEngine
     tracker: PositionTracker
     outbox: Outbox
+    reconciler: Reconciler
     feed: StreamFeed | None = None
     _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
@@ -190,15 +193,19 @@ async def start_executor(
     tracker = PositionTracker(
         executor, batch=settings.track_batch, concurrency=settings.track_concurrency, feed=feed
     )
+    reconciler = Reconciler(
+        executor, batch=settings.reconcile_batch, concurrency=settings.reconcile_concurrency
+    )
     await engine.start()
     relay_stop = executor.stopping
     tasks = [
         asyncio.create_task(tracker.run(min(settings.track_interval_s, 1.0)), name="tracker"),
+        asyncio.create_task(reconciler.run(settings.reconcile_interval_s), name="reconciler"),
         asyncio.create_task(
             outbox.run_relay(settings.outbox_relay_s, relay_stop), name="outbox-relay"
         ),
     ]
-    return RunningExecutor(executor, engine, tracker, outbox, feed, tasks)
+    return RunningExecutor(executor, engine, tracker, outbox, reconciler, feed, tasks)
 
 
 def run_executor(

@@ -11,8 +11,9 @@ and waits out its backoff, or is being retried, does not count: a poison message
 tier never holds the lower tiers up (this replica knows which of its messages those are;
 another replica's backoff counts as outstanding for at most ``max_deliver`` deliveries).
 Within a tier, up to ``tier_concurrency`` requests run at once. A message is acked only
-after its outcome is committed with its event; shutting down leaves unfinished requests in
-the stream.
+after its outcome is committed with its event, or once its order is recorded as unknown and
+handed to the reconciler (``reconcile.py``): an unknown outcome never holds its tier, nor the
+tiers below. Shutting down leaves unfinished requests in the stream.
 """
 
 from __future__ import annotations
@@ -81,13 +82,19 @@ class ExecutionEngine:
     def tiers(self) -> tuple[Plan, ...]:
         return self.config.tiers
 
-    async def wait_turn(self, plan: Plan) -> None:
-        """Hold a request while any higher tier has requests waiting or in flight."""
+    async def wait_turn(self, plan: Plan, life_s: float) -> bool:
+        """Hold a request while any higher tier has requests waiting or in flight, for at
+        most ``life_s`` seconds (its remaining life): ``False`` if that ran out first."""
         higher = self.tiers[: self.tiers.index(plan)]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + life_s
         while any(self._busy[p] for p in higher):
             if self.executor.stopping.is_set():
-                return
-            await asyncio.sleep(self.config.idle_poll_s)
+                return True
+            if loop.time() >= deadline:
+                return False
+            await asyncio.sleep(min(self.config.idle_poll_s, max(0.0, deadline - loop.time())))
+        return True
 
     async def start(self) -> None:
         for plan in self.tiers:

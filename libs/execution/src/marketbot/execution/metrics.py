@@ -76,3 +76,22 @@ BALANCE_READS = Counter(
     "read from the exchange because no stream snapshot exists yet)",
     ["exchange", "source"],
 )
+HANDED_OFF = Counter(
+    "marketbot_execution_unknown_outcomes_total",
+    "Orders whose outcome became unknown (timeout, 5xx, lost answer) and were handed to the "
+    "reconciler, by plan",
+    ["exchange", "plan"],
+)
+UNKNOWN_RESOLVED = Counter(
+    "marketbot_execution_unknown_resolved_total",
+    "Unknown outcomes the reconciler ended, by result: found (recorded as the exchange "
+    "reports it), resent (not found after its settle time, sent again), expired (not found, "
+    "too old to send again: rejected STALE)",
+    ["exchange", "result"],
+)
+UNKNOWN_RESOLUTION = Histogram(
+    "marketbot_execution_unknown_resolution_seconds",
+    "From an order's outcome becoming unknown to the reconciler's lookup that resolved it",
+    ["exchange"],
+    buckets=(0.5, 1, 2, 5, 10, 15, 20, 30, 60, 120),
+)

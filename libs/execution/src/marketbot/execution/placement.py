@@ -6,6 +6,13 @@ is first looked up on the exchange by client order id; "not found" is taken as c
 only once ``settle_until`` has passed (by then any request signed for an earlier attempt is
 outside the exchange's receive window and can no longer be executed). Outcome events go
 into the outbox in the same transaction as the state change that caused them.
+
+An order whose outcome is unknown (a timeout, a 5xx, a lost answer) does not hold its
+request: it is recorded as unknown and handed to the reconciler (``reconcile.py``), which
+resolves it by client order id, and the request ends with ``Outcome.UNKNOWN`` (acked; the
+durable row is the hand-off). Every wait of a request (a ban, a rate-limit hold, an open
+breaker, the higher tiers, the limiter and the connection slots) is capped at the request's
+remaining life: past it the request is rejected ``STALE`` with the cause, never left to age.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from marketbot.contracts import (
     RejectReason,
     Side,
 )
+from marketbot.exchanges.deadline import within
 from marketbot.exchanges.errors import (
     CircuitOpenError,
     DuplicateClientOrderIdError,
@@ -95,6 +103,8 @@ class Outcome(StrEnum):
     STALE = "stale"
     DONE = "done"
     """Already decided by an earlier delivery."""
+    UNKNOWN = "unknown"
+    """Sent, outcome unknown: recorded and handed to the reconciler (``reconcile.py``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +113,6 @@ class ExecutionConfig:
     unknown_settle_s: float = 15.0
     unknown_poll_s: float = 1.0
     retry_backoff_s: float = 0.5
-    breaker_pause_s: float = 2.0
     lease_s: float = 60.0
     max_slippage_percent: Decimal = Decimal("0.5")
     """An entry is an IOC limit order at the reference price moved this much against it."""
@@ -112,6 +121,12 @@ class ExecutionConfig:
     this much later (beyond the signed request's receive window)."""
     track_interval_s: float = 2.0
     track_max_interval_s: float = 30.0
+    send_timeout_s: float = 10.0
+    """The longest one send can take before its outcome is unknown (the HTTP read timeout).
+    A resend is made only while the request can still be resolved before its maximum age
+    (``send_timeout_s + unknown_settle_s`` of life left)."""
+    reconcile_poll_s: float = 5.0
+    """How often the reconciler looks an unknown order up until its settle time."""
 
 
 class StoppingError(Exception):
@@ -125,17 +140,20 @@ class _WaitError(Exception):
 
 
 class Gate:
-    """Pauses every send of this process (IP ban, rate limit, open circuit breaker)."""
+    """Pauses every send of this process while the exchange bans or rate-limits its IP
+    (a breaker is per endpoint and pauses nothing here: ``breaker.py``)."""
 
     def __init__(self, clock: Clock, exchange: Exchange) -> None:
         self._clock = clock
         self._exchange = exchange.value
         self._until = 0.0
+        self.cause = ""
 
     def pause(self, seconds: float, cause: str) -> None:
         until = self._clock.monotonic() + max(0.0, seconds)
         if until > self._until:
             self._until = until
+            self.cause = cause
             metrics.PAUSES.labels(self._exchange, cause).inc()
             log.warning("sending paused", cause=cause, seconds=round(seconds, 3))
 
@@ -143,11 +161,15 @@ class Gate:
     def remaining(self) -> float:
         return max(0.0, self._until - self._clock.monotonic())
 
-    async def wait(self, stopping: asyncio.Event) -> None:
+    async def wait(self, stopping: asyncio.Event, life_s: float | None = None) -> bool:
+        """Wait out the pause; ``False`` at once if it would outlast ``life_s``."""
         while (remaining := self.remaining) > 0:
             if stopping.is_set():
                 raise StoppingError
+            if life_s is not None and remaining >= life_s:
+                return False
             await self._clock.sleep(min(remaining, 1.0))
+        return True
 
 
 class KeyedLocks:
@@ -204,8 +226,11 @@ class OrderExecutor:
         self.gate = Gate(clock, venue.exchange)
         self.stopping = asyncio.Event()
         self.locks = KeyedLocks()
-        self.turn: Callable[[Plan], Awaitable[None]] | None = None
-        """Set by the engine: waits while a higher plan tier has work."""
+        self.turn: Callable[[Plan, float], Awaitable[bool]] | None = None
+        """Set by the engine: waits while a higher plan tier has work, at most the given
+        seconds (``False`` when that ran out)."""
+        self.reconciliation_due = asyncio.Event()
+        """Set when an order is handed to the reconciler (it wakes up at once)."""
         from marketbot.execution.balances import BalanceSource, RestBalances
 
         self.balances: BalanceSource = RestBalances(venue)
@@ -221,40 +246,89 @@ class OrderExecutor:
 
     # ---- the request loop -----------------------------------------------------------
     async def execute(self, request: OrderRequested) -> Outcome:
-        """Run the request to a recorded outcome; waits out bans, not_before and unknowns."""
+        """Run the request to a recorded outcome, or hand it to the reconciler when its
+        outcome is unknown. Waits out bans, holds and not_before, each capped at the
+        request's remaining life (``life_s``): a wait that would outlive it ends the
+        request ``STALE`` at once, naming what it waited for."""
         while True:
             if self.stopping.is_set():
                 raise StoppingError
-            await self.gate.wait(self.stopping)
-            if self.turn is not None:
-                await self.turn(request.plan)
+            if not await self.gate.wait(self.stopping, self.life_s(request)):
+                return await self.expire(
+                    request,
+                    f"sending to {self.exchange.value} is paused for "
+                    f"{self.gate.remaining:.1f}s ({self.gate.cause})",
+                )
+            if self.turn is not None and not await self.turn(request.plan, self.life_s(request)):
+                return await self.expire(request, "the higher plan tiers were still being served")
+            wait: tuple[float, str] | None = None
             try:
-                async with self.locks.hold(request.user_id, request.symbol):
-                    return await self._attempt(request)
-            except _WaitError as wait:
-                await self._sleep(wait.seconds)
-            except CircuitOpenError:
-                self.gate.pause(self.config.breaker_pause_s, "breaker")
+                with within(self.life_s(request), self.clock):
+                    async with self.locks.hold(request.user_id, request.symbol):
+                        return await self._attempt(request)
+            except _WaitError as exc:
+                wait = (exc.seconds, "waiting for the order's turn")
+            except CircuitOpenError as exc:
+                wait = (exc.retry_after_s, str(exc))
             except IpBannedError as exc:
                 self.gate.pause(exc.retry_after_s, "ban")
             except RateLimited as exc:
-                self.gate.pause(exc.retry_after_s, "rate_limit")
+                # The limiter holds every request itself after a 429 (ratelimit.py); this
+                # request waits for its own budget, never longer than it may live.
+                wait = (exc.retry_after_s, str(exc))
             except Retryable as exc:
                 log.info("retryable exchange error", error=str(exc))
-                await self._sleep(self.config.retry_backoff_s)
+                wait = (self.config.retry_backoff_s, str(exc))
             except FillsIncompleteError as exc:
                 log.info("trade records not complete yet", detail=str(exc))
-                await self._sleep(self.config.unknown_poll_s)
+                wait = (self.config.unknown_poll_s, str(exc))
             except (OutcomeUnknown, DuplicateClientOrderIdError) as exc:
-                await self._record_unknown(request, str(exc))
-                await self._sleep(self.config.unknown_poll_s)
+                if await self.hand_off(request, str(exc)):
+                    return Outcome.UNKNOWN
+                wait = (self.config.retry_backoff_s, str(exc))  # a read: nothing was sent
             except ExchangeError as exc:
                 log.warning("unclassified exchange error; treated as unknown", error=str(exc))
-                await self._record_unknown(request, str(exc))
-                await self._sleep(self.config.unknown_poll_s)
+                if await self.hand_off(request, str(exc)):
+                    return Outcome.UNKNOWN
+                wait = (self.config.retry_backoff_s, str(exc))
             except (asyncpg.PostgresError, OSError, BusError) as exc:
                 log.warning("infrastructure error; retrying", error=repr(exc))
-                await self._sleep(self.config.retry_backoff_s)
+                wait = (self.config.retry_backoff_s, repr(exc))
+            if wait is not None:
+                seconds, cause = wait
+                life = self.life_s(request)
+                if seconds >= life and request.age_s(self.clock.now()) >= 0:
+                    return await self.expire(
+                        request, f"{cause}; waiting {seconds:.1f}s more would outlive it"
+                    )
+                await self._sleep(min(seconds, max(life, 0.0)))
+
+    def life_s(self, request: OrderRequested, now: datetime | None = None) -> float:
+        """Seconds the request may still wait before it is too old to send: a send must
+        start early enough for its answer (within ``send_timeout_s``) to come before the
+        maximum age, so an order is placed, or rejected, before it."""
+        age = request.age_s(now or self.clock.now())
+        return self.config.max_request_age_s - self.config.send_timeout_s - age
+
+    async def expire(self, request: OrderRequested, cause: str) -> Outcome:
+        """The request cannot be sent within its maximum age: reject it ``STALE`` now, with
+        the cause. A row that may exist on the exchange is the reconciler's instead: it is
+        resolved by client id, never rejected unseen."""
+        now = self.clock.now()
+        message = (
+            f"request is {request.age_s(now):.1f}s old and could not be sent within the "
+            f"maximum {self.config.max_request_age_s:.0f}s: {cause}; not sent"
+        )
+        async with self.pool.acquire() as conn:
+            row = await Repository.get_order(conn, request.client_order_id)
+        if row is None:
+            return await self.reject(request, RejectReason.STALE, message)
+        if row.state in OrderState.FINAL or row.state == OrderState.PLACED:
+            return Outcome.DONE
+        if row.maybe_sent and (row.settle_until is None or now < row.settle_until):
+            await self.hand_off(request, f"may have been sent; {cause}")
+            return Outcome.UNKNOWN
+        return await self.reject_row(row, RejectReason.STALE, message)
 
     async def _sleep(self, seconds: float) -> None:
         if self.stopping.is_set():
@@ -266,7 +340,7 @@ class OrderExecutor:
         raise StoppingError
 
     def _stale(self, request: OrderRequested, now: datetime) -> bool:
-        return request.age_s(now) > self.config.max_request_age_s
+        return self.life_s(request, now) <= 0
 
     async def _attempt(self, request: OrderRequested) -> Outcome:
         cid = request.client_order_id
@@ -277,6 +351,8 @@ class OrderExecutor:
             return Outcome.DONE
         if row is not None and row.state == OrderState.PLACED:
             return Outcome.DONE  # acknowledged; the tracker follows it to its fill
+        if row is not None and row.unknown_since is not None:
+            return Outcome.UNKNOWN  # the reconciler's (reconcile.py), resolved by client id
         if row is None:
             if self._stale(request, now):
                 return await self._stale_reject(request, now)
@@ -289,12 +365,34 @@ class OrderExecutor:
             return await self._send(prepared)
         if not await self._claim(cid):
             raise _WaitError(min(self.config.lease_s / 4, 5.0))
-        resolved = await self._reconcile(row, now)
+        try:
+            resolved = await self._reconcile(row, now)
+        except _WaitError:
+            # Sent by an earlier delivery (a crash between the send and its record) and not
+            # found yet: not conclusive before its settle time, and the reconciler's to wait.
+            await self.hand_off(request, "sent by an earlier delivery and not found yet")
+            return Outcome.UNKNOWN
         if resolved is not None:
             return resolved
         if self._stale(request, now):
             return await self._stale_reject(request, now, row)
+        if row.maybe_sent and not self.can_resend(request, now):
+            return await self.reject_row(
+                row, RejectReason.STALE, self.too_late_to_resend(request, now)
+            )
         return await self._send(row)
+
+    def can_resend(self, request: OrderRequested, now: datetime) -> bool:
+        """A resend is made only if, should its outcome be unknown too, it can still be
+        resolved (one send timeout plus the settle time) before the maximum age."""
+        return self.life_s(request, now) > self.config.unknown_settle_s
+
+    def too_late_to_resend(self, request: OrderRequested, now: datetime) -> str:
+        return (
+            f"not found on the exchange by its client order id; at {request.age_s(now):.1f}s "
+            f"old it is too late to send again (a resend could not be resolved within the "
+            f"maximum {self.config.max_request_age_s:.0f}s); not sent again"
+        )
 
     async def _reconcile(self, row: OrderRow, now: datetime) -> Outcome | None:
         """For a row that may have been sent: what the exchange knows of it, by client id.
@@ -326,7 +424,7 @@ class OrderExecutor:
         try:
             return await self._send(row)
         except (OutcomeUnknown, DuplicateClientOrderIdError):
-            # As ``_record_unknown`` does for a request (an exit has no events of its own):
+            # As ``hand_off`` does for a request (an exit has no events of its own):
             # 'not found' is conclusive only a settle time after this answer, not after the
             # attempt mark (the send may have taken longer than the settle time itself).
             now = self.clock.now()
@@ -454,6 +552,10 @@ class OrderExecutor:
         return row
 
     # ---- sending -------------------------------------------------------------------
+    async def send(self, row: OrderRow) -> Outcome:
+        """Send a recorded order (again): the reconciler's resend after 'not found'."""
+        return await self._send(row)
+
     async def _send(self, row: OrderRow) -> Outcome:
         request = row.request
         signer = self.signers(request.user_id, request.exchange)
@@ -488,10 +590,14 @@ class OrderExecutor:
         except Rejected as exc:
             return await self.reject_row(row, exc.reason, str(exc), code=exc.code)
         except Retryable:
-            # An answer that says nothing executed (or a request never sent): nothing is
-            # in flight, so a lookup that finds nothing is conclusive right away.
+            # An answer that says nothing executed (or a request never sent: the limiter,
+            # a breaker, no connection): this attempt is taken back, so the row is exactly
+            # as maybe-sent as before it. A first send stays a first send (no lookup, no
+            # resend rule), and a resend keeps the settle time of the attempt before.
             async with self.pool.acquire() as conn:
-                await Repository.set_settle(conn, row.client_order_id, self.clock.now())
+                await Repository.undo_attempt(
+                    conn, row.client_order_id, row.attempts, row.settle_until
+                )
             raise
         return await self.record_result(row, state)
 
@@ -631,25 +737,38 @@ class OrderExecutor:
     ) -> Outcome:
         age = request.age_s(now)
         message = (
-            f"request is {age:.1f}s old, older than the maximum {self.config.max_request_age_s}s; "
-            "not sent"
+            f"request is {age:.1f}s old: too old to be sent and answered (within the "
+            f"{self.config.send_timeout_s:.0f}s send timeout) before its maximum age of "
+            f"{self.config.max_request_age_s:.0f}s; not sent"
         )
         if row is not None:
             return await self.reject_row(row, RejectReason.STALE, message)
         return await self.reject(request, RejectReason.STALE, message)
 
-    async def _record_unknown(self, request: OrderRequested, detail: str) -> None:
+    async def hand_off(self, request: OrderRequested, detail: str) -> bool:
+        """Record the order's outcome as unknown and give it to the reconciler: 'not found'
+        becomes conclusive a settle time from now; the lease is released so any replica's
+        reconciler may resolve it. ``OrderOutcomeUnknown`` is emitted the first time.
+
+        ``False`` when there is no order that may have been sent (an unknown answer to a
+        read before the send): nothing to reconcile, the request just tries again."""
         now = self.clock.now()
         cid = request.client_order_id
+        settle_until = now + timedelta(seconds=self.config.unknown_settle_s)
+        handed: list[bool | None] = []
 
         async def effect(conn: Conn) -> bool:
-            await Repository.set_settle(
-                conn, cid, now + timedelta(seconds=self.config.unknown_settle_s)
-            )
-            return await Repository.mark_unknown(conn, cid, now)
+            first = await Repository.hand_off(conn, cid, now, settle_until)
+            handed.append(first)
+            return bool(first)
 
         if await self.commit(effect, [events.outcome_unknown(request, detail, now)]):
-            log.warning("order outcome unknown; reconciling", detail=detail)
+            metrics.HANDED_OFF.labels(self.exchange.value, request.plan.value).inc()
+            log.warning("order outcome unknown; handed to the reconciler", detail=detail)
+        if not handed or handed[0] is None:
+            return False
+        self.reconciliation_due.set()
+        return True
 
     async def record_result(self, row: OrderRow, state: VenueOrder) -> Outcome:
         """Record what the exchange says about the order: placed, filled or ended unfilled."""

@@ -329,6 +329,20 @@ class Repository:
         )
 
     @staticmethod
+    async def undo_attempt(
+        conn: Conn, client_order_id: str, attempts: int, settle_until: datetime | None
+    ) -> None:
+        """The attempt just marked provably never executed: back to the attempts and settle
+        time from before it."""
+        await conn.execute(
+            "UPDATE orders SET attempts = $2, settle_until = $3 "
+            "WHERE client_order_id = $1 AND attempts = $2 + 1",
+            client_order_id,
+            attempts,
+            settle_until,
+        )
+
+    @staticmethod
     async def set_settle(conn: Conn, client_order_id: str, until: datetime) -> None:
         await conn.execute(
             "UPDATE orders SET settle_until = $2 WHERE client_order_id = $1",
@@ -346,6 +360,53 @@ class Repository:
             now,
         )
         return bool(first)
+
+    @staticmethod
+    async def hand_off(
+        conn: Conn, client_order_id: str, now: datetime, settle_until: datetime
+    ) -> bool | None:
+        """Give a maybe-sent order to the reconciler: unknown since now (kept if earlier),
+        'not found' conclusive from ``settle_until`` on, due for a lookup now, lease
+        released. ``True`` the first time its outcome becomes unknown, ``False`` if it
+        already was, ``None`` if no order may have been sent under this id."""
+        first = await conn.fetchval(
+            "WITH before AS (SELECT unknown_since FROM orders WHERE client_order_id = $1 "
+            "AND state = 'SENDING' AND attempts > 0 FOR UPDATE) "
+            "UPDATE orders o SET unknown_since = COALESCE(o.unknown_since, $2), "
+            "settle_until = GREATEST(COALESCE(o.settle_until, $3), $3), reconcile_at = $2, "
+            "lease_owner = NULL, lease_until = NULL, updated_at = $2 FROM before "
+            "WHERE o.client_order_id = $1 RETURNING before.unknown_since IS NULL",
+            client_order_id,
+            now,
+            settle_until,
+        )
+        return None if first is None else bool(first)
+
+    @staticmethod
+    async def unknown_due(conn: Conn, now: datetime, owner: str, limit: int) -> list[OrderRow]:
+        """Requests' orders whose outcome is unknown and due for a lookup, oldest unknown
+        first, that no other worker holds (exit orders are the tracker's)."""
+        records = await conn.fetch(
+            "SELECT * FROM orders WHERE state = 'SENDING' AND unknown_since IS NOT NULL "
+            "AND purpose <> 'EXIT' AND COALESCE(reconcile_at, unknown_since) <= $1 "
+            "AND (lease_owner IS NULL OR lease_owner = $2 OR lease_until < $1) "
+            "ORDER BY unknown_since LIMIT $3",
+            now,
+            owner,
+            limit,
+        )
+        return [OrderRow.from_record(r) for r in records]
+
+    @staticmethod
+    async def reconcile_later(conn: Conn, client_order_id: str, at: datetime, owner: str) -> None:
+        """Not resolved yet: look again at ``at``; the lease is given up meanwhile."""
+        await conn.execute(
+            "UPDATE orders SET reconcile_at = $2, lease_owner = NULL, lease_until = NULL "
+            "WHERE client_order_id = $1 AND state = 'SENDING' AND lease_owner = $3",
+            client_order_id,
+            at,
+            owner,
+        )
 
     @staticmethod
     async def set_state(

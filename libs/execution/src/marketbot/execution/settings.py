@@ -101,7 +101,18 @@ class ExecutorSettings(ServiceSettings):
     )
     unknown_poll_s: float = Field(default=1.0, gt=0)
     retry_backoff_s: float = Field(default=0.5, gt=0)
-    breaker_pause_s: float = Field(default=2.0, gt=0)
+    # unknown outcomes: resolved by the reconciler (reconcile.py), never by the request
+    reconcile_poll_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="how often an order whose outcome is unknown is looked up by client id "
+        "until its settle time (the last lookup is at the settle time)",
+    )
+    reconcile_interval_s: float = Field(
+        default=0.5, gt=0, description="the reconciler's pass interval (and it wakes at a hand-off)"
+    )
+    reconcile_batch: int = Field(default=200, ge=1)
+    reconcile_concurrency: int = Field(default=16, ge=1)
     # sizing (blueprint formula)
     risk_percent_low: Decimal = Decimal(1)
     risk_percent_medium: Decimal = Decimal(2)

@@ -22,11 +22,11 @@ import contextlib
 from typing import TYPE_CHECKING
 
 from marketbot.exchanges.errors import (
-    CircuitOpenError,
     ExchangeError,
     IpBannedError,
     RateLimited,
 )
+from marketbot.exchanges.ratelimit import background
 from marketbot.execution import metrics
 from marketbot.execution.domain.lifecycle import Phase
 from marketbot.execution.fills import FillsIncompleteError
@@ -55,6 +55,8 @@ class PositionTracker:
         self.feed = feed
         self.skipped = 0
         """Positions left alone because their account's stream is up (no request)."""
+        self._resume_at = 0.0
+        """After its own reads found no rate-limit budget: the tracker waits (monotonic)."""
 
     async def run(self, interval_s: float) -> None:
         stopping = self.executor.stopping
@@ -67,9 +69,16 @@ class PositionTracker:
                 await asyncio.wait_for(stopping.wait(), timeout=interval_s)
 
     async def tick(self) -> int:
-        """One pass over what is due; returns how many positions were closed."""
+        """One pass over what is due; returns how many positions were closed.
+
+        The pass is background work for the rate limiter (``ratelimit.background``): it
+        uses at most half of each per-IP budget, so polling never delays order placement."""
+        with background():
+            return await self._tick()
+
+    async def _tick(self) -> int:
         executor = self.executor
-        if executor.gate.remaining > 0:
+        if executor.gate.remaining > 0 or executor.clock.monotonic() < self._resume_at:
             return 0
         now = executor.clock.now()
         async with executor.pool.acquire() as conn:
@@ -176,8 +185,11 @@ class PositionTracker:
         if isinstance(exc, IpBannedError):
             gate.pause(exc.retry_after_s, "ban")
         elif isinstance(exc, RateLimited):
-            gate.pause(exc.retry_after_s, "rate_limit")
-        elif isinstance(exc, CircuitOpenError):
-            gate.pause(self.executor.config.breaker_pause_s, "breaker")
-        else:
+            # No budget for the tracker's reads: the tracker backs off, and orders keep
+            # whatever budget there is (the limiter itself holds everyone after a 429).
+            self._resume_at = max(
+                self._resume_at, self.executor.clock.monotonic() + exc.retry_after_s
+            )
+            log.info("tracking paused for rate-limit budget", seconds=exc.retry_after_s)
+        else:  # an open breaker included: it is per endpoint, and pauses nothing else
             log.info("tracking lookup failed; will retry", error=str(exc))

@@ -149,3 +149,31 @@ async def migrate_service(pool: asyncpg.Pool, schema: str, component: str, direc
     """The runtime's own tables (processed events, outbox) and then the service's."""
     await migrate(pool, schema, "runtime", RUNTIME_MIGRATIONS)
     await migrate(pool, schema, component, directory)
+
+
+# ---- whole databases (test and bench harnesses: a fresh database per stack) -------------
+def database_url(server_url: str, database: str) -> str:
+    """``server_url`` (any database on the server) pointed at ``database`` instead."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(server_url)
+    return urlunsplit(parts._replace(path=f"/{check_identifier(database)}"))
+
+
+async def create_database(server_url: str, database: str) -> str:
+    """Create an empty database on the server of ``server_url``; returns its URL."""
+    conn = await asyncpg.connect(server_url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{check_identifier(database)}"')
+    finally:
+        await conn.close()
+    return database_url(server_url, database)
+
+
+async def drop_database(server_url: str, database: str) -> None:
+    """Drop a database made by ``create_database``, closing its connections first."""
+    conn = await asyncpg.connect(server_url)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{check_identifier(database)}" WITH (FORCE)')
+    finally:
+        await conn.close()

@@ -319,6 +319,11 @@ class Infra:
         return None if self.nats_auth is None else self.nats_auth.seed(service)
 
     @property
+    def nats_server(self) -> EmbeddedNats | None:
+        """The embedded NATS server, when this run started one (e.g. to kill it)."""
+        return self._nats
+
+    @property
     def embedded(self) -> bool:
         return self._nats is not None or self._postgres is not None
 

@@ -69,6 +69,7 @@ class PlatformStatus:
                     {
                         "service": service,
                         "exchange": s.labels.get("exchange"),
+                        "endpoint": s.labels.get("endpoint"),
                         "state": BREAKER_STATES.get(int(s.value), str(s.value)),
                     }
                 )
