@@ -45,9 +45,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import resource
+import signal
+import ssl
 import statistics
 import subprocess
 import sys
@@ -107,6 +110,9 @@ TIER_CONCURRENCY = 128
 """Orders in flight: the executor's tier concurrency, and ccxt's bound."""
 HTTP_CONNECTIONS = ExecutorSettings.model_fields["http_max_connections"].default
 """Connections to the exchange: the executor's default pool, and ccxt's connector limit."""
+PYSPY = os.environ.get("BENCH_EXECUTION_PYSPY")
+"""A py-spy binary: the executor and vault processes are profiled over the counted rounds
+(raw, folded stacks) into ``BENCH_EXECUTION_PROFILE_DIR`` (default: the temp dir)."""
 TARGET_RATIO, TARGET_CPU_MS, TARGET_FANOUT_S = 1.0, 1.0, 1.0
 EXECUTOR = "executor-bybit"
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -152,6 +158,10 @@ class Figures:
 
     def spread(self) -> str:
         return ", ".join(f"{t:.2f}" for t in sorted(self.elapsed))
+
+
+def _progress(text: str) -> None:
+    print(f"# execution: {text}", file=sys.stderr, flush=True)
 
 
 def _cpu_s() -> float:
@@ -362,6 +372,21 @@ async def _start_executor(
     await _wait_ready(f"http://127.0.0.1:{port}/readyz", processes)
 
 
+def _profile(processes: Processes, tmp: Path) -> list[subprocess.Popen[bytes]]:
+    assert PYSPY
+    assert processes.executor is not None
+    out = Path(os.environ.get("BENCH_EXECUTION_PROFILE_DIR", str(tmp)))
+    out.mkdir(parents=True, exist_ok=True)
+    started = []
+    for name, pid in (("executor", processes.executor.pid), ("vault", processes.vault.pid)):
+        target = out / f"{name}.folded"
+        argv = [PYSPY, "record", "--pid", str(pid), "--rate", "250", "--format", "raw"]
+        started.append(subprocess.Popen([*argv, "-o", str(target)]))
+        _progress(f"profiling the {name} into {target}")
+    time.sleep(1.0)  # py-spy attached before the first counted round
+    return started
+
+
 async def _process_round(
     bus: Bus, admin: SimAdmin, processes: Processes, users: list[User]
 ) -> tuple[float, float, float, int]:
@@ -392,8 +417,10 @@ async def _ccxt_setup(sim_url: str, users: list[User], admin: SimAdmin) -> Ccxt:
     api = dict.fromkeys(("spot", "futures", "v2", "public", "private"), sim_url)
     config = {
         "session": session,
+        "ssl_context": ssl.create_default_context(),
         "urls": {"api": api},
         "enableRateLimit": False,
+        "timeout_on_exit": 0,  # close() would sleep this long (ms), per instance
         # Both known up front: ccxt's create_order would otherwise ask the account type
         # (/v5/user/query-api + /v5/account/info) once per instance (bybit.is_unified_enabled).
         "options": {
@@ -408,6 +435,10 @@ async def _ccxt_setup(sim_url: str, users: list[User], admin: SimAdmin) -> Ccxt:
     for user in users:
         client = ccxt_async.bybit({**config, "apiKey": user.api_key, "secret": user.secret})
         client.set_markets(markets)
+        # Each instance's lazy set-up at start, as a long-running bot pays it once, not
+        # inside the first timed round (with the shared SSL context: ccxt's open() would
+        # otherwise build one per instance, ~15 ms each).
+        client.open()
         clients.append(client)
     await first.close()
     price = await admin.price(SYMBOL)
@@ -435,7 +466,9 @@ async def _ccxt_round(setup: Ccxt, admin: SimAdmin, *, balance: bool) -> tuple[f
     await admin.clear_stats()
     cpu = _cpu_s()
     started = time.perf_counter()
-    await asyncio.gather(*(one(i, c) for i, c in enumerate(setup.clients)))
+    await asyncio.wait_for(
+        asyncio.gather(*(one(i, c) for i, c in enumerate(setup.clients))), ROUND_TIMEOUT_S
+    )
     elapsed = time.perf_counter() - started
     cpu = _cpu_s() - cpu
     return elapsed, cpu, await _requests_seen(admin)
@@ -523,16 +556,22 @@ async def run() -> list[dict]:  # type: ignore[type-arg]
         processes, _ = await _start_vault(nats_url, database_url, prefix, sim_url, tmp)
         registered = time.perf_counter()
         await _register(bus, users)
-        print(
-            f"# {USERS} keys registered through the vault in "
-            f"{time.perf_counter() - registered:.1f}s",
-            file=sys.stderr,
+        _progress(
+            f"{USERS} keys registered through the vault in {time.perf_counter() - registered:.1f}s"
         )
         await _start_executor(processes, nats_url, database_url, prefix, sim_url, tmp)
         setup = await _ccxt_setup(sim_url, users, admin)
+        # N ccxt instances are ~1 GB of long-lived objects: out of the collector's scans, so
+        # neither contender pays for walking them (gc.freeze, Python's gc docs).
+        gc.collect()
+        gc.freeze()
         pro = dict.fromkeys((u.user_id for u in users), Plan.PRO)
+        profilers: list[subprocess.Popen[bytes]] = []
         for i in range(WARMUP + ROUNDS):
             counted = i >= WARMUP
+            if counted and PYSPY and not profilers:
+                profilers = _profile(processes, tmp)
+            _progress(f"round {i + 1} of {WARMUP + ROUNDS} ({'counted' if counted else 'warm-up'})")
             scratch = (Figures(), Figures(), Figures(), Figures())
             sink = (real, plain, with_balance, local) if counted else scratch
             elapsed, executor_cpu, vault_cpu, requests = await _process_round(
@@ -541,8 +580,12 @@ async def run() -> list[dict]:  # type: ignore[type-arg]
             sink[0].add(
                 elapsed, executor_cpu + vault_cpu, requests, executor=executor_cpu, vault=vault_cpu
             )
+            _progress(f"  executor + vault: {elapsed:.2f}s")
             sink[1].add(*await _ccxt_round(setup, admin, balance=False))
             sink[2].add(*await _ccxt_round(setup, admin, balance=True))
+            _progress(
+                f"  ccxt: {sink[1].elapsed[-1]:.2f}s, with balance {sink[2].elapsed[-1]:.2f}s"
+            )
             result = await _local_round(
                 nats_url=nats_url,
                 database_url=database_url,
@@ -553,6 +596,10 @@ async def run() -> list[dict]:  # type: ignore[type-arg]
                 limits=False,
             )
             sink[3].add(result["elapsed"], result["cpu"], result["requests"])
+            _progress(f"  executor in-process, LocalSigner: {result['elapsed']:.2f}s")
+        for profiler in profilers:
+            profiler.send_signal(signal.SIGINT)
+            profiler.wait(timeout=30)
         rows = _rows(real, local, plain, with_balance)
         # --- limits on: the per-IP floor (in this process, LocalSigner) --------------------
         await admin.set_limits(True)
@@ -574,8 +621,7 @@ async def run() -> list[dict]:  # type: ignore[type-arg]
         rows += _limited_rows(result, real.per_order(USERS))
     finally:
         if setup is not None:
-            for client in setup.clients:
-                await client.close()
+            await asyncio.gather(*(client.close() for client in setup.clients))
             await setup.session.close()
         if processes is not None:
             processes.stop()
