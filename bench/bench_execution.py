@@ -108,6 +108,9 @@ PLAN_DELAY = {Plan.PRO: 0.0, Plan.FLEX: 1.0, Plan.TRIAL: 3.0}
 SYMBOL, CCXT_SYMBOL = "XRPUSDT", "XRP/USDT"
 TIER_CONCURRENCY = 128
 """Orders in flight: the executor's tier concurrency, and ccxt's bound."""
+TRACK_INTERVAL_S = 600.0
+"""The positions opened by earlier rounds are not re-checked inside later rounds: tracking
+open positions is work per open position and minute, not per order placed."""
 HTTP_CONNECTIONS = ExecutorSettings.model_fields["http_max_connections"].default
 """Connections to the exchange: the executor's default pool, and ccxt's connector limit."""
 PYSPY = os.environ.get("BENCH_EXECUTION_PYSPY")
@@ -174,6 +177,42 @@ def _process_cpu_s(pid: int) -> float:
     stat = Path(f"/proc/{pid}/stat").read_text()
     fields = stat[stat.rindex(")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+
+
+def _listener_pid(port: int) -> int | None:
+    """The process listening on 127.0.0.1:``port`` (proc(5): /proc/net/tcp, /proc/*/fd)."""
+    inodes = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+            inodes.add(f"socket:[{fields[9]}]")
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            for fd in (proc / "fd").iterdir():
+                with contextlib.suppress(OSError):
+                    if os.readlink(fd) in inodes:
+                        return int(proc.name)
+    return None
+
+
+def _tree_cpu_s(pid: int) -> float:
+    """CPU of ``pid`` and its children (PostgreSQL: the postmaster and every backend)."""
+    total = 0.0
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            stat = (proc / "stat").read_text()
+            fields = stat[stat.rindex(")") + 2 :].split()
+            if int(proc.name) == pid or int(fields[1]) == pid:
+                total += (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+    return total
+
+
+def _port(url: str) -> int:
+    return int(url.rsplit(":", 1)[1].split("/", 1)[0])
 
 
 async def _users(admin: SimAdmin, n: int, *, ips: list[str] | None = None) -> list[User]:
@@ -355,7 +394,7 @@ async def _start_executor(
         "FETCH_BATCH": str(TIER_CONCURRENCY),
         "ACK_WAIT_S": "30",
         "IDLE_POLL_S": "0.01",
-        "TRACK_INTERVAL_S": "30",
+        "TRACK_INTERVAL_S": str(TRACK_INTERVAL_S),
         "RATE_LIMIT_SAFETY": "0.98",
         "RATE_LIMIT_SCALE": "1000000",
     }
@@ -380,7 +419,8 @@ def _profile(processes: Processes, tmp: Path) -> list[subprocess.Popen[bytes]]:
     started = []
     for name, pid in (("executor", processes.executor.pid), ("vault", processes.vault.pid)):
         target = out / f"{name}.folded"
-        argv = [PYSPY, "record", "--pid", str(pid), "--rate", "250", "--format", "raw"]
+        argv = [PYSPY, "record", "--pid", str(pid), "--rate", "100", "--format", "raw"]
+        argv += os.environ.get("BENCH_EXECUTION_PYSPY_ARGS", "--nonblocking").split()
         started.append(subprocess.Popen([*argv, "-o", str(target)]))
         _progress(f"profiling the {name} into {target}")
     time.sleep(1.0)  # py-spy attached before the first counted round
@@ -388,17 +428,27 @@ def _profile(processes: Processes, tmp: Path) -> list[subprocess.Popen[bytes]]:
 
 
 async def _process_round(
-    bus: Bus, admin: SimAdmin, processes: Processes, users: list[User]
-) -> tuple[float, float, float, int]:
+    bus: Bus, admin: SimAdmin, processes: Processes, users: list[User], others: dict[str, int]
+) -> tuple[float, int, dict[str, float]]:
+    """One fan-out through the executor process: (elapsed, requests, CPU s per process)."""
     assert processes.executor is not None
-    executor, vault = processes.executor.pid, processes.vault.pid
+    pids = {"executor": processes.executor.pid, "vault": processes.vault.pid, **others}
     await admin.clear_stats()
-    executor_cpu, vault_cpu = _process_cpu_s(executor), _process_cpu_s(vault)
+    before = {name: _tree_cpu_s(pid) for name, pid in pids.items()}
     elapsed, _ = await _fan_out(bus, dict.fromkeys((u.user_id for u in users), Plan.PRO))
-    executor_cpu = _process_cpu_s(executor) - executor_cpu
-    vault_cpu = _process_cpu_s(vault) - vault_cpu
+    cpu = {name: _tree_cpu_s(pid) - before[name] for name, pid in pids.items()}
     processes.check()
-    return elapsed, executor_cpu, vault_cpu, await _requests_seen(admin)
+    return elapsed, await _requests_seen(admin), cpu
+
+
+def _other_processes(sim: int, nats_url: str, database_url: str) -> dict[str, int]:
+    """The simulator, NATS and PostgreSQL processes this run talks to (found by port)."""
+    found = {"sim": sim}
+    for name, url in (("nats", nats_url), ("postgres", database_url)):
+        pid = _listener_pid(_port(url))
+        if pid is not None:
+            found[name] = pid
+    return found
 
 
 # ---- ccxt ---------------------------------------------------------------------------------
@@ -446,7 +496,9 @@ async def _ccxt_setup(sim_url: str, users: list[User], admin: SimAdmin) -> Ccxt:
     return Ccxt(session, clients, price * (1 + bound / 100), Decimal(10))
 
 
-async def _ccxt_round(setup: Ccxt, admin: SimAdmin, *, balance: bool) -> tuple[float, float, int]:
+async def _ccxt_round(
+    setup: Ccxt, admin: SimAdmin, others: dict[str, int], *, balance: bool
+) -> tuple[float, float, int, dict[str, float]]:
     gate = asyncio.Semaphore(TIER_CONCURRENCY)
     tag = uuid.uuid4().hex[:8]
 
@@ -464,6 +516,7 @@ async def _ccxt_round(setup: Ccxt, admin: SimAdmin, *, balance: bool) -> tuple[f
             )
 
     await admin.clear_stats()
+    before = {name: _tree_cpu_s(pid) for name, pid in others.items()}
     cpu = _cpu_s()
     started = time.perf_counter()
     await asyncio.wait_for(
@@ -471,7 +524,8 @@ async def _ccxt_round(setup: Ccxt, admin: SimAdmin, *, balance: bool) -> tuple[f
     )
     elapsed = time.perf_counter() - started
     cpu = _cpu_s() - cpu
-    return elapsed, cpu, await _requests_seen(admin)
+    spent = {name: _tree_cpu_s(pid) - before[name] for name, pid in others.items()}
+    return elapsed, cpu, await _requests_seen(admin), {"ccxt": cpu, **spent}
 
 
 # ---- the executor in this process (LocalSigner; and the limits-on round) --------------------
@@ -499,7 +553,7 @@ async def _local_round(
         fetch_batch=TIER_CONCURRENCY,
         ack_wait_s=30.0,
         idle_poll_s=0.01,
-        track_interval_s=30.0,
+        track_interval_s=TRACK_INTERVAL_S,
         rate_limit_safety=0.98,
         rate_limit_scale=1.0 if limits else 1e6,
     )
@@ -560,6 +614,7 @@ async def run() -> list[dict]:  # type: ignore[type-arg]
             f"{USERS} keys registered through the vault in {time.perf_counter() - registered:.1f}s"
         )
         await _start_executor(processes, nats_url, database_url, prefix, sim_url, tmp)
+        others = _other_processes(process.pid, nats_url, database_url)
         setup = await _ccxt_setup(sim_url, users, admin)
         # N ccxt instances are ~1 GB of long-lived objects: out of the collector's scans, so
         # neither contender pays for walking them (gc.freeze, Python's gc docs).
@@ -574,15 +629,14 @@ async def run() -> list[dict]:  # type: ignore[type-arg]
             _progress(f"round {i + 1} of {WARMUP + ROUNDS} ({'counted' if counted else 'warm-up'})")
             scratch = (Figures(), Figures(), Figures(), Figures())
             sink = (real, plain, with_balance, local) if counted else scratch
-            elapsed, executor_cpu, vault_cpu, requests = await _process_round(
-                bus, admin, processes, users
-            )
-            sink[0].add(
-                elapsed, executor_cpu + vault_cpu, requests, executor=executor_cpu, vault=vault_cpu
-            )
+            elapsed, requests, cpu = await _process_round(bus, admin, processes, users, others)
+            sink[0].add(elapsed, cpu["executor"] + cpu["vault"], requests, **cpu)
             _progress(f"  executor + vault: {elapsed:.2f}s")
-            sink[1].add(*await _ccxt_round(setup, admin, balance=False))
-            sink[2].add(*await _ccxt_round(setup, admin, balance=True))
+            for figures, balance in ((sink[1], False), (sink[2], True)):
+                elapsed, cpu_s, requests, spent = await _ccxt_round(
+                    setup, admin, others, balance=balance
+                )
+                figures.add(elapsed, cpu_s, requests, **spent)
             _progress(
                 f"  ccxt: {sink[1].elapsed[-1]:.2f}s, with balance {sink[2].elapsed[-1]:.2f}s"
             )
@@ -642,12 +696,13 @@ def _rows(real: Figures, local: Figures, plain: Figures, balance: Figures) -> li
     real_cpu = real.cpu_ms(n)
 
     def contender(name: str, f: Figures, note: str = "") -> dict[str, Any]:
+        sim = f"; sim {f.cpu_ms(n, 'sim'):.2f} ms/order" if "sim" in f.extra else ""
         return {
             "name": f"execution: {name}: orders/s (median)",
             "value": f.rate(n),
             "unit": "orders/s",
             "baseline": f"{f.cpu_ms(n):.2f} ms CPU/order; {f.per_order(n):.2f} req/order; "
-            f"{n} orders in {f.spread()} s{note}",
+            f"{n} orders in {f.spread()} s{sim}{note}",
             "ratio": f.rate(n) / ccxt_rate,
         }
 
@@ -673,6 +728,13 @@ def _rows(real: Figures, local: Figures, plain: Figures, balance: Figures) -> li
             "baseline": f"<= {TARGET_CPU_MS:g} ms target (ratio = target / measured); executor "
             f"{real.cpu_ms(n, 'executor'):.2f} + vault {real.cpu_ms(n, 'vault'):.2f}",
             "ratio": TARGET_CPU_MS / real_cpu,
+        },
+        {
+            "name": "execution: CPU per order of every process on the path (vault signing)",
+            "value": sum(real.cpu_ms(n, k) for k in real.extra),
+            "unit": "ms",
+            "baseline": "; ".join(f"{k} {real.cpu_ms(n, k):.2f}" for k in real.extra),
+            "ratio": None,
         },
         contender("ccxt async, one instance per user, one session", plain),
         contender("ccxt, plus a balance read per user", balance),
