@@ -103,7 +103,7 @@ ROUNDS = int(os.environ.get("BENCH_EXECUTION_ROUNDS", "3"))
 WARMUP = int(os.environ.get("BENCH_EXECUTION_WARMUP", "1"))
 """Uncounted rounds first: connections opened, caches filled (the vault's per-user key,
 the executor's instruments, each ccxt instance's lazy set-up)."""
-ROUND_TIMEOUT_S = float(os.environ.get("BENCH_EXECUTION_TIMEOUT_S", "60"))
+ROUND_TIMEOUT_S = float(os.environ.get("BENCH_EXECUTION_TIMEOUT_S", "180"))
 PLAN_DELAY = {Plan.PRO: 0.0, Plan.FLEX: 1.0, Plan.TRIAL: 3.0}
 SYMBOL, CCXT_SYMBOL = "XRPUSDT", "XRP/USDT"
 TIER_CONCURRENCY = 128
@@ -674,9 +674,11 @@ async def run() -> list[dict]:  # type: ignore[type-arg]
         )
         rows += _limited_rows(result, real.per_order(USERS))
     finally:
+        gc.unfreeze()
         if setup is not None:
             await asyncio.gather(*(client.close() for client in setup.clients))
             await setup.session.close()
+            setup.clients.clear()
         if processes is not None:
             processes.stop()
         for spec in bus.namespace.streams():
