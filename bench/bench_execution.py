@@ -1,40 +1,71 @@
-"""Fan-out speed of one executor process against the simulator (Bybit dialect).
+"""Fan-out speed of the executor against the simulator (Bybit dialect), beside plain ccxt.
 
-Issue 8's figures, one executor process (engine + venue client in this process), the
-simulator in its own process:
+Issue 8's and issue 19's figures. One simulator process (limits off) with N users
+(``BENCH_EXECUTION_USERS``, 1,000 by default), each with its own account and API key.
 
-1. Limits off, zero latency: 1,000 users, one signal. The decision's fan-out (1,000
-   OrderRequested, all PRO) is published at t0; the figure is t0 -> the last OrderPlaced
-   (the order acknowledged by the exchange and committed), and orders/s. The executor's
-   own client-side limiter is scaled out of the way too (``rate_limit_scale``), as the
-   simulator meters nothing. ``ROUNDS_OFF`` rounds on fresh schemas; the median is reported
-   (the machine is shared and noisy), with the spread and the process's CPU per order.
-2. The simulator's real per-IP limit on (Bybit: 600 requests / 5 s): a mixed-plan fan-out
+1. **The real path** (issue 19, deliverable 1): the executor runs as its own process
+   (``marketbot-executor-bybit``, as deployed: its own NATS nkey identity, its own schema),
+   and every signature comes from the key vault, also its own process
+   (``python -m marketbot.keyvault serve``, real PostgreSQL), over NATS request/reply
+   ``keyvault.sign.bybit``. Each user's key is registered (sealed) and verified through
+   the vault first. The decision's fan-out (N OrderRequested, all PRO) is published at t0;
+   the figure is t0 -> the last OrderPlaced (the order acknowledged by the exchange and
+   committed), and orders/s. The executor's own client-side limiter is scaled out of the
+   way (``rate_limit_scale``), as the simulator meters nothing. CPU per order is read from
+   /proc for the executor and the vault processes (so the vault's share of signing counts);
+   requests per order from the simulator's own counts.
+2. **ccxt, same run, same users, same simulator** (deliverable 3): ccxt's async Bybit
+   client, one instance per user sharing one aiohttp session and one markets load
+   (``set_markets``), the same bounded concurrency as the executor's tier and the same
+   connection count, the same order (a limit IOC buy at the price plus the slippage
+   bound). Once plain (one create per user), once with a balance read per user first.
+   ccxt is pointed at the simulator by overriding its ``urls['api']`` entries when it is
+   constructed: the ccxt Manual, "Overriding Exchange Properties Upon Instantiation"
+   (https://github.com/ccxt/ccxt/wiki/Manual#overriding-exchange-properties-upon-instantiation),
+   with the keys of ``ccxt/async_support/bybit.py``'s ``describe()['urls']['api']``
+   (spot, futures, v2, public, private). Its own limiter is off (``enableRateLimit``), as
+   the executor's is scaled out. ccxt's CPU is this process's (it runs here).
+3. **LocalSigner** (an extra, labelled row): the same fan-out with the executor in this
+   process signing locally, as the benchmark did before issue 19 (the vault's round trip
+   left out; this process's publishing and event decoding are inside its CPU figure).
+4. The simulator's real per-IP limit on (Bybit: 600 requests / 5 s): a mixed-plan fan-out
    (PRO, FLEX +1 s, TRIAL +3 s). The floor the limit imposes is
    requests / per-IP budget (120/s), requests = orders x requests per order (measured); the
    ratio of the measured total time to that floor is reported (target <= 1.10), and whether
    every PRO order was placed before the first FLEX order.
 
-Every wait is bounded (``ROUND_TIMEOUT_S``): a stuck round fails the benchmark instead of
-hanging it; the whole run takes about a minute.
+``BENCH_EXECUTION_ROUNDS`` rounds (3) of each of 1-3, after ``BENCH_EXECUTION_WARMUP``
+uncounted ones (1), interleaved so a noisy moment of the
+shared machine hits every contender alike; medians are reported, with the spread. Every
+wait is bounded (``ROUND_TIMEOUT_S``): a stuck round fails the benchmark instead of
+hanging it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
+import json
 import os
 import resource
+import signal
+import ssl
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import REGISTRY
+import aiohttp
+import ccxt.async_support as ccxt_async
+import httpx
 
 from marketbot.contracts import (
     DEFAULT_PLANS,
@@ -55,35 +86,153 @@ from marketbot.exchanges.signer import LocalSigner, Signer
 from marketbot.execution.app import start_executor, venue_settings
 from marketbot.execution.repository import MIGRATIONS
 from marketbot.execution.settings import ExecutorSettings
-from marketbot.runtime.bus import Bus
+from marketbot.keyvault.adapters.keysource import SealingKey
+from marketbot.keyvault.client import VaultClient
+from marketbot.keyvault.domain.masterkeys import format_master_key, generate_master_key
+from marketbot.runtime.bus import Bus, BusError
 from marketbot.runtime.db import create_pool, migrate_service
-from marketbot.runtime.infra import start_infra
+from marketbot.runtime.infra import free_port, start_infra
+from marketbot.runtime.logs import configure_logging
+from marketbot.runtime.natsauth import CREDENTIALS_ENV, service_env
 from marketbot.sim.admin import SimAdmin
 from marketbot.sim.testing import start_sim_process, stop_sim_process
 
-USERS = 1000
+USERS = int(os.environ.get("BENCH_EXECUTION_USERS", "1000"))
 USERS_LIMITED = int(os.environ.get("BENCH_EXECUTION_LIMITED_USERS", "600"))
-ROUNDS_OFF = int(os.environ.get("BENCH_EXECUTION_ROUNDS", "3"))
-ROUND_TIMEOUT_S = float(os.environ.get("BENCH_EXECUTION_TIMEOUT_S", "60"))
+ROUNDS = int(os.environ.get("BENCH_EXECUTION_ROUNDS", "3"))
+WARMUP = int(os.environ.get("BENCH_EXECUTION_WARMUP", "1"))
+"""Uncounted rounds first: connections opened, caches filled (the vault's per-user key,
+the executor's instruments, each ccxt instance's lazy set-up)."""
+ROUND_TIMEOUT_S = float(os.environ.get("BENCH_EXECUTION_TIMEOUT_S", "180"))
 PLAN_DELAY = {Plan.PRO: 0.0, Plan.FLEX: 1.0, Plan.TRIAL: 3.0}
+SYMBOL, CCXT_SYMBOL = "XRPUSDT", "XRP/USDT"
+TIER_CONCURRENCY = 128
+"""Orders in flight: the executor's tier concurrency, and ccxt's bound."""
+TRACK_INTERVAL_S = 600.0
+"""The positions opened by earlier rounds are not re-checked inside later rounds: tracking
+open positions is work per open position and minute, not per order placed."""
+HTTP_CONNECTIONS = ExecutorSettings.model_fields["http_max_connections"].default
+"""Connections to the exchange: the executor's default pool, and ccxt's connector limit."""
+PYSPY = os.environ.get("BENCH_EXECUTION_PYSPY")
+"""A py-spy binary: the executor and vault processes are profiled over the counted rounds
+(raw, folded stacks) into ``BENCH_EXECUTION_PROFILE_DIR`` (default: the temp dir)."""
+TARGET_RATIO, TARGET_CPU_MS, TARGET_FANOUT_S = 1.0, 1.0, 1.0
+EXECUTOR = "executor-bybit"
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-async def _users(admin: SimAdmin, n: int) -> dict[str, tuple[str, Signer]]:
-    async def one(i: int) -> tuple[str, tuple[str, Signer]]:
-        account = await admin.create_account()
-        key, secret = await admin.create_api_key(account)
-        await admin.fund(account, "USDT", Decimal(1000))
-        return f"bench-{i}-{account}", (account, LocalSigner(key, secret))
+@dataclass(frozen=True)
+class User:
+    user_id: str
+    account: str
+    api_key: str
+    secret: str
 
-    made: dict[str, tuple[str, Signer]] = {}
-    for start in range(0, n, 100):
-        made.update(await asyncio.gather(*(one(i) for i in range(start, min(n, start + 100)))))
-    return made
+
+@dataclass
+class Figures:
+    """One contender's rounds."""
+
+    elapsed: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)
+    """CPU seconds of the whole round (every process that counts)."""
+    requests: list[int] = field(default_factory=list)
+    extra: dict[str, list[float]] = field(default_factory=dict)
+
+    def add(self, elapsed: float, cpu: float, requests: int, **extra: float) -> None:
+        self.elapsed.append(elapsed)
+        self.cpu.append(cpu)
+        self.requests.append(requests)
+        for key, value in extra.items():
+            self.extra.setdefault(key, []).append(value)
+
+    def seconds(self) -> float:
+        return statistics.median(self.elapsed)
+
+    def rate(self, n: int) -> float:
+        return n / self.seconds()
+
+    def cpu_ms(self, n: int, key: str | None = None) -> float:
+        values = self.cpu if key is None else self.extra[key]
+        return statistics.median(values) * 1000 / n
+
+    def per_order(self, n: int) -> float:
+        return statistics.median(self.requests) / n
+
+    def spread(self) -> str:
+        return ", ".join(f"{t:.2f}" for t in sorted(self.elapsed))
+
+
+def _progress(text: str) -> None:
+    print(f"# execution: {text}", file=sys.stderr, flush=True)
 
 
 def _cpu_s() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
+
+
+def _process_cpu_s(pid: int) -> float:
+    """utime + stime of another process (proc(5): fields 14 and 15 of /proc/<pid>/stat)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+
+
+def _listener_pid(port: int) -> int | None:
+    """The process listening on 127.0.0.1:``port`` (proc(5): /proc/net/tcp, /proc/*/fd)."""
+    inodes = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+            inodes.add(f"socket:[{fields[9]}]")
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            for fd in (proc / "fd").iterdir():
+                with contextlib.suppress(OSError):
+                    if os.readlink(fd) in inodes:
+                        return int(proc.name)
+    return None
+
+
+def _tree_cpu_s(pid: int) -> float:
+    """CPU of ``pid`` and its children (PostgreSQL: the postmaster and every backend)."""
+    total = 0.0
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            stat = (proc / "stat").read_text()
+            fields = stat[stat.rindex(")") + 2 :].split()
+            if int(proc.name) == pid or int(fields[1]) == pid:
+                total += (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+    return total
+
+
+def _port(url: str) -> int:
+    return int(url.rsplit(":", 1)[1].split("/", 1)[0])
+
+
+async def _users(admin: SimAdmin, n: int, *, ips: list[str] | None = None) -> list[User]:
+    async def one(i: int) -> User:
+        account = await admin.create_account()
+        key, secret = await admin.create_api_key(account, ips=ips)
+        await admin.fund(account, "USDT", Decimal(1000))
+        return User(f"bench-{i}-{account}", account, key, secret)
+
+    made: list[User] = []
+    for start in range(0, n, 100):
+        made += await asyncio.gather(*(one(i) for i in range(start, min(n, start + 100))))
+    return made
+
+
+async def _requests_seen(admin: SimAdmin) -> int:
+    """Requests the simulator answered since its last stats reset (its own ground truth;
+    the admin API is not counted)."""
+    stats = await admin.stats()
+    return sum(int(v) for v in stats["statuses"].values())
 
 
 def _request(user_id: str, decision: uuid.UUID, plan: Plan, now: datetime) -> OrderRequested:
@@ -96,7 +245,7 @@ def _request(user_id: str, decision: uuid.UUID, plan: Plan, now: datetime) -> Or
         signal_id=decision,
         user_id=user_id,
         exchange=Exchange.BYBIT,
-        symbol="XRPUSDT",
+        symbol=SYMBOL,
         side=Side.BUY,
         plan=plan,
         priority={Plan.PRO: 1, Plan.FLEX: 2, Plan.TRIAL: 3}[plan],
@@ -108,13 +257,287 @@ def _request(user_id: str, decision: uuid.UUID, plan: Plan, now: datetime) -> Or
     )
 
 
-async def _round(
+async def _fan_out(bus: Bus, plans: dict[str, Plan]) -> tuple[float, list[OrderPlaced]]:
+    """Publish one decision's fan-out; wait for every OrderPlaced: (t0 -> last, events)."""
+    decision = uuid.uuid4()
+    placed: list[tuple[float, OrderPlaced]] = []
+    done = asyncio.Event()
+
+    async def on_event(msg: Any) -> None:
+        event = decode(msg.data)
+        if isinstance(event, OrderPlaced) and event.decision_id == decision:
+            placed.append((time.perf_counter(), event))
+            if len(placed) == len(plans):
+                done.set()
+
+    sub = await bus.nc.subscribe(bus.subject("orders.bybit.OrderPlaced"), cb=on_event)
+    await bus.nc.flush()
+    now = datetime.now(UTC)
+    started = time.perf_counter()
+    try:
+        await asyncio.gather(
+            *(bus.publish(_request(u, decision, plan, now)) for u, plan in plans.items())
+        )
+        await asyncio.wait_for(done.wait(), timeout=ROUND_TIMEOUT_S)
+    finally:
+        await sub.unsubscribe()
+    order = sorted(placed, key=lambda p: p[0])
+    return order[-1][0] - started, [e for _, e in order]
+
+
+# ---- the real path: the executor and the vault as their own processes ----------------------
+
+
+@dataclass
+class Processes:
+    vault: subprocess.Popen[bytes]
+    executor: subprocess.Popen[bytes] | None = None
+    logs: list[Path] = field(default_factory=list)
+
+    def stop(self) -> None:
+        for process in (self.executor, self.vault):
+            if process is None:
+                continue
+            process.terminate()
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+    def check(self) -> None:
+        for name, process in (("executor", self.executor), ("vault", self.vault)):
+            if process is not None and process.poll() is not None:
+                tails = "\n".join(p.read_text()[-3000:] for p in self.logs if p.exists())
+                raise RuntimeError(f"the {name} exited with {process.returncode}:\n{tails}")
+
+
+def _spawn(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:
+        return subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+async def _wait_ready(url: str, processes: Processes, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient(timeout=2.0) as client:
+        while True:
+            processes.check()
+            with contextlib.suppress(httpx.HTTPError):
+                if (await client.get(url)).status_code == 200:
+                    return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{url} not ready within {timeout:.0f}s")
+            await asyncio.sleep(0.1)
+
+
+async def _start_vault(
+    nats_url: str, database_url: str, prefix: str, sim_url: str, tmp: Path
+) -> tuple[Processes, int]:
+    port = free_port()
+    log = tmp / "keyvault.log"
+    env = dict(
+        os.environ,
+        **service_env(nats_url, "keyvault"),
+        DATABASE_URL=database_url,
+        MARKETBOT_BUS_PREFIX=prefix,
+        MARKETBOT_KEYVAULT_DB_SCHEMA=f"bench_kv_{uuid.uuid4().hex[:8]}",
+        MARKETBOT_KEYVAULT_MASTER_KEYS=format_master_key(1, generate_master_key()),
+        MARKETBOT_KEYVAULT_SEALING_KEY=SealingKey.generate().private_b64(),
+        MARKETBOT_KEYVAULT_VENUE_URLS=json.dumps({"bybit": sim_url}),
+        MARKETBOT_KEYVAULT_METRICS_PORT=str(port),
+        LOG_LEVEL="INFO",
+    )
+    vault = _spawn([sys.executable, "-m", "marketbot.keyvault", "serve"], env, log)
+    processes = Processes(vault, logs=[log])
+    await _wait_ready(f"http://127.0.0.1:{port}/readyz", processes)
+    return processes, port
+
+
+async def _register(bus: Bus, users: list[User]) -> None:
+    """Every user's key sealed to the vault and verified by it against the simulator."""
+    client = VaultClient(bus, timeout=30)
+    gate = asyncio.Semaphore(32)
+
+    async def one(user: User) -> None:
+        async with gate:
+            for attempt in range(5):
+                try:
+                    reply = await client.register(
+                        user.user_id, Exchange.BYBIT, user.api_key, user.secret
+                    )
+                    break
+                except BusError:
+                    if attempt == 4:
+                        raise
+                    await asyncio.sleep(0.5)
+            if not reply.ok:
+                raise RuntimeError(f"registering {user.user_id}: {reply.error}")
+
+    await asyncio.gather(*(one(u) for u in users))
+
+
+async def _start_executor(
+    processes: Processes,
+    nats_url: str,
+    database_url: str,
+    prefix: str,
+    sim_url: str,
+    tmp: Path,
+) -> None:
+    port = free_port()
+    log = tmp / "executor.log"
+    settings = {
+        "EXCHANGE_URL": sim_url,
+        "DB_SCHEMA": f"bench_ex_{uuid.uuid4().hex[:8]}",
+        "METRICS_PORT": str(port),
+        "TIER_CONCURRENCY": str(TIER_CONCURRENCY),
+        "FETCH_BATCH": str(TIER_CONCURRENCY),
+        "ACK_WAIT_S": "30",
+        "IDLE_POLL_S": "0.01",
+        "TRACK_INTERVAL_S": str(TRACK_INTERVAL_S),
+        "RATE_LIMIT_SAFETY": "0.98",
+        "RATE_LIMIT_SCALE": "1000000",
+    }
+    env = dict(
+        os.environ,
+        **service_env(nats_url, EXECUTOR),
+        **{f"MARKETBOT_EXECUTOR_BYBIT_{k}": v for k, v in settings.items()},
+        DATABASE_URL=database_url,
+        MARKETBOT_BUS_PREFIX=prefix,
+        LOG_LEVEL="INFO",  # as deployed: the JSON log lines are part of the cost
+    )
+    processes.executor = _spawn([sys.executable, "-m", "marketbot.executor_bybit.app"], env, log)
+    processes.logs.append(log)
+    await _wait_ready(f"http://127.0.0.1:{port}/readyz", processes)
+
+
+def _profile(processes: Processes, tmp: Path) -> list[subprocess.Popen[bytes]]:
+    assert PYSPY
+    assert processes.executor is not None
+    out = Path(os.environ.get("BENCH_EXECUTION_PROFILE_DIR", str(tmp)))
+    out.mkdir(parents=True, exist_ok=True)
+    started = []
+    for name, pid in (("executor", processes.executor.pid), ("vault", processes.vault.pid)):
+        target = out / f"{name}.folded"
+        argv = [PYSPY, "record", "--pid", str(pid), "--rate", "100", "--format", "raw"]
+        argv += os.environ.get("BENCH_EXECUTION_PYSPY_ARGS", "--nonblocking").split()
+        started.append(subprocess.Popen([*argv, "-o", str(target)]))
+        _progress(f"profiling the {name} into {target}")
+    time.sleep(1.0)  # py-spy attached before the first counted round
+    return started
+
+
+async def _process_round(
+    bus: Bus, admin: SimAdmin, processes: Processes, users: list[User], others: dict[str, int]
+) -> tuple[float, int, dict[str, float]]:
+    """One fan-out through the executor process: (elapsed, requests, CPU s per process)."""
+    assert processes.executor is not None
+    pids = {"executor": processes.executor.pid, "vault": processes.vault.pid, **others}
+    await admin.clear_stats()
+    before = {name: _tree_cpu_s(pid) for name, pid in pids.items()}
+    elapsed, _ = await _fan_out(bus, dict.fromkeys((u.user_id for u in users), Plan.PRO))
+    cpu = {name: _tree_cpu_s(pid) - before[name] for name, pid in pids.items()}
+    processes.check()
+    return elapsed, await _requests_seen(admin), cpu
+
+
+def _other_processes(sim: int, nats_url: str, database_url: str) -> dict[str, int]:
+    """The simulator, NATS and PostgreSQL processes this run talks to (found by port)."""
+    found = {"sim": sim}
+    for name, url in (("nats", nats_url), ("postgres", database_url)):
+        pid = _listener_pid(_port(url))
+        if pid is not None:
+            found[name] = pid
+    return found
+
+
+# ---- ccxt ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Ccxt:
+    session: aiohttp.ClientSession
+    clients: list[Any]
+    price: Decimal
+    quantity: Decimal
+
+
+async def _ccxt_setup(sim_url: str, users: list[User], admin: SimAdmin) -> Ccxt:
+    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=HTTP_CONNECTIONS))
+    api = dict.fromkeys(("spot", "futures", "v2", "public", "private"), sim_url)
+    config = {
+        "session": session,
+        "ssl_context": ssl.create_default_context(),
+        "urls": {"api": api},
+        "enableRateLimit": False,
+        "timeout_on_exit": 0,  # close() would sleep this long (ms), per instance
+        # Both known up front: ccxt's create_order would otherwise ask the account type
+        # (/v5/user/query-api + /v5/account/info) once per instance (bybit.is_unified_enabled).
+        "options": {
+            "enableUnifiedAccount": True,
+            "enableUnifiedMargin": False,
+            "fetchMarkets": {"types": ["spot"]},
+        },
+    }
+    first = ccxt_async.bybit(dict(config))
+    markets = await first.load_markets()  # the one markets load
+    clients = []
+    for user in users:
+        client = ccxt_async.bybit({**config, "apiKey": user.api_key, "secret": user.secret})
+        client.set_markets(markets)
+        # Each instance's lazy set-up at start, as a long-running bot pays it once, not
+        # inside the first timed round (with the shared SSL context: ccxt's open() would
+        # otherwise build one per instance, ~15 ms each).
+        client.open()
+        clients.append(client)
+    await first.close()
+    price = await admin.price(SYMBOL)
+    bound = ExecutorSettings.model_fields["max_slippage_percent"].default
+    return Ccxt(session, clients, price * (1 + bound / 100), Decimal(10))
+
+
+async def _ccxt_round(
+    setup: Ccxt, admin: SimAdmin, others: dict[str, int], *, balance: bool
+) -> tuple[float, float, int, dict[str, float]]:
+    gate = asyncio.Semaphore(TIER_CONCURRENCY)
+    tag = uuid.uuid4().hex[:8]
+
+    async def one(i: int, client: Any) -> None:
+        async with gate:
+            if balance:
+                await client.fetch_balance()
+            await client.create_order(
+                CCXT_SYMBOL,
+                "limit",
+                "buy",
+                float(setup.quantity),
+                float(setup.price),
+                {"timeInForce": "IOC", "orderLinkId": f"ccxt-{tag}-{i}"},
+            )
+
+    await admin.clear_stats()
+    before = {name: _tree_cpu_s(pid) for name, pid in others.items()}
+    cpu = _cpu_s()
+    started = time.perf_counter()
+    await asyncio.wait_for(
+        asyncio.gather(*(one(i, c) for i, c in enumerate(setup.clients))), ROUND_TIMEOUT_S
+    )
+    elapsed = time.perf_counter() - started
+    cpu = _cpu_s() - cpu
+    spent = {name: _tree_cpu_s(pid) - before[name] for name, pid in others.items()}
+    return elapsed, cpu, await _requests_seen(admin), {"ccxt": cpu, **spent}
+
+
+# ---- the executor in this process (LocalSigner; and the limits-on round) --------------------
+
+
+async def _local_round(
     *,
     nats_url: str,
     database_url: str,
     sim_url: str,
     admin: SimAdmin,
-    users: dict[str, tuple[str, Signer]],
+    signers: dict[str, Signer],
     plans: dict[str, Plan],
     limits: bool,
 ) -> dict[str, Any]:
@@ -126,11 +549,11 @@ async def _round(
     await migrate_service(pool, schema, "execution", MIGRATIONS)
     settings = ExecutorSettings(
         service_name="bench-executor",
-        tier_concurrency=128,
-        fetch_batch=128,
+        tier_concurrency=TIER_CONCURRENCY,
+        fetch_batch=TIER_CONCURRENCY,
         ack_wait_s=30.0,
         idle_poll_s=0.01,
-        track_interval_s=30.0,
+        track_interval_s=TRACK_INTERVAL_S,
         rate_limit_safety=0.98,
         rate_limit_scale=1.0 if limits else 1e6,
         # The placement path itself, polled as before: each round is a first order per
@@ -138,163 +561,238 @@ async def _round(
         private_streams=False,
     )
     venue = create_venue(Exchange.BYBIT, sim_url, settings=venue_settings(settings))
-    requests_before = await _requests_seen(admin)
-    placed: list[tuple[float, OrderPlaced]] = []
-    done = asyncio.Event()
-
-    async def on_event(msg: Any) -> None:
-        event = decode(msg.data)
-        if isinstance(event, OrderPlaced):
-            placed.append((time.perf_counter(), event))
-            if len(placed) == len(users):
-                done.set()
-
-    sub = await bus.nc.subscribe(bus.subject("orders.bybit.OrderPlaced"), cb=on_event)
-    await bus.nc.flush()
     running = await start_executor(
         bus=bus,
         pool=pool,
         venue=venue,
-        signers=lambda user_id, exchange: users[user_id][1],
+        signers=lambda user_id, exchange: signers[user_id],
         settings=settings,
     )
-    decision = uuid.uuid4()
-    now = datetime.now(UTC)
-    cpu_before = _cpu_s()
-    started = time.perf_counter()
+    await admin.clear_stats()
+    cpu = _cpu_s()
     try:
-        await asyncio.gather(*(bus.publish(_request(u, decision, plans[u], now)) for u in users))
-        await asyncio.wait_for(done.wait(), timeout=ROUND_TIMEOUT_S)
-        elapsed = placed[-1][0] - started
-        cpu = _cpu_s() - cpu_before
-        requests = await _requests_seen(admin) - requests_before
+        elapsed, placed = await _fan_out(bus, plans)
+        cpu = _cpu_s() - cpu
+        requests = await _requests_seen(admin)
     finally:
         await running.stop()
-        await sub.unsubscribe()
         await venue.aclose()
         await pool.execute(f'DROP SCHEMA "{schema}" CASCADE')
         await pool.close()
         for spec in namespace.streams():
             await bus.js.delete_stream(spec.name)
         await bus.close()
-    order = sorted(placed, key=lambda p: p[0])
-    first_flex = next((i for i, (_, e) in enumerate(order) if e.plan is not Plan.PRO), len(order))
-    pro_first = all(e.plan is Plan.PRO for _, e in order[:first_flex]) and all(
-        e.plan is not Plan.PRO for _, e in order[first_flex:]
+    first_flex = next((i for i, e in enumerate(placed) if e.plan is not Plan.PRO), len(placed))
+    pro_first = all(e.plan is Plan.PRO for e in placed[:first_flex]) and all(
+        e.plan is not Plan.PRO for e in placed[first_flex:]
     )
     return {"elapsed": elapsed, "requests": requests, "pro_first": pro_first, "cpu": cpu}
 
 
-async def _requests_seen(admin: SimAdmin) -> int:
-    """Requests this process sent to Bybit (every one counts against the per-IP limit)."""
-    total = 0.0
-    for metric in REGISTRY.collect():
-        if metric.name != "marketbot_exchange_request_seconds":
-            continue
-        for sample in metric.samples:
-            if sample.name.endswith("_count") and sample.labels.get("exchange") == "bybit":
-                total += sample.value
-    return int(total)
+# ---- the run --------------------------------------------------------------------------------
 
 
 async def run() -> list[dict]:  # type: ignore[type-arg]
     nats_url, database_url = os.environ["NATS_URL"], os.environ["DATABASE_URL"]
-    rows: list[dict[str, Any]] = []
+    # This process's executor logs as a deployed one does (JSON lines), out of the way.
+    devnull = open(os.devnull, "w")  # noqa: SIM115, ASYNC230 - closed at the end of run()
+    configure_logging("bench-execution", "INFO", stream=devnull)
+    tmp = Path(tempfile.mkdtemp(prefix="bench-execution-"))
+    prefix = f"bx{uuid.uuid4().hex[:8]}"
     process, urls = start_sim_process(limits=False)
-    admin = SimAdmin(urls["bybit"])
+    sim_url = urls["bybit"]
+    admin = SimAdmin(sim_url)
+    bus = await Bus.connect(nats_url, "bench", BusNamespace(prefix))
+    await bus.provision()
+    processes: Processes | None = None
+    setup: Ccxt | None = None
+    real, local, plain, with_balance = Figures(), Figures(), Figures(), Figures()
     try:
-        users = await _users(admin, USERS)
-        plans = dict.fromkeys(users, Plan.PRO)
-        results = [
-            await _round(
+        users = await _users(admin, USERS, ips=["127.0.0.1"])
+        signers: dict[str, Signer] = {u.user_id: LocalSigner(u.api_key, u.secret) for u in users}
+        processes, _ = await _start_vault(nats_url, database_url, prefix, sim_url, tmp)
+        registered = time.perf_counter()
+        await _register(bus, users)
+        _progress(
+            f"{USERS} keys registered through the vault in {time.perf_counter() - registered:.1f}s"
+        )
+        await _start_executor(processes, nats_url, database_url, prefix, sim_url, tmp)
+        others = _other_processes(process.pid, nats_url, database_url)
+        setup = await _ccxt_setup(sim_url, users, admin)
+        # N ccxt instances are ~1 GB of long-lived objects: out of the collector's scans, so
+        # neither contender pays for walking them (gc.freeze, Python's gc docs).
+        gc.collect()
+        gc.freeze()
+        pro = dict.fromkeys((u.user_id for u in users), Plan.PRO)
+        profilers: list[subprocess.Popen[bytes]] = []
+        for i in range(WARMUP + ROUNDS):
+            counted = i >= WARMUP
+            if counted and PYSPY and not profilers:
+                profilers = _profile(processes, tmp)
+            _progress(f"round {i + 1} of {WARMUP + ROUNDS} ({'counted' if counted else 'warm-up'})")
+            scratch = (Figures(), Figures(), Figures(), Figures())
+            sink = (real, plain, with_balance, local) if counted else scratch
+            elapsed, requests, cpu = await _process_round(bus, admin, processes, users, others)
+            sink[0].add(elapsed, cpu["executor"] + cpu["vault"], requests, **cpu)
+            _progress(f"  executor + vault: {elapsed:.2f}s")
+            for figures, balance in ((sink[1], False), (sink[2], True)):
+                elapsed, cpu_s, requests, spent = await _ccxt_round(
+                    setup, admin, others, balance=balance
+                )
+                figures.add(elapsed, cpu_s, requests, **spent)
+            _progress(
+                f"  ccxt: {sink[1].elapsed[-1]:.2f}s, with balance {sink[2].elapsed[-1]:.2f}s"
+            )
+            result = await _local_round(
                 nats_url=nats_url,
                 database_url=database_url,
-                sim_url=urls["bybit"],
+                sim_url=sim_url,
                 admin=admin,
-                users=users,
-                plans=plans,
+                signers=signers,
+                plans=pro,
                 limits=False,
             )
-            for _ in range(ROUNDS_OFF)
-        ]
-        times = sorted(r["elapsed"] for r in results)
-        median = statistics.median(times)
-        cpu_ms = statistics.median(r["cpu"] for r in results) * 1000 / USERS
-        per_order = statistics.median(r["requests"] for r in results) / USERS
-        spread = ", ".join(f"{t:.2f}" for t in times)
-        rows.append(
-            {
-                "name": f"execution: {USERS} users, one signal, limits off: fan-out published "
-                "-> last order acknowledged (median)",
-                "value": median,
-                "unit": "s",
-                "baseline": f"{ROUNDS_OFF} rounds: {spread} s",
-                "ratio": None,
-            }
-        )
-        rows.append(
-            {
-                "name": "execution: orders/s, one executor process (limits off, median)",
-                "value": USERS / median,
-                "unit": "orders/s",
-                "baseline": f"{per_order:.2f} req/order; {cpu_ms:.1f} ms CPU/order in-process",
-                "ratio": None,
-            }
-        )
-        # --- limits on: the per-IP floor --------------------------------------------
+            sink[3].add(result["elapsed"], result["cpu"], result["requests"])
+            _progress(f"  executor in-process, LocalSigner: {result['elapsed']:.2f}s")
+        for profiler in profilers:
+            profiler.send_signal(signal.SIGINT)
+            profiler.wait(timeout=30)
+        rows = _rows(real, local, plain, with_balance)
+        # --- limits on: the per-IP floor (in this process, LocalSigner) --------------------
         await admin.set_limits(True)
-        limited = dict(list((await _users(admin, USERS_LIMITED)).items()))
+        limited = await _users(admin, USERS_LIMITED)
         await admin.set_limits(True)  # counters cleared after creating the users
-        names = list(limited)
         mixed = {
-            u: Plan.PRO if i % 5 == 0 else Plan.FLEX if i % 5 < 3 else Plan.TRIAL
-            for i, u in enumerate(names)
+            u.user_id: Plan.PRO if i % 5 == 0 else Plan.FLEX if i % 5 < 3 else Plan.TRIAL
+            for i, u in enumerate(limited)
         }
-        result = await _round(
+        result = await _local_round(
             nats_url=nats_url,
             database_url=database_url,
-            sim_url=urls["bybit"],
+            sim_url=sim_url,
             admin=admin,
-            users=limited,
+            signers={u.user_id: LocalSigner(u.api_key, u.secret) for u in limited},
             plans=mixed,
             limits=True,
         )
-        budget = bybit.IP_LIMIT / bybit.IP_WINDOW_S
-        per_order = 3.0  # wallet-balance, order/create, order/realtime (instrument/ticker cached)
-        if result["requests"]:
-            per_order = result["requests"] / USERS_LIMITED
-        # N requests through a budget of 600 per 5 s (sliding): N / 120 per second.
-        floor = USERS_LIMITED * per_order / budget
-        rows.append(
-            {
-                "name": f"execution: {USERS_LIMITED} users, Bybit per-IP limit on, total time",
-                "value": result["elapsed"],
-                "unit": "s",
-                "baseline": f"floor {floor:.2f}s = {USERS_LIMITED} orders x {per_order:.2f} "
-                f"req / {budget:.0f} req/s per IP",
-                "ratio": result["elapsed"] / floor if floor else None,
-            }
-        )
-        rows.append(
-            {
-                "name": "execution: every PRO order placed before the first FLEX (limits on)",
-                "value": 1.0 if result["pro_first"] else 0.0,
-                "unit": "bool",
-                "baseline": "1 = yes",
-                "ratio": None,
-            }
-        )
+        rows += _limited_rows(result, real.per_order(USERS))
     finally:
+        gc.unfreeze()
+        if setup is not None:
+            await asyncio.gather(*(client.close() for client in setup.clients))
+            await setup.session.close()
+            setup.clients.clear()
+        if processes is not None:
+            processes.stop()
+        for spec in bus.namespace.streams():
+            with contextlib.suppress(Exception):
+                await bus.js.delete_stream(spec.name)
+        await bus.close()
         await admin.aclose()
         stop_sim_process(process)
+        configure_logging("bench", "INFO")
+        devnull.close()
     return rows
+
+
+def _rows(real: Figures, local: Figures, plain: Figures, balance: Figures) -> list[dict[str, Any]]:
+    n = USERS
+    ccxt_rate = plain.rate(n)
+    real_cpu = real.cpu_ms(n)
+
+    def contender(name: str, f: Figures, note: str = "") -> dict[str, Any]:
+        sim = f"; sim {f.cpu_ms(n, 'sim'):.2f} ms/order" if "sim" in f.extra else ""
+        return {
+            "name": f"execution: {name}: orders/s (median)",
+            "value": f.rate(n),
+            "unit": "orders/s",
+            "baseline": f"{f.cpu_ms(n):.2f} ms CPU/order; {f.per_order(n):.2f} req/order; "
+            f"{n} orders in {f.spread()} s{sim}{note}",
+            "ratio": f.rate(n) / ccxt_rate,
+        }
+
+    return [
+        {
+            "name": f"execution: {n} users, one signal, limits off, vault signing: fan-out "
+            "published -> last order acknowledged (median)",
+            "value": real.seconds(),
+            "unit": "s",
+            "baseline": f"<= {TARGET_FANOUT_S:g} s target (ratio = target / measured); "
+            f"{ROUNDS} rounds: {real.spread()} s",
+            "ratio": TARGET_FANOUT_S / real.seconds(),
+        },
+        contender(
+            "executor process, vault signing",
+            real,
+            f"; ratio = / ccxt plain (target >= {TARGET_RATIO:g})",
+        ),
+        {
+            "name": "execution: executor CPU per order, vault signing included (median)",
+            "value": real_cpu,
+            "unit": "ms",
+            "baseline": f"<= {TARGET_CPU_MS:g} ms target (ratio = target / measured); executor "
+            f"{real.cpu_ms(n, 'executor'):.2f} + vault {real.cpu_ms(n, 'vault'):.2f}",
+            "ratio": TARGET_CPU_MS / real_cpu,
+        },
+        {
+            "name": "execution: CPU per order of every process on the path (vault signing)",
+            "value": sum(real.cpu_ms(n, k) for k in real.extra),
+            "unit": "ms",
+            "baseline": "; ".join(f"{k} {real.cpu_ms(n, k):.2f}" for k in real.extra),
+            "ratio": None,
+        },
+        contender("ccxt async, one instance per user, one session", plain),
+        contender("ccxt, plus a balance read per user", balance),
+        contender(
+            "executor in the bench process, LocalSigner (extra row)",
+            local,
+            "; CPU includes the bench's publishing",
+        ),
+        {
+            "name": "execution: executor (vault) orders/s / ccxt with a balance read",
+            "value": real.rate(n) / balance.rate(n),
+            "unit": "x",
+            "baseline": f"ccxt + balance {balance.rate(n):,.0f} orders/s",
+            "ratio": None,
+        },
+    ]
+
+
+def _limited_rows(result: dict[str, Any], measured_per_order: float) -> list[dict[str, Any]]:
+    budget = bybit.IP_LIMIT / bybit.IP_WINDOW_S
+    per_order = result["requests"] / USERS_LIMITED if result["requests"] else measured_per_order
+    # N requests through a budget of 600 per 5 s (sliding): N / 120 per second.
+    floor = USERS_LIMITED * per_order / budget
+    return [
+        {
+            "name": f"execution: {USERS_LIMITED} users, Bybit per-IP limit on, total time",
+            "value": result["elapsed"],
+            "unit": "s",
+            "baseline": f"floor {floor:.2f}s = {USERS_LIMITED} orders x {per_order:.2f} "
+            f"req / {budget:.0f} req/s per IP",
+            "ratio": result["elapsed"] / floor if floor else None,
+        },
+        {
+            "name": "execution: every PRO order placed before the first FLEX (limits on)",
+            "value": 1.0 if result["pro_first"] else 0.0,
+            "unit": "bool",
+            "baseline": "1 = yes",
+            "ratio": None,
+        },
+    ]
 
 
 if __name__ == "__main__":
     with tempfile.TemporaryDirectory(prefix="marketbot-bench-") as tmp:
+        infra = None
         if "NATS_URL" not in os.environ or "DATABASE_URL" not in os.environ:
             infra = start_infra(Path(tmp), auth_prefix="*")
-            os.environ.setdefault("NATS_URL", infra.nats_url)
-            os.environ.setdefault("DATABASE_URL", infra.database_url)
-        for row in asyncio.run(run()):
-            print(row, file=sys.stdout)
+            os.environ["NATS_URL"] = infra.nats_url
+            os.environ[CREDENTIALS_ENV] = str(infra.credentials_path or "")
+            os.environ["DATABASE_URL"] = infra.database_url
+        try:
+            for row in asyncio.run(run()):
+                print(row, file=sys.stdout)
+        finally:
+            if infra is not None:
+                infra.stop()

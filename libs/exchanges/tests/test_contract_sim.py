@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -22,6 +22,7 @@ from marketbot.exchanges.factory import VenueSettings, create_venue
 from marketbot.exchanges.http import Endpoint, HttpSettings
 from marketbot.exchanges.retry import RetryPolicy
 from marketbot.exchanges.signer import LocalSigner
+from marketbot.exchanges.transport import HttpClient
 from marketbot.exchanges.venue import (
     KlineInterval,
     OrderRequest,
@@ -39,15 +40,19 @@ TIME_PATH = {Exchange.BYBIT: "/v5/market/time", Exchange.BINANCE: "/api/v3/time"
 ORDER_PATH = {Exchange.BYBIT: "/v5/order/create", Exchange.BINANCE: "/api/v3/order"}
 
 
-class CountingTransport(httpx.AsyncBaseTransport):
-    """The real transport, counting response statuses (to prove zero 429s)."""
+class CountingTransport:
+    """The production client (aiohttp, ``transport.py``) under the venue, counting response
+    statuses (to prove zero 429s)."""
 
-    def __init__(self) -> None:
-        self.inner = httpx.AsyncHTTPTransport()
+    def __init__(self, venue: BaseVenue) -> None:
+        self.inner: HttpClient = venue.http.client
         self.statuses: Counter[int] = Counter()
+        venue.http.client = self
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        response = await self.inner.handle_async_request(request)
+    async def request(
+        self, method: str, url: str, *, headers: Mapping[str, str], content: str | None
+    ) -> httpx.Response:
+        response = await self.inner.request(method, url, headers=headers, content=content)
         self.statuses[response.status_code] += 1
         return response
 
@@ -90,8 +95,8 @@ async def env(request: pytest.FixtureRequest, sim: Any) -> AsyncIterator[Env]:
     account = await admin.create_account()
     await admin.fund(account, "USDT", Decimal("100000"))
     key, secret = await admin.create_api_key(account)
-    transport = CountingTransport()
-    venue = create_venue(exchange, url, settings=settings(), transport=transport)
+    venue = create_venue(exchange, url, settings=settings())
+    transport = CountingTransport(venue)
     yield Env(
         exchange,
         venue,
@@ -458,10 +463,8 @@ async def test_ip_ban_stops_all_traffic_until_it_ends(env: Env, sim: Any) -> Non
     previous = await env.admin.set_limits(True)
     tight = {"ip_limit": 30} if env.exchange is Exchange.BYBIT else {"weight_limit": 30}
     await env.admin.set_limits(True, ban_seconds=2, **tight)
-    transport = CountingTransport()
-    venue = create_venue(
-        env.exchange, url, settings=settings(ban_fallback_s=2.0), transport=transport
-    )
+    venue = create_venue(env.exchange, url, settings=settings(ban_fallback_s=2.0))
+    transport = CountingTransport(venue)
     try:
         async with httpx.AsyncClient(base_url=url) as raw:  # someone else behind our IP
             for _ in range(200):

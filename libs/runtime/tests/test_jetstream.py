@@ -189,3 +189,25 @@ async def test_a_publish_budget_bounds_the_whole_call(nats_url: str) -> None:
         assert time.monotonic() - started < 1.5
     finally:
         await bus.close()
+
+
+async def test_the_outbox_stores_several_events_in_order_and_skips_those_it_has(
+    bus: Bus, pg_pool: asyncpg.Pool, pg_schema: str
+) -> None:
+    """One statement for a transaction's events: ids in the events' order (the order they
+    are published in), an event already stored not stored twice."""
+    from marketbot.runtime.consumer import Outbox
+
+    await migrate_service(pg_pool, pg_schema, "demo", DEMO)
+    first, second, third = signal(), signal(), signal()
+    async with pg_pool.acquire() as conn:
+        (kept,) = await Outbox.add(conn, [second])
+        ids = await Outbox.add(conn, [first, second, third])
+    assert len(ids) == 2
+    assert ids[0] < ids[1]
+    assert kept not in ids
+    rows = await pg_pool.fetch("SELECT event_id FROM outbox ORDER BY id")
+    assert [r["event_id"] for r in rows] == [second.event_id, first.event_id, third.event_id]
+    await Outbox(bus, pg_pool).flush(ids)
+    left = await pg_pool.fetch("SELECT event_id FROM outbox")
+    assert [r["event_id"] for r in left] == [second.event_id]

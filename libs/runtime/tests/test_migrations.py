@@ -5,7 +5,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from marketbot.runtime.db import MigrationError, migrate, migrate_service
+from marketbot.runtime.db import MigrationError, create_pool, migrate, migrate_service
 
 DEMO = Path(__file__).parent / "migrations_demo"
 
@@ -67,3 +67,27 @@ def test_misnamed_migration_files_are_refused(tmp_path: Path) -> None:
     (tmp_path / "create.sql").write_text("SELECT 1")
     with pytest.raises(MigrationError, match=r"NNNN_name\.sql"):
         load_migrations(tmp_path)
+
+
+async def test_a_released_connection_skips_the_reset_query_but_never_keeps_a_transaction(
+    database_url: str, pg_schema: str
+) -> None:
+    """Pooled connections are released without asyncpg's reset query (no session state is
+    kept on them), yet a transaction left open is still rolled back before reuse."""
+    pool = await create_pool(database_url, pg_schema, max_size=1)
+    seen: list[str] = []
+    try:
+        await pool.execute("CREATE TABLE kept (id int)")
+        async with pool.acquire() as conn:
+            conn.add_query_logger(lambda record: seen.append(record.query))
+            await conn.execute("BEGIN")
+            await conn.execute("INSERT INTO kept VALUES (1)")
+        async with pool.acquire() as conn:  # the same connection (max_size=1)
+            assert not conn.is_in_transaction()
+            assert await conn.fetchval("SELECT count(*) FROM kept") == 0
+            await conn.fetchval("SELECT 1")
+        assert any("ROLLBACK" in q for q in seen)
+        assert not any("RESET ALL" in q or "UNLISTEN" in q for q in seen)
+    finally:
+        await pool.execute(f'DROP SCHEMA IF EXISTS "{pg_schema}" CASCADE')
+        await pool.close()

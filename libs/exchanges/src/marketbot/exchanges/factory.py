@@ -83,7 +83,7 @@ def create_venue(
     transport: httpx.AsyncBaseTransport | None = None,
     rng: random.Random | None = None,
 ) -> BaseVenue:
-    """One venue (one pooled ``httpx.AsyncClient``); create once per process and share it."""
+    """One venue (one pooled HTTP client); create once per process and share it."""
     settings = settings or VenueSettings()
     builder = _BUILDERS[exchange]
     http = builder.http(

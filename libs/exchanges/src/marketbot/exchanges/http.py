@@ -1,6 +1,6 @@
 """The request engine both venue clients stand on.
 
-One pooled ``httpx.AsyncClient`` per exchange; every request goes through, in order: the
+One pooled HTTP client per exchange; every request goes through, in order: the
 ban check, the server clock (signed requests), the signer, the rate limiter, a connection
 slot (both waited for at most the caller's ``deadline``), the ban / 429-hold check again (so
 nothing queued leaves after a 429, 418 or 403 until its wait ends), the endpoint's circuit
@@ -12,6 +12,9 @@ timestamp rejection re-measures the clock and sends once more.
 
 The venue subclasses supply the wire format (``encode``/``attach``), the metering
 (``costs``/``observe``) and the decoding of responses into data or typed errors.
+
+The pooled client is ``transport.py``'s (aiohttp in production, chosen by measurement;
+httpx's client only over a transport a test gives), answering ``httpx.Response``.
 """
 
 from __future__ import annotations
@@ -44,8 +47,10 @@ from marketbot.exchanges.ratelimit import RateLimiter, Tokens, WindowBucket
 from marketbot.exchanges.retry import RetryPolicy
 from marketbot.exchanges.signer import Signature, Signer, SigningInput
 from marketbot.exchanges.timesync import ServerClock
+from marketbot.exchanges.transport import AiohttpClient, HttpClient
 from marketbot.runtime.clock import Clock
 
+USER_AGENT = "marketbot-exchanges/0.1"
 Params = Mapping[str, str]
 Costs = list[tuple[WindowBucket, float]]
 
@@ -135,22 +140,36 @@ class VenueHttp(ABC):
         self.clock = clock
         self.rng = rng or random.Random()
         s = self.settings
-        self.client = httpx.AsyncClient(
-            base_url=self.base_url,
-            transport=transport,
-            timeout=httpx.Timeout(
-                s.read_timeout_s,
-                connect=s.connect_timeout_s,
-                write=s.write_timeout_s,
-                pool=s.pool_timeout_s,
-            ),
-            limits=httpx.Limits(
+        # The wire (transport.py): aiohttp in production; an httpx transport given by a test
+        # (a fake at this port) goes through httpx's client.
+        self.client: HttpClient
+        if transport is None:
+            self.client = AiohttpClient(
+                self.base_url,
+                connect_timeout_s=s.connect_timeout_s,
+                read_timeout_s=s.read_timeout_s,
+                pool_timeout_s=s.pool_timeout_s,
                 max_connections=s.max_connections,
-                max_keepalive_connections=s.max_keepalive_connections,
-                keepalive_expiry=s.keepalive_expiry_s,
-            ),
-            headers={"User-Agent": "marketbot-exchanges/0.1"},
-        )
+                keepalive_expiry_s=s.keepalive_expiry_s,
+                user_agent=USER_AGENT,
+            )
+        else:
+            self.client = httpx.AsyncClient(
+                base_url=self.base_url,
+                transport=transport,
+                timeout=httpx.Timeout(
+                    s.read_timeout_s,
+                    connect=s.connect_timeout_s,
+                    write=s.write_timeout_s,
+                    pool=s.pool_timeout_s,
+                ),
+                limits=httpx.Limits(
+                    max_connections=s.max_connections,
+                    max_keepalive_connections=s.max_keepalive_connections,
+                    keepalive_expiry=s.keepalive_expiry_s,
+                ),
+                headers={"User-Agent": USER_AGENT},
+            )
         self.limiter = RateLimiter(
             self.exchange, clock, max_wait_s=s.max_rate_limit_wait_s, scale=s.rate_limit_scale
         )

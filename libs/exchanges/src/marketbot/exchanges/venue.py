@@ -1,7 +1,7 @@
 """The one ``Venue`` protocol both exchanges implement, and its exact-decimal result models.
 
 Every per-user (signed) method takes the user's ``Signer`` first; public methods take none.
-One venue instance (one pooled ``httpx.AsyncClient``) per exchange per process serves
+One venue instance (one pooled HTTP client) per exchange per process serves
 every user.
 """
 

@@ -76,6 +76,9 @@ class ExecutionEngine:
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._busy: dict[Plan, bool] = dict.fromkeys(config.tiers, False)
+        self._refill = max(1, min(config.fetch_batch, config.tier_concurrency) // 4)
+        """A full tier is topped up once this much room is free (a fetch per finished
+        request would cost a fetch and a depth request each)."""
         executor.turn = self.wait_turn
 
     @property
@@ -168,11 +171,18 @@ class ExecutionEngine:
     async def _step(self) -> bool:
         """Serve the highest tier with work; ``False`` when every tier is empty."""
         for tier in self._tiers:
-            waiting, outstanding = await self._depth(tier)
             mine = len(tier.inflight)
+            first_tries = mine - tier.retrying
+            if first_tries > 0 and self.config.tier_concurrency - mine < self._refill:
+                # (Nearly) full of first tries: busy whatever the server's depth, and too
+                # little room to fetch into, so the depth is not even asked (a JetStream API
+                # round trip per finished request, at full speed). Lower tiers wait.
+                self._busy[tier.plan] = True
+                await self._pause(self.config.idle_poll_s)
+                return True
+            waiting, outstanding = await self._depth(tier)
             # failed messages waiting out their backoff, or being retried, hold nobody up
             retries = tier.loop.parked() + tier.retrying
-            first_tries = mine - tier.retrying
             self._busy[tier.plan] = bool(waiting or outstanding - retries > 0 or first_tries)
             room = self.config.tier_concurrency - mine
             if not self._busy[tier.plan]:

@@ -195,6 +195,11 @@ class KeyedLocks:
                 del self._locks[key]
 
 
+def _transaction(conn: Conn, needed: bool) -> contextlib.AbstractAsyncContextManager[Any]:
+    """A transaction around several statements; none around one (BEGIN/COMMIT saved)."""
+    return conn.transaction() if needed else contextlib.nullcontext()
+
+
 class OrderExecutor:
     """The order commands: place an entry, close for a signal, fire an exit; record results.
 
@@ -534,7 +539,8 @@ class OrderExecutor:
     async def _insert_sending(self, request: OrderRequested, **fields: Any) -> OrderRow:
         now = self.clock.now()
         closes: tuple[str, ...] = fields.get("closes_positions", ())
-        async with self.pool.acquire() as conn, conn.transaction():
+        # One INSERT is atomic on its own; a close also marks its positions, in one transaction.
+        async with self.pool.acquire() as conn, _transaction(conn, bool(closes)):
             row = await Repository.insert_sending(
                 conn,
                 request,

@@ -35,8 +35,7 @@ class ExecutorSettings(ServiceSettings):
         default=20,
         ge=1,
         description="pooled connections to the exchange (and requests in flight); about "
-        "request rate x round trip is enough, and each extra pooled connection costs CPU on "
-        "every request (httpcore probes every idle connection per request)",
+        "request rate x round trip is enough",
     )
     rate_limit_scale: float = Field(
         default=1.0,

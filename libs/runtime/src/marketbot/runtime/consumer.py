@@ -59,8 +59,13 @@ class Outbox:
 
     @staticmethod
     async def add(conn: Conn, events: Iterable[Event]) -> list[int]:
-        rows: list[int] = []
-        for event in events:
+        """Store ``events`` (one statement, whatever their number); the ids of the rows
+        inserted, in the events' order (an event already stored is skipped)."""
+        events = list(events)
+        if not events:
+            return []
+        if len(events) == 1:
+            (event,) = events
             row_id = await conn.fetchval(
                 "INSERT INTO outbox (event_id, subject, event_type, payload) "
                 "VALUES ($1, $2, $3, $4) ON CONFLICT (event_id) DO NOTHING RETURNING id",
@@ -69,9 +74,20 @@ class Outbox:
                 event.type,
                 event.to_json(),
             )
-            if row_id is not None:
-                rows.append(row_id)
-        return rows
+            return [] if row_id is None else [row_id]
+        # WITH ORDINALITY + ORDER BY: the ids are drawn in the events' order.
+        inserted = await conn.fetch(
+            "INSERT INTO outbox (event_id, subject, event_type, payload) "
+            "SELECT e, s, t, p FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bytea[]) "
+            "WITH ORDINALITY AS u(e, s, t, p, n) ORDER BY n "
+            "ON CONFLICT (event_id) DO NOTHING RETURNING id, event_id",
+            [e.event_id for e in events],
+            [e.subject() for e in events],
+            [e.type for e in events],
+            [e.to_json() for e in events],
+        )
+        ids = {r["event_id"]: r["id"] for r in inserted}
+        return [ids[e.event_id] for e in events if e.event_id in ids]
 
     async def flush(self, row_ids: Sequence[int]) -> None:
         """Publish the given rows (in order) and delete each once JetStream has it."""

@@ -40,6 +40,21 @@ def check_identifier(name: str) -> str:
     return name
 
 
+async def keep_session(conn: asyncpg.Connection) -> None:
+    """The pool's ``reset``: nothing beyond what asyncpg always does on release.
+
+    asyncpg's default reset runs ``SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *;
+    RESET ALL;`` on every release (asyncpg ``create_pool``, the *reset* parameter): one more
+    round trip per borrowed connection, four statements, on every handler's path. Before
+    calling a custom reset asyncpg still rolls back a transaction left open and drops the
+    connection's listeners (``Connection._reset``), so what this skips is only session state,
+    and the services keep none on pooled connections: the search path is a connection
+    setting (``server_settings``), nothing LISTENs, advisory locks are transaction-scoped
+    (``pg_advisory_xact_lock``) except the migration lock, which ``migrate`` releases
+    itself, and cursors live inside transactions (closed at their end).
+    """
+
+
 async def create_pool(
     database_url: str, schema: str, *, min_size: int = 1, max_size: int = 10
 ) -> asyncpg.Pool:
@@ -55,6 +70,7 @@ async def create_pool(
         min_size=min_size,
         max_size=max_size,
         server_settings={"search_path": schema, "application_name": f"marketbot-{schema}"},
+        reset=keep_session,
     )
     if pool is None:  # only when the pool is used as an awaitable in a closed loop
         raise RuntimeError("could not create the database pool")
