@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Callable
 from datetime import timedelta
-from decimal import Decimal
+from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
 import asyncpg
@@ -16,8 +15,8 @@ from marketbot.contracts import Exchange, KeyPermissions, RejectReason, Side
 from marketbot.contracts.vault import SignReply, SignRequest
 from marketbot.exchanges.errors import Rejected, SigningRefusedError
 from marketbot.exchanges.factory import create_venue
-from marketbot.exchanges.signer import Signer
-from marketbot.exchanges.venue import OrderRequest, OrderType, Venue
+from marketbot.exchanges.signer import Signer, order_scope
+from marketbot.exchanges.venue import OrderRequest, OrderType, TimeInForce, Venue
 from marketbot.keyvault import handlers
 from marketbot.keyvault.app import RunningVault
 from marketbot.keyvault.client import VaultClient, VaultSigner
@@ -26,7 +25,7 @@ from marketbot.runtime.testing import eventually
 from marketbot.sim.testing import RunningSim
 
 from .conftest import VaultFactory
-from .helpers import event_types
+from .helpers import event_types, order_requested
 from .test_domain import PATH_TRICKS, WITHDRAWALS
 
 
@@ -50,17 +49,26 @@ async def test_an_executor_places_an_order_with_a_vault_signature(
     url = sim.bybit_url if exchange is Exchange.BYBIT else sim.binance_url
     venue = create_venue(exchange, url)
     try:
-        order_id = f"kv{uuid.uuid4().hex[:20]}"
-        placed = await venue.place_order(
-            signer,
-            OrderRequest(
-                symbol="BTCUSDT",
-                side=Side.BUY,
-                order_type=OrderType.MARKET,
-                client_order_id=order_id,
-                quote_quantity=Decimal("50"),
-            ),
+        # The order carries out an order request (as decision publishes it): the vault
+        # signs it only within that request's terms (test_order_bounds.py).
+        price = await venue.price("BTCUSDT")
+        request = await order_requested(
+            bus, migrated, user_id="trader", exchange=exchange, reference_price=price
         )
+        order_id = request.client_order_id
+        with order_scope(request.request_id):
+            placed = await venue.place_order(
+                signer,
+                OrderRequest(
+                    symbol="BTCUSDT",
+                    side=Side.BUY,
+                    order_type=OrderType.LIMIT,
+                    time_in_force=TimeInForce.IOC,
+                    client_order_id=order_id,
+                    quantity=(Decimal(40) / price).quantize(Decimal("0.0001"), ROUND_DOWN),
+                    price=price,
+                ),
+            )
         assert placed.client_order_id == order_id
         balances = await venue.balances(signer)
         assert any(b.asset == "BTC" and b.total > 0 for b in balances)

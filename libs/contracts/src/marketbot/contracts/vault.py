@@ -10,6 +10,7 @@ from pydantic import AwareDatetime, Field
 from marketbot.contracts.enums import Exchange
 from marketbot.contracts.envelope import Message, Reply, Request
 from marketbot.contracts.keys import KeyPermissions
+from marketbot.contracts.orders import ClientOrderId
 
 
 class SealedSecret(Message):
@@ -97,9 +98,13 @@ class SignRequest(Request):
 
     ``query`` and ``body`` are exactly the bytes that will be sent (decoded as UTF-8); the
     vault builds the exchange's pre-sign string from them itself.
+
+    v2 adds ``request_id`` and ``entries``: an order placement is signed only within the
+    order request it carries out (an entry) or the entries it sells from (a sell).
     """
 
     TYPE = "SignRequest"
+    VERSION = 2
     SUBJECT = "keyvault.sign"
     SUBJECT_FIELD = "exchange"
 
@@ -111,6 +116,14 @@ class SignRequest(Request):
     body: str = Field(default="", max_length=65536)
     timestamp_ms: int = Field(ge=0)
     recv_window_ms: int = Field(default=5000, ge=1, le=60000)
+    request_id: uuid.UUID | None = Field(
+        default=None, description="the OrderRequested an order placement carries out"
+    )
+    entries: tuple[ClientOrderId, ...] = Field(
+        default=(),
+        max_length=100,
+        description="client order ids of the entries a sell sells from (close, exit, protection)",
+    )
 
     def request_subject(self) -> str:
         """``keyvault.sign.<exchange>``: the server lets each executor ask only for its own

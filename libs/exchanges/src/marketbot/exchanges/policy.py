@@ -28,8 +28,9 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 
-from marketbot.contracts import Exchange
+from marketbot.contracts import Exchange, Side
 from marketbot.exchanges.errors import SigningRefusedError
 from marketbot.exchanges.signer import SigningInput
 
@@ -66,14 +67,18 @@ def rule(
 ) -> EndpointRule:
     """An entry: ``rule("symbol", "side", required=("symbol",), values={"side": ("BUY",)})``.
 
-    Required names, ``one_of`` names and names with values are allowed names too.
+    Required names and ``one_of`` names are allowed names too. ``values`` constrains only
+    names the entry allows otherwise (a shared table of values adds no parameter to an
+    entry: every extra name an entry accepts widens what its signature could authenticate).
     """
     required_set = frozenset(required)
     groups = tuple(frozenset(group) for group in one_of)
-    value_sets = {name: frozenset(allowed) for name, allowed in (values or {}).items()}
-    names = frozenset(params) | required_set | frozenset(value_sets)
+    names = frozenset(params) | required_set
     for group in groups:
         names |= group
+    value_sets = {
+        name: frozenset(allowed) for name, allowed in (values or {}).items() if name in names
+    }
     return EndpointRule(
         params=names,
         required=required_set,
@@ -148,6 +153,26 @@ def unique_keys(pairs: list[tuple[str, str]], *, exchange: Exchange) -> dict[str
     return result
 
 
+@dataclass(frozen=True, slots=True)
+class OrderTerms:
+    """What an order placement commits the account to, read from the signed payload.
+
+    The vault bounds these by the order request that asked for them (services/keyvault,
+    ``domain/bounds.py``). ``quantity`` is in base units, ``quote_quantity`` in quote
+    units (a market order sized in quote); ``price`` is the limit price (``None`` for a
+    market order); ``client_ids`` are every client order id the payload names (an entry's
+    own id; a protection list's list and leg ids).
+    """
+
+    symbol: str
+    side: Side
+    limit: bool
+    client_ids: tuple[str, ...]
+    quantity: Decimal | None = None
+    quote_quantity: Decimal | None = None
+    price: Decimal | None = None
+
+
 class SigningPolicy:
     """``is_allowed`` answers for an exact (method, path); ``validate`` checks a whole request."""
 
@@ -156,10 +181,16 @@ class SigningPolicy:
         exchange: Exchange,
         endpoints: Mapping[tuple[str, str], EndpointRule],
         check: Callable[[SigningInput, EndpointRule], None],
+        terms: Callable[[SigningInput], OrderTerms | None] | None = None,
     ) -> None:
         self.exchange = exchange
         self._endpoints = dict(endpoints)
         self._check = check
+        self._terms = terms
+
+    def order_terms(self, request: SigningInput) -> OrderTerms | None:
+        """The order a *validated* request places, or ``None`` if it places none."""
+        return self._terms(request) if self._terms is not None else None
 
     @property
     def endpoints(self) -> frozenset[tuple[str, str]]:

@@ -7,6 +7,10 @@ the signature. In production the signer is a thin NATS client of the key vault; 
 
 from __future__ import annotations
 
+import contextlib
+import uuid
+from collections.abc import Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -30,6 +34,39 @@ class SigningInput:
 class Signature:
     api_key: str
     signature: str
+
+
+@dataclass(frozen=True, slots=True)
+class OrderScope:
+    """Which order request a signature is for, so the vault can bound it (docs/security.md).
+
+    ``request_id``: the ``OrderRequested`` an entry (or a close) carries out. ``entries``:
+    the client order ids of the entries a sell sells from (a close, an exit leg, a
+    protection list). The vault signs an order only within that request's terms.
+    """
+
+    request_id: uuid.UUID | None = None
+    entries: tuple[str, ...] = ()
+
+
+_SCOPE: ContextVar[OrderScope | None] = ContextVar("marketbot_order_scope", default=None)
+
+
+@contextlib.contextmanager
+def order_scope(
+    request_id: uuid.UUID | None = None, entries: tuple[str, ...] = ()
+) -> Iterator[OrderScope]:
+    """Every signature asked for inside this block names this order request / these entries."""
+    scope = OrderScope(request_id, tuple(entries))
+    token = _SCOPE.set(scope)
+    try:
+        yield scope
+    finally:
+        _SCOPE.reset(token)
+
+
+def current_order_scope() -> OrderScope | None:
+    return _SCOPE.get()
 
 
 class Signer(Protocol):

@@ -41,7 +41,7 @@ from marketbot.exchanges.errors import (
     Rejected,
     Retryable,
 )
-from marketbot.exchanges.signer import Signer
+from marketbot.exchanges.signer import Signer, order_scope
 from marketbot.exchanges.venue import (
     ExitKind,
     InstrumentFilters,
@@ -468,7 +468,10 @@ class OrderExecutor:
                 conn, row.client_order_id, self.clock.now(), self.config.unknown_settle_s
             )
         try:
-            state = await self.venue.place_order(signer, order)
+            # The vault signs the order only within its request (an entry) or the entries
+            # it sells from (a close, an exit): docs/security.md.
+            with order_scope(request.request_id, row.closes_positions):
+                state = await self.venue.place_order(signer, order)
         except DuplicateClientOrderIdError:
             raise  # an earlier attempt was placed: resolved by lookup
         except Rejected as exc:

@@ -27,7 +27,7 @@ from marketbot.contracts.vault import (
     VerifyKeyRequest,
 )
 from marketbot.exchanges.errors import Rejected, Retryable, SigningRefusedError
-from marketbot.exchanges.signer import Signature, SigningInput
+from marketbot.exchanges.signer import Signature, SigningInput, current_order_scope
 from marketbot.runtime.bus import Bus, BusError
 from marketbot.runtime.clock import Clock, SystemClock
 from marketbot.runtime.sealing import seal, seal_context
@@ -79,6 +79,9 @@ class VaultSigner:
                 f"this signer is for {self.exchange.value}, not {request.exchange.value}",
                 exchange=request.exchange,
             )
+        # The order request / entries the caller is working on (``order_scope``): the
+        # vault bounds an order placement by them.
+        scope = current_order_scope()
         message = SignRequest(
             occurred_at=self._clock.now(),
             correlation_id=_correlation_id(self._correlation),
@@ -90,6 +93,8 @@ class VaultSigner:
             body=request.body,
             timestamp_ms=request.timestamp_ms,
             recv_window_ms=request.recv_window_ms,
+            request_id=scope.request_id if scope else None,
+            entries=scope.entries if scope else (),
         )
         try:
             reply = await self._bus.request(message, SignReply, timeout=self._timeout)
@@ -102,8 +107,11 @@ class VaultSigner:
         text = error.message if error else "the vault refused"
         if code in _KEY_REFUSALS:
             raise Rejected(text, reason=RejectReason.INVALID_KEY, exchange=self.exchange)
-        if code in ("endpoint_refused", "invalid_request"):
+        if code in ("endpoint_refused", "invalid_request", "order_refused"):
             raise SigningRefusedError(text, exchange=self.exchange)
+        if code == "order_request_unknown":
+            # The vault has not stored the request from the stream yet: nothing was sent.
+            raise Retryable(f"key vault: {text}", exchange=self.exchange)
         raise Retryable(f"key vault: {code}: {text}", exchange=self.exchange)
 
 

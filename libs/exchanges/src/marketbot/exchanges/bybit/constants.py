@@ -181,6 +181,7 @@ SIGNABLE: dict[tuple[str, str], EndpointRule] = {
         "endTime",
         "limit",
         "cursor",
+        "execType",
         required=("category",),
         values={**_SPOT, "execType": ("Trade",)},
     ),
