@@ -279,6 +279,7 @@ FIELDS: dict[str, dict[str, Any]] = {
         "recv_window_ms": 5000,
         "request_id": "6f1e0b0c-52c4-4c86-9f0e-2d3b9a0c7a11",
         "entries": ["mb-0123456789abcdef0123456789abcdef"],
+        "send": True,
     },
     "OperationsQuery": {
         "user_id": "u-1",

@@ -13,6 +13,7 @@ import pytest
 
 from marketbot.contracts import Exchange, KeyPermissions, RejectReason, Side
 from marketbot.contracts.vault import SignReply, SignRequest
+from marketbot.exchanges.bybit.signing import ws_auth_request
 from marketbot.exchanges.errors import Rejected, SigningRefusedError
 from marketbot.exchanges.factory import create_venue
 from marketbot.exchanges.signer import Signer, order_scope
@@ -147,7 +148,7 @@ async def test_a_timestamp_far_from_now_is_not_signed(
     for timestamp in (now_ms - 3_600_000, now_ms + 3_600_000):
         request = sign_request(
             Exchange.BYBIT, "GET", "/v5/account/wallet-balance", "accountType=UNIFIED", ""
-        ).model_copy(update={"timestamp_ms": timestamp})
+        ).model_copy(update={"timestamp_ms": timestamp, "send": True})
         reply = await bus.request(request, SignReply)
         assert not reply.ok
         assert reply.error is not None
@@ -155,7 +156,7 @@ async def test_a_timestamp_far_from_now_is_not_signed(
         assert reply.signature == ""
     fresh = sign_request(
         Exchange.BYBIT, "GET", "/v5/account/wallet-balance", "accountType=UNIFIED", ""
-    ).model_copy(update={"timestamp_ms": now_ms})
+    ).model_copy(update={"timestamp_ms": now_ms, "send": True})
     assert (await bus.request(fresh, SignReply)).ok
     refused = await migrated.fetchval(
         "SELECT count(*) FROM audit_log WHERE action = 'sign_refused'"
@@ -171,7 +172,7 @@ async def test_the_vault_signer_raises_typed_errors(
     withdraw = SigningInput(Exchange.BYBIT, "POST", "/v5/asset/withdraw/create", "", "{}", 1, 5000)
     with pytest.raises(SigningRefusedError):
         await VaultSigner(bus, "nobody", Exchange.BYBIT).sign(withdraw)
-    time_query = SigningInput(Exchange.BYBIT, "GET", "/v5/account/info", "", "", now_ms(), 5000)
+    time_query = ws_auth_request(now_ms())
     with pytest.raises(Rejected) as caught:
         await VaultSigner(bus, "nobody", Exchange.BYBIT).sign(time_query)
     assert caught.value.reason is RejectReason.INVALID_KEY
@@ -215,9 +216,8 @@ async def test_periodic_reverification_disables_a_key_that_stopped_working(
     key = await make_key(Exchange.BYBIT, ips=["127.0.0.1"])
     assert (await client.register("user-p", Exchange.BYBIT, key.api_key, key.secret)).ok
     signer = VaultSigner(bus, "user-p", Exchange.BYBIT)
-    from marketbot.exchanges.signer import SigningInput
 
-    account = SigningInput(Exchange.BYBIT, "GET", "/v5/account/info", "", "", now_ms(), 5000)
+    account = ws_auth_request(now_ms())
     assert (await signer.sign(account)).api_key == key.api_key
 
     venues.flaky.broken = True

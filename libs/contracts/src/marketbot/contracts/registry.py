@@ -93,7 +93,7 @@ def upcast_order_requested_v1_v2(data: dict[str, Any]) -> dict[str, Any]:
 def upcast_sign_request_v1_v2(data: dict[str, Any]) -> dict[str, Any]:
     """v1 named no order request or entries: the vault signs such a request for no order
     placement (an entry must name its request, a sell its entries)."""
-    return {**data, "request_id": None, "entries": [], "schema_version": 2}
+    return {**data, "request_id": None, "entries": [], "send": False, "schema_version": 2}
 
 
 UPCASTERS: dict[tuple[str, int], Upcaster] = {

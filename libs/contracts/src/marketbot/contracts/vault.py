@@ -100,7 +100,10 @@ class SignRequest(Request):
     vault builds the exchange's pre-sign string from them itself.
 
     v2 adds ``request_id`` and ``entries``: an order placement is signed only within the
-    order request it carries out (an entry) or the entries it sells from (a sell).
+    order request it carries out (an entry) or the entries it sells from (a sell); and
+    ``send``: the vault sends the signed request to the exchange itself and answers with
+    the exchange's response, so the signature never leaves it (the endpoints no parameter
+    binds: ``EndpointRule.sent_by_vault``, docs/security.md).
     """
 
     TYPE = "SignRequest"
@@ -124,6 +127,7 @@ class SignRequest(Request):
         max_length=100,
         description="client order ids of the entries a sell sells from (close, exit, protection)",
     )
+    send: bool = Field(default=False, description="the vault signs and sends it itself")
 
     def request_subject(self) -> str:
         """``keyvault.sign.<exchange>``: the server lets each executor ask only for its own
@@ -132,5 +136,10 @@ class SignRequest(Request):
 
 
 class SignReply(Reply):
+    """A signature, or (``send``) the exchange's response to the request the vault sent."""
+
     api_key: str = ""
     signature: str = ""
+    status: int = 0
+    headers: tuple[tuple[str, str], ...] = ()
+    response: str = Field(default="", max_length=4_000_000)

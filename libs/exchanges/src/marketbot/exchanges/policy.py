@@ -47,6 +47,8 @@ class EndpointRule:
     non-empty); ``one_of``: groups of which at least one name must be present. ``values``:
     the only values a name may take. ``formats``: a pattern per name, overriding the
     venue's default formats. ``internal``: signed for the vault's own requests only.
+    ``sent_by_vault``: the vault signs it for others only to send it itself (the signature
+    never leaves the vault), because no parameter binds its signature to it.
     """
 
     params: frozenset[str]
@@ -55,6 +57,7 @@ class EndpointRule:
     values: Mapping[str, frozenset[str]] = field(default_factory=dict)
     formats: Mapping[str, re.Pattern[str]] = field(default_factory=dict)
     internal: bool = False
+    sent_by_vault: bool = False
 
 
 def rule(
@@ -64,6 +67,7 @@ def rule(
     values: Mapping[str, Iterable[str]] | None = None,
     formats: Mapping[str, str] | None = None,
     internal: bool = False,
+    sent_by_vault: bool = False,
 ) -> EndpointRule:
     """An entry: ``rule("symbol", "side", required=("symbol",), values={"side": ("BUY",)})``.
 
@@ -86,6 +90,7 @@ def rule(
         values=value_sets,
         formats={name: re.compile(pattern) for name, pattern in (formats or {}).items()},
         internal=internal,
+        sent_by_vault=sent_by_vault,
     )
 
 
@@ -197,6 +202,19 @@ class SigningPolicy:
         """What the vault signs for others (vault-only entries excluded)."""
         return frozenset(key for key, entry in self._endpoints.items() if not entry.internal)
 
+    @property
+    def handed_out(self) -> frozenset[tuple[str, str]]:
+        """The entries whose signatures leave the vault (neither internal nor vault-sent)."""
+        return frozenset(
+            key
+            for key, entry in self._endpoints.items()
+            if not entry.internal and not entry.sent_by_vault
+        )
+
+    def sent_by_vault(self, method: str, path: str) -> bool:
+        entry = self._endpoints.get((method, path))
+        return entry is not None and entry.sent_by_vault
+
     def rule_for(self, method: str, path: str) -> EndpointRule | None:
         return self._endpoints.get((method, path))
 
@@ -206,11 +224,14 @@ class SigningPolicy:
         entry = self._endpoints.get((method, path))
         return entry is not None and (internal or not entry.internal)
 
-    def validate(self, request: SigningInput, *, internal: bool = False) -> None:
+    def validate(
+        self, request: SigningInput, *, internal: bool = False, sending: bool = False
+    ) -> None:
         """Raise ``SigningRefusedError`` unless this exact request may be signed.
 
         ``internal``: the vault signs for its own request (verification), so vault-only
-        entries are allowed too.
+        entries are allowed too. ``sending``: the signer sends the request itself, so the
+        signature does not leave it (required for ``sent_by_vault`` entries).
         """
         if request.exchange is not self.exchange:
             raise SigningRefusedError(
@@ -223,6 +244,12 @@ class SigningPolicy:
         if endpoint is None:
             raise SigningRefusedError(
                 f"{request.method} {request.path[:80]!r} is not a signable endpoint",
+                exchange=self.exchange,
+            )
+        if endpoint.sent_by_vault and not (internal or sending):
+            raise SigningRefusedError(
+                f"{request.method} {request.path} is sent by the vault itself: its signature "
+                "is never handed out (ask with send=true)",
                 exchange=self.exchange,
             )
         if not 0 < request.recv_window_ms <= MAX_RECV_WINDOW_MS:

@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from marketbot.contracts import Exchange
 
@@ -73,6 +73,30 @@ class Signer(Protocol):
     async def sign(self, request: SigningInput) -> Signature: ...
 
 
+@dataclass(frozen=True, slots=True)
+class SentResponse:
+    """The exchange's answer to a request the vault signed and sent itself."""
+
+    status: int
+    headers: tuple[tuple[str, str], ...]
+    body: str
+
+
+@runtime_checkable
+class Sender(Protocol):
+    """A signer that does not hold the secret and, for the endpoints whose signatures never
+    leave the vault (``EndpointRule.sent_by_vault``), has the vault sign *and send* them.
+
+    ``user_id`` names the account for per-key rate-limit buckets (there is no API key on
+    this side for such a request)."""
+
+    user_id: str
+
+    async def sign(self, request: SigningInput) -> Signature: ...
+
+    async def send(self, request: SigningInput) -> SentResponse: ...
+
+
 class LocalSigner:
     """Signs in-process with the secret (the vault's own signer, and tests').
 
@@ -103,7 +127,11 @@ class LocalSigner:
         from marketbot.exchanges.signing import sign_request, signing_policy
 
         if self._enforce:
-            signing_policy(request.exchange).validate(request, internal=self._internal)
+            # The holder of the secret sends what it signs itself: the endpoints the vault
+            # sends (``sent_by_vault``) are signed here too.
+            signing_policy(request.exchange).validate(
+                request, internal=self._internal, sending=True
+            )
         return Signature(
             api_key=self._api_key,
             signature=sign_request(request.exchange, self._secret, self._api_key, request),

@@ -168,14 +168,18 @@ async def _cache_invalidation(bus: Bus, vault: Vault) -> Subscription:
 async def _reverify_loop(vault: Vault, settings: KeyvaultSettings, stop: asyncio.Event) -> None:
     interval = timedelta(seconds=settings.reverify_interval_s)
     while not stop.is_set():
+        # Wait first: a key registered while the vault starts is being verified by its
+        # registration; a round at once would verify it a second time, concurrently.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=settings.reverify_poll_s)
+        if stop.is_set():
+            return
         try:
             await handlers.reverify_due(
                 vault, interval=interval, concurrency=settings.reverify_concurrency
             )
         except Exception:
             log.exception("re-verification round failed")
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=settings.reverify_poll_s)
 
 
 async def _check_master_versions(pool: object, versions: tuple[int, ...], minimum: int) -> None:

@@ -45,9 +45,15 @@ from marketbot.contracts.vault import (
     VaultPublicKeyRequest,
     VerifyKeyRequest,
 )
-from marketbot.exchanges.errors import ExchangeError, SigningRefusedError
+from marketbot.exchanges.errors import (
+    ExchangeError,
+    OutcomeUnknown,
+    Retryable,
+    SigningRefusedError,
+)
+from marketbot.exchanges.http import VenueHttp
 from marketbot.exchanges.policy import OrderTerms
-from marketbot.exchanges.signer import LocalSigner, SigningInput
+from marketbot.exchanges.signer import LocalSigner, Signature, SigningInput
 from marketbot.exchanges.signing import order_terms, sign_request, signing_policy
 from marketbot.keyvault.adapters.audit import AuditBuffer
 from marketbot.keyvault.adapters.keysource import SealingKey
@@ -545,7 +551,7 @@ async def sign(request: SignRequest, vault: Vault) -> SignReply:
         recv_window_ms=request.recv_window_ms,
     )
     try:
-        signing_policy(request.exchange).validate(signing_input)
+        signing_policy(request.exchange).validate(signing_input, sending=request.send)
     except SigningRefusedError as exc:
         await _audit_refusal(vault, request, "endpoint_refused", exc.message)
         log.warning(
@@ -603,6 +609,9 @@ async def sign(request: SignRequest, vault: Vault) -> SignReply:
             return SignReply(ok=False, error=error)
     signature = sign_request(request.exchange, found.secret, found.api_key, signing_input)
     now = vault.clock.now()
+    detail: dict[str, Any] = {"method": request.method, "path": request.path}
+    if request.send:
+        detail["sent"] = True
     vault.audit.add_record(
         (
             now,
@@ -611,13 +620,43 @@ async def sign(request: SignRequest, vault: Vault) -> SignReply:
             request.user_id,
             request.exchange.value,
             found.credential_id,
-            json.dumps({"method": request.method, "path": request.path}),
+            json.dumps(detail),
             request.correlation_id,
         ),
         found.credential_id,
         now,
     )
+    if request.send:
+        return await _send_signed(request, signing_input, found, signature, vault)
     return SignReply(api_key=found.api_key, signature=signature)
+
+
+async def _send_signed(
+    request: SignRequest,
+    signing_input: SigningInput,
+    credential: CachedCredential,
+    signature: str,
+    vault: Vault,
+) -> SignReply:
+    """Send the request the vault just signed and answer with the exchange's response: the
+    signature of an endpoint no parameter binds never leaves the vault."""
+    http = getattr(vault.venues.venue(request.exchange), "http", None)
+    if not isinstance(http, VenueHttp):
+        return SignReply(
+            ok=False, error=_refusal("not_sent", "this vault cannot reach the exchange")
+        )
+    try:
+        response = await http.send_signed(signing_input, Signature(credential.api_key, signature))
+    except Retryable as exc:
+        return SignReply(ok=False, error=_refusal("not_sent", exc.message))
+    except OutcomeUnknown as exc:
+        return SignReply(ok=False, error=_refusal("outcome_unknown", exc.message))
+    return SignReply(
+        api_key=credential.api_key,
+        status=response.status_code,
+        headers=tuple(response.headers.multi_items()),
+        response=response.text,
+    )
 
 
 async def _signing_credential(request: SignRequest, vault: Vault) -> CachedCredential | ErrorDetail:
