@@ -195,7 +195,12 @@ def check_sell(
     user_id: str,
     exchange: Exchange,
 ) -> Refusal | None:
-    """A sell names entries the vault signed, and sells at most what was signed for them."""
+    """A sell names entries the vault signed, and sells at most what was signed for them.
+
+    The bound is the signed quantity, not the fill the executor reports (the vault does not
+    trust it); a spot sell beyond the account's holdings is refused by the exchange anyway
+    (Binance -2010 "Account has insufficient balance for requested action.", errors.md;
+    Bybit 170131 "Balance insufficient", error.mdx "Spot Trade")."""
     if not named:
         return Refusal("entries", "names_entries", "a sell names the entries it sells from")
     if len(set(named)) != len(named):
