@@ -21,7 +21,7 @@ from pathlib import Path
 import asyncpg
 
 from marketbot.contracts import BusNamespace, Exchange
-from marketbot.exchanges.signer import SigningInput
+from marketbot.exchanges.bybit.signing import ws_auth_request
 from marketbot.keyvault.adapters.keysource import SealingKey
 from marketbot.keyvault.client import VaultClient, VaultSigner
 from marketbot.keyvault.domain.masterkeys import format_master_key, generate_master_key
@@ -63,25 +63,11 @@ async def measure(signer: VaultSigner, count: int, concurrency: int) -> tuple[fl
     queue = iter(range(count))
 
     async def worker() -> None:
-        for i in queue:
-            request = SigningInput(
-                Exchange.BYBIT,
-                "POST",
-                "/v5/order/create",
-                "",
-                json.dumps(
-                    {
-                        "category": "spot",
-                        "symbol": "BTCUSDT",
-                        "side": "Buy",
-                        "orderType": "Market",
-                        "qty": "50",
-                        "orderLinkId": f"bench-{i}",
-                    }
-                ),
-                int(time.time() * 1000),  # stamped now, as an executor does
-                5000,
-            )
+        for _ in queue:
+            # A signature the vault hands out (the private-stream auth): the signing path
+            # itself. Order placements are bounded by their request and sent by the vault
+            # (docs/security.md), so they cost a request lookup and the exchange's answer.
+            request = ws_auth_request(int(time.time() * 1000))  # stamped now, as an executor does
             started = time.perf_counter()
             await signer.sign(request)
             latencies.append(time.perf_counter() - started)

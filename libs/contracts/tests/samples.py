@@ -277,6 +277,9 @@ FIELDS: dict[str, dict[str, Any]] = {
         "body": "symbol=BTCUSDT&side=BUY&type=MARKET&quoteOrderQty=10&timestamp=1",
         "timestamp_ms": 1,
         "recv_window_ms": 5000,
+        "request_id": "6f1e0b0c-52c4-4c86-9f0e-2d3b9a0c7a11",
+        "entries": ["mb-0123456789abcdef0123456789abcdef"],
+        "send": True,
     },
     "OperationsQuery": {
         "user_id": "u-1",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 
@@ -26,6 +27,11 @@ NON_ASCII_PAYLOAD = (
     "symbol=%EF%BC%91%EF%BC%92%EF%BC%93%EF%BC%94%EF%BC%95%EF%BC%96&side=BUY&type=LIMIT"
     "&timeInForce=GTC&quantity=1&price=0.1&recvWindow=5000&timestamp=1499827319559"
 )
+
+# The value checks hold whether the vault hands a signature out or sends the request itself
+# (``sent_by_vault``); a signer sending its own request may sign either.
+bybit_validate = functools.partial(bybit_signing.POLICY.validate, sending=True)
+binance_validate = functools.partial(binance_signing.POLICY.validate, sending=True)
 
 
 def binance_input(query: str, body: str = "", ts: int = 1499827319559) -> SigningInput:
@@ -165,20 +171,18 @@ def test_bybit_policy_refuses_withdrawal_parameters_on_an_allowed_path() -> None
     """The path is not signed, so a withdrawal body under /v5/order/create must be refused."""
     body = json.dumps({"coin": "USDT", "chain": "TRX", "address": "T...", "amount": "100"})
     with pytest.raises(SigningRefusedError, match="not allowed"):
-        bybit_signing.validate(bybit_input("POST", "/v5/order/create", body=body))
+        bybit_validate(bybit_input("POST", "/v5/order/create", body=body))
 
 
 def test_bybit_policy_refuses_duplicate_keys_and_query_on_post() -> None:
     with pytest.raises(SigningRefusedError):
-        bybit_signing.validate(
-            bybit_input("POST", "/v5/order/create", body='{"symbol":"A","symbol":"B"}')
-        )
+        bybit_validate(bybit_input("POST", "/v5/order/create", body='{"symbol":"A","symbol":"B"}'))
     with pytest.raises(SigningRefusedError):
-        bybit_signing.validate(
+        bybit_validate(
             bybit_input("POST", "/v5/order/create", query="symbol=A", body='{"symbol":"A"}')
         )
     with pytest.raises(SigningRefusedError):
-        bybit_signing.validate(bybit_input("GET", "/v5/order/realtime", body='{"x":1}'))
+        bybit_validate(bybit_input("GET", "/v5/order/realtime", body='{"x":1}'))
 
 
 COMPLETE_ORDER = "newClientOrderId=mb-1&" + ASCII_PAYLOAD
@@ -186,25 +190,25 @@ COMPLETE_ORDER = "newClientOrderId=mb-1&" + ASCII_PAYLOAD
 
 def test_binance_policy_requires_the_audited_timestamp() -> None:
     ok = binance_input(COMPLETE_ORDER)
-    binance_signing.validate(ok)
+    binance_validate(ok)
     with pytest.raises(SigningRefusedError, match="timestamp"):
-        binance_signing.validate(binance_input(COMPLETE_ORDER, ts=1499827319560))
+        binance_validate(binance_input(COMPLETE_ORDER, ts=1499827319560))
     missing = COMPLETE_ORDER.replace("&timestamp=1499827319559", "")
     with pytest.raises(SigningRefusedError, match="timestamp"):
-        binance_signing.validate(binance_input(missing))
+        binance_validate(binance_input(missing))
     doubled = COMPLETE_ORDER + "&timestamp=1499827319559"
     with pytest.raises(SigningRefusedError, match="twice"):
-        binance_signing.validate(binance_input(doubled))
+        binance_validate(binance_input(doubled))
 
 
 def test_binance_policy_refuses_withdrawal_parameters_and_smuggled_signatures() -> None:
     withdraw = "coin=USDT&address=abc&amount=100&recvWindow=5000&timestamp=1499827319559"
     with pytest.raises(SigningRefusedError, match="not allowed"):
-        binance_signing.validate(binance_input(withdraw))
+        binance_validate(binance_input(withdraw))
     with pytest.raises(SigningRefusedError):
-        binance_signing.validate(binance_input(ASCII_PAYLOAD + "&signature=00"))
+        binance_validate(binance_input(ASCII_PAYLOAD + "&signature=00"))
     with pytest.raises(SigningRefusedError, match="malformed"):
-        binance_signing.validate(binance_input("symbol=LTC BTC&" + ASCII_PAYLOAD))
+        binance_validate(binance_input("symbol=LTC BTC&" + ASCII_PAYLOAD))
 
 
 def test_policy_refuses_a_request_for_the_other_exchange() -> None:
@@ -258,8 +262,8 @@ def bybit_order(**changes: object) -> SigningInput:
 
 
 def test_bybit_signs_a_complete_spot_order() -> None:
-    bybit_signing.validate(bybit_order())
-    bybit_signing.validate(bybit_order(isLeverage=0))
+    bybit_validate(bybit_order())
+    bybit_validate(bybit_order(isLeverage=0))
 
 
 @pytest.mark.parametrize(
@@ -282,16 +286,16 @@ def test_bybit_signs_a_complete_spot_order() -> None:
 )
 def test_bybit_checks_values_not_only_names(changes: dict[str, object], rule: str) -> None:
     with pytest.raises(SigningRefusedError, match=rule):
-        bybit_signing.validate(bybit_order(**changes))
+        bybit_validate(bybit_order(**changes))
 
 
 def test_bybit_refuses_an_empty_body_and_empty_queries() -> None:
     with pytest.raises(SigningRefusedError, match="must carry"):
-        bybit_signing.validate(bybit_input("POST", "/v5/order/create", body="{}"))
+        bybit_validate(bybit_input("POST", "/v5/order/create", body="{}"))
     with pytest.raises(SigningRefusedError, match="must carry"):
-        bybit_signing.validate(bybit_input("GET", "/v5/order/realtime", query=""))
+        bybit_validate(bybit_input("GET", "/v5/order/realtime", query=""))
     with pytest.raises(SigningRefusedError, match="category='linear'"):
-        bybit_signing.validate(bybit_input("GET", "/v5/order/realtime", query="category=linear"))
+        bybit_validate(bybit_input("GET", "/v5/order/realtime", query="category=linear"))
 
 
 @pytest.mark.parametrize(
@@ -320,7 +324,7 @@ def test_binance_checks_values_and_binds_each_endpoint() -> None:
     def order(query: str) -> SigningInput:
         return binance_input(query + "&timestamp=1499827319559")
 
-    binance_signing.validate(
+    binance_validate(
         order("symbol=BTCUSDT&side=BUY&type=MARKET&quoteOrderQty=10&newClientOrderId=mb-1")
     )
     for bad, why in [
@@ -331,12 +335,12 @@ def test_binance_checks_values_and_binds_each_endpoint() -> None:
         ("side=BUY&type=MARKET&quantity=1&newClientOrderId=mb-1", "symbol"),
     ]:
         with pytest.raises(SigningRefusedError, match=why):
-            binance_signing.validate(order(bad))
+            binance_validate(order(bad))
     account = SigningInput(Exchange.BINANCE, "GET", "/api/v3/account", "timestamp=7", "", 7, 5000)
     # A bare timestamp would also authenticate POST /sapi/v1/account/enableFastWithdrawSwitch
     with pytest.raises(SigningRefusedError, match="omitZeroBalances"):
-        binance_signing.validate(account)
-    binance_signing.validate(
+        binance_validate(account)
+    binance_validate(
         SigningInput(
             Exchange.BINANCE,
             "GET",
@@ -347,3 +351,15 @@ def test_binance_checks_values_and_binds_each_endpoint() -> None:
             5000,
         )
     )
+
+
+@pytest.mark.parametrize("exchange", list(Exchange))
+def test_a_vault_sent_endpoint_is_never_signed_to_hand_out(exchange: Exchange) -> None:
+    """Entries no parameter binds are signed only by a signer that sends them itself."""
+    policy = signing_policy(exchange)
+    sent = policy.endpoints - policy.handed_out
+    assert sent, "every venue has endpoints only the vault sends"
+    for method, path in sent:
+        request = SigningInput(exchange, method, path, "", "", 1, 5000)
+        with pytest.raises(SigningRefusedError, match="sent by the vault itself"):
+            policy.validate(request)

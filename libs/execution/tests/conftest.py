@@ -143,6 +143,7 @@ class Harness:
         sl: str | None = "2",
         tp: str | None = "3",
         decision_id: uuid.UUID | None = None,
+        reference_price: Decimal | None = None,
     ) -> OrderRequested:
         decision = decision_id or uuid.uuid4()
         now = datetime.now(UTC) - timedelta(seconds=age_s)
@@ -164,6 +165,7 @@ class Harness:
             client_order_id=client_order_id_for(decision, user.user_id),
             stop_loss_percent=Decimal(sl) if sl else None,
             take_profit_percent=Decimal(tp) if tp else None,
+            reference_price=reference_price,
             requested_at=now,
             commission_rate=DEFAULT_PLANS[plan].commission_rate,
         )

@@ -21,6 +21,7 @@ from marketbot.runtime.clock import SystemClock
 from marketbot.runtime.db import create_pool, migrate_service
 from marketbot.runtime.health import HealthServer
 from marketbot.runtime.service import ServiceContext
+from marketbot.runtime.testing import eventually
 
 from .conftest import Harness, User, eventually_events
 
@@ -64,11 +65,23 @@ async def test_orders_are_signed_by_the_vault(bybit: Harness, running_vault: Non
         registered.append(user)
     unknown = User("vault-nobody", "none", LocalSigner("unused", "unused"))
     await h.start(signers=vault_signers(h.bus))
-    await h.publish([h.request(u, symbol="SOLUSDT") for u in [*registered, unknown]])
+    # The vault signs each entry within its request (reference price, size for the balance
+    # it read itself) and each protection leg within the entry it signed.
+    price = await h.venue().price("SOLUSDT")
+    await h.publish(
+        [h.request(u, symbol="SOLUSDT", reference_price=price) for u in [*registered, unknown]]
+    )
     filled = await eventually_events(h.log, OrderFilled, 2, timeout=30)
     assert {e.user_id for e in filled} == {u.user_id for u in registered}
     for user in registered:
         assert len(await h.entries(user)) == 1
+
+        async def protected(user: User = user) -> bool:
+            orders = await h.sim_orders(user)
+            return any(o["client_order_id"].startswith("sl-") for o in orders)
+
+        # the stop-loss leg (a sell) was signed within the entry and placed
+        await eventually(protected, timeout=20)
     rejected = (await eventually_events(h.log, OrderRejected, 1))[0]
     assert rejected.user_id == unknown.user_id
     assert rejected.reason is RejectReason.INVALID_KEY

@@ -150,6 +150,7 @@ PUBLISH = (
     "deadletters.executor-binance-pro",
     "deadletters.decision-signals",
     "deadletters.ledger_signals",
+    "deadletters.keyvault-order-requests",
 )
 """Namespace-relative subjects every identity tries to publish to."""
 
@@ -177,7 +178,11 @@ MAY_PUBLISH: dict[str, set[str]] = {
         "keyvault.sign.binance",
         "deadletters.executor-binance-pro",
     },
-    "keyvault": {"keys.ApiKeyRevoked", "keyvault.internal.invalidate"},
+    "keyvault": {
+        "keys.ApiKeyRevoked",
+        "keyvault.internal.invalidate",
+        "deadletters.keyvault-order-requests",
+    },
     "ledger": {"ledger.CommissionAccrued", "deadletters.ledger_signals"},
 }
 
@@ -193,6 +198,7 @@ JS_API = (
     "STREAM.INFO.{KEYS}",
     "CONSUMER.MSG.NEXT.{ORDER_REQUESTS}.{executor-bybit-pro}",
     "CONSUMER.MSG.NEXT.{ORDER_REQUESTS}.{ledger_order_requests}",
+    "CONSUMER.MSG.NEXT.{ORDER_REQUESTS}.{keyvault-order-requests}",
     "CONSUMER.DELETE.{ORDER_REQUESTS}.{executor-bybit-pro}",
     "CONSUMER.DURABLE.CREATE.{ORDER_REQUESTS}.{executor-binance-pro}",
     "CONSUMER.CREATE.{ORDER_REQUESTS}",
@@ -233,7 +239,14 @@ MAY_CALL: dict[str, set[str]] = {
         "STREAM.MSG.GET.{ORDER_REQUESTS}",
         "STREAM.INFO.{DEAD_LETTERS}",
     },
-    "keyvault": {"STREAM.INFO.{KEYS}"},
+    # the order requests it bounds order signatures by: its own durable only
+    "keyvault": {
+        "STREAM.INFO.{KEYS}",
+        "STREAM.INFO.{ORDER_REQUESTS}",
+        "CONSUMER.MSG.NEXT.{ORDER_REQUESTS}.{keyvault-order-requests}",
+        "STREAM.MSG.GET.{ORDER_REQUESTS}",
+        "STREAM.INFO.{DEAD_LETTERS}",
+    },
     "ledger": {
         "STREAM.INFO.{ORDER_REQUESTS}",
         "CONSUMER.MSG.NEXT.{ORDER_REQUESTS}.{ledger_order_requests}",
@@ -276,6 +289,7 @@ ADVISORIES = (
     "{ORDER_REQUESTS}.{executor-binance-trial}",
     "{SIGNALS}.{decision-signals}",
     "{ORDER_REQUESTS}.{ledger_order_requests}",
+    "{ORDER_REQUESTS}.{keyvault-order-requests}",
 )
 """Max-deliveries advisories (``$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.`` + this): a
 message loop hears those of its own consumers only."""
@@ -285,7 +299,7 @@ MAY_HEAR: dict[str, set[str]] = {
     "decision": {"{SIGNALS}.{decision-signals}"},
     "executor-bybit": {"{ORDER_REQUESTS}.{executor-bybit-pro}"},
     "executor-binance": {"{ORDER_REQUESTS}.{executor-binance-trial}"},
-    "keyvault": set(),
+    "keyvault": {"{ORDER_REQUESTS}.{keyvault-order-requests}"},
     "ledger": {"{ORDER_REQUESTS}.{ledger_order_requests}"},
 }
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import base64
 import io
-import uuid
 from collections.abc import Callable
-from decimal import Decimal
+from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
 import asyncpg
@@ -17,14 +16,15 @@ from prometheus_client import REGISTRY, generate_latest
 
 from marketbot.contracts import Exchange, Side
 from marketbot.exchanges.factory import create_venue
-from marketbot.exchanges.venue import OrderRequest, OrderType
+from marketbot.exchanges.signer import order_scope
+from marketbot.exchanges.venue import OrderRequest, OrderType, TimeInForce
 from marketbot.keyvault.app import RunningVault
 from marketbot.keyvault.client import VaultClient, VaultSigner
 from marketbot.runtime.bus import Bus
 from marketbot.runtime.testing import eventually
 from marketbot.sim.testing import RunningSim
 
-from .helpers import raw_key_event_payloads
+from .helpers import order_requested, raw_key_event_payloads
 
 
 def forms(secret: str) -> list[bytes]:
@@ -67,16 +67,23 @@ async def test_the_canary_secret_never_leaves_the_ciphertext(
         venue = create_venue(Exchange.BYBIT, sim.bybit_url)
         try:
             signer = VaultSigner(bus, "canary", Exchange.BYBIT)
-            await venue.place_order(
-                signer,
-                OrderRequest(
-                    symbol="BTCUSDT",
-                    side=Side.BUY,
-                    order_type=OrderType.MARKET,
-                    client_order_id=f"c{uuid.uuid4().hex[:20]}",
-                    quote_quantity=Decimal("20"),
-                ),
+            price = await venue.price("BTCUSDT")
+            request = await order_requested(
+                bus, migrated, user_id="canary", exchange=Exchange.BYBIT, reference_price=price
             )
+            with order_scope(request.request_id):
+                await venue.place_order(
+                    signer,
+                    OrderRequest(
+                        symbol="BTCUSDT",
+                        side=Side.BUY,
+                        order_type=OrderType.LIMIT,
+                        time_in_force=TimeInForce.IOC,
+                        client_order_id=request.client_order_id,
+                        quantity=(Decimal(20) / price).quantize(Decimal("0.0001"), ROUND_DOWN),
+                        price=price,
+                    ),
+                )
         finally:
             await venue.aclose()
         assert (await client.verify("canary", Exchange.BYBIT)).ok

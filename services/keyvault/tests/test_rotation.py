@@ -12,6 +12,7 @@ import pytest
 from pydantic import SecretStr
 
 from marketbot.contracts import Exchange
+from marketbot.exchanges.bybit.signing import ws_auth_request
 from marketbot.exchanges.errors import Rejected
 from marketbot.exchanges.signer import SigningInput
 from marketbot.keyvault.adapters.keysource import KeyMaterialError, load_keyring
@@ -28,7 +29,8 @@ from .conftest import VaultFactory
 
 def account_request() -> SigningInput:
     """A harmless signed read, stamped now (the vault signs only current timestamps)."""
-    return SigningInput(Exchange.BYBIT, "GET", "/v5/account/info", "", "", now_ms(), 5000)
+    # the private-stream auth: a signature the vault hands out (REST is sent by the vault)
+    return ws_auth_request(now_ms())
 
 
 async def test_rotation_rewraps_every_row_and_retired_versions_are_refused(

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Callable
 from datetime import timedelta
-from decimal import Decimal
+from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
 import asyncpg
@@ -14,10 +13,11 @@ import pytest
 
 from marketbot.contracts import Exchange, KeyPermissions, RejectReason, Side
 from marketbot.contracts.vault import SignReply, SignRequest
+from marketbot.exchanges.bybit.signing import ws_auth_request
 from marketbot.exchanges.errors import Rejected, SigningRefusedError
 from marketbot.exchanges.factory import create_venue
-from marketbot.exchanges.signer import Signer
-from marketbot.exchanges.venue import OrderRequest, OrderType, Venue
+from marketbot.exchanges.signer import Signer, order_scope
+from marketbot.exchanges.venue import OrderRequest, OrderType, TimeInForce, Venue
 from marketbot.keyvault import handlers
 from marketbot.keyvault.app import RunningVault
 from marketbot.keyvault.client import VaultClient, VaultSigner
@@ -26,7 +26,7 @@ from marketbot.runtime.testing import eventually
 from marketbot.sim.testing import RunningSim
 
 from .conftest import VaultFactory
-from .helpers import event_types
+from .helpers import event_types, order_requested
 from .test_domain import PATH_TRICKS, WITHDRAWALS
 
 
@@ -50,17 +50,26 @@ async def test_an_executor_places_an_order_with_a_vault_signature(
     url = sim.bybit_url if exchange is Exchange.BYBIT else sim.binance_url
     venue = create_venue(exchange, url)
     try:
-        order_id = f"kv{uuid.uuid4().hex[:20]}"
-        placed = await venue.place_order(
-            signer,
-            OrderRequest(
-                symbol="BTCUSDT",
-                side=Side.BUY,
-                order_type=OrderType.MARKET,
-                client_order_id=order_id,
-                quote_quantity=Decimal("50"),
-            ),
+        # The order carries out an order request (as decision publishes it): the vault
+        # signs it only within that request's terms (test_order_bounds.py).
+        price = await venue.price("BTCUSDT")
+        request = await order_requested(
+            bus, migrated, user_id="trader", exchange=exchange, reference_price=price
         )
+        order_id = request.client_order_id
+        with order_scope(request.request_id):
+            placed = await venue.place_order(
+                signer,
+                OrderRequest(
+                    symbol="BTCUSDT",
+                    side=Side.BUY,
+                    order_type=OrderType.LIMIT,
+                    time_in_force=TimeInForce.IOC,
+                    client_order_id=order_id,
+                    quantity=(Decimal(40) / price).quantize(Decimal("0.0001"), ROUND_DOWN),
+                    price=price,
+                ),
+            )
         assert placed.client_order_id == order_id
         balances = await venue.balances(signer)
         assert any(b.asset == "BTC" and b.total > 0 for b in balances)
@@ -139,7 +148,7 @@ async def test_a_timestamp_far_from_now_is_not_signed(
     for timestamp in (now_ms - 3_600_000, now_ms + 3_600_000):
         request = sign_request(
             Exchange.BYBIT, "GET", "/v5/account/wallet-balance", "accountType=UNIFIED", ""
-        ).model_copy(update={"timestamp_ms": timestamp})
+        ).model_copy(update={"timestamp_ms": timestamp, "send": True})
         reply = await bus.request(request, SignReply)
         assert not reply.ok
         assert reply.error is not None
@@ -147,7 +156,7 @@ async def test_a_timestamp_far_from_now_is_not_signed(
         assert reply.signature == ""
     fresh = sign_request(
         Exchange.BYBIT, "GET", "/v5/account/wallet-balance", "accountType=UNIFIED", ""
-    ).model_copy(update={"timestamp_ms": now_ms})
+    ).model_copy(update={"timestamp_ms": now_ms, "send": True})
     assert (await bus.request(fresh, SignReply)).ok
     refused = await migrated.fetchval(
         "SELECT count(*) FROM audit_log WHERE action = 'sign_refused'"
@@ -163,7 +172,7 @@ async def test_the_vault_signer_raises_typed_errors(
     withdraw = SigningInput(Exchange.BYBIT, "POST", "/v5/asset/withdraw/create", "", "{}", 1, 5000)
     with pytest.raises(SigningRefusedError):
         await VaultSigner(bus, "nobody", Exchange.BYBIT).sign(withdraw)
-    time_query = SigningInput(Exchange.BYBIT, "GET", "/v5/account/info", "", "", now_ms(), 5000)
+    time_query = ws_auth_request(now_ms())
     with pytest.raises(Rejected) as caught:
         await VaultSigner(bus, "nobody", Exchange.BYBIT).sign(time_query)
     assert caught.value.reason is RejectReason.INVALID_KEY
@@ -207,9 +216,8 @@ async def test_periodic_reverification_disables_a_key_that_stopped_working(
     key = await make_key(Exchange.BYBIT, ips=["127.0.0.1"])
     assert (await client.register("user-p", Exchange.BYBIT, key.api_key, key.secret)).ok
     signer = VaultSigner(bus, "user-p", Exchange.BYBIT)
-    from marketbot.exchanges.signer import SigningInput
 
-    account = SigningInput(Exchange.BYBIT, "GET", "/v5/account/info", "", "", now_ms(), 5000)
+    account = ws_auth_request(now_ms())
     assert (await signer.sign(account)).api_key == key.api_key
 
     venues.flaky.broken = True

@@ -34,6 +34,9 @@ LEDGER_REBUILD_CONSUMER = "ledger_rebuild"
 """The ledger rebuild's consumer name (one rebuild at a time): it must be exact, because a
 wildcard consumer token would let the ledger fetch (and ack) other services' messages."""
 
+KEYVAULT_ORDER_REQUESTS = "keyvault-order-requests"
+"""The vault's durable on ORDER_REQUESTS: an order is signed only within its request."""
+
 OPERATOR = "operator"
 """The operator's identity: provisions the streams, runs tooling and the test harness."""
 
@@ -184,18 +187,22 @@ GRANTS: dict[str, Grant] = {
         )
     ),
     **{f"executor-{exchange.value}": _executor(exchange) for exchange in Exchange},
-    "keyvault": Grant(
-        publishes=("keys.>", INVALIDATE_SUBJECT),
-        writes=("KEYS",),
-        serves=(
-            "keyvault.public_key",
-            "keyvault.register",
-            "keyvault.verify",
-            "keyvault.revoke",
-            "keyvault.status",
-            f"{SIGN_SUBJECT}.*",  # one queue subscription for every exchange's subject
-        ),
-        listens=(INVALIDATE_SUBJECT,),
+    "keyvault": _consumes(
+        Grant(
+            publishes=("keys.>", INVALIDATE_SUBJECT),
+            writes=("KEYS",),
+            serves=(
+                "keyvault.public_key",
+                "keyvault.register",
+                "keyvault.verify",
+                "keyvault.revoke",
+                "keyvault.status",
+                f"{SIGN_SUBJECT}.*",  # one queue subscription for every exchange's subject
+            ),
+            listens=(INVALIDATE_SUBJECT,),
+            # the order requests it bounds order signatures by (issue 14)
+            durables=(Durable("ORDER_REQUESTS", KEYVAULT_ORDER_REQUESTS),),
+        )
     ),
     "ledger": _consumes(
         Grant(

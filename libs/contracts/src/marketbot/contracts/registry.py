@@ -90,12 +90,19 @@ def upcast_order_requested_v1_v2(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
+def upcast_sign_request_v1_v2(data: dict[str, Any]) -> dict[str, Any]:
+    """v1 named no order request or entries: the vault signs such a request for no order
+    placement (an entry must name its request, a sell its entries)."""
+    return {**data, "request_id": None, "entries": [], "send": False, "schema_version": 2}
+
+
 UPCASTERS: dict[tuple[str, int], Upcaster] = {
     ("SignalReceived", 1): upcast_signal_received_v1_v2,
     ("OrderPlaced", 1): upcast_order_placed_v1_v2,
     ("OrderFilled", 1): upcast_order_filled_v1_v2,
     ("PositionClosed", 1): upcast_position_closed_v1_v2,
     ("OrderRequested", 1): upcast_order_requested_v1_v2,
+    ("SignRequest", 1): upcast_sign_request_v1_v2,
 }
 
 

@@ -10,6 +10,7 @@ from pydantic import AwareDatetime, Field
 from marketbot.contracts.enums import Exchange
 from marketbot.contracts.envelope import Message, Reply, Request
 from marketbot.contracts.keys import KeyPermissions
+from marketbot.contracts.orders import ClientOrderId
 
 
 class SealedSecret(Message):
@@ -97,9 +98,16 @@ class SignRequest(Request):
 
     ``query`` and ``body`` are exactly the bytes that will be sent (decoded as UTF-8); the
     vault builds the exchange's pre-sign string from them itself.
+
+    v2 adds ``request_id`` and ``entries``: an order placement is signed only within the
+    order request it carries out (an entry) or the entries it sells from (a sell); and
+    ``send``: the vault sends the signed request to the exchange itself and answers with
+    the exchange's response, so the signature never leaves it (the endpoints no parameter
+    binds: ``EndpointRule.sent_by_vault``, docs/security.md).
     """
 
     TYPE = "SignRequest"
+    VERSION = 2
     SUBJECT = "keyvault.sign"
     SUBJECT_FIELD = "exchange"
 
@@ -111,6 +119,15 @@ class SignRequest(Request):
     body: str = Field(default="", max_length=65536)
     timestamp_ms: int = Field(ge=0)
     recv_window_ms: int = Field(default=5000, ge=1, le=60000)
+    request_id: uuid.UUID | None = Field(
+        default=None, description="the OrderRequested an order placement carries out"
+    )
+    entries: tuple[ClientOrderId, ...] = Field(
+        default=(),
+        max_length=100,
+        description="client order ids of the entries a sell sells from (close, exit, protection)",
+    )
+    send: bool = Field(default=False, description="the vault signs and sends it itself")
 
     def request_subject(self) -> str:
         """``keyvault.sign.<exchange>``: the server lets each executor ask only for its own
@@ -119,5 +136,10 @@ class SignRequest(Request):
 
 
 class SignReply(Reply):
+    """A signature, or (``send``) the exchange's response to the request the vault sent."""
+
     api_key: str = ""
     signature: str = ""
+    status: int = 0
+    headers: tuple[tuple[str, str], ...] = ()
+    response: str = Field(default="", max_length=4_000_000)

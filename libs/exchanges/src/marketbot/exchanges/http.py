@@ -45,7 +45,13 @@ from marketbot.exchanges.errors import (
 )
 from marketbot.exchanges.ratelimit import RateLimiter, Tokens, WindowBucket
 from marketbot.exchanges.retry import RetryPolicy
-from marketbot.exchanges.signer import Signature, Signer, SigningInput
+from marketbot.exchanges.signer import (
+    Sender,
+    SentResponse,
+    Signature,
+    Signer,
+    SigningInput,
+)
 from marketbot.exchanges.timesync import ServerClock
 from marketbot.exchanges.transport import AiohttpClient, HttpClient
 from marketbot.runtime.clock import Clock
@@ -226,6 +232,65 @@ class VenueHttp(ABC):
     async def before_send(self, endpoint: Endpoint) -> None:  # noqa: B027 - optional hook
         """Runs before an attempt is metered (e.g. learn the exchange's limits first)."""
 
+    def wire_for(self, request: SigningInput) -> Wire:
+        """The wire of a request given as the exact bytes that were signed."""
+        return Wire(request.method, request.path, request.query, request.body, {})
+
+    def attach_signed(self, wire: Wire, request: SigningInput, signature: Signature) -> None:
+        """``attach`` for a request given as signed (its own timestamp and window)."""
+        self.attach(wire, request.timestamp_ms, signature)
+
+    # ---- the vault's side of a request it signs and sends itself ----------------------
+    async def send_signed(self, request: SigningInput, signature: Signature) -> httpx.Response:
+        """Send ``request`` with ``signature`` attached, as signed (the key vault, for the
+        endpoints whose signatures never leave it). Raises ``Retryable`` when it certainly
+        never reached the exchange, ``OutcomeUnknown`` when it may have."""
+        wire = self.wire_for(request)
+        self.attach_signed(wire, request, signature)
+        try:
+            return await self.client.request(
+                wire.method, wire.target(), headers=wire.headers, content=wire.body or None
+            )
+        except httpx.HTTPError as exc:
+            message = f"{type(exc).__name__} on {request.method} {request.path}: {exc}"
+            if isinstance(exc, _NOT_SENT):
+                raise Retryable(message, exchange=self.exchange) from exc
+            raise OutcomeUnknown(message, exchange=self.exchange) from exc
+
+    def _vault_sender(self, endpoint: Endpoint, signer: Signer | None) -> Sender | None:
+        """The signer, when it is the vault's and the vault sends this endpoint itself."""
+        if not endpoint.signed or not isinstance(signer, Sender):
+            return None
+        from marketbot.exchanges.signing import signing_policy
+
+        if signing_policy(self.exchange).sent_by_vault(endpoint.method, endpoint.path):
+            return signer
+        return None
+
+    async def _send_through(
+        self, sender: Sender, endpoint: Endpoint, params: Params
+    ) -> httpx.Response:
+        """Encode with a fresh timestamp and have the vault sign and send it."""
+        timestamp_ms = self.time.now_ms()
+        wire = self.encode(endpoint, params, timestamp_ms)
+        sent: SentResponse = await sender.send(
+            SigningInput(
+                exchange=self.exchange,
+                method=wire.method,
+                path=wire.path,
+                query=wire.query,
+                body=wire.body,
+                timestamp_ms=timestamp_ms,
+                recv_window_ms=self.settings.recv_window_ms,
+            )
+        )
+        return httpx.Response(
+            sent.status,
+            headers=list(sent.headers),
+            content=sent.body.encode(),
+            request=httpx.Request(wire.method, self.base_url + wire.target()),
+        )
+
     # ---- the engine ---------------------------------------------------------------
     async def call(
         self, endpoint: Endpoint, params: Params | None = None, signer: Signer | None = None
@@ -286,7 +351,17 @@ class VenueHttp(ABC):
         await self.before_send(endpoint)
         api_key: str | None = None
         signed_at = 0.0
-        if endpoint.signed:
+        sender = self._vault_sender(endpoint, signer)
+        if sender is not None:
+            # The vault signs and sends it (the signature never leaves the vault): metered
+            # here as usual, the per-key budget under the account's user id.
+            await self.time.ensure_fresh()
+            api_key = f"user:{sender.user_id}"
+            wire = self.encode(endpoint, params, None)
+            tokens = await self.limiter.acquire(
+                self.key_costs(endpoint, api_key) + self.ip_costs(endpoint, params)
+            )
+        elif endpoint.signed:
             if signer is None:
                 raise TypeError(f"{endpoint.name} is signed: pass the user's Signer")
             await self.time.ensure_fresh()
@@ -301,7 +376,11 @@ class VenueHttp(ABC):
         started = time.perf_counter()
         try:
             async with self._slot(tokens):
-                if signer is not None and self.clock.monotonic() - signed_at > self._resign_s:
+                if (
+                    sender is None
+                    and signer is not None
+                    and self.clock.monotonic() - signed_at > self._resign_s
+                ):
                     # the signed timestamp aged while waiting for budget or a connection
                     wire, api_key, signed_at = await self._sign(endpoint, params, signer)
                 try:
@@ -312,9 +391,18 @@ class VenueHttp(ABC):
                 except ExchangeError:
                     tokens.refund()
                     raise
-                response = await self.client.request(
-                    wire.method, wire.target(), headers=wire.headers, content=wire.body or None
-                )
+                if sender is not None:
+                    try:
+                        response = await self._send_through(sender, endpoint, params)
+                    except ExchangeError as exc:
+                        # the vault refused, was away, or could not reach the exchange
+                        tokens.settle()
+                        self._observe_latency(endpoint, type(exc).__name__, started)
+                        raise
+                else:
+                    response = await self.client.request(
+                        wire.method, wire.target(), headers=wire.headers, content=wire.body or None
+                    )
         except httpx.HTTPError as exc:
             tokens.settle()
             if not isinstance(exc, httpx.PoolTimeout):

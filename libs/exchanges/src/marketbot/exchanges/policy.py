@@ -28,8 +28,9 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 
-from marketbot.contracts import Exchange
+from marketbot.contracts import Exchange, Side
 from marketbot.exchanges.errors import SigningRefusedError
 from marketbot.exchanges.signer import SigningInput
 
@@ -46,6 +47,8 @@ class EndpointRule:
     non-empty); ``one_of``: groups of which at least one name must be present. ``values``:
     the only values a name may take. ``formats``: a pattern per name, overriding the
     venue's default formats. ``internal``: signed for the vault's own requests only.
+    ``sent_by_vault``: the vault signs it for others only to send it itself (the signature
+    never leaves the vault), because no parameter binds its signature to it.
     """
 
     params: frozenset[str]
@@ -54,6 +57,7 @@ class EndpointRule:
     values: Mapping[str, frozenset[str]] = field(default_factory=dict)
     formats: Mapping[str, re.Pattern[str]] = field(default_factory=dict)
     internal: bool = False
+    sent_by_vault: bool = False
 
 
 def rule(
@@ -63,17 +67,22 @@ def rule(
     values: Mapping[str, Iterable[str]] | None = None,
     formats: Mapping[str, str] | None = None,
     internal: bool = False,
+    sent_by_vault: bool = False,
 ) -> EndpointRule:
     """An entry: ``rule("symbol", "side", required=("symbol",), values={"side": ("BUY",)})``.
 
-    Required names, ``one_of`` names and names with values are allowed names too.
+    Required names and ``one_of`` names are allowed names too. ``values`` constrains only
+    names the entry allows otherwise (a shared table of values adds no parameter to an
+    entry: every extra name an entry accepts widens what its signature could authenticate).
     """
     required_set = frozenset(required)
     groups = tuple(frozenset(group) for group in one_of)
-    value_sets = {name: frozenset(allowed) for name, allowed in (values or {}).items()}
-    names = frozenset(params) | required_set | frozenset(value_sets)
+    names = frozenset(params) | required_set
     for group in groups:
         names |= group
+    value_sets = {
+        name: frozenset(allowed) for name, allowed in (values or {}).items() if name in names
+    }
     return EndpointRule(
         params=names,
         required=required_set,
@@ -81,6 +90,7 @@ def rule(
         values=value_sets,
         formats={name: re.compile(pattern) for name, pattern in (formats or {}).items()},
         internal=internal,
+        sent_by_vault=sent_by_vault,
     )
 
 
@@ -148,6 +158,26 @@ def unique_keys(pairs: list[tuple[str, str]], *, exchange: Exchange) -> dict[str
     return result
 
 
+@dataclass(frozen=True, slots=True)
+class OrderTerms:
+    """What an order placement commits the account to, read from the signed payload.
+
+    The vault bounds these by the order request that asked for them (services/keyvault,
+    ``domain/bounds.py``). ``quantity`` is in base units, ``quote_quantity`` in quote
+    units (a market order sized in quote); ``price`` is the limit price (``None`` for a
+    market order); ``client_ids`` are every client order id the payload names (an entry's
+    own id; a protection list's list and leg ids).
+    """
+
+    symbol: str
+    side: Side
+    limit: bool
+    client_ids: tuple[str, ...]
+    quantity: Decimal | None = None
+    quote_quantity: Decimal | None = None
+    price: Decimal | None = None
+
+
 class SigningPolicy:
     """``is_allowed`` answers for an exact (method, path); ``validate`` checks a whole request."""
 
@@ -156,15 +186,34 @@ class SigningPolicy:
         exchange: Exchange,
         endpoints: Mapping[tuple[str, str], EndpointRule],
         check: Callable[[SigningInput, EndpointRule], None],
+        terms: Callable[[SigningInput], OrderTerms | None] | None = None,
     ) -> None:
         self.exchange = exchange
         self._endpoints = dict(endpoints)
         self._check = check
+        self._terms = terms
+
+    def order_terms(self, request: SigningInput) -> OrderTerms | None:
+        """The order a *validated* request places, or ``None`` if it places none."""
+        return self._terms(request) if self._terms is not None else None
 
     @property
     def endpoints(self) -> frozenset[tuple[str, str]]:
         """What the vault signs for others (vault-only entries excluded)."""
         return frozenset(key for key, entry in self._endpoints.items() if not entry.internal)
+
+    @property
+    def handed_out(self) -> frozenset[tuple[str, str]]:
+        """The entries whose signatures leave the vault (neither internal nor vault-sent)."""
+        return frozenset(
+            key
+            for key, entry in self._endpoints.items()
+            if not entry.internal and not entry.sent_by_vault
+        )
+
+    def sent_by_vault(self, method: str, path: str) -> bool:
+        entry = self._endpoints.get((method, path))
+        return entry is not None and entry.sent_by_vault
 
     def rule_for(self, method: str, path: str) -> EndpointRule | None:
         return self._endpoints.get((method, path))
@@ -175,11 +224,14 @@ class SigningPolicy:
         entry = self._endpoints.get((method, path))
         return entry is not None and (internal or not entry.internal)
 
-    def validate(self, request: SigningInput, *, internal: bool = False) -> None:
+    def validate(
+        self, request: SigningInput, *, internal: bool = False, sending: bool = False
+    ) -> None:
         """Raise ``SigningRefusedError`` unless this exact request may be signed.
 
         ``internal``: the vault signs for its own request (verification), so vault-only
-        entries are allowed too.
+        entries are allowed too. ``sending``: the signer sends the request itself, so the
+        signature does not leave it (required for ``sent_by_vault`` entries).
         """
         if request.exchange is not self.exchange:
             raise SigningRefusedError(
@@ -192,6 +244,12 @@ class SigningPolicy:
         if endpoint is None:
             raise SigningRefusedError(
                 f"{request.method} {request.path[:80]!r} is not a signable endpoint",
+                exchange=self.exchange,
+            )
+        if endpoint.sent_by_vault and not (internal or sending):
+            raise SigningRefusedError(
+                f"{request.method} {request.path} is sent by the vault itself: its signature "
+                "is never handed out (ask with send=true)",
                 exchange=self.exchange,
             )
         if not 0 < request.recv_window_ms <= MAX_RECV_WINDOW_MS:

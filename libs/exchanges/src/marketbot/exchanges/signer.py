@@ -7,8 +7,12 @@ the signature. In production the signer is a thin NATS client of the key vault; 
 
 from __future__ import annotations
 
+import contextlib
+import uuid
+from collections.abc import Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from marketbot.contracts import Exchange
 
@@ -32,8 +36,65 @@ class Signature:
     signature: str
 
 
+@dataclass(frozen=True, slots=True)
+class OrderScope:
+    """Which order request a signature is for, so the vault can bound it (docs/security.md).
+
+    ``request_id``: the ``OrderRequested`` an entry (or a close) carries out. ``entries``:
+    the client order ids of the entries a sell sells from (a close, an exit leg, a
+    protection list). The vault signs an order only within that request's terms.
+    """
+
+    request_id: uuid.UUID | None = None
+    entries: tuple[str, ...] = ()
+
+
+_SCOPE: ContextVar[OrderScope | None] = ContextVar("marketbot_order_scope", default=None)
+
+
+@contextlib.contextmanager
+def order_scope(
+    request_id: uuid.UUID | None = None, entries: tuple[str, ...] = ()
+) -> Iterator[OrderScope]:
+    """Every signature asked for inside this block names this order request / these entries."""
+    scope = OrderScope(request_id, tuple(entries))
+    token = _SCOPE.set(scope)
+    try:
+        yield scope
+    finally:
+        _SCOPE.reset(token)
+
+
+def current_order_scope() -> OrderScope | None:
+    return _SCOPE.get()
+
+
 class Signer(Protocol):
     async def sign(self, request: SigningInput) -> Signature: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SentResponse:
+    """The exchange's answer to a request the vault signed and sent itself."""
+
+    status: int
+    headers: tuple[tuple[str, str], ...]
+    body: str
+
+
+@runtime_checkable
+class Sender(Protocol):
+    """A signer that does not hold the secret and, for the endpoints whose signatures never
+    leave the vault (``EndpointRule.sent_by_vault``), has the vault sign *and send* them.
+
+    ``user_id`` names the account for per-key rate-limit buckets (there is no API key on
+    this side for such a request)."""
+
+    user_id: str
+
+    async def sign(self, request: SigningInput) -> Signature: ...
+
+    async def send(self, request: SigningInput) -> SentResponse: ...
 
 
 class LocalSigner:
@@ -66,7 +127,11 @@ class LocalSigner:
         from marketbot.exchanges.signing import sign_request, signing_policy
 
         if self._enforce:
-            signing_policy(request.exchange).validate(request, internal=self._internal)
+            # The holder of the secret sends what it signs itself: the endpoints the vault
+            # sends (``sent_by_vault``) are signed here too.
+            signing_policy(request.exchange).validate(
+                request, internal=self._internal, sending=True
+            )
         return Signature(
             api_key=self._api_key,
             signature=sign_request(request.exchange, self._secret, self._api_key, request),

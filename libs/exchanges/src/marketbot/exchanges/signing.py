@@ -11,7 +11,7 @@ from marketbot.exchanges.binance import signing as binance_signing
 from marketbot.exchanges.bybit import constants as bybit_constants
 from marketbot.exchanges.bybit import signing as bybit_signing
 from marketbot.exchanges.credentials import CredentialFormat
-from marketbot.exchanges.policy import SigningPolicy
+from marketbot.exchanges.policy import OrderTerms, SigningPolicy
 from marketbot.exchanges.signer import SigningInput
 from marketbot.runtime.clock import Clock, epoch_ms
 
@@ -41,6 +41,11 @@ def sign_request(exchange: Exchange, secret: str, api_key: str, request: Signing
 def signing_policy(exchange: Exchange) -> SigningPolicy:
     """``is_allowed(method, path)`` and ``validate(request)`` for the vault."""
     return REGISTRY[exchange].policy
+
+
+def order_terms(exchange: Exchange, request: SigningInput) -> OrderTerms | None:
+    """The order a validated request places (symbol, side, amounts, ids), or ``None``."""
+    return REGISTRY[exchange].policy.order_terms(request)
 
 
 def credential_format(exchange: Exchange) -> CredentialFormat:

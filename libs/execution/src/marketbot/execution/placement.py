@@ -49,7 +49,7 @@ from marketbot.exchanges.errors import (
     Rejected,
     Retryable,
 )
-from marketbot.exchanges.signer import Signer
+from marketbot.exchanges.signer import Signer, order_scope
 from marketbot.exchanges.venue import (
     ExitKind,
     InstrumentFilters,
@@ -587,10 +587,13 @@ class OrderExecutor:
                 conn, row.client_order_id, self.clock.now(), self.config.unknown_settle_s
             )
         try:
-            if self.streamed(request.user_id):
-                state = await self.venue.place_order(signer, order, confirm=False)
-            else:
-                state = await self.venue.place_order(signer, order)
+            # The vault signs the order only within its request (an entry) or the entries
+            # it sells from (a close, an exit): docs/security.md.
+            with order_scope(request.request_id, row.closes_positions):
+                if self.streamed(request.user_id):
+                    state = await self.venue.place_order(signer, order, confirm=False)
+                else:
+                    state = await self.venue.place_order(signer, order)
         except DuplicateClientOrderIdError:
             raise  # an earlier attempt was placed: resolved by lookup
         except Rejected as exc:

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from marketbot.exchanges.errors import Rejected
-from marketbot.exchanges.signer import Signer
+from marketbot.exchanges.signer import Signer, order_scope
 from marketbot.exchanges.venue import ExitKind, ExitLeg, Protection, Venue, leg_client_id
 from marketbot.exchanges.venue import OrderState as VenueOrder
 from marketbot.execution import events, metrics
@@ -103,7 +103,9 @@ class PositionKeeper:
                 conn, position.entry_client_order_id, now, executor.config.protect_settle_s
             )
         try:
-            protection = await self.venue.protect(signer, spec)
+            # The legs sell from this entry: the vault bounds them by what it signed for it.
+            with order_scope(position.request.request_id, (position.entry_client_order_id,)):
+                protection = await self.venue.protect(signer, spec)
         except Rejected as exc:
             kind = already_reached(
                 spec.exit_side,

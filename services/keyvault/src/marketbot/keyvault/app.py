@@ -30,6 +30,7 @@ from marketbot.contracts.vault import (
 from marketbot.keyvault import handlers
 from marketbot.keyvault.adapters.audit import AuditBuffer
 from marketbot.keyvault.adapters.keysource import load_keyring, load_sealing_key
+from marketbot.keyvault.adapters.orders import ORDER_REQUESTS_CONSUMER, OrderStore, store_request
 from marketbot.keyvault.adapters.repository import PgStore, Repository
 from marketbot.keyvault.adapters.venues import VenuePool, VenueProvider
 from marketbot.keyvault.domain.cache import CredentialCache
@@ -37,6 +38,7 @@ from marketbot.keyvault.domain.verification import VerificationPolicy
 from marketbot.keyvault.handlers import Vault
 from marketbot.keyvault.settings import KeyvaultSettings
 from marketbot.runtime.bus import Bus
+from marketbot.runtime.consumer import ExactlyOnceConsumer
 from marketbot.runtime.logs import get_logger
 from marketbot.runtime.service import ServiceContext, run_service
 
@@ -57,9 +59,13 @@ class RunningVault:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     venues: VenuePool | None = None
+    consumers: list[ExactlyOnceConsumer] = field(default_factory=list)
 
     async def close(self) -> None:
         """Stop intake, finish in-flight requests, write the last audit rows, stop tasks."""
+        for consumer in self.consumers:
+            with contextlib.suppress(Exception):
+                await consumer.stop()
         for sub in self.subscriptions:
             with contextlib.suppress(Exception):
                 await sub.drain()  # type: ignore[no-untyped-call]
@@ -106,8 +112,16 @@ async def start_vault(
         policy=VerificationPolicy(
             require_ip_binding=settings.require_ip_binding, egress_ips=settings.egress_ips
         ),
+        orders=OrderStore(pool),
+        bounds=settings.bound_rules(),
+        balance_max_age=timedelta(seconds=settings.balance_max_age_s),
+        request_wait_s=settings.request_wait_s,
     )
     running = RunningVault(vault=vault, venues=venue_pool)
+    # The order requests signatures are bounded by (only decision may publish them).
+    requests = ExactlyOnceConsumer(ctx.bus, pool, ORDER_REQUESTS_CONSUMER, store_request)
+    await requests.start()
+    running.consumers.append(requests)
     await _check_master_versions(pool, keyring.versions, keyring.min_decrypt_version)
     running.subscriptions.append(await _cache_invalidation(ctx.bus, vault))
     bus = ctx.bus
@@ -154,14 +168,18 @@ async def _cache_invalidation(bus: Bus, vault: Vault) -> Subscription:
 async def _reverify_loop(vault: Vault, settings: KeyvaultSettings, stop: asyncio.Event) -> None:
     interval = timedelta(seconds=settings.reverify_interval_s)
     while not stop.is_set():
+        # Wait first: a key registered while the vault starts is being verified by its
+        # registration; a round at once would verify it a second time, concurrently.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=settings.reverify_poll_s)
+        if stop.is_set():
+            return
         try:
             await handlers.reverify_due(
                 vault, interval=interval, concurrency=settings.reverify_concurrency
             )
         except Exception:
             log.exception("re-verification round failed")
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=settings.reverify_poll_s)
 
 
 async def _check_master_versions(pool: object, versions: tuple[int, ...], minimum: int) -> None:

@@ -12,6 +12,7 @@ import uuid
 from typing import Any
 
 import structlog
+from nats.errors import TimeoutError as NatsTimeoutError
 
 from marketbot.contracts import Exchange, RejectReason
 from marketbot.contracts.vault import (
@@ -26,8 +27,8 @@ from marketbot.contracts.vault import (
     VaultPublicKeyRequest,
     VerifyKeyRequest,
 )
-from marketbot.exchanges.errors import Rejected, Retryable, SigningRefusedError
-from marketbot.exchanges.signer import Signature, SigningInput
+from marketbot.exchanges.errors import OutcomeUnknown, Rejected, Retryable, SigningRefusedError
+from marketbot.exchanges.signer import SentResponse, Signature, SigningInput, current_order_scope
 from marketbot.runtime.bus import Bus, BusError
 from marketbot.runtime.clock import Clock, SystemClock
 from marketbot.runtime.sealing import seal, seal_context
@@ -51,7 +52,15 @@ class VaultSigner:
     ``Retryable`` when the vault could not be reached (nothing was sent to the exchange).
     """
 
-    __slots__ = ("_bus", "_clock", "_correlation", "_timeout", "exchange", "user_id")
+    __slots__ = (
+        "_bus",
+        "_clock",
+        "_correlation",
+        "_send_timeout",
+        "_timeout",
+        "exchange",
+        "user_id",
+    )
 
     def __init__(
         self,
@@ -61,9 +70,12 @@ class VaultSigner:
         *,
         clock: Clock | None = None,
         timeout: float = 2.0,
+        send_timeout: float = 15.0,
         correlation_id: str | None = None,
     ) -> None:
+        """``send_timeout`` bounds a request the vault sends itself (its HTTP included)."""
         self._bus = bus
+        self._send_timeout = send_timeout
         self.user_id = user_id
         self.exchange = exchange
         self._clock = clock or SystemClock()
@@ -74,11 +86,27 @@ class VaultSigner:
         return f"VaultSigner(user_id={self.user_id!r}, exchange={self.exchange.value})"
 
     async def sign(self, request: SigningInput) -> Signature:
+        reply = await self._ask(request, send=False)
+        return Signature(api_key=reply.api_key, signature=reply.signature)
+
+    async def send(self, request: SigningInput) -> SentResponse:
+        """Have the vault sign and send ``request`` (the signature never leaves it).
+
+        Raises as ``sign`` does for a refusal; ``Retryable`` when the request certainly did
+        not reach the exchange; ``OutcomeUnknown`` when it may have (the vault's answer
+        was lost, or its connection to the exchange failed after sending)."""
+        reply = await self._ask(request, send=True)
+        return SentResponse(status=reply.status, headers=reply.headers, body=reply.response)
+
+    async def _ask(self, request: SigningInput, *, send: bool) -> SignReply:
         if request.exchange is not self.exchange:
             raise SigningRefusedError(
                 f"this signer is for {self.exchange.value}, not {request.exchange.value}",
                 exchange=request.exchange,
             )
+        # The order request / entries the caller is working on (``order_scope``): the
+        # vault bounds an order placement by them.
+        scope = current_order_scope()
         message = SignRequest(
             occurred_at=self._clock.now(),
             correlation_id=_correlation_id(self._correlation),
@@ -90,20 +118,34 @@ class VaultSigner:
             body=request.body,
             timestamp_ms=request.timestamp_ms,
             recv_window_ms=request.recv_window_ms,
+            request_id=scope.request_id if scope else None,
+            entries=scope.entries if scope else (),
+            send=send,
         )
+        timeout = self._send_timeout if send else self._timeout
         try:
-            reply = await self._bus.request(message, SignReply, timeout=self._timeout)
+            reply = await self._bus.request(message, SignReply, timeout=timeout)
         except BusError as exc:
+            if send and isinstance(exc.__cause__, NatsTimeoutError):
+                # the vault may have sent it before its answer was lost
+                raise OutcomeUnknown(
+                    f"key vault did not answer a request it sends: {exc}", exchange=self.exchange
+                ) from exc
             raise Retryable(f"key vault unavailable: {exc}", exchange=self.exchange) from exc
         if reply.ok:
-            return Signature(api_key=reply.api_key, signature=reply.signature)
+            return reply
         error = reply.error
         code = error.code if error else "internal"
         text = error.message if error else "the vault refused"
         if code in _KEY_REFUSALS:
             raise Rejected(text, reason=RejectReason.INVALID_KEY, exchange=self.exchange)
-        if code in ("endpoint_refused", "invalid_request"):
+        if code in ("endpoint_refused", "invalid_request", "order_refused"):
             raise SigningRefusedError(text, exchange=self.exchange)
+        if code == "outcome_unknown":
+            raise OutcomeUnknown(f"key vault: {text}", exchange=self.exchange)
+        if code == "order_request_unknown":
+            # The vault has not stored the request from the stream yet: nothing was sent.
+            raise Retryable(f"key vault: {text}", exchange=self.exchange)
         raise Retryable(f"key vault: {code}: {text}", exchange=self.exchange)
 
 

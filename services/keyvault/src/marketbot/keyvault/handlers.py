@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -30,6 +31,7 @@ from marketbot.contracts import (
     ErrorDetail,
     Exchange,
     KeyPermissions,
+    Side,
 )
 from marketbot.contracts.vault import (
     KeyStatusReply,
@@ -43,13 +45,29 @@ from marketbot.contracts.vault import (
     VaultPublicKeyRequest,
     VerifyKeyRequest,
 )
-from marketbot.exchanges.errors import ExchangeError, SigningRefusedError
-from marketbot.exchanges.signer import LocalSigner, SigningInput
-from marketbot.exchanges.signing import sign_request, signing_policy
+from marketbot.exchanges.errors import (
+    ExchangeError,
+    OutcomeUnknown,
+    Retryable,
+    SigningRefusedError,
+)
+from marketbot.exchanges.http import VenueHttp
+from marketbot.exchanges.policy import OrderTerms
+from marketbot.exchanges.signer import LocalSigner, Signature, SigningInput
+from marketbot.exchanges.signing import order_terms, sign_request, signing_policy
 from marketbot.keyvault.adapters.audit import AuditBuffer
 from marketbot.keyvault.adapters.keysource import SealingKey
+from marketbot.keyvault.adapters.orders import OrderStore
 from marketbot.keyvault.adapters.repository import AuditEntry, Credential, PgStore
 from marketbot.keyvault.adapters.venues import VenueProvider
+from marketbot.keyvault.domain.bounds import (
+    BoundRules,
+    Refusal,
+    RequestRecord,
+    check_entry,
+    check_sell,
+    check_size,
+)
 from marketbot.keyvault.domain.cache import CachedCredential, CredentialCache
 from marketbot.keyvault.domain.envelope import (
     MasterKeyRing,
@@ -91,6 +109,14 @@ class Vault:
     policy: VerificationPolicy = field(default_factory=VerificationPolicy)
     monotonic: Callable[[], float] = time.monotonic
     broadcast_invalidation: Invalidate | None = None
+    orders: OrderStore | None = None
+    """Order requests and balances; without it (unit tests) orders are not bounded."""
+    bounds: BoundRules = field(default_factory=BoundRules)
+    balance_max_age: timedelta = timedelta(hours=6)
+    request_wait_s: float = 1.0
+    """How long a sign for a request not stored yet waits for the vault's consumer."""
+    balances: dict[tuple[str, Exchange], tuple[Decimal, float]] = field(default_factory=dict)
+    """Free quote balance per user and exchange, with the monotonic time it was known."""
 
     async def invalidate(self, user_id: str, exchange: Exchange) -> None:
         self.cache.invalidate(user_id, exchange)
@@ -379,6 +405,14 @@ async def _verify(
             action = "disable" if gained else "verify"
             await unit.repo.audit(_entry(action, "rejected", now, current, cause, **detail))
     await vault.invalidate(credential.user_id, credential.exchange)
+    if verdict.accepted and vault.orders is not None:
+        # The balance entries are bounded by, read now so that orders need no read of
+        # their own (re-verification refreshes it every REVERIFY_INTERVAL_S).
+        cached = CachedCredential(credential.credential_id, credential.api_key, secret, 0.0)
+        try:
+            await _read_balance(vault, credential.user_id, credential.exchange, cached)
+        except Exception as exc:  # the key is verified either way; an order reads it then
+            log.info("balance not read at verification", error=repr(exc))
     log.info(
         "api key verified" if verdict.accepted else "api key rejected",
         credential_id=str(credential.credential_id),
@@ -517,7 +551,7 @@ async def sign(request: SignRequest, vault: Vault) -> SignReply:
         recv_window_ms=request.recv_window_ms,
     )
     try:
-        signing_policy(request.exchange).validate(signing_input)
+        signing_policy(request.exchange).validate(signing_input, sending=request.send)
     except SigningRefusedError as exc:
         await _audit_refusal(vault, request, "endpoint_refused", exc.message)
         log.warning(
@@ -555,8 +589,29 @@ async def sign(request: SignRequest, vault: Vault) -> SignReply:
     if isinstance(found, ErrorDetail):
         await _audit_refusal(vault, request, found.code, found.message)
         return SignReply(ok=False, error=found)
+    terms = order_terms(request.exchange, signing_input)
+    if terms is not None:
+        refused = await _bound_order(request, terms, found, vault)
+        if refused is not None:
+            error, rule_name = refused
+            await _audit_refusal(
+                vault, request, error.code, error.message, field_name=error.field, rule=rule_name
+            )
+            log.warning(
+                "order signing refused",
+                correlation_id=request.correlation_id,
+                user_id=request.user_id,
+                exchange=request.exchange.value,
+                field=error.field,
+                rule=rule_name,
+                reason=error.message,
+            )
+            return SignReply(ok=False, error=error)
     signature = sign_request(request.exchange, found.secret, found.api_key, signing_input)
     now = vault.clock.now()
+    detail: dict[str, Any] = {"method": request.method, "path": request.path}
+    if request.send:
+        detail["sent"] = True
     vault.audit.add_record(
         (
             now,
@@ -565,13 +620,43 @@ async def sign(request: SignRequest, vault: Vault) -> SignReply:
             request.user_id,
             request.exchange.value,
             found.credential_id,
-            json.dumps({"method": request.method, "path": request.path}),
+            json.dumps(detail),
             request.correlation_id,
         ),
         found.credential_id,
         now,
     )
+    if request.send:
+        return await _send_signed(request, signing_input, found, signature, vault)
     return SignReply(api_key=found.api_key, signature=signature)
+
+
+async def _send_signed(
+    request: SignRequest,
+    signing_input: SigningInput,
+    credential: CachedCredential,
+    signature: str,
+    vault: Vault,
+) -> SignReply:
+    """Send the request the vault just signed and answer with the exchange's response: the
+    signature of an endpoint no parameter binds never leaves the vault."""
+    http = getattr(vault.venues.venue(request.exchange), "http", None)
+    if not isinstance(http, VenueHttp):
+        return SignReply(
+            ok=False, error=_refusal("not_sent", "this vault cannot reach the exchange")
+        )
+    try:
+        response = await http.send_signed(signing_input, Signature(credential.api_key, signature))
+    except Retryable as exc:
+        return SignReply(ok=False, error=_refusal("not_sent", exc.message))
+    except OutcomeUnknown as exc:
+        return SignReply(ok=False, error=_refusal("outcome_unknown", exc.message))
+    return SignReply(
+        api_key=credential.api_key,
+        status=response.status_code,
+        headers=tuple(response.headers.multi_items()),
+        response=response.text,
+    )
 
 
 async def _signing_credential(request: SignRequest, vault: Vault) -> CachedCredential | ErrorDetail:
@@ -607,8 +692,17 @@ async def _signing_credential(request: SignRequest, vault: Vault) -> CachedCrede
     return entry
 
 
-async def _audit_refusal(vault: Vault, request: SignRequest, code: str, reason: str) -> None:
+async def _audit_refusal(
+    vault: Vault,
+    request: SignRequest,
+    code: str,
+    reason: str,
+    *,
+    field_name: str | None = None,
+    rule: str | None = None,
+) -> None:
     """Refusals are written before the answer, not buffered."""
+    named = {"field": field_name, "rule": rule} if field_name or rule else {}
     entry = AuditEntry(
         action="sign_refused",
         outcome="refused",
@@ -622,8 +716,133 @@ async def _audit_refusal(vault: Vault, request: SignRequest, code: str, reason: 
             "path": request.path[:256],
             "query_chars": len(request.query),
             "body_chars": len(request.body),
+            **named,
         },
         correlation_id=request.correlation_id,
     )
     async with vault.store.reader() as repo:
         await repo.audit(entry)
+
+
+# --- orders bounded by their request --------------------------------------------------------
+
+
+def _order_refusal(refusal: Refusal) -> tuple[ErrorDetail, str]:
+    message = f"the vault does not sign this order: {refusal.message} (rule {refusal.rule})"
+    return _refusal("order_refused", message, refusal.field), refusal.rule
+
+
+async def _bound_order(
+    request: SignRequest, terms: OrderTerms, credential: CachedCredential, vault: Vault
+) -> tuple[ErrorDetail, str] | None:
+    """``None`` when the order placement is within its request's terms (domain/bounds.py).
+
+    Cost per order: the request (with the stored balance) is one indexed read and the
+    signature count one update; the exchange is asked for the balance only when the order
+    exceeds the cached one (or it is older than ``balance_max_age``)."""
+    if vault.orders is None:
+        return _order_refusal(
+            Refusal("request_id", "known_request", "this vault keeps no order requests")
+        )
+    if terms.side is Side.SELL:
+        entries = await vault.orders.entries(request.entries) if request.entries else []
+        refusal = check_sell(
+            terms, entries, request.entries, user_id=request.user_id, exchange=request.exchange
+        )
+        return _order_refusal(refusal) if refusal is not None else None
+    if request.request_id is None:
+        return _order_refusal(
+            Refusal(
+                "request_id", "names_request", "an entry names the order request it carries out"
+            )
+        )
+    asset = vault.bounds.quote_asset
+    record, stored = await _wait_for_request(request.request_id, asset, vault)
+    if record is None:
+        return (
+            _refusal(
+                "order_request_unknown",
+                "the vault has no order request with this id (yet); nothing was signed",
+                "request_id",
+            ),
+            "known_request",
+        )
+    refusal = check_entry(
+        terms, record, user_id=request.user_id, exchange=request.exchange, rules=vault.bounds
+    )
+    if refusal is None:
+        refusal = await _check_size(terms, record, stored, credential, vault)
+    if refusal is not None:
+        return _order_refusal(refusal)
+    assert terms.quantity is not None
+    if not await vault.orders.record_sign(
+        record.request_id, terms.quantity, vault.clock.now(), vault.bounds.max_signs
+    ):
+        return _order_refusal(
+            Refusal("request_id", "max_signs", "this order request was signed too many times")
+        )
+    return None
+
+
+async def _wait_for_request(
+    request_id: uuid.UUID, asset: str, vault: Vault
+) -> tuple[RequestRecord | None, tuple[Decimal, datetime] | None]:
+    """The executor and the vault read ORDER_REQUESTS side by side: give the vault's
+    consumer a moment to store a request the executor already has."""
+    assert vault.orders is not None
+    deadline = vault.monotonic() + vault.request_wait_s
+    while True:
+        record, stored = await vault.orders.request(request_id, asset)
+        if record is not None or vault.monotonic() >= deadline:
+            return record, stored
+        await asyncio.sleep(0.02)
+
+
+async def _check_size(
+    terms: OrderTerms,
+    record: RequestRecord,
+    stored: tuple[Decimal, datetime] | None,
+    credential: CachedCredential,
+    vault: Vault,
+) -> Refusal | None:
+    """Within the size the cached balance allows, or else the balance read now."""
+    known: Decimal | None = None
+    cached = vault.balances.get((record.user_id, record.exchange))
+    max_age = vault.balance_max_age.total_seconds()
+    if cached is not None and vault.monotonic() - cached[1] <= max_age:
+        known = cached[0]
+    elif stored is not None and vault.clock.now() - stored[1] <= vault.balance_max_age:
+        known = stored[0]
+        _remember_balance(vault, record.user_id, record.exchange, known)
+    if known is not None and check_size(terms, record, known, vault.bounds) is None:
+        return None
+    try:
+        fresh = await _read_balance(vault, record.user_id, record.exchange, credential)
+    except (ExchangeError, httpx.HTTPError, OSError) as exc:
+        return Refusal("quantity", "balance_readable", f"the balance could not be read: {exc}")
+    return check_size(terms, record, fresh, vault.bounds)
+
+
+def _remember_balance(vault: Vault, user_id: str, exchange: Exchange, free: Decimal) -> None:
+    if len(vault.balances) >= _MAX_BALANCES:
+        vault.balances.clear()
+    vault.balances[(user_id, exchange)] = (free, vault.monotonic())
+
+
+_MAX_BALANCES = 100_000
+
+
+async def _read_balance(
+    vault: Vault, user_id: str, exchange: Exchange, credential: CachedCredential
+) -> Decimal:
+    """The user's free quote balance, read with the user's own key (signed here: the
+    signature never leaves the vault), then stored for the other replicas."""
+    signer = LocalSigner(credential.api_key, credential.secret)
+    with secret_in_use(credential.secret):
+        balance = await vault.venues.venue(exchange).balance(signer, vault.bounds.quote_asset)
+    assert vault.orders is not None
+    await vault.orders.put_balance(
+        user_id, exchange, vault.bounds.quote_asset, balance.free, vault.clock.now()
+    )
+    _remember_balance(vault, user_id, exchange, balance.free)
+    return balance.free

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 from marketbot.exchanges.credentials import CredentialFormat, field_format
@@ -240,6 +241,35 @@ SIGNABLE: dict[tuple[str, str], EndpointRule] = {
     # REST payload is ever signed with it, and a REST request carrying apiKey is refused by
     # Binance (errors.md -1104 "Not all sent parameters were read").
     (WS_API_METHOD, USER_DATA_SUBSCRIBE_SIGNATURE): rule(*_SIGNED),
+}
+
+# Sent by the vault itself (the signature never leaves it): no parameter binds these
+# signatures to their endpoint, so the replay scan (test_replay_scan.py) finds another
+# documented endpoint that would accept each one (errors.md -1104 refuses only unread
+# parameters):
+# - POST /api/v3/order: /api/v3/order/test takes "all parameters accepted by POST
+#   /api/v3/order" (rest-api.md "Test new order"), /api/v3/sor/order the same order;
+# - GET and DELETE /api/v3/order, GET and DELETE /api/v3/orderList: the Margin twins
+#   (/sapi/v1/margin/order, /sapi/v1/margin/orderList) read exactly the same parameters,
+#   and "Spot & Margin Trading" is one permission (apiRestrictions
+#   enableSpotAndMarginTrading), so an accepted key does not exclude them;
+# - GET allOrders and myTrades: /api/v3/myAllocations and the Margin reads.
+# Handed out: GET /api/v3/account (omitZeroBalances is read nowhere else), the OCO list
+# (its above*/below* parameters), the WS API subscription (it carries apiKey).
+VAULT_SENT: frozenset[tuple[str, str]] = frozenset(
+    {
+        ("POST", ORDER),
+        ("DELETE", ORDER),
+        ("GET", ORDER),
+        ("GET", ALL_ORDERS),
+        ("DELETE", ORDER_LIST),
+        ("GET", ORDER_LIST),
+        ("GET", MY_TRADES),
+    }
+)
+SIGNABLE = {
+    key: dataclasses.replace(entry, sent_by_vault=key in VAULT_SENT)
+    for key, entry in SIGNABLE.items()
 }
 
 KLINE_INTERVALS: dict[str, str] = {

@@ -5,16 +5,20 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Mapping
+from decimal import Decimal
 
-from marketbot.contracts import Exchange
+from marketbot.contracts import Exchange, Side
 from marketbot.exchanges.binance.constants import (
     FORMATS,
+    ORDER,
+    ORDER_LIST_OCO,
     SIGNABLE,
     USER_DATA_SUBSCRIBE_SIGNATURE,
     WS_API_METHOD,
 )
 from marketbot.exchanges.policy import (
     EndpointRule,
+    OrderTerms,
     SigningPolicy,
     check_values,
     parse_params,
@@ -128,7 +132,52 @@ def _check_ws_api(request: SigningInput, params: dict[str, str]) -> None:
         raise POLICY.refuse("apiKey is added by the vault (the key it signs with), not sent")
 
 
-POLICY = SigningPolicy(Exchange.BINANCE, SIGNABLE, _check)
+def _params(request: SigningInput) -> dict[str, str]:
+    pairs = parse_params(request.query, exchange=Exchange.BINANCE) + parse_params(
+        request.body, exchange=Exchange.BINANCE
+    )
+    return unique_keys(pairs, exchange=Exchange.BINANCE)
+
+
+def _decimal(params: Mapping[str, str], name: str) -> Decimal | None:
+    value = params.get(name)
+    return Decimal(value) if value else None
+
+
+def _terms(request: SigningInput) -> OrderTerms | None:
+    """POST /api/v3/order (rest-api.md "New order"): symbol, side, type, quantity or
+    quoteOrderQty, price; POST /api/v3/orderList/oco: one quantity for both legs, the list
+    id and each leg's id (rest-api.md "New Order list - OCO")."""
+    if request.method != "POST" or request.path not in (ORDER, ORDER_LIST_OCO):
+        return None
+    params = _params(request)
+    side = Side(params["side"])
+    if request.path == ORDER:
+        return OrderTerms(
+            symbol=params["symbol"],
+            side=side,
+            limit=params["type"]
+            in ("LIMIT", "LIMIT_MAKER", "STOP_LOSS_LIMIT", "TAKE_PROFIT_LIMIT"),
+            client_ids=(params["newClientOrderId"],),
+            quantity=_decimal(params, "quantity"),
+            quote_quantity=_decimal(params, "quoteOrderQty"),
+            price=_decimal(params, "price"),
+        )
+    ids = tuple(
+        params[name]
+        for name in ("listClientOrderId", "aboveClientOrderId", "belowClientOrderId")
+        if name in params
+    )
+    return OrderTerms(
+        symbol=params["symbol"],
+        side=side,
+        limit=False,
+        client_ids=ids,
+        quantity=_decimal(params, "quantity"),
+    )
+
+
+POLICY = SigningPolicy(Exchange.BINANCE, SIGNABLE, _check, _terms)
 
 
 def validate(request: SigningInput) -> None:

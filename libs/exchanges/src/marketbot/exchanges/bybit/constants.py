@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 from marketbot.exchanges.credentials import CredentialFormat, field_format
@@ -184,6 +185,7 @@ SIGNABLE: dict[tuple[str, str], EndpointRule] = {
         "endTime",
         "limit",
         "cursor",
+        "execType",
         required=("category",),
         values={**_SPOT, "execType": ("Trade",)},
     ),
@@ -191,6 +193,23 @@ SIGNABLE: dict[tuple[str, str], EndpointRule] = {
     # + recv_window_ms and recv_window_ms <= WS_AUTH_MAX_EXPIRY_MS (bybit/signing.py). That
     # pre-sign string has no API key in it, so it cannot match a REST signature.
     ("GET", WS_AUTH): rule(),
+}
+
+# Every REST entry is sent by the vault itself (its signature never leaves it). Bybit
+# signs timestamp + key + window + the query or JSON body, not the path (guide.mdx), and
+# does not document refusing a parameter an endpoint does not read (unlike Binance's
+# -1104), so only a target's *mandatory* parameters and values can tell endpoints apart:
+# a wallet-balance signature (accountType=UNIFIED) also fits other documented reads
+# taking accountType, an order-create body (category=spot, symbol, orderLinkId...) fits
+# /v5/order/amend and /v5/order/cancel-all (test_replay_scan.py, over the Bybit pages).
+# Handed out: the private WebSocket auth only ("GET/realtime" + expires: no REST pre-sign
+# string starts with "GET", they start with the timestamp).
+VAULT_SENT: frozenset[tuple[str, str]] = frozenset(
+    key for key in SIGNABLE if key != ("GET", WS_AUTH) and key != ("GET", QUERY_API)
+)
+SIGNABLE = {
+    key: dataclasses.replace(entry, sent_by_vault=key in VAULT_SENT)
+    for key, entry in SIGNABLE.items()
 }
 
 KLINE_INTERVALS: dict[str, str] = {

@@ -15,7 +15,7 @@ from marketbot.exchanges.bybit.errors import error_for
 from marketbot.exchanges.errors import IpBannedError, OutcomeUnknown, RateLimited, Rejected
 from marketbot.exchanges.http import Costs, Endpoint, Params, VenueHttp, Wire
 from marketbot.exchanges.ratelimit import PER_KEY, WindowBucket
-from marketbot.exchanges.signer import Signature
+from marketbot.exchanges.signer import Signature, SigningInput
 
 TIME_ENDPOINT = Endpoint("GET", c.TIME)
 
@@ -38,6 +38,14 @@ class BybitHttp(VenueHttp):
             return Wire("POST", endpoint.path, "", body, {"Content-Type": "application/json"})
         query = urlencode(list(params.items()), quote_via=quote, safe="")
         return Wire(endpoint.method, endpoint.path, query, "", {})
+
+    def wire_for(self, request: SigningInput) -> Wire:
+        headers = {"Content-Type": "application/json"} if request.method == "POST" else {}
+        return Wire(request.method, request.path, request.query, request.body, headers)
+
+    def attach_signed(self, wire: Wire, request: SigningInput, signature: Signature) -> None:
+        self.attach(wire, request.timestamp_ms, signature)
+        wire.headers["X-BAPI-RECV-WINDOW"] = str(request.recv_window_ms)
 
     def attach(self, wire: Wire, timestamp_ms: int, signature: Signature) -> None:
         wire.headers["X-BAPI-API-KEY"] = signature.api_key

@@ -5,11 +5,19 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+from decimal import Decimal
 
-from marketbot.contracts import Exchange
-from marketbot.exchanges.bybit.constants import FORMATS, SIGNABLE, WS_AUTH, WS_AUTH_MAX_EXPIRY_MS
+from marketbot.contracts import Exchange, Side
+from marketbot.exchanges.bybit.constants import (
+    FORMATS,
+    ORDER_CREATE,
+    SIGNABLE,
+    WS_AUTH,
+    WS_AUTH_MAX_EXPIRY_MS,
+)
 from marketbot.exchanges.policy import (
     EndpointRule,
+    OrderTerms,
     SigningPolicy,
     check_values,
     parse_params,
@@ -104,7 +112,32 @@ def _scalar(key: object, value: object) -> str:
     raise POLICY.refuse(f"parameter {key!r} must be a string or an integer")
 
 
-POLICY = SigningPolicy(Exchange.BYBIT, SIGNABLE, _check)
+def _terms(request: SigningInput) -> OrderTerms | None:
+    """POST /v5/order/create (order_create-order.mdx): ``qty`` is in base units, except a
+    spot *market* order whose ``marketUnit`` is not ``baseCoin``: a market Buy's qty is in
+    quote units by default (the qty row: "Spot: Market Buy order by value by default")."""
+    if request.method != "POST" or request.path != ORDER_CREATE:
+        return None
+    body = json.loads(request.body)
+    params = {str(key): str(value) for key, value in body.items()}
+    side = Side.BUY if params["side"] == "Buy" else Side.SELL
+    market = params["orderType"] == "Market"
+    qty = Decimal(params["qty"])
+    unit = params.get("marketUnit")
+    in_quote = market and (unit == "quoteCoin" or (unit is None and side is Side.BUY))
+    price = params.get("price")
+    return OrderTerms(
+        symbol=params["symbol"],
+        side=side,
+        limit=not market,
+        client_ids=(params["orderLinkId"],),
+        quantity=None if in_quote else qty,
+        quote_quantity=qty if in_quote else None,
+        price=Decimal(price) if price and not market else None,
+    )
+
+
+POLICY = SigningPolicy(Exchange.BYBIT, SIGNABLE, _check, _terms)
 
 
 def validate(request: SigningInput) -> None:
