@@ -1,7 +1,7 @@
 """Faults injected into a 300-user fan-out over every plan on both exchanges (issue 18).
 
 Each scenario runs on a fresh stack of its own (``faults.FaultStack``: its own NATS and
-PostgreSQL, the simulator, every service, executors with a 2 s read timeout) and is counted
+database, the simulator, every service, executors with a 2 s read timeout) and is counted
 against the simulator's ground truth; the counts are printed at the end of the run. Each
 test is its own xdist group, so ``make test`` (``--dist loadgroup``) spreads them over the
 workers. ``MARKETBOT_FAULT_TEST_USERS`` changes the population (default 300: 150 Bybit,

@@ -1,11 +1,11 @@
 """Fault scenarios on a fresh stack, counted against the simulator's ground truth.
 
-Each scenario runs on its own ``FaultStack``: its own NATS and PostgreSQL, the simulator and
-every service, so a kill or a limit in one scenario never reaches another. It registers a
-population (every plan on both exchanges), injects its fault (simulator faults, reduced
-limits, or a service or NATS killed -9 right after the first order request and restarted),
-posts one alert with TP/SL and then counts, per user, from the outside (the streams and the
-simulator, not the services' own records):
+Each scenario runs on its own ``FaultStack``: its own NATS and its own database, the
+simulator and every service, so a kill or a limit in one scenario never reaches another.
+It registers a population (every plan on both exchanges) and injects its fault: simulator
+faults, reduced limits, or a service or NATS killed -9 right after the first order request
+and restarted. It posts one alert with TP/SL and then counts, per user, from the outside
+(the streams and the simulator, not the services' own records):
 
 - **lost**: an eligible user without an outcome on the bus (``OrderFilled`` /
   ``OrderRejected``) when the run ends (whether or not the fan-out requested it);

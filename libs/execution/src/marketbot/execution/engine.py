@@ -207,8 +207,11 @@ class ExecutionEngine:
     async def _pause(self, seconds: float) -> None:
         """Sleep until a handler finishes or ``seconds`` pass."""
         self._wake.clear()
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation
+        # that arrives as the event is set, and the loop would then never stop.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), timeout=seconds)
+            async with asyncio.timeout(seconds):
+                await self._wake.wait()
 
     def _spawn(self, tier: _Tier, delivery: Delivery) -> None:
         retry = delivery.redelivered and delivery.sequence is not None

@@ -339,7 +339,8 @@ class OrderExecutor:
         if self.stopping.is_set():
             raise StoppingError
         try:
-            await asyncio.wait_for(self.stopping.wait(), timeout=max(0.0, seconds))
+            async with asyncio.timeout(max(0.0, seconds)):  # not wait_for: engine._pause
+                await self.stopping.wait()
         except TimeoutError:
             return
         raise StoppingError

@@ -69,7 +69,8 @@ class Reconciler:
             except Exception:
                 log.exception("reconciler pass failed")
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(due.wait(), timeout=interval_s)
+                async with asyncio.timeout(interval_s):  # not wait_for: see engine._pause
+                    await due.wait()
 
     async def tick(self) -> int:
         """One pass over the unknown orders that are due; returns how many were resolved."""

@@ -66,7 +66,8 @@ class PositionTracker:
             except Exception:
                 log.exception("tracker tick failed")
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stopping.wait(), timeout=interval_s)
+                async with asyncio.timeout(interval_s):  # not wait_for: see engine._pause
+                    await stopping.wait()
 
     async def tick(self) -> int:
         """One pass over what is due; returns how many positions were closed.
