@@ -75,6 +75,8 @@ EXECUTOR_ENV = {
     }
     for ex in EXCHANGES
 }
+# The vault sends the orders no parameter binds (docs/security.md): the same read timeout.
+VAULT_ENV = {"keyvault": {"MARKETBOT_KEYVAULT_HTTP_READ_TIMEOUT_S": str(READ_TIMEOUT_S)}}
 
 
 @dataclass(frozen=True)
@@ -309,6 +311,7 @@ class FaultStack:
             extra_env={
                 "signal-gateway": {"MARKETBOT_GATEWAY_RATE_LIMIT_PER_SECOND": "0"},
                 **{name: dict(env) for name, env in EXECUTOR_ENV.items()},
+                **{name: dict(env) for name, env in VAULT_ENV.items()},
             },
         )
         self.stack = stack = Stack(config, Supervisor(log_dir=self.data_dir / "logs", quiet=True))

@@ -80,17 +80,19 @@ def venue_settings(settings: ExecutorSettings) -> VenueSettings:
     )
 
 
-def vault_signers(bus: Bus) -> SignerFactory:
-    """Signers that ask the key vault over NATS (``marketbot.keyvault.client.VaultSigner``)."""
+def vault_signers(bus: Bus, *, send_timeout_s: float = 15.0) -> SignerFactory:
+    """Signers that ask the key vault over NATS (``marketbot.keyvault.client.VaultSigner``).
+
+    ``send_timeout_s`` bounds a request the vault sends itself (its HTTP included)."""
     module = importlib.import_module("marketbot.keyvault.client")
-    vault_signer = cast(Callable[[Bus, str, Exchange], Signer], module.VaultSigner)
+    vault_signer = cast(Callable[..., Signer], module.VaultSigner)
     cache: dict[tuple[str, Exchange], Signer] = {}
 
     def factory(user_id: str, exchange: Exchange) -> Signer:
         key = (user_id, exchange)
         signer = cache.get(key)
         if signer is None:
-            signer = cache[key] = vault_signer(bus, user_id, exchange)
+            signer = cache[key] = vault_signer(bus, user_id, exchange, send_timeout=send_timeout_s)
         return signer
 
     return factory
@@ -225,7 +227,13 @@ def run_executor(
             bus=ctx.bus,
             pool=ctx.require_pool(),
             venue=venue,
-            signers=signers(ctx.bus),
+            signers=(
+                # a request the vault sends waits for its HTTP answer: the read timeout,
+                # plus the vault's and the bus's own time
+                vault_signers(ctx.bus, send_timeout_s=settings.http_read_timeout_s + 2.0)
+                if signers is vault_signers
+                else signers(ctx.bus)
+            ),
             settings=settings,
             clock=ctx.clock,
         )

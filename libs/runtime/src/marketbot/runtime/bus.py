@@ -301,8 +301,14 @@ class Bus:
         handler: Callable[[Q], Awaitable[R]],
         *,
         queue: str | None = None,
+        concurrency: int = 1,
     ) -> Subscription:
         """Answer ``request_type`` on its subject (a queue group, so replicas share the load).
+
+        nats-py runs a subscription's callback for one message at a time; with
+        ``concurrency`` > 1 each request is answered in its own task, at most that many at
+        once (the next message waits for a free place), so one slow request (the key vault
+        sending an order the exchange holds) does not hold up every other caller.
 
         A malformed request gets a reply with ``ok=False`` naming the field; an unexpected
         handler failure gets ``ok=False`` with code ``internal`` and is logged.
@@ -356,7 +362,23 @@ class Bus:
             outcomes["ok" if reply.ok else "refused"].inc()
             await _respond(msg, reply)
 
-        sub = await self.nc.subscribe(subject, queue=queue or request_type.SUBJECT, cb=on_message)
+        callback = on_message
+        if concurrency > 1:
+            places = asyncio.Semaphore(concurrency)
+            running: set[asyncio.Task[None]] = set()
+
+            def done(task: asyncio.Task[None]) -> None:
+                running.discard(task)
+                places.release()
+
+            async def dispatch(msg: Msg) -> None:
+                await places.acquire()
+                task = asyncio.create_task(on_message(msg))
+                running.add(task)
+                task.add_done_callback(done)
+
+            callback = dispatch
+        sub = await self.nc.subscribe(subject, queue=queue or request_type.SUBJECT, cb=callback)
         return sub
 
     async def pull(

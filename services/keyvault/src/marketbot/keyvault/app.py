@@ -27,6 +27,7 @@ from marketbot.contracts.vault import (
     VaultPublicKeyRequest,
     VerifyKeyRequest,
 )
+from marketbot.exchanges.http import HttpSettings
 from marketbot.keyvault import handlers
 from marketbot.keyvault.adapters.audit import AuditBuffer
 from marketbot.keyvault.adapters.keysource import load_keyring, load_sealing_key
@@ -95,7 +96,15 @@ async def start_vault(
     store = PgStore(pool, ctx.bus)
     venue_pool = None
     if venues is None:
-        venue_pool = VenuePool({e: settings.venue_url(e) for e in Exchange}, ctx.clock)
+        venue_pool = VenuePool(
+            {e: settings.venue_url(e) for e in Exchange},
+            ctx.clock,
+            http=HttpSettings(
+                read_timeout_s=settings.http_read_timeout_s,
+                max_connections=settings.http_max_connections,
+                max_keepalive_connections=settings.http_max_connections,
+            ),
+        )
         venues = venue_pool
     vault = Vault(
         store=store,
@@ -133,7 +142,12 @@ async def start_vault(
         await bus.serve(VerifyKeyRequest, RegisterKeyReply, _bind(handlers.verify_key, vault)),
         await bus.serve(RevokeKeyRequest, RegisterKeyReply, _bind(handlers.revoke_key, vault)),
         await bus.serve(KeyStatusRequest, KeyStatusReply, _bind(handlers.key_status, vault)),
-        await bus.serve(SignRequest, SignReply, _bind(handlers.sign, vault)),
+        await bus.serve(
+            SignRequest,
+            SignReply,
+            _bind(handlers.sign, vault),
+            concurrency=settings.sign_concurrency,
+        ),
     ]
     stop = running.stop
     running.tasks += [

@@ -68,7 +68,16 @@ class KeyvaultSettings(ServiceSettings):
     quote_asset: str = "USDT"
     entry_slippage_percent: Decimal = Field(default=Decimal("0.5"), ge=0)
     max_entry_price_percent: Decimal = Field(default=Decimal(2), ge=0)
-    max_signs_per_order: int = Field(default=3, ge=1)
+    max_signs_per_order: int = Field(default=6, ge=1)
+    sign_concurrency: int = Field(
+        default=256, ge=1, description="sign requests answered at once (a sent order waits on HTTP)"
+    )
+    http_read_timeout_s: float = Field(
+        default=10.0, gt=0, description="read timeout of the requests the vault sends itself"
+    )
+    http_max_connections: int = Field(
+        default=128, ge=1, description="connections per exchange for the requests the vault sends"
+    )
     balance_max_age_s: float = Field(
         default=6 * 3600, gt=0, description="a stored balance older than this is read again"
     )

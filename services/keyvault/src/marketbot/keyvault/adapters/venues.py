@@ -6,7 +6,8 @@ from collections.abc import Mapping
 from typing import Protocol
 
 from marketbot.contracts import Exchange
-from marketbot.exchanges.factory import create_venue
+from marketbot.exchanges.factory import VenueSettings, create_venue
+from marketbot.exchanges.http import HttpSettings
 from marketbot.exchanges.venue import Venue
 from marketbot.runtime.clock import Clock
 
@@ -16,15 +17,23 @@ class VenueProvider(Protocol):
 
 
 class VenuePool:
-    def __init__(self, urls: Mapping[Exchange, str], clock: Clock) -> None:
+    def __init__(
+        self, urls: Mapping[Exchange, str], clock: Clock, *, http: HttpSettings | None = None
+    ) -> None:
         self._urls = dict(urls)
         self._clock = clock
+        self._settings = VenueSettings(http=http or HttpSettings())
         self._venues: dict[Exchange, Venue] = {}
 
     def venue(self, exchange: Exchange) -> Venue:
         venue = self._venues.get(exchange)
         if venue is None:
-            venue = create_venue(exchange, self._urls.get(exchange, "mainnet"), clock=self._clock)
+            venue = create_venue(
+                exchange,
+                self._urls.get(exchange, "mainnet"),
+                clock=self._clock,
+                settings=self._settings,
+            )
             self._venues[exchange] = venue
         return venue
 
