@@ -25,6 +25,7 @@ from marketbot.exchanges.signing import signing_policy
 from marketbot.exchanges.venue import Balance, Venue
 from marketbot.keyvault.adapters.venues import VenuePool
 from marketbot.keyvault.client import VaultClient
+from marketbot.keyvault.settings import KeyvaultSettings
 from marketbot.runtime.bus import Bus
 from marketbot.runtime.clock import SystemClock
 from marketbot.sim.testing import RunningSim
@@ -32,6 +33,7 @@ from marketbot.sim.testing import RunningSim
 from .conftest import VaultFactory
 from .helpers import order_requested
 
+MAX_SIGNS = KeyvaultSettings.model_fields["max_signs_per_order"].default
 USER = "bounded"
 
 
@@ -273,7 +275,7 @@ async def test_a_request_is_signed_a_bounded_number_of_times(
         bus, migrated, user_id=USER, exchange=Exchange.BINANCE, reference_price=Decimal(100)
     )
     query = binance_order(request.client_order_id)
-    for _ in range(3):  # the first send and its retries
+    for _ in range(MAX_SIGNS):  # the first send and its resends
         await signed(bus, sign(query, request_id=request.request_id))
     code, field, message = await refused(bus, sign(query, request_id=request.request_id))
     assert (code, field) == ("order_refused", "request_id")

@@ -142,6 +142,9 @@ class Supervisor:
         async with httpx.AsyncClient(timeout=1.0) as client:
             while time.monotonic() < deadline:
                 if running.process.returncode is not None:
+                    # the exit can be seen before the output is read: drain it first
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(asyncio.shield(running.pump), timeout=2)
                     tail = "\n".join(running.lines[-30:])
                     raise SupervisorError(
                         f"{spec.name} exited with {running.process.returncode}:\n{tail}"
