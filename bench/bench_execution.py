@@ -235,7 +235,9 @@ async def _requests_seen(admin: SimAdmin) -> int:
     return sum(int(v) for v in stats["statuses"].values())
 
 
-def _request(user_id: str, decision: uuid.UUID, plan: Plan, now: datetime) -> OrderRequested:
+def _request(
+    user_id: str, decision: uuid.UUID, plan: Plan, now: datetime, price: Decimal
+) -> OrderRequested:
     return OrderRequested(
         event_id=request_id_for(decision, user_id),
         occurred_at=now,
@@ -252,12 +254,16 @@ def _request(user_id: str, decision: uuid.UUID, plan: Plan, now: datetime) -> Or
         not_before=now + timedelta(seconds=PLAN_DELAY[plan]),
         risk_level=RiskLevel.MEDIUM,
         client_order_id=client_order_id_for(decision, user_id),
+        # as decision sends it: the vault bounds an entry's limit by this price
+        reference_price=price,
         requested_at=now,
         commission_rate=DEFAULT_PLANS[plan].commission_rate,
     )
 
 
-async def _fan_out(bus: Bus, plans: dict[str, Plan]) -> tuple[float, list[OrderPlaced]]:
+async def _fan_out(
+    bus: Bus, plans: dict[str, Plan], price: Decimal
+) -> tuple[float, list[OrderPlaced]]:
     """Publish one decision's fan-out; wait for every OrderPlaced: (t0 -> last, events)."""
     decision = uuid.uuid4()
     placed: list[tuple[float, OrderPlaced]] = []
@@ -276,7 +282,7 @@ async def _fan_out(bus: Bus, plans: dict[str, Plan]) -> tuple[float, list[OrderP
     started = time.perf_counter()
     try:
         await asyncio.gather(
-            *(bus.publish(_request(u, decision, plan, now)) for u, plan in plans.items())
+            *(bus.publish(_request(u, decision, plan, now, price)) for u, plan in plans.items())
         )
         await asyncio.wait_for(done.wait(), timeout=ROUND_TIMEOUT_S)
     finally:
@@ -435,7 +441,8 @@ async def _process_round(
     pids = {"executor": processes.executor.pid, "vault": processes.vault.pid, **others}
     await admin.clear_stats()
     before = {name: _tree_cpu_s(pid) for name, pid in pids.items()}
-    elapsed, _ = await _fan_out(bus, dict.fromkeys((u.user_id for u in users), Plan.PRO))
+    price = await admin.price(SYMBOL)
+    elapsed, _ = await _fan_out(bus, dict.fromkeys((u.user_id for u in users), Plan.PRO), price)
     cpu = {name: _tree_cpu_s(pid) - before[name] for name, pid in pids.items()}
     processes.check()
     return elapsed, await _requests_seen(admin), cpu
@@ -571,7 +578,7 @@ async def _local_round(
     await admin.clear_stats()
     cpu = _cpu_s()
     try:
-        elapsed, placed = await _fan_out(bus, plans)
+        elapsed, placed = await _fan_out(bus, plans, await admin.price(SYMBOL))
         cpu = _cpu_s() - cpu
         requests = await _requests_seen(admin)
     finally:
