@@ -7,12 +7,12 @@ from decimal import Decimal
 import pytest
 
 from marketbot.contracts import RejectReason, RiskLevel, Side
+from marketbot.contracts.sizing import SizingRules
 from marketbot.execution.domain.protection import protection_prices, realized_pnl
 from marketbot.execution.domain.sizing import (
     LotRules,
     SizedOrder,
     SizingRejection,
-    SizingRules,
     size_order,
 )
 

@@ -38,6 +38,7 @@ from marketbot.contracts import (
     RejectReason,
     Side,
 )
+from marketbot.contracts.sizing import SizingRules
 from marketbot.exchanges.deadline import within
 from marketbot.exchanges.errors import (
     CircuitOpenError,
@@ -70,7 +71,6 @@ from marketbot.execution.domain.protection import protection_prices, realized_pn
 from marketbot.execution.domain.sizing import (
     LotRules,
     SizingRejection,
-    SizingRules,
     round_down,
     size_order,
 )

@@ -11,7 +11,7 @@ from decimal import Decimal
 from pydantic import Field, model_validator
 
 from marketbot.contracts import RiskLevel
-from marketbot.execution.domain.sizing import SizingRules
+from marketbot.contracts.sizing import SizingRules
 from marketbot.runtime.settings import (
     REDELIVERY_SHARE_OF_MAX_AGE,
     ServiceSettings,

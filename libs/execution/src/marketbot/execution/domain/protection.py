@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from marketbot.contracts import Side
-from marketbot.execution.domain.sizing import HUNDRED
+from marketbot.contracts.sizing import HUNDRED
 
 
 @dataclass(frozen=True, slots=True)

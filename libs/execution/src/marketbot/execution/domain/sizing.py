@@ -7,30 +7,23 @@ size_quote   = max(min_order_quote, min(max_position, available * max_balance_pe
 quantity     = size_quote / price, rounded DOWN to the instrument's step,
                then checked against min quantity and min notional
 ```
+
+The formula itself lives in ``marketbot.contracts.sizing`` (the key vault bounds orders by
+it too); this module rounds the size to the instrument and checks its filters.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import ROUND_DOWN, Decimal
 
 from marketbot.contracts import RejectReason, RiskLevel
+from marketbot.contracts.sizing import (
+    SizingRules,
+    available_quote,
+    position_size_quote,
+)
 from marketbot.exchanges.venue import InstrumentFilters
-
-HUNDRED = Decimal(100)
-ZERO = Decimal(0)
-
-
-@dataclass(frozen=True, slots=True)
-class SizingRules:
-    """The configurable numbers of the formula; percents are percents (``2`` = 2 %)."""
-
-    risk_percents: Mapping[RiskLevel, Decimal]
-    min_order_quote: Decimal = Decimal(10)
-    max_balance_percent: Decimal = Decimal(10)
-    brl_per_quote: Decimal = Decimal("5.5")
-    quote_asset: str = "USDT"
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,28 +78,6 @@ def round_down(value: Decimal, step: Decimal | None) -> Decimal:
     if step is None or step <= 0:
         return value
     return (value / step).to_integral_value(rounding=ROUND_DOWN) * step
-
-
-def available_quote(
-    balance: Decimal,
-    rules: SizingRules,
-    *,
-    allocation: Decimal | None = None,
-    allocation_currency: str | None = None,
-) -> Decimal:
-    """The exchange's free quote balance, capped by the user's allocation when one is set."""
-    available = max(balance, ZERO)
-    if allocation is None:
-        return available
-    cap = allocation / rules.brl_per_quote if allocation_currency == "BRL" else allocation
-    return min(available, cap)
-
-
-def position_size_quote(available: Decimal, risk_level: RiskLevel, rules: SizingRules) -> Decimal:
-    risk_percent = rules.risk_percents[risk_level]
-    max_position = available * risk_percent / HUNDRED
-    cap = available * rules.max_balance_percent / HUNDRED
-    return max(rules.min_order_quote, min(max_position, cap))
 
 
 def _n(value: Decimal) -> str:

@@ -29,9 +29,9 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from marketbot.contracts import Exchange, RiskLevel, Side
+from marketbot.contracts.sizing import HUNDRED, SizingRules, position_size_quote
+from marketbot.contracts.sizing import available_quote as capped_by_allocation
 from marketbot.exchanges.policy import OrderTerms
-
-HUNDRED = Decimal(100)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +57,17 @@ class BoundRules:
     between the decision and the order, plus the slippage)."""
     max_signs: int = 3
     """Signatures per order request (the first send and its retries)."""
+
+    @property
+    def sizing(self) -> SizingRules:
+        """The blueprint formula's numbers, as the executors size with them."""
+        return SizingRules(
+            risk_percents=self.risk_percents,
+            min_order_quote=self.min_order_quote,
+            max_balance_percent=self.max_balance_percent,
+            brl_per_quote=self.brl_per_quote,
+            quote_asset=self.quote_asset,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,21 +97,18 @@ class Refusal:
 
 def available_quote(balance: Decimal, request: RequestRecord, rules: BoundRules) -> Decimal:
     """The free quote balance, capped by the request's allocation (BRL converted)."""
-    available = max(balance, Decimal(0))
-    if request.allocation is None:
-        return available
-    cap = request.allocation
-    if request.allocation_currency == "BRL":
-        cap = cap / rules.brl_per_quote
-    return min(available, cap)
+    return capped_by_allocation(
+        balance,
+        rules.sizing,
+        allocation=request.allocation,
+        allocation_currency=request.allocation_currency,
+    )
 
 
 def size_cap(balance: Decimal, request: RequestRecord, rules: BoundRules) -> Decimal:
     """The largest notional an entry of this request may have at its limit price."""
     available = available_quote(balance, request, rules)
-    max_position = available * rules.risk_percents[request.risk_level] / HUNDRED
-    cap = available * rules.max_balance_percent / HUNDRED
-    size = max(rules.min_order_quote, min(max_position, cap))
+    size = position_size_quote(available, request.risk_level, rules.sizing)
     return size * (1 + rules.slippage_percent / HUNDRED)
 
 

@@ -1,0 +1,53 @@
+"""The blueprint's position-size formula, shared by the executors (which size an order) and
+the key vault (which refuses to sign one larger than it). Every number is configuration.
+
+```
+available    = quote balance on the exchange (capped by the user's allocation, BRL converted)
+max_position = available * risk_percent[risk_level]
+size_quote   = max(min_order_quote, min(max_position, available * max_balance_percent))
+```
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+
+from marketbot.contracts.enums import RiskLevel
+
+HUNDRED = Decimal(100)
+ZERO = Decimal(0)
+
+
+@dataclass(frozen=True, slots=True)
+class SizingRules:
+    """The configurable numbers of the formula; percents are percents (``2`` = 2 %)."""
+
+    risk_percents: Mapping[RiskLevel, Decimal]
+    min_order_quote: Decimal = Decimal(10)
+    max_balance_percent: Decimal = Decimal(10)
+    brl_per_quote: Decimal = Decimal("5.5")
+    quote_asset: str = "USDT"
+
+
+def available_quote(
+    balance: Decimal,
+    rules: SizingRules,
+    *,
+    allocation: Decimal | None = None,
+    allocation_currency: str | None = None,
+) -> Decimal:
+    """The exchange's free quote balance, capped by the user's allocation when one is set."""
+    available = max(balance, ZERO)
+    if allocation is None:
+        return available
+    cap = allocation / rules.brl_per_quote if allocation_currency == "BRL" else allocation
+    return min(available, cap)
+
+
+def position_size_quote(available: Decimal, risk_level: RiskLevel, rules: SizingRules) -> Decimal:
+    risk_percent = rules.risk_percents[risk_level]
+    max_position = available * risk_percent / HUNDRED
+    cap = available * rules.max_balance_percent / HUNDRED
+    return max(rules.min_order_quote, min(max_position, cap))
