@@ -127,6 +127,7 @@ def test_bybit_matches_ccxt_hmac(method: str, path: str, query: str, body: str) 
         (Exchange.BINANCE, "POST", "/api/v3/orderList/oco"),
         (Exchange.BINANCE, "DELETE", "/api/v3/orderList"),
         (Exchange.BINANCE, "GET", "/api/v3/orderList"),
+        (Exchange.BINANCE, "GET", "/api/v3/openOrderList"),
     ],
 )
 def test_policy_allows_the_listed_endpoints(exchange: Exchange, method: str, path: str) -> None:

@@ -142,16 +142,10 @@ async def test_b_fills_missed_while_the_stream_is_cut_are_found_once_after_the_r
     feed = running.feed
     assert feed is not None
 
-    async def left_to_the_stream() -> bool:
-        async with h.pool.acquire() as conn:
-            soon = await conn.fetchval(
-                "SELECT count(*) FROM positions WHERE status = 'OPEN' "
-                "AND next_check_at < now() + interval '30 seconds'"
-            )
-        return soon == 0
-
     # Once the tracker has seen each account live, it leaves their positions alone.
-    await eventually(left_to_the_stream, timeout=20, message="positions left to the stream")
+    await eventually(
+        lambda: _left_to_the_stream(h), timeout=20, message="positions left to the stream"
+    )
 
     # An outage: every stream is cut and no new connection is accepted, while the stop
     # losses fill on the exchange.
@@ -177,6 +171,93 @@ async def test_b_fills_missed_while_the_stream_is_cut_are_found_once_after_the_r
     async with h.pool.acquire() as conn:
         open_count = await conn.fetchval("SELECT count(*) FROM positions WHERE status = 'OPEN'")
     assert open_count == 0
+
+
+async def _left_to_the_stream(h: Harness) -> bool:
+    async with h.pool.acquire() as conn:
+        soon = await conn.fetchval(
+            "SELECT count(*) FROM positions WHERE status = 'OPEN' "
+            "AND next_check_at < now() + interval '30 seconds'"
+        )
+    return bool(soon == 0)
+
+
+# What one account's open-order read is, per venue: Binance's open OCO lists
+# (rest-api.md "Query Open Order lists", weight 6) and Bybit's open spot TP/SL orders
+# (order_open-order.mdx, 50 a page).
+OPEN_READ = {
+    Exchange.BINANCE: "GET /api/v3/openOrderList",
+    Exchange.BYBIT: "GET /v5/order/realtime",
+}
+
+
+async def test_b_a_reconnect_reads_each_account_s_open_orders_once_not_each_position(
+    venue_harness: Harness,
+) -> None:
+    """After a reconnect the account's open orders are read once (one page here) instead
+    of each position's legs; only the positions whose legs are not in that answer (their
+    stop loss filled during the gap) are looked up by id, and each of those fills is
+    recorded once."""
+    h = venue_harness
+    await h.admin.set_price(SYMBOL, Decimal("100.00"))
+    user = await h.add_user(Decimal(10_000))
+    running = await h.start(private_streams=True, track_interval_s=0.2, track_max_interval_s=60)
+    near = [h.request(user, symbol=SYMBOL, tp="5", sl="2") for _ in range(2)]
+    far = [h.request(user, symbol=SYMBOL, tp="5", sl="10") for _ in range(3)]
+    await h.publish([*near, *far])
+    await eventually_events(h.log, OrderFilled, 5)
+    await _protected(h, 5)
+    await _live(running, user)
+    feed = running.feed
+    assert feed is not None
+    open_read = OPEN_READ[h.exchange]
+    await eventually(
+        lambda: _left_to_the_stream(h), timeout=20, message="positions left to the stream"
+    )
+
+    # A reconnect with nothing missed: one read for the account's five positions.
+    before = feed.reconciliations
+    cut = await h.admin.server_ms()
+    await h.admin.disconnect_streams()
+    await eventually(lambda: feed.reconciliations > before, timeout=30, message="reconciled")
+
+    async def read(since: int, count: int) -> dict[str, int] | None:
+        counts: dict[str, int] = (await h.admin.requests(since_ms=since))["counts"]
+        return counts if counts.get(open_read, 0) >= count else None
+
+    await eventually(lambda: read(cut, 1), timeout=30, message="the open-order read")
+    await settle(1.0)
+    counts = (await h.admin.requests(since_ms=cut))["counts"]
+    assert counts == {open_read: 1}, counts
+    assert feed.corrections == 0
+
+    # An outage during which the two near stop losses fill: after the reconnect, one
+    # open-order read, and only those two positions are looked up by their ids.
+    await h.admin.stream_settings(accepting=False)
+    await h.admin.disconnect_streams()
+    await eventually(lambda: not feed.live(user.user_id), timeout=10)
+    await h.admin.set_price(SYMBOL, Decimal("97.50"))
+    await eventually(lambda: _all_filled(h, near), timeout=10, message="near stop losses")
+    gap = await h.admin.server_ms()
+    await h.admin.stream_settings(accepting=True)
+    closed = await eventually_events(h.log, PositionClosed, 2, timeout=40)
+    await settle(2.0)
+    closed = h.log.of(PositionClosed)
+    assert sorted(e.client_order_id for e in closed) == sorted(r.client_order_id for r in near)
+    assert feed.corrections == 2
+    counts = (await h.admin.requests(since_ms=gap))["counts"]
+    if h.exchange is Exchange.BINANCE:
+        # Then each missing list by its id (and its legs by theirs, to see which executed).
+        assert counts[open_read] == 1, counts
+        assert counts["GET /api/v3/orderList"] == 2, counts
+    else:
+        # One page of open TP/SL orders, then each missing stop loss by its orderLinkId
+        # (the lookup, and the read of the executed leg its exit is recorded from).
+        assert counts[open_read] == 1 + 2 * 2, counts
+        assert counts["GET /v5/execution/list"] == 2, counts
+    async with h.pool.acquire() as conn:
+        still_open = await conn.fetchval("SELECT count(*) FROM positions WHERE status = 'OPEN'")
+    assert still_open == 3
 
 
 async def _all_filled(h: Harness, requests: list[Any]) -> bool:
@@ -257,20 +338,21 @@ async def test_c_a_thousand_open_positions_tracked_for_five_minutes_cost_no_requ
     log = await h.admin.requests(since_ms=start)
     assert log["total"] == 0, log["counts"]
 
-    # A reconnect: the reconciliation reads each position's order list once; nothing else
-    # (balances are read again by the next order), nothing found the stream had missed.
+    # A reconnect: the reconciliation reads each account's open order lists once (weight
+    # 6), not each position's list; nothing else (balances are read again by the next
+    # order), nothing found the stream had missed.
     cut = await h.admin.server_ms()
     await h.admin.disconnect_streams()
     await eventually(lambda: feed.reconciliations >= 2 * users_n, timeout=120)
 
     async def reconciled() -> dict[str, int] | None:
         counts: dict[str, int] = (await h.admin.requests(since_ms=cut))["counts"]
-        return counts if counts.get("GET /api/v3/orderList", 0) >= total else None
+        return counts if counts.get("GET /api/v3/openOrderList", 0) >= users_n else None
 
     counts = await eventually(reconciled, timeout=120, message="reconciliation reads")
     await settle(1.0)
     counts = (await h.admin.requests(since_ms=cut))["counts"]
-    assert counts == {"GET /api/v3/orderList": total}
+    assert counts == {"GET /api/v3/openOrderList": users_n}
     assert feed.corrections == 0
 
 

@@ -169,6 +169,11 @@ class BaseVenue(ABC):
     async def protection(self, signer: Signer, spec: ProtectionSpec) -> Protection | None: ...
 
     @abstractmethod
+    async def working_protections(
+        self, signer: Signer, specs: Sequence[ProtectionSpec]
+    ) -> dict[str, Protection]: ...
+
+    @abstractmethod
     async def unprotect(self, signer: Signer, spec: ProtectionSpec) -> Protection | None: ...
 
     @abstractmethod

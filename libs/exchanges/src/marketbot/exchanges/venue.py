@@ -390,6 +390,16 @@ class Venue(Protocol):
         """The legs as the exchange reports them now, by id; ``None`` if none exists."""
         ...
 
+    async def working_protections(
+        self, signer: Signer, specs: Sequence[ProtectionSpec]
+    ) -> dict[str, Protection]:
+        """The protections among ``specs`` (one account's) whose legs are all still working,
+        read from the account's open orders in one request (paged), not one per position;
+        keyed by ``ProtectionSpec.client_id``. A spec missing from the answer has a leg that
+        is no longer open (it executed, ended, or was never placed) or is of a form the
+        venue's open-order read does not cover: look it up with ``protection``."""
+        ...
+
     async def unprotect(self, signer: Signer, spec: ProtectionSpec) -> Protection | None:
         """Cancel the legs still working and report how they ended (one may have executed
         first: the caller then closes by that leg, not by its own order)."""

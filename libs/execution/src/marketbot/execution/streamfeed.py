@@ -54,7 +54,7 @@ from marketbot.exchanges.reports import (
     TradeReport,
 )
 from marketbot.exchanges.userstreams import UserStreams
-from marketbot.exchanges.venue import ExitLeg, Fill, OrderState, Protection
+from marketbot.exchanges.venue import ExitLeg, Fill, OrderState, Protection, ProtectionSpec
 from marketbot.execution import metrics
 from marketbot.execution.balances import StreamBalances
 from marketbot.execution.domain.lifecycle import (
@@ -551,8 +551,9 @@ class StreamFeed:
             if await self._reconcile_order(row, up_at):
                 corrections += 1
                 metrics.STREAM_CORRECTIONS.labels(self.exchange, "order").inc()
+        working = await self._working(user_id, positions)
         for position in positions:
-            if await self._reconcile_position(position):
+            if await self._reconcile_position(position, working.get(position.spec())):
                 corrections += 1
                 metrics.STREAM_CORRECTIONS.labels(self.exchange, "position").inc()
         self.corrections += corrections
@@ -593,8 +594,29 @@ class StreamFeed:
             await executor.record_result(fresh, found)
             return True
 
-    async def _reconcile_position(self, position: PositionRow) -> bool:
-        """One ``check`` of the position (its legs by id); a correction when it closed."""
+    async def _working(
+        self, user_id: str, positions: Sequence[PositionRow]
+    ) -> dict[ProtectionSpec, Protection]:
+        """The protected positions whose legs are all still open, from the account's open
+        orders: one read (paged) for the account, not one per position. The others (a leg
+        ended during the gap) are then looked up one by one."""
+        specs = [
+            p.spec() for p in positions if p.phase is Phase.PROTECTED and p.closing_order is None
+        ]
+        if not specs:
+            return {}
+        executor = self.executor
+        by_id = await executor.venue.working_protections(
+            executor.signers(user_id, executor.exchange), specs
+        )
+        return {spec: by_id[spec.client_id] for spec in specs if spec.client_id in by_id}
+
+    async def _reconcile_position(
+        self, position: PositionRow, working: Protection | None = None
+    ) -> bool:
+        """One ``check`` of the position (its legs by id, unless the account's open orders
+        showed them all open: ``working``, for the spec it was read with); a correction when
+        it closed."""
         executor = self.executor
         async with executor.locks.hold(position.user_id, position.symbol):
             async with executor.pool.acquire() as conn:
@@ -603,9 +625,13 @@ class StreamFeed:
                 return False  # the tracker retries an unprotected one
             if fresh.closing_order is not None:
                 return False
-            protection = await executor.venue.protection(
-                executor.signers(fresh.user_id, fresh.request.exchange), fresh.spec()
-            )
+            protection: Protection | None
+            if working is not None and fresh.spec() == position.spec():
+                protection = working
+            else:
+                protection = await executor.venue.protection(
+                    executor.signers(fresh.user_id, fresh.request.exchange), fresh.spec()
+                )
             step = next_step(fresh.phase, fresh.exit_side, protection, None)
             if isinstance(step, RecordExit):
                 return await executor.positions.record_exit(fresh, step.leg)

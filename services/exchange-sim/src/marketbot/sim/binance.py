@@ -164,6 +164,8 @@ class BinanceApp(ExchangeApp):
             ("POST", "/api/v3/orderList/oco"): Route(self.oco_create, fixed(1), "TRADE", 2),
             ("DELETE", "/api/v3/orderList"): Route(self.order_list_cancel, fixed(1), "TRADE"),
             ("GET", "/api/v3/orderList"): Route(self.order_list_query, fixed(4), "USER_DATA"),
+            # rest-api.md "Query Open Order lists": weight 6, recvWindow and timestamp only.
+            ("GET", "/api/v3/openOrderList"): Route(self.open_order_lists, fixed(6), "USER_DATA"),
             ("GET", "/api/v3/account"): Route(self.account, fixed(20), "USER_DATA"),
             ("GET", "/api/v3/rateLimit/order"): Route(self.order_rate, fixed(40), "USER_DATA"),
             ("GET", "/sapi/v1/account/apiRestrictions"): Route(
@@ -1141,6 +1143,21 @@ class BinanceApp(ExchangeApp):
         response = self._list_response(order_list)
         response.pop("orderReports")
         return response
+
+    def open_order_lists(
+        self, params: dict[str, str], account: Account | None, key: ApiKey | None
+    ) -> Any:
+        """rest-api.md "Query Open Order lists": the account's lists still executing, every
+        symbol, in the shape of "Query Order list" (no ``orderReports``)."""
+        assert account is not None
+        found = []
+        for order_list in self.exchange.lists.values():
+            if order_list.orders[0].account_id != account.account_id or order_list.done:
+                continue
+            response = self._list_response(order_list)
+            response.pop("orderReports")
+            found.append(response)
+        return found
 
     # account -----------------------------------------------------------------------------
 

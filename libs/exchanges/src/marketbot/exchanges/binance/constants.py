@@ -41,6 +41,7 @@ OPEN_ORDERS = "/api/v3/openOrders"
 ALL_ORDERS = "/api/v3/allOrders"
 ORDER_LIST_OCO = "/api/v3/orderList/oco"
 ORDER_LIST = "/api/v3/orderList"
+OPEN_ORDER_LIST = "/api/v3/openOrderList"
 MY_TRADES = "/api/v3/myTrades"
 
 # WebSocket API (web-socket-api.md "General API Information": wss://ws-api.binance.com:443/ws-api/v3).
@@ -75,6 +76,8 @@ WEIGHTS: dict[tuple[str, str], int] = {
     ("POST", ORDER_LIST_OCO): 1,
     ("DELETE", ORDER_LIST): 1,
     ("GET", ORDER_LIST): 4,
+    # rest-api.md "Query Open Order lists (USER_DATA)": weight 6, every symbol at once.
+    ("GET", OPEN_ORDER_LIST): 6,
     ("GET", MY_TRADES): 20,
 }
 # rest-api.md "Account trade list": weight 20, 5 with orderId.
@@ -222,6 +225,10 @@ SIGNABLE: dict[tuple[str, str], EndpointRule] = {
     ("GET", ORDER_LIST): rule(
         *_SIGNED, required=("timestamp",), one_of=(("orderListId", "origClientOrderId"),)
     ),
+    # rest-api.md "Query Open Order lists": recvWindow and timestamp only (every open list
+    # of the account, all symbols). Nothing binds that signature (it would fit any
+    # endpoint taking only a timestamp), so the vault sends it itself.
+    ("GET", OPEN_ORDER_LIST): rule(*_SIGNED, required=("timestamp",)),
     # rest-api.md "Account trade list": symbol mandatory; orderId, startTime, endTime,
     # fromId, limit optional. ``limit`` is required here: with only symbol and timestamp the
     # signature would also authenticate DELETE /api/v3/openOrders (and, with orderId,
@@ -253,6 +260,8 @@ SIGNABLE: dict[tuple[str, str], EndpointRule] = {
 #   (/sapi/v1/margin/order, /sapi/v1/margin/orderList) read exactly the same parameters,
 #   and "Spot & Margin Trading" is one permission (apiRestrictions
 #   enableSpotAndMarginTrading), so an accepted key does not exclude them;
+# - GET openOrderList: a timestamp alone, which fits every endpoint taking no mandatory
+#   parameter of its own (GET /api/v3/account, /sapi/v1/margin/openOrderList...);
 # - GET allOrders and myTrades: /api/v3/myAllocations and the Margin reads.
 # Handed out: GET /api/v3/account (omitZeroBalances is read nowhere else), the OCO list
 # (its above*/below* parameters), the WS API subscription (it carries apiKey).
@@ -264,6 +273,7 @@ VAULT_SENT: frozenset[tuple[str, str]] = frozenset(
         ("GET", ALL_ORDERS),
         ("DELETE", ORDER_LIST),
         ("GET", ORDER_LIST),
+        ("GET", OPEN_ORDER_LIST),
         ("GET", MY_TRADES),
     }
 )

@@ -37,6 +37,7 @@ ALL_ORDERS = Endpoint("GET", c.ALL_ORDERS, signed=True)
 NEW_OCO = Endpoint("POST", c.ORDER_LIST_OCO, signed=True, read=False)
 CANCEL_ORDER_LIST = Endpoint("DELETE", c.ORDER_LIST, signed=True, read=False)
 QUERY_ORDER_LIST = Endpoint("GET", c.ORDER_LIST, signed=True)
+OPEN_ORDER_LISTS = Endpoint("GET", c.OPEN_ORDER_LIST, signed=True)
 MY_TRADES = Endpoint("GET", c.MY_TRADES, signed=True)
 
 # enums.md "Order status"

@@ -364,6 +364,35 @@ class BinanceVenue(BaseVenue):
         listing = await self._order_list(signer, self.leg_ids(spec)[0])
         return None if listing is None else await self._read_legs(signer, spec, listing)
 
+    async def working_protections(
+        self, signer: Signer, specs: Sequence[ProtectionSpec]
+    ) -> dict[str, Protection]:
+        """The OCO lists still executing, from one ``GET /api/v3/openOrderList`` (rest-api.md
+        "Query Open Order lists": weight 6, every symbol; an open list is EXECUTING, and a
+        list whose leg executed is ALL_DONE and is no longer listed). A single STOP_LOSS or
+        TAKE_PROFIT order is not in a list: it is left out (looked up by its id), since the
+        only open-order read covering it, GET /api/v3/openOrders, is never signed (its
+        parameters would also authenticate DELETE /api/v3/openOrders)."""
+        pairs = [s for s in specs if s.take_profit is not None and s.stop_loss is not None]
+        found: dict[str, Protection] = {
+            s.client_id: Protection(legs=())
+            for s in specs
+            if s.take_profit is None and s.stop_loss is None
+        }
+        if not pairs:
+            return found
+        lists = await self.http.call(ep.OPEN_ORDER_LISTS, {}, signer)
+        executing = {
+            str(item.get("listClientOrderId")): str(item.get("orderListId"))
+            for item in lists or []
+            if item.get("listOrderStatus") == "EXECUTING"
+        }
+        for spec in pairs:
+            list_id = executing.get(self.leg_ids(spec)[0])
+            if list_id is not None:
+                found[spec.client_id] = self._legs(spec, {}, list_id)
+        return found
+
     async def unprotect(self, signer: Signer, spec: ProtectionSpec) -> Protection | None:
         if spec.take_profit is None and spec.stop_loss is None:
             return Protection(legs=())

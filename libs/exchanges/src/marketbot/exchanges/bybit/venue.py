@@ -62,6 +62,7 @@ from marketbot.runtime.clock import epoch_ms
 
 SPOT = "spot"
 EXECUTION_PAGE = 100  # execution.mdx: limit [1, 100]
+OPEN_ORDERS_PAGE = 50  # order_open-order.mdx: limit [1, 50]
 _EPOCH = datetime.fromtimestamp(0, tz=UTC)
 
 
@@ -290,6 +291,44 @@ class BybitVenue(BaseVenue):
             return self._legs(spec, None)
         stop = await self.get_order(signer, spec.symbol, client_order_id=self.stop_loss_id(spec))
         return None if stop is None else self._legs(spec, stop)
+
+    async def working_protections(
+        self, signer: Signer, specs: Sequence[ProtectionSpec]
+    ) -> dict[str, Protection]:
+        """The stop losses still open, from the account's open spot TP/SL orders:
+        ``GET /v5/order/realtime?category=spot&openOnly=0&orderFilter=tpslOrder``, 50 a page,
+        ``nextPageCursor`` to the next (order_open-order.mdx; 50/s per UID,
+        rate-limit_rate-limit.mdx). ``openOnly=0`` answers the open statuses only (New,
+        PartiallyFilled, Untriggered: enum.mdx orderStatus): a stop loss that triggered,
+        filled or was cancelled is not listed and is looked up by its id."""
+        found: dict[str, Protection] = {
+            s.client_id: self._legs(s, None) for s in specs if s.stop_loss is None
+        }
+        stops = [s for s in specs if s.stop_loss is not None]
+        if not stops:
+            return found
+        working: dict[str, OrderState] = {}
+        params = {
+            "category": SPOT,
+            "openOnly": "0",
+            "orderFilter": "tpslOrder",
+            "limit": str(OPEN_ORDERS_PAGE),
+        }
+        while True:
+            result = await self.http.call(ep.ORDER_REALTIME, params, signer)
+            items = result.get("list", []) if result else []
+            for item in items:
+                state = ep.parse_order(item)
+                working[state.client_order_id] = state
+            cursor = str(result.get("nextPageCursor") or "") if result else ""
+            if not cursor or not items:
+                break
+            params = {**params, "cursor": cursor}
+        for spec in stops:
+            stop = working.get(self.stop_loss_id(spec))
+            if stop is not None and not stop.status.is_final:
+                found[spec.client_id] = self._legs(spec, stop)
+        return found
 
     async def unprotect(self, signer: Signer, spec: ProtectionSpec) -> Protection | None:
         """Cancel the stop loss by its id first (one request when it is still working).
