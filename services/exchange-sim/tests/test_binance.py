@@ -260,7 +260,14 @@ async def test_oco_take_profit_leg_fills_and_stop_expires(local, h):
     } == set(body)
     assert body["listOrderStatus"] == "EXECUTING"
     assert (await local.binance_admin.balances_detail(account))["SOL"]["locked"] == 1
+    # rest-api.md "Query Open Order lists": the executing lists, shaped as the docs' example
+    # (the "Query Order list" fields, no orderReports).
+    open_lists = (await client.request("GET", "/api/v3/openOrderList", {})).json()
+    assert [item["listClientOrderId"] for item in open_lists] == ["oco-1"]
+    assert set(open_lists[0]) == set(body) - {"orderReports"}
+    assert open_lists[0]["orders"] == body["orders"]
     await local.binance_admin.set_price("SOLUSDT", Decimal("166"))
+    assert (await client.request("GET", "/api/v3/openOrderList", {})).json() == []
     tp = (
         await client.request(
             "GET", "/api/v3/order", {"symbol": "SOLUSDT", "origClientOrderId": "oco-tp"}
