@@ -374,3 +374,48 @@ async def test_position_list_is_empty_for_a_spot_account_and_checks_its_paramete
     assert missing.json()["retCode"] == 10001  # linear needs symbol or settleCoin
     spot = await client.get("/v5/position/list", {"category": "spot", "symbol": "BTCUSDT"})
     assert spot.json()["retCode"] == 10001  # linear, inverse or option only
+
+
+async def test_a_triggered_tpsl_order_that_fills_in_part_ends_partially_filled_cancelled(
+    local, h
+):
+    """Once triggered a spot TP/SL order is a market order (order_open-order.mdx orderType:
+    "For TP/SL orders, is the order type after the order was triggered"): what the market
+    cannot take ends it PartiallyFilledCanceled ("Only spot has this order status"), not
+    Deactivated ("cancelled before they are triggered", enum.mdx). While untriggered it is
+    listed among the open TP/SL orders (openOnly=0, orderFilter=tpslOrder); after, not."""
+    account, client = await h.new_bybit(local)
+    await local.bybit_admin.set_price("ADAUSDT", Decimal("0.4500"))
+    await local.bybit_admin.fund(account, "ADA", Decimal("100"))
+    ok(
+        await client.post(
+            "/v5/order/create",
+            {
+                "category": "spot",
+                "symbol": "ADAUSDT",
+                "side": "Sell",
+                "orderType": "Market",
+                "qty": "100",
+                "marketUnit": "baseCoin",
+                "triggerPrice": "0.4000",
+                "orderFilter": "tpslOrder",
+                "orderLinkId": "bb-sl-part",
+            },
+        )
+    )
+    listing = {"category": "spot", "openOnly": "0", "orderFilter": "tpslOrder", "limit": "50"}
+    working = ok(await client.get("/v5/order/realtime", listing))
+    assert [o["orderLinkId"] for o in working["list"]] == ["bb-sl-part"]
+    assert working["list"][0]["orderStatus"] == "Untriggered"
+    await local.bybit_admin.set_liquidity("ADAUSDT", Decimal("40"))
+    await local.bybit_admin.set_price("ADAUSDT", Decimal("0.3990"))
+    await local.bybit_admin.set_liquidity("ADAUSDT", None)
+    found = ok(
+        await client.get(
+            "/v5/order/realtime",
+            {"category": "spot", "symbol": "ADAUSDT", "orderLinkId": "bb-sl-part"},
+        )
+    )
+    (order,) = found["list"]
+    assert (order["orderStatus"], order["cumExecQty"]) == ("PartiallyFilledCanceled", "40")
+    assert ok(await client.get("/v5/order/realtime", listing))["list"] == []

@@ -23,6 +23,7 @@ from marketbot.contracts import (
     OrderRequested,
     Plan,
     PositionClosed,
+    PositionReduced,
     ReferrerAssigned,
     RejectReason,
     RiskLevel,
@@ -169,6 +170,28 @@ class Script:
             fees_quote=self.fees,
             realized_pnl=self.realized_pnl,
             closed_at=self.start + timedelta(minutes=at_minutes),
+        )
+
+    def reduced(self, part: int, of: int, at_minutes: int) -> PositionReduced:
+        """The ``part``-th of ``of`` equal parts sold (the last one is the close's)."""
+        piece = self.quantity / of
+        pnl = self.realized_pnl / of
+        fees = self.fees / of
+        return PositionReduced(
+            **self._common(f"reduced-{part}", at_minutes),
+            exchange_order_id=f"sl-{part}",
+            exit_client_order_id=f"sl-{part}",
+            reason=CloseReason.STOP_LOSS,
+            quantity=piece,
+            remaining_quantity=self.quantity - piece * part,
+            entry_price=self.entry,
+            exit_price=self.exit,
+            fees_quote=fees,
+            realized_pnl=pnl,
+            sold_quantity=piece * part,
+            fees_quote_total=fees * part,
+            realized_pnl_total=pnl * part,
+            reduced_at=self.start + timedelta(minutes=at_minutes),
         )
 
     def rejected(self) -> OrderRejected:

@@ -36,6 +36,35 @@ def test_a_closed_story_in_every_order_converges() -> None:
     assert op.commission_rate == Decimal("0.20")
 
 
+def test_a_position_sold_in_parts_stays_open_with_the_profit_so_far_in_any_order() -> None:
+    """Two parts sold (PositionReduced, cumulative), then the close of the rest with the
+    totals: every delivery order, with a duplicate, gives one row; before the close the
+    operation is OPEN with the latest reduction's totals."""
+    script = Script("u1", Plan.FLEX)
+    first, second = script.reduced(1, 3, 30), script.reduced(2, 3, 40)
+    open_story = [script.requested(), script.placed(), script.filled(), first, second, first]
+    results = {
+        fold(order, RULES).operations[script.request_id]
+        for order in itertools.permutations(open_story)
+    }
+    assert len(results) == 1
+    (op,) = results
+    assert op.status is OperationStatus.OPEN
+    assert op.reduced_quantity == script.quantity / 3 * 2
+    assert op.remaining_quantity == script.quantity - script.quantity / 3 * 2
+    assert op.reduced_pnl == script.realized_pnl / 3 * 2
+    assert op.realized_pnl is None
+    closed = {
+        fold(order, RULES).operations[script.request_id]
+        for order in itertools.permutations([*open_story[3:5], script.filled(), script.closed()])
+    }
+    assert len(closed) == 1
+    (done,) = closed
+    assert done.status is OperationStatus.CLOSED
+    assert done.realized_pnl == script.realized_pnl  # the close's totals
+    assert done.reduced_quantity == script.quantity / 3 * 2
+
+
 def test_filled_before_placed_is_open_and_then_the_same_row() -> None:
     script = Script("u1")
     state = merge(None, script.filled(), RULES)

@@ -175,10 +175,47 @@ class OrderOutcomeUnknown(OrderEvent):
     since: AwareDatetime
 
 
+class PositionReduced(OrderEvent):
+    """Part of a position was sold and the rest stays open: a close or an exit leg filled
+    partially (a market sell's remainder cancelled for want of liquidity: Binance
+    ``EXPIRED``, Bybit ``PartiallyFilledCanceled``). Carries the entry's identity, like
+    ``PositionClosed``.
+
+    ``quantity``, ``exit_price``, ``fees_quote`` and ``realized_pnl`` are this part's (the
+    entry fees charged to the part pro rata); ``sold_quantity``, ``fees_quote_total`` and
+    ``realized_pnl_total`` add every part sold so far, this one included, so the latest
+    reduction says everything (a consumer keeps the one with the largest
+    ``sold_quantity``). The remainder stays protected; the ``PositionClosed`` that ends the
+    position carries the totals over every part."""
+
+    TYPE = "PositionReduced"
+    VERSION = 1
+
+    exchange_order_id: str | None = None
+    exit_client_order_id: str | None = None
+    fees_estimated: bool = False
+    opened_at: AwareDatetime | None = None
+    reason: CloseReason = Field(description="what sold the part: TP, SL or a signal")
+    quantity: Money = Field(gt=0, description="base quantity sold in this part")
+    remaining_quantity: Money = Field(gt=0, description="base quantity still open")
+    entry_price: Money
+    exit_price: Money = Field(description="average price of this part")
+    fees_quote: Money = Field(description="this part's share of the entry fees + its exit fees")
+    realized_pnl: Money = Field(description="this part's profit, quote currency, net of fees")
+    sold_quantity: Money = Field(gt=0, description="every part sold so far, this one included")
+    fees_quote_total: Money
+    realized_pnl_total: Money
+    reduced_at: AwareDatetime = Field(description="the exchange's time of the part's last fill")
+
+
 class PositionClosed(OrderEvent):
     """v2: the exit is named by its own client id (``exit_client_order_id``: the TP or SL
     leg, or the close order of a signal); fees say whether they are estimated; the times
-    are the exchange's."""
+    are the exchange's.
+
+    A position that was sold in parts (``PositionReduced``) closes with the totals over
+    every part: ``quantity`` all it sold, ``exit_price`` the average over the parts,
+    ``fees_quote`` and ``realized_pnl`` their sums (the close's own part included)."""
 
     TYPE = "PositionClosed"
     VERSION = 2

@@ -48,7 +48,10 @@ STREAMS: tuple[StreamSpec, ...] = (
         "ORDER_EVENTS",
         tuple(f"orders.{exchange.value}.>" for exchange in Exchange),
         max_age=KEEP,
-        description="OrderPlaced, OrderFilled, OrderRejected, OrderOutcomeUnknown, PositionClosed",
+        description=(
+            "OrderPlaced, OrderFilled, OrderRejected, OrderOutcomeUnknown, PositionReduced, "
+            "PositionClosed"
+        ),
     ),
     StreamSpec("ACCOUNTS", ("accounts.>",), max_age=KEEP, description="user and plan events"),
     StreamSpec("KEYS", ("keys.>",), max_age=KEEP, description="API key lifecycle"),

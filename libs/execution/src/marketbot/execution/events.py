@@ -15,9 +15,11 @@ from marketbot.contracts import (
     OrderRejected,
     OrderRequested,
     PositionClosed,
+    PositionReduced,
     RejectReason,
     derived_id,
 )
+from marketbot.execution.domain.protection import Sale
 
 
 def _common(request: OrderRequested, kind: str, now: datetime) -> dict[str, Any]:
@@ -147,4 +149,44 @@ def position_closed(
         fees_quote=fees_quote,
         realized_pnl=realized_pnl,
         closed_at=closed_at,
+    )
+
+
+def position_reduced(
+    entry: OrderRequested,
+    *,
+    cause: OrderRequested | None,
+    exchange_order_id: str | None,
+    exit_client_order_id: str,
+    reason: CloseReason,
+    sale: Sale,
+    entry_price: Decimal,
+    fees_estimated: bool,
+    opened_at: datetime,
+    reduced_at: datetime,
+    now: datetime,
+) -> PositionReduced:
+    """One part sold, by the order ``exit_client_order_id`` (its id makes the event's: an
+    order sells one part of a position at most)."""
+    common = _common(entry, f"reduced|{exit_client_order_id}", now)
+    if cause is not None:
+        common["correlation_id"] = cause.correlation_id
+        common["causation_id"] = str(cause.event_id)
+    return PositionReduced(
+        **common,
+        exchange_order_id=exchange_order_id,
+        exit_client_order_id=exit_client_order_id,
+        fees_estimated=fees_estimated,
+        opened_at=opened_at,
+        reason=reason,
+        quantity=sale.quantity,
+        remaining_quantity=sale.remaining,
+        entry_price=entry_price,
+        exit_price=sale.exit_price,
+        fees_quote=sale.fees_quote,
+        realized_pnl=sale.pnl,
+        sold_quantity=sale.totals.quantity,
+        fees_quote_total=sale.totals.fees_quote,
+        realized_pnl_total=sale.totals.pnl,
+        reduced_at=reduced_at,
     )

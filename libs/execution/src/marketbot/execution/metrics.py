@@ -6,7 +6,8 @@ from prometheus_client import Counter, Gauge, Histogram
 
 ORDERS = Counter(
     "marketbot_execution_orders_total",
-    "Order outcomes by exchange, plan and outcome (placed, filled, rejected, stale, closed)",
+    "Order outcomes by exchange, plan and outcome (placed, filled, rejected, stale, closed, "
+    "reduced: part of a position sold)",
     ["exchange", "plan", "outcome"],
 )
 ACK_LATENCY = Histogram(

@@ -67,7 +67,12 @@ from marketbot.execution.domain.lifecycle import (
     close_reason,
     entry_limit_price,
 )
-from marketbot.execution.domain.protection import protection_prices, realized_pnl
+from marketbot.execution.domain.protection import (
+    Sale,
+    protection_prices,
+    remainder_sellable,
+    sell_part,
+)
 from marketbot.execution.domain.sizing import (
     LotRules,
     SizingRejection,
@@ -628,12 +633,21 @@ class OrderExecutor:
             if position.phase is not Phase.UNPROTECTED or position.protect_attempts > 0:
                 protection = await self.venue.unprotect(signer, position.spec())
                 if protection is not None and protection.executed is not None:
-                    if not await self.positions.record_exit(position, protection.executed):
+                    if not await self.positions.record_exit(
+                        position, protection.executed, protect_rest=False
+                    ):
                         # Sold by its own leg, not recorded yet: not this order's to close
                         # (no share of its fill); the tracker records the leg.
                         async with self.pool.acquire() as conn:
                             await Repository.clear_closing(conn, [entry_id], row.client_order_id)
-                    continue
+                        continue
+                    # The leg sold part of it: this order sells the rest.
+                    async with self.pool.acquire() as conn:
+                        await Repository.set_closing(conn, [entry_id], row.client_order_id)
+                        rest = await Repository.get_position(conn, entry_id)
+                    if rest is None or rest.status != "OPEN":
+                        continue
+                    position = rest
                 # Its exits are cancelled: UNPROTECTED (counted, alerted) until the close
                 # fills; if the close ends unfilled, the tracker protects it anew.
                 async with self.pool.acquire() as conn:
@@ -804,7 +818,7 @@ class OrderExecutor:
         summary = await self.summarize(request, state, filters)
         if row.purpose == Purpose.ENTRY:
             return await self._record_entry_fill(row, state, summary, filters, now)
-        return await self._record_close_fill(row, state, summary, now)
+        return await self._record_close_fill(row, state, summary, filters, now)
 
     async def summarize(
         self, request: OrderRequested, state: VenueOrder, filters: InstrumentFilters
@@ -934,10 +948,16 @@ class OrderExecutor:
         return Outcome.FILLED
 
     async def _record_close_fill(
-        self, row: OrderRow, state: VenueOrder, summary: FillSummary, now: datetime
+        self,
+        row: OrderRow,
+        state: VenueOrder,
+        summary: FillSummary,
+        filters: InstrumentFilters,
+        now: datetime,
     ) -> Outcome:
         """A close order filled: each position it closes gets its share of the fill, oldest
-        first; a position left without a share keeps running (the tracker protects it)."""
+        first; a position left without a share keeps running (the tracker protects it), one
+        whose share sold only part of it is reduced and its rest protected anew."""
         request = row.request
         positions: list[PositionRow] = []
         async with self.pool.acquire() as conn:
@@ -960,43 +980,64 @@ class OrderExecutor:
             if row.state == OrderState.SENDING:
                 emitted.append(self._placed_event(row, state, now))
             emitted.append(self._filled_event(request, state, summary, now))
-        closing: list[tuple[PositionRow, Decimal, Decimal]] = []
+        closing: list[tuple[PositionRow, Sale]] = []
+        reducing: list[tuple[PositionRow, Sale]] = []
+        cause = request if row.purpose == Purpose.CLOSE else None
         for position, share in zip(positions, shares, strict=True):
-            if share < position.quantity:
+            if share <= 0:
                 continue
-            exit_fees = summary.fees_quote * share / summary.quantity
-            entry_fees = position.entry_fees_quote
-            pnl = realized_pnl(
+            sale = sell_part(
                 position.side,
-                share,
-                position.entry_price,
-                summary.average_price,
-                entry_fees + exit_fees,
+                held=position.quantity,
+                entry_price=position.entry_price,
+                entry_fees_quote=position.entry_fees_quote,
+                quantity=share,
+                exit_price=summary.average_price,
+                exit_fees_quote=summary.fees_quote * share / summary.quantity,
+                sold=position.sold,
             )
-            closing.append((position, entry_fees + exit_fees, pnl))
+            if sale.remaining > 0 and remainder_sellable(
+                sale.remaining, summary.average_price, filters
+            ):
+                # Part of it sold (the sell's remainder was cancelled): it stays open for
+                # the rest, protected anew.
+                reducing.append((position, sale))
+                emitted.append(
+                    events.position_reduced(
+                        position.request,
+                        cause=cause,
+                        exchange_order_id=state.exchange_order_id,
+                        exit_client_order_id=row.client_order_id,
+                        reason=reason,
+                        sale=sale,
+                        entry_price=position.entry_price,
+                        fees_estimated=position.fees_estimated or summary.estimated_fees,
+                        opened_at=position.opened_at,
+                        reduced_at=summary.filled_at or now,
+                        now=now,
+                    )
+                )
+                continue
+            closing.append((position, sale))
             emitted.append(
                 events.position_closed(
                     position.request,
-                    cause=request if row.purpose == Purpose.CLOSE else None,
+                    cause=cause,
                     exchange_order_id=state.exchange_order_id,
                     exit_client_order_id=row.client_order_id,
                     reason=reason,
-                    quantity=share,
+                    quantity=sale.totals.quantity,
                     entry_price=position.entry_price,
-                    exit_price=summary.average_price,
-                    fees_quote=entry_fees + exit_fees,
-                    realized_pnl=pnl,
+                    exit_price=sale.average_exit_price,
+                    fees_quote=sale.totals.fees_quote,
+                    realized_pnl=sale.totals.pnl,
                     fees_estimated=position.fees_estimated or summary.estimated_fees,
                     opened_at=position.opened_at,
                     closed_at=summary.filled_at or now,
                     now=now,
                 )
             )
-        left = [
-            p.entry_client_order_id
-            for p, s in zip(positions, shares, strict=True)
-            if s < p.quantity
-        ]
+        left = [p.entry_client_order_id for p, s in zip(positions, shares, strict=True) if s <= 0]
 
         async def effect(conn: Conn) -> bool:
             if not await Repository.finish(
@@ -1007,16 +1048,26 @@ class OrderExecutor:
                 exchange_order_id=state.exchange_order_id,
             ):
                 return False
-            for position, _, pnl in closing:
+            for position, sale in closing:
                 await Repository.close_position(
                     conn,
                     position.entry_client_order_id,
                     reason=reason.value,
                     exit_order_id=state.exchange_order_id,
                     exit_client_order_id=row.client_order_id,
-                    exit_price=summary.average_price,
-                    realized_pnl=pnl,
+                    exit_price=sale.average_exit_price,
+                    realized_pnl=sale.totals.pnl,
                     closed_at=summary.filled_at or now,
+                )
+            for position, sale in reducing:
+                await Repository.reduce_position(
+                    conn,
+                    position.entry_client_order_id,
+                    generation=position.generation,
+                    remaining=sale.remaining,
+                    remaining_entry_fees=sale.remaining_entry_fees,
+                    sold=sale.totals,
+                    now=now,
                 )
             if left:
                 await Repository.clear_closing(conn, left, row.client_order_id)
@@ -1027,4 +1078,8 @@ class OrderExecutor:
         plan = request.plan.value
         metrics.ORDERS.labels(self.exchange.value, plan, "filled").inc()
         metrics.ORDERS.labels(self.exchange.value, plan, "closed").inc(len(closing))
+        if reducing:
+            metrics.ORDERS.labels(self.exchange.value, plan, "reduced").inc(len(reducing))
+        for position, _ in reducing:
+            await self.positions.protect_id(position.entry_client_order_id)
         return Outcome.CLOSED

@@ -12,8 +12,10 @@ unprotected``, alert ``PositionUnprotected``) and retried by the tracker.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import TYPE_CHECKING
 
+from marketbot.contracts import CloseReason
 from marketbot.exchanges.errors import Rejected
 from marketbot.exchanges.signer import Signer, order_scope
 from marketbot.exchanges.venue import ExitKind, ExitLeg, Protection, Venue, leg_client_id
@@ -30,7 +32,7 @@ from marketbot.execution.domain.lifecycle import (
     close_reason,
     next_step,
 )
-from marketbot.execution.domain.protection import realized_pnl
+from marketbot.execution.domain.protection import Sale, remainder_sellable, sell_part
 from marketbot.execution.repository import OrderState, PositionRow, Purpose, Repository
 from marketbot.runtime.db import Conn
 from marketbot.runtime.logs import get_logger
@@ -218,13 +220,22 @@ class PositionKeeper:
 
     # ---- exits ----------------------------------------------------------------------
     async def record_exit(
-        self, position: PositionRow, leg: ExitLeg, *, state: VenueOrder | None = None
+        self,
+        position: PositionRow,
+        leg: ExitLeg,
+        *,
+        state: VenueOrder | None = None,
+        protect_rest: bool = True,
     ) -> bool:
-        """A native leg executed: close the position by that leg, from its trade records.
+        """A native leg executed: close the position by that leg, from its trade records;
+        ``True`` once its fill is recorded.
 
         ``state``: the leg's order as the private stream reported it (final, with its
         trades); otherwise it is read by REST. A leg still filling is not recorded yet: the
-        position is closed once the leg's order is final (its whole fill known)."""
+        position is closed once the leg's order is final (its whole fill known). A leg that
+        ended having sold part of the position (its market order's remainder cancelled)
+        reduces it (``PositionReduced``) and the rest is protected anew at once, unless
+        ``protect_rest`` is off (a close order is about to sell it)."""
         executor = self.executor
         request = position.request
         if state is None:
@@ -239,22 +250,42 @@ class PositionKeeper:
         filters = await self.venue.instrument(position.symbol)
         summary = await executor.summarize(request, state, filters)
         reason = close_reason(leg.kind)
-        fees = position.entry_fees_quote + summary.fees_quote
-        pnl = realized_pnl(
-            position.side, summary.quantity, position.entry_price, summary.average_price, fees
+        sale = sell_part(
+            position.side,
+            held=position.quantity,
+            entry_price=position.entry_price,
+            entry_fees_quote=position.entry_fees_quote,
+            quantity=summary.quantity,
+            exit_price=summary.average_price,
+            exit_fees_quote=summary.fees_quote,
+            sold=position.sold,
         )
         now = executor.clock.now()
         closed_at = summary.filled_at or now
+        if sale.remaining > 0 and remainder_sellable(
+            sale.remaining, summary.average_price, filters
+        ):
+            return await self._record_part(
+                position,
+                sale,
+                exchange_order_id=state.exchange_order_id,
+                exit_client_order_id=leg.client_order_id,
+                reason=reason,
+                fees_estimated=summary.estimated_fees,
+                reduced_at=closed_at,
+                protect_rest=protect_rest,
+            )
+        pnl = sale.totals.pnl
         event = events.position_closed(
             request,
             cause=None,
             exchange_order_id=state.exchange_order_id,
             exit_client_order_id=leg.client_order_id,
             reason=reason,
-            quantity=summary.quantity,
+            quantity=sale.totals.quantity,
             entry_price=position.entry_price,
-            exit_price=summary.average_price,
-            fees_quote=fees,
+            exit_price=sale.average_exit_price,
+            fees_quote=sale.totals.fees_quote,
             realized_pnl=pnl,
             fees_estimated=position.fees_estimated or summary.estimated_fees,
             opened_at=position.opened_at,
@@ -269,7 +300,7 @@ class PositionKeeper:
                 reason=reason.value,
                 exit_order_id=state.exchange_order_id,
                 exit_client_order_id=leg.client_order_id,
-                exit_price=summary.average_price,
+                exit_price=sale.average_exit_price,
                 realized_pnl=pnl,
                 closed_at=closed_at,
             )
@@ -285,6 +316,64 @@ class PositionKeeper:
                 user=request.user_id,
             )
         return closed
+
+    async def _record_part(
+        self,
+        position: PositionRow,
+        sale: Sale,
+        *,
+        exchange_order_id: str,
+        exit_client_order_id: str,
+        reason: CloseReason,
+        fees_estimated: bool,
+        reduced_at: datetime,
+        protect_rest: bool,
+    ) -> bool:
+        """A leg sold part of the position: reduce it (once: the generation it was
+        protected under moves on) and protect what is left with new legs."""
+        executor = self.executor
+        now = executor.clock.now()
+        event = events.position_reduced(
+            position.request,
+            cause=None,
+            exchange_order_id=exchange_order_id,
+            exit_client_order_id=exit_client_order_id,
+            reason=reason,
+            sale=sale,
+            entry_price=position.entry_price,
+            fees_estimated=position.fees_estimated or fees_estimated,
+            opened_at=position.opened_at,
+            reduced_at=reduced_at,
+            now=now,
+        )
+
+        async def effect(conn: Conn) -> bool:
+            return await Repository.reduce_position(
+                conn,
+                position.entry_client_order_id,
+                generation=position.generation,
+                remaining=sale.remaining,
+                remaining_entry_fees=sale.remaining_entry_fees,
+                sold=sale.totals,
+                now=now,
+            )
+
+        reduced = await executor.commit(effect, [event])
+        if reduced:
+            metrics.ORDERS.labels(
+                executor.exchange.value, position.request.plan.value, "reduced"
+            ).inc()
+            log.info(
+                "part of the position sold by its exit leg; the rest is protected anew",
+                reason=reason.value,
+                leg=exit_client_order_id,
+                sold=str(sale.quantity),
+                remaining=str(sale.remaining),
+                entry=position.entry_client_order_id,
+            )
+            if protect_rest:
+                await self.protect_id(position.entry_client_order_id)
+        return reduced
 
     async def fire_exit(self, position: PositionRow, leg: ExitLeg) -> None:
         """The price reached a watched leg: record an EXIT order under the leg's own id,

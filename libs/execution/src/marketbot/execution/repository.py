@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -12,6 +12,7 @@ from typing import Any
 from marketbot.contracts import OrderRequested, Side
 from marketbot.exchanges.venue import ExitKind, ExitLeg, ProtectionSpec
 from marketbot.execution.domain.lifecycle import Phase
+from marketbot.execution.domain.protection import Sold
 from marketbot.runtime.db import Conn
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -139,6 +140,8 @@ class PositionRow:
     protect_settle_until: datetime | None
     fees_estimated: bool
     closing_order: str | None
+    sold: Sold = field(default_factory=Sold)
+    """The parts sold so far (``quantity`` is what is still open)."""
 
     @property
     def exit_side(self) -> Side:
@@ -183,6 +186,12 @@ class PositionRow:
             protect_settle_until=r["protect_settle_until"],
             fees_estimated=r["fees_estimated"],
             closing_order=r["closing_order"],
+            sold=Sold(
+                quantity=r["sold_quantity"],
+                quote=r["sold_quote"],
+                fees_quote=r["sold_fees_quote"],
+                pnl=r["sold_pnl"],
+            ),
         )
 
 
@@ -653,6 +662,41 @@ class Repository:
             exit_client_order_id,
         )
         return bool(closed)
+
+    @staticmethod
+    async def reduce_position(
+        conn: Conn,
+        entry_client_order_id: str,
+        *,
+        generation: int,
+        remaining: Decimal,
+        remaining_entry_fees: Decimal,
+        sold: Sold,
+        now: datetime,
+    ) -> bool:
+        """Part of the position was sold: keep what is open, add the part to what was sold,
+        and protect the rest anew (next generation: its legs are new orders for the new
+        quantity; the old ones ended or were cancelled). ``True`` for the one caller that
+        records this part (the generation read under the lock must still be current)."""
+        reduced = await conn.fetchval(
+            "UPDATE positions SET quantity = $3, entry_fees_quote = $4, sold_quantity = $5, "
+            "sold_quote = $6, sold_fees_quote = $7, sold_pnl = $8, generation = generation + 1, "
+            "phase = 'UNPROTECTED', exits = '[]', protect_attempts = 0, "
+            "protect_settle_until = NULL, protect_error = NULL, closing_order = NULL, "
+            "next_check_at = $9 "
+            "WHERE entry_client_order_id = $1 AND status = 'OPEN' AND generation = $2 "
+            "RETURNING true",
+            entry_client_order_id,
+            generation,
+            remaining,
+            remaining_entry_fees,
+            sold.quantity,
+            sold.quote,
+            sold.fees_quote,
+            sold.pnl,
+            now,
+        )
+        return bool(reduced)
 
     @staticmethod
     async def open_position_count(conn: Conn) -> int:

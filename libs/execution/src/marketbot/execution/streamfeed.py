@@ -697,8 +697,22 @@ class StreamFeed:
                     fresh = await Repository.get_position(conn, watched.entry_id)
                 if fresh is None or fresh.status != "OPEN" or fresh.closing_order is not None:
                     return
+                # The leg as the position holds it now: the watched copy may be a second
+                # old, from before the position was protected anew (another generation).
+                current = next(
+                    (
+                        held
+                        for held in fresh.legs
+                        if held.kind is leg.kind
+                        and not held.native
+                        and held.trigger_price == leg.trigger_price
+                    ),
+                    None,
+                )
+                if current is None:
+                    return
                 metrics.STREAM_REPORTS.labels(self.exchange, "price", "fired").inc()
-                await executor.positions.fire_exit(fresh, leg)
+                await executor.positions.fire_exit(fresh, current)
         except Exception as exc:
             # Left to the tracker (the exit order row, if recorded, is resumed there).
             self._fired.discard(watched.entry_id)

@@ -736,7 +736,11 @@ class BybitApp(ExchangeApp):
 
     def status_name(self, order: Order) -> str:
         if order.status == Status.EXPIRED:
-            if order.stop_price or order.extra.get("ended_by"):
+            # enum.mdx: "Deactivated: UTA: Spot tp/sl order, conditional order, OCO order are
+            # cancelled before they are triggered"; once triggered it is a market order,
+            # whose unfilled remainder ends like any other's.
+            triggered = bool(order.extra.get("triggered"))
+            if (order.stop_price and not triggered) or order.extra.get("ended_by"):
                 return "Deactivated"
             if order.executed_qty > 0:
                 # enum.mdx orderStatus: "PartiallyFilledCanceled: Only spot has this order

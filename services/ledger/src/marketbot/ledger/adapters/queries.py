@@ -17,7 +17,9 @@ _OPERATION_COLUMNS = (
     "operation_id, signal_id, decision_id, user_id, exchange, symbol, side, plan, status, "
     "client_order_id, coalesce(placed_order_id, filled_order_id, closed_order_id) AS order_id, "
     "placed_quantity, filled_quantity, coalesce(average_price, entry_price) AS avg_price, "
-    "exit_price, coalesce(fees_quote, entry_fees) AS fees, realized_pnl, commission, "
+    "exit_price, coalesce(fees_quote, entry_fees) AS fees, "
+    # an open position sold in parts shows the profit realised so far
+    "coalesce(realized_pnl, reduced_pnl) AS realized_pnl, commission, "
     "reject_reason, reject_message, sort_at, updated_at, limit_price, max_slippage_percent, "
     "exit_client_order_id, (entry_fees_estimated OR fees_estimated) AS fees_estimated"
 )

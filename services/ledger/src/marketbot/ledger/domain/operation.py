@@ -7,6 +7,9 @@ which sections exist, the furthest one winning:
 
     CLOSED > REJECTED > OPEN (filled) > PLACED > UNKNOWN > REQUESTED
 
+A position sold in parts stays OPEN: each ``PositionReduced`` carries the totals sold so
+far, so the "reduced" section keeps the one with the largest sold quantity.
+
 So the merge is commutative, associative and idempotent: any order of delivery, with any
 duplicates, converges to the same row, which is what lets a rebuild equal the live table.
 """
@@ -30,6 +33,7 @@ from marketbot.contracts import (
     OrderRequested,
     Plan,
     PositionClosed,
+    PositionReduced,
     Side,
 )
 from marketbot.ledger.domain.money import MoneyRules
@@ -92,6 +96,14 @@ class OperationState:
     filled_quote: Decimal | None = None
     entry_fees: Decimal | None = None
     entry_fees_estimated: bool | None = None
+    # parts sold before the close (cumulative: the reduction with the largest sold
+    # quantity wins; the close then carries the totals over every part)
+    reduced_event_id: uuid.UUID | None = None
+    reduced_at: datetime | None = None
+    reduced_quantity: Decimal | None = None
+    remaining_quantity: Decimal | None = None
+    reduced_fees: Decimal | None = None
+    reduced_pnl: Decimal | None = None
     # the close
     closed_event_id: uuid.UUID | None = None
     closed_at: datetime | None = None
@@ -188,6 +200,19 @@ def _section(event: OperationEvent) -> tuple[str, tuple[Any, ...], dict[str, Any
             (event.since, str(eid)),
             {"unknown_event_id": eid, "unknown_since": event.since, "unknown_detail": event.detail},
         )
+    if isinstance(event, PositionReduced):
+        return (
+            "reduced",
+            (event.sold_quantity, event.reduced_at, str(eid)),
+            {
+                "reduced_event_id": eid,
+                "reduced_at": event.reduced_at,
+                "reduced_quantity": event.sold_quantity,
+                "remaining_quantity": event.remaining_quantity,
+                "reduced_fees": event.fees_quote_total,
+                "reduced_pnl": event.realized_pnl_total,
+            },
+        )
     if isinstance(event, PositionClosed):
         return (
             "closed",
@@ -215,6 +240,8 @@ def _section_key(state: OperationState, section: str) -> tuple[Any, ...] | None:
         return None
     if section == "filled":
         return (state.filled_quantity, state.filled_at, str(eid))
+    if section == "reduced":
+        return (state.reduced_quantity, state.reduced_at, str(eid))
     at = state.unknown_since if section == "unknown" else getattr(state, f"{section}_at")
     return (at, str(eid))
 
@@ -265,6 +292,7 @@ def _times(state: OperationState) -> list[datetime]:
         state.unknown_since,
         state.rejected_at,
         state.filled_at,
+        state.reduced_at,
         state.closed_at,
     )
     return [t for t in candidates if t is not None]
