@@ -376,9 +376,7 @@ async def test_position_list_is_empty_for_a_spot_account_and_checks_its_paramete
     assert spot.json()["retCode"] == 10001  # linear, inverse or option only
 
 
-async def test_a_triggered_tpsl_order_that_fills_in_part_ends_partially_filled_cancelled(
-    local, h
-):
+async def test_a_triggered_tpsl_order_that_fills_in_part_ends_partially_filled_cancelled(local, h):
     """Once triggered a spot TP/SL order is a market order (order_open-order.mdx orderType:
     "For TP/SL orders, is the order type after the order was triggered"): what the market
     cannot take ends it PartiallyFilledCanceled ("Only spot has this order status"), not
