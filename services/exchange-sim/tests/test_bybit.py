@@ -417,3 +417,40 @@ async def test_a_triggered_tpsl_order_that_fills_in_part_ends_partially_filled_c
     (order,) = found["list"]
     assert (order["orderStatus"], order["cumExecQty"]) == ("PartiallyFilledCanceled", "40")
     assert ok(await client.get("/v5/order/realtime", listing))["list"] == []
+
+
+async def test_a_held_trigger_shows_triggered_cannot_be_cancelled_and_fills_on_release(local, h):
+    """enum.mdx: "Triggered: instantaneous state for conditional orders from Untriggered to
+    New", a closed status (not listed by openOnly=0, not cancellable); the admin API holds
+    it there so a client can be tested against it, and the release fills the same order."""
+    account, client = await h.new_bybit(local)
+    await local.bybit_admin.set_price("ADAUSDT", Decimal("0.4500"))
+    await local.bybit_admin.fund(account, "ADA", Decimal("100"))
+    body = {
+        "category": "spot",
+        "symbol": "ADAUSDT",
+        "side": "Sell",
+        "orderType": "Market",
+        "qty": "100",
+        "marketUnit": "baseCoin",
+        "triggerPrice": "0.4000",
+        "orderFilter": "tpslOrder",
+        "orderLinkId": "bb-sl-held",
+    }
+    created = ok(await client.post("/v5/order/create", body))
+    await local.bybit_admin.hold_triggers(True)
+    try:
+        await local.bybit_admin.set_price("ADAUSDT", Decimal("0.3990"))
+        query = {"category": "spot", "symbol": "ADAUSDT", "orderLinkId": "bb-sl-held"}
+        (held,) = ok(await client.get("/v5/order/realtime", query))["list"]
+        assert (held["orderStatus"], held["cumExecQty"]) == ("Triggered", "0")
+        listing = {"category": "spot", "openOnly": "0", "orderFilter": "tpslOrder"}
+        assert ok(await client.get("/v5/order/realtime", listing))["list"] == []
+        cancel = {**query, "orderFilter": "tpslOrder"}
+        refused = (await client.post("/v5/order/cancel", cancel)).json()
+        assert refused["retCode"] == 170213
+    finally:
+        assert await local.bybit_admin.hold_triggers(False) == 1
+    (filled,) = ok(await client.get("/v5/order/realtime", query))["list"]
+    assert filled["orderId"] == created["orderId"]
+    assert (filled["orderStatus"], filled["cumExecQty"]) == ("Filled", "100")

@@ -226,6 +226,17 @@ class ExitLeg:
     def executed(self) -> bool:
         return self.native and self.filled_quantity > 0
 
+    @property
+    def executing(self) -> bool:
+        """Triggered (or filling) and not final: the leg is selling the position now, even
+        with nothing filled yet. Bybit's "Triggered" is the "instantaneous state for
+        conditional orders from Untriggered to New" (enum.mdx): the same order then fills
+        (its orderType "is the order type after the order was triggered",
+        order_open-order.mdx), and it can no longer be cancelled."""
+        return (
+            self.native and self.status in (OrderStatus.TRIGGERED, OrderStatus.PARTIALLY_FILLED)
+        ) or (self.executed and self.status is not None and not self.status.is_final)
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ProtectionSpec:
@@ -254,6 +265,11 @@ class Protection:
     def executed(self) -> ExitLeg | None:
         """The leg that executed (an exit fill), if any."""
         return next((leg for leg in self.legs if leg.executed), None)
+
+    @property
+    def executing(self) -> ExitLeg | None:
+        """The leg whose order is selling the position now (triggered, not final yet)."""
+        return next((leg for leg in self.legs if leg.executing), None)
 
     @property
     def working(self) -> bool:

@@ -632,12 +632,13 @@ class OrderExecutor:
                 continue  # closed, or owned by another close order
             if position.phase is not Phase.UNPROTECTED or position.protect_attempts > 0:
                 protection = await self.venue.unprotect(signer, position.spec())
-                if protection is not None and protection.executed is not None:
-                    if not await self.positions.record_exit(
-                        position, protection.executed, protect_rest=False
-                    ):
+                # A leg that executed, or is executing (triggered, nothing filled yet: it
+                # fills next and can no longer be cancelled), sells the position itself.
+                own = None if protection is None else protection.executed or protection.executing
+                if protection is not None and own is not None:
+                    if not await self.positions.record_exit(position, own, protect_rest=False):
                         # Sold by its own leg, not recorded yet: not this order's to close
-                        # (no share of its fill); the tracker records the leg.
+                        # (no share of its fill); the stream or the tracker records the leg.
                         async with self.pool.acquire() as conn:
                             await Repository.clear_closing(conn, [entry_id], row.client_order_id)
                         continue

@@ -123,6 +123,13 @@ class SimAdmin:
             json={"symbol": symbol, "max_qty": None if max_qty is None else str(max_qty)},
         )
 
+    async def hold_triggers(self, hold: bool) -> int:
+        """Hold triggered orders unexecuted in TRIGGERED (Bybit "Triggered": the instant
+        between a conditional order's trigger and its order, made observable); ``False``
+        executes the held ones at the current price. Returns how many were released."""
+        result = await self._call("POST", "triggers", json={"hold": hold})
+        return int(result["released"])
+
     async def step_prices(self, steps: int = 1) -> dict[str, Decimal]:
         result = await self._call("POST", "prices/step", json={"steps": steps})
         return {s: Decimal(p) for s, p in result["prices"].items()}

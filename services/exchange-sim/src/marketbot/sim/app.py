@@ -382,6 +382,12 @@ class ExchangeApp(BaseApp):
                 else:
                     exchange.liquidity[symbol] = parse_decimal(body["max_qty"], "max_qty")
                 return {"liquidity": {s: str(q) for s, q in exchange.liquidity.items()}}
+            case "POST", "triggers":
+                # Hold triggered orders unexecuted (TRIGGERED) until released.
+                if body.get("hold"):
+                    exchange.hold_triggers = True
+                    return {"hold": True, "released": 0}
+                return {"hold": False, "released": exchange.release_triggers()}
             case "GET", "streams":
                 return self.streams.describe()
             case "POST", "streams/expiry":

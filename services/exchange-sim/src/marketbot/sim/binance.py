@@ -47,6 +47,7 @@ STATUS_NAMES = {
     Status.REJECTED: "REJECTED",
     Status.EXPIRED: "EXPIRED",
     Status.UNTRIGGERED: "NEW",
+    Status.TRIGGERED: "NEW",  # Binance names no such state: working until it fills
     Status.DEACTIVATED: "EXPIRED",
 }
 HTTP_FOR_CODE = {-2014: 401, -2015: 401}

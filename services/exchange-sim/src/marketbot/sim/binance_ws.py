@@ -50,6 +50,7 @@ _EXECUTION_IDS = itertools.count(1)
 _STATUS = {
     Status.NEW: "NEW",
     Status.UNTRIGGERED: "NEW",
+    Status.TRIGGERED: "NEW",
     Status.PARTIALLY_FILLED: "PARTIALLY_FILLED",
     Status.FILLED: "FILLED",
     Status.CANCELED: "CANCELED",

@@ -91,6 +91,7 @@ STATUS_NAMES = {
     Status.CANCELED: "Cancelled",
     Status.REJECTED: "Rejected",
     Status.UNTRIGGERED: "Untriggered",
+    Status.TRIGGERED: "Triggered",
     Status.DEACTIVATED: "Deactivated",
 }
 OPEN_NAMES = frozenset({"New", "PartiallyFilled", "Untriggered"})

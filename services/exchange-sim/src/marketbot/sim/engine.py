@@ -31,6 +31,10 @@ class Status(StrEnum):
     REJECTED = "REJECTED"
     EXPIRED = "EXPIRED"
     UNTRIGGERED = "UNTRIGGERED"
+    TRIGGERED = "TRIGGERED"
+    """Triggered, its order not executed yet: held only while the admin API holds triggers
+    (Bybit enum.mdx: "Triggered: instantaneous state for conditional orders from
+    Untriggered to New"). Not open: it can no longer be cancelled."""
     DEACTIVATED = "DEACTIVATED"
 
 
@@ -207,6 +211,10 @@ class Exchange:
         """Most base quantity one taker order can execute, per symbol (admin-set): what is
         beyond it is left unfilled, so an IOC or market order fills partially and its
         remainder ends (there is no order book to exhaust)."""
+        self.hold_triggers = False
+        """While set (admin), a triggered order stops in TRIGGERED, unexecuted, until the
+        triggers are released: the instant between trigger and fill, made observable."""
+        self.held: list[Order] = []
 
     # accounts and keys -------------------------------------------------------------------
 
@@ -529,6 +537,26 @@ class Exchange:
         if order_list is not None:
             self._end_siblings(order_list, order)
         order.extra["triggered"] = True
+        if self.hold_triggers:
+            self.resting[order.symbol].pop(order.order_id, None)
+            order.status = Status.TRIGGERED
+            order.updated_ms = self.now_ms()
+            self.held.append(order)
+            self._notify(order)
+            return
+        self._run_triggered(order, price, step)
+
+    def release_triggers(self) -> int:
+        """Execute every held triggered order at the current price; stop holding."""
+        self.hold_triggers = False
+        held, self.held = self.held, []
+        for order in held:
+            step = self.step_for(order.symbol)
+            self._run_triggered(order, self.prices.price(order.symbol), step)
+        return len(held)
+
+    def _run_triggered(self, order: Order, price: Decimal, step: Decimal) -> None:
+        order_list = self.list_of.get(order.order_id)
         order.status = Status.NEW
         order.working_ms = self.now_ms()
         self.resting[order.symbol].pop(order.order_id, None)
