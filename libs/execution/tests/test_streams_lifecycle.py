@@ -75,8 +75,8 @@ async def test_a_take_profit_closes_the_position_from_the_stream_without_polling
     await h.admin.set_price(SYMBOL, Decimal("100.00"))
     user = await h.add_user(Decimal(1000))
     running = await h.start(**STREAMS)
-    # A first order opens the user's stream; the second one, with the stream up, reads the
-    # balance once (the snapshot the wallet stream keeps); the third is the steady state.
+    # A first order opens the user's stream, whose reconciliation reads the balance once
+    # (the snapshot the wallet stream keeps); the third order is the steady state.
     await h.publish([h.request(user, symbol=SYMBOL, tp="3", sl="2")])
     await eventually_events(h.log, OrderFilled, 1)
     await _protected(h, 1)
@@ -184,10 +184,14 @@ async def _left_to_the_stream(h: Harness) -> bool:
 
 # What one account's open-order read is, per venue: Binance's open OCO lists
 # (rest-api.md "Query Open Order lists", weight 6) and Bybit's open spot TP/SL orders
-# (order_open-order.mdx, 50 a page).
+# (order_open-order.mdx, 50 a page); and its balance read (the wallet snapshot).
 OPEN_READ = {
     Exchange.BINANCE: "GET /api/v3/openOrderList",
     Exchange.BYBIT: "GET /v5/order/realtime",
+}
+BALANCE_READ = {
+    Exchange.BINANCE: "GET /api/v3/account",
+    Exchange.BYBIT: "GET /v5/account/wallet-balance",
 }
 
 
@@ -228,7 +232,7 @@ async def test_b_a_reconnect_reads_each_account_s_open_orders_once_not_each_posi
     await eventually(lambda: read(cut, 1), timeout=30, message="the open-order read")
     await settle(1.0)
     counts = (await h.admin.requests(since_ms=cut))["counts"]
-    assert counts == {open_read: 1}, counts
+    assert counts == {open_read: 1, BALANCE_READ[h.exchange]: 1}, counts
     assert feed.corrections == 0
 
     # An outage during which the two near stop losses fill: after the reconnect, one
@@ -339,8 +343,8 @@ async def test_c_a_thousand_open_positions_tracked_for_five_minutes_cost_no_requ
     assert log["total"] == 0, log["counts"]
 
     # A reconnect: the reconciliation reads each account's open order lists once (weight
-    # 6), not each position's list; nothing else (balances are read again by the next
-    # order), nothing found the stream had missed.
+    # 6), not each position's list, and its balances (the snapshot the wallet stream keeps
+    # from there); nothing else, nothing found the stream had missed.
     cut = await h.admin.server_ms()
     await h.admin.disconnect_streams()
     await eventually(lambda: feed.reconciliations >= 2 * users_n, timeout=120)
@@ -352,7 +356,7 @@ async def test_c_a_thousand_open_positions_tracked_for_five_minutes_cost_no_requ
     counts = await eventually(reconciled, timeout=120, message="reconciliation reads")
     await settle(1.0)
     counts = (await h.admin.requests(since_ms=cut))["counts"]
-    assert counts == {"GET /api/v3/openOrderList": users_n}
+    assert counts == {"GET /api/v3/openOrderList": users_n, "GET /api/v3/account": users_n}
     assert feed.corrections == 0
 
 

@@ -5,8 +5,10 @@ Binance the account endpoint weighs 20). ``StreamBalances`` keeps every account'
 from the wallet stream (Bybit ``wallet``, Binance ``outboundAccountPosition``, as
 ``BalanceReport``s) and reads by REST only for an account it has no snapshot of yet (the
 wallet topics push on change, not on subscribe): that read becomes the snapshot the stream
-then keeps current. A snapshot is dropped when the account's stream goes down or comes up
-again (what changed meanwhile is unknown) and read again by the next order.
+then keeps current. The snapshot is taken when the account's stream comes up (start-up and
+every reconnect: the feed's reconciliation calls ``refresh``), so the first order after a
+restart reads no balance; an order that comes before it reads one itself. While the stream
+is down every order reads by REST.
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ class StreamBalances:
         self._live = live
         """Whether the account's stream is up now: a snapshot is only current while it is."""
         self._accounts: dict[str, dict[str, Balance]] = {}
+        self._during: dict[str, list[BalanceReport]] = {}
+        """Wallet messages received while a snapshot is being read, per account."""
 
     def known(self, user_id: str) -> bool:
         return user_id in self._accounts
@@ -54,6 +58,9 @@ class StreamBalances:
     def apply(self, report: BalanceReport) -> None:
         """A wallet message: absolute balances of the assets it names (every asset when
         ``complete``). Before any snapshot, a partial message is not a snapshot."""
+        during = self._during.get(report.user_id)
+        if during is not None:
+            during.append(report)
         current = self._accounts.get(report.user_id)
         if current is None and not report.complete:
             return
@@ -69,8 +76,19 @@ class StreamBalances:
         self._accounts.pop(user_id, None)
 
     async def refresh(self, user_id: str, signer: Signer) -> None:
-        """Read every balance by REST and keep it as the snapshot (reconciliation)."""
-        self.seed(user_id, await self.venue.balances(signer))
+        """Read every balance by REST and keep it as the snapshot (reconciliation). A
+        wallet message that arrived during the read is applied again on top: it may be
+        newer than the read (if older, the newer change's own message follows)."""
+        during: list[BalanceReport] = []
+        self._during[user_id] = during
+        try:
+            balances = await self.venue.balances(signer)
+        finally:
+            if self._during.get(user_id) is during:
+                del self._during[user_id]
+        self.seed(user_id, balances)
+        for report in during:
+            self.apply(report)
 
     async def balance(self, user_id: str, signer: Signer, asset: str) -> Balance:
         exchange = self.venue.exchange.value

@@ -18,8 +18,8 @@ account it gets a request for) and turns their reports into the lifecycle's step
 
 REST is used only to reconcile: when an account's stream comes up (start-up) and after
 every reconnect (what happened in the gap), for each of its unfinished orders (a lookup by
-client id) and open positions (the legs by id); the balance snapshot is dropped and read
-again by the next order that sizes with it. What it
+client id) and open positions (the account's open orders once, then the legs by id of
+those not among them); the balance snapshot is read again then. What it
 finds that the stream had not reported is counted in
 ``marketbot_execution_stream_corrections_total`` (0 while nothing is missed). The tracker
 leaves a live account's protected positions and acknowledged orders alone (no polling in
@@ -538,10 +538,12 @@ class StreamFeed:
         metrics.STREAM_RECONCILIATIONS.labels(self.exchange, cause).inc()
         self.reconciliations += 1
         corrections = 0
-        # What the balance became during the gap is unknown: the next order reads it once
-        # by REST and the wallet stream keeps it from there (read lazily: a restart with
-        # many accounts does not spend the exchange's budget on balances nobody sizes with).
+        # What the balance became during the gap is unknown: it is read once now, and the
+        # wallet stream keeps it from there, so the next order (the first after a restart
+        # too) reads none. An order before this read reads it itself.
         self.balances.forget(user_id)
+        if self.live(user_id):
+            await self.balances.refresh(user_id, executor.signers(user_id, executor.exchange))
         async with executor.pool.acquire() as conn:
             orders = await FeedQueries.unfinished_orders(
                 conn, user_id, up_at or executor.clock.now()
