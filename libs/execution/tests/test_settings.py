@@ -30,3 +30,9 @@ def test_an_ack_wait_not_far_shorter_than_the_max_age_is_refused_naming_the_fiel
     with pytest.raises(ValueError, match="ack_wait_s=20s"):
         ExecutorSettings(max_request_age_s=30.0)
     assert ExecutorSettings(ack_wait_s=60.0, max_request_age_s=240.0).ack_wait_s == 60.0
+
+
+def test_a_stream_lease_renewed_too_rarely_is_refused_naming_both_fields() -> None:
+    with pytest.raises(ValueError, match=r"stream_lease_renew_s \(20.0\) .* stream_follow_lease"):
+        ExecutorSettings(stream_lease_renew_s=20.0, stream_follow_lease_s=30.0)
+    assert ExecutorSettings(stream_lease_renew_s=2.0, stream_follow_lease_s=4.0)

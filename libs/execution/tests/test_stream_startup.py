@@ -7,7 +7,7 @@ from decimal import Decimal
 from marketbot.contracts import OrderFilled
 from marketbot.runtime.testing import eventually
 
-from .conftest import Harness, eventually_events
+from .conftest import Harness, User, eventually_events, settle
 from .test_streams_lifecycle import STREAMS, SYMBOL, _live, _protected
 
 BALANCE_READS = {"/v5/account/wallet-balance", "/api/v3/account"}
@@ -40,3 +40,75 @@ async def test_the_first_order_after_a_restart_sizes_from_the_stream_s_snapshot(
     await _protected(h, 2)
     paths = [r[2] for r in (await h.admin.requests(since_ms=since))["requests"]]
     assert not BALANCE_READS & set(paths), paths
+
+
+LEASES = {"stream_follow_lease_s": 2.0, "stream_lease_renew_s": 0.2}
+
+
+async def _followers(h: Harness, user: User) -> int:
+    """Open stream connections on the simulator carrying the account."""
+    described = await h.admin.streams()
+    return sum(1 for c in described["connections"] if user.account_id in c["accounts"])
+
+
+async def test_one_replica_follows_an_account_and_another_takes_over_a_lapsed_lease(
+    venue_harness: Harness,
+) -> None:
+    h = venue_harness
+    await h.admin.set_price(SYMBOL, Decimal("100.00"))
+    user = await h.add_user(Decimal(1000))
+    first = await h.start(**STREAMS, **LEASES)
+    await h.publish([h.request(user, symbol=SYMBOL, tp="5", sl="2")])
+    await eventually_events(h.log, OrderFilled, 1)
+    await _protected(h, 1)
+    await _live(first, user)
+    a, b = first.feed, None
+    assert a is not None
+
+    # A second replica on the same database wants the account (it has an open position)
+    # but leaves it to the first: one stream for the account, its positions left alone.
+    second = await h.start(**STREAMS, **LEASES)
+    b = second.feed
+    assert b is not None
+    await settle(1.0)
+    assert b.streams.users() == []
+    assert b.covers(user.user_id), "the first replica's stream answers for it"
+    assert await _followers(h, user) == 1
+
+    # An order the second replica handles (the first one's engine is stopped; its stream
+    # still follows the account): the balance is read by REST, the order works.
+    await first.engine.stop()
+    since = await h.admin.server_ms()
+    await h.publish([h.request(user, symbol=SYMBOL, tp="5", sl="2")])
+    await eventually_events(h.log, OrderFilled, 2)
+    await _protected(h, 2)
+    paths = [r[2] for r in (await h.admin.requests(since_ms=since))["requests"]]
+    assert BALANCE_READS & set(paths), paths
+    assert b.streams.users() == []
+    assert await _followers(h, user) == 1
+
+    # The first replica stalls (no renewals) and its lease lapses: the second takes the
+    # account over; when the first comes back it finds the lease gone and lets go.
+    renew = a.renew
+
+    async def stalled() -> None:
+        return None
+
+    a.renew = stalled  # type: ignore[method-assign]
+    async with h.pool.acquire() as conn:
+        await conn.execute("UPDATE stream_followers SET expires_at = now() - interval '1s'")
+    await eventually(lambda: b.live(user.user_id), timeout=20, message="taken over")
+    a.renew = renew  # type: ignore[method-assign]
+    await eventually(lambda: not a.streams.users(), timeout=10, message="let go")
+    await eventually(lambda: _single(h, user), timeout=10, message="one follower")
+    assert not a.live(user.user_id)
+
+    # The second replica stops: it releases its lease and the first follows the account
+    # again at once (not after a lapse).
+    await second.stop()
+    await eventually(lambda: a.live(user.user_id), timeout=20, message="followed again")
+    await eventually(lambda: _single(h, user), timeout=10, message="one follower")
+
+
+async def _single(h: Harness, user: User) -> bool:
+    return await _followers(h, user) == 1

@@ -103,6 +103,8 @@ def feed_config(settings: ExecutorSettings) -> FeedConfig:
         fill_grace_s=settings.stream_fill_grace_s,
         leg_grace_s=settings.stream_leg_grace_s,
         stale_order_s=settings.stream_stale_order_s,
+        follow_lease_s=settings.stream_follow_lease_s,
+        lease_renew_s=settings.stream_lease_renew_s,
     )
 
 

@@ -165,6 +165,17 @@ class ExecutorSettings(ServiceSettings):
         description="an acknowledged order no stream report finished within this long is "
         "looked up by REST (and counted as a correction)",
     )
+    stream_follow_lease_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="one replica follows an account's stream: its lease lasts this long "
+        "unless renewed; another replica takes a lapsed one over",
+    )
+    stream_lease_renew_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="how often the leases are renewed (and lapsed ones taken over)",
+    )
     outbox_relay_s: float = Field(default=2.0, gt=0)
     db_pool_size: int = Field(default=20, ge=2)
 
@@ -173,6 +184,12 @@ class ExecutorSettings(ServiceSettings):
         error = redelivery_window_error("ack_wait_s", self.ack_wait_s, self.max_request_age_s)
         if error:
             raise ValueError(error)
+        if self.stream_lease_renew_s * 2 > self.stream_follow_lease_s:
+            raise ValueError(
+                f"stream_lease_renew_s ({self.stream_lease_renew_s}) must be at most half of "
+                f"stream_follow_lease_s ({self.stream_follow_lease_s}): a lease must be "
+                "renewed before it lapses, with a renewal to spare"
+            )
         return self
 
     def sizing_rules(self) -> SizingRules:

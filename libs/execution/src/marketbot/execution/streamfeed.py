@@ -45,6 +45,7 @@ from typing import Any
 
 from marketbot.contracts import Side
 from marketbot.exchanges.errors import ExchangeError
+from marketbot.exchanges.ratelimit import background
 from marketbot.exchanges.reports import (
     BalanceReport,
     OrderReport,
@@ -67,6 +68,7 @@ from marketbot.execution.domain.lifecycle import (
     next_step,
 )
 from marketbot.execution.fills import FillsIncompleteError
+from marketbot.execution.leases import FollowLeases
 from marketbot.execution.placement import OrderExecutor
 from marketbot.execution.repository import OrderRow, PositionRow, Repository, legs_from_json
 from marketbot.execution.repository import OrderState as RowState
@@ -100,6 +102,10 @@ class FeedConfig:
     sweep_s: float = 60.0
     fire_concurrency: int = 64
     """Watched exits fired at once (a price that reaches many take profits)."""
+    follow_lease_s: float = 30.0
+    """How long a replica's hold on an account's stream lasts unless renewed (leases.py)."""
+    lease_renew_s: float = 5.0
+    """How often the leases are renewed, lapsed ones taken over and the others' re-read."""
 
 
 @dataclass(slots=True)
@@ -241,6 +247,15 @@ class StreamFeed:
         self._dirty = asyncio.Event()
         self._active: dict[str, float] = {}
         """Last request or report per followed account (monotonic)."""
+        self.leases = FollowLeases(
+            executor.pool, self.exchange, executor.owner, self.config.follow_lease_s
+        )
+        self._owned: set[str] = set()
+        """The accounts whose lease this replica holds (it follows their streams)."""
+        self._wanted: set[str] = set()
+        """Accounts this replica would follow: it takes them over when their lease lapses."""
+        self._elsewhere: dict[str, bool] = {}
+        """Accounts another replica follows, and whether its stream covers each."""
         self.reconciliations = 0
         self.corrections = 0
 
@@ -252,7 +267,15 @@ class StreamFeed:
     def covers(self, user_id: str) -> bool:
         """Whether the stream answers for this account: live, or down for less than
         ``stale_order_s`` (the reconciliation after the reconnect recovers the gap; an
-        account down longer, or never up, is polled by the tracker)."""
+        account down longer, or never up, is polled by the tracker). For an account
+        another replica follows, that replica's own answer (renewed with its lease)."""
+        if user_id not in self._owned:
+            elsewhere = self._elsewhere.get(user_id)
+            if elsewhere is not None:
+                return elsewhere
+        return self._covers_here(user_id)
+
+    def _covers_here(self, user_id: str) -> bool:
         down = self.streams.down_for(user_id)
         return down is None or down < self.config.stale_order_s
 
@@ -264,10 +287,46 @@ class StreamFeed:
         return all(leg.native for leg in position.legs) or self.watching(position.symbol)
 
     async def follow(self, user_id: str) -> None:
-        """Receive this account's events (idempotent; the connection opens in background)."""
-        exchange = self.executor.exchange
+        """Receive this account's events (idempotent; the connection opens in background),
+        unless another replica follows it (its lease: it is taken over if that lapses)."""
         self._active[user_id] = self.executor.clock.monotonic()
-        await self.streams.add(user_id, self.executor.signers(user_id, exchange))
+        self._wanted.add(user_id)
+        if user_id not in self._owned:
+            if user_id in self._elsewhere:
+                return  # another replica's; the renewal pass takes it over if it lapses
+            await self._take([user_id])
+            if user_id not in self._owned:
+                return
+        await self.streams.add(user_id, self.executor.signers(user_id, self.executor.exchange))
+
+    async def _take(self, user_ids: Sequence[str]) -> list[str]:
+        """Acquire the leases of these accounts that are free; follow those taken."""
+        taken = await self.leases.acquire(user_ids)
+        new = [u for u in user_ids if u in taken and u not in self._owned]
+        for user_id in new:
+            self._owned.add(user_id)
+            self._elsewhere.pop(user_id, None)
+            await self.streams.add(user_id, self.executor.signers(user_id, self.executor.exchange))
+        return new
+
+    async def renew(self) -> None:
+        """Renew this replica's leases (with whether its stream covers each account), stop
+        following the accounts another replica took over, take over the lapsed leases of
+        the accounts it wants, and re-read which accounts the others follow."""
+        kept = await self.leases.renew({u: self._covers_here(u) for u in sorted(self._owned)})
+        lost = sorted(self._owned - kept)
+        for user_id in lost:
+            self._owned.discard(user_id)
+            self.balances.forget(user_id)
+            await self.streams.remove(user_id)
+        if lost:
+            log.warning("accounts taken over by another replica", count=len(lost))
+        wanted = sorted(self._wanted - self._owned)
+        if wanted:
+            taken = await self._take(wanted)
+            if taken:
+                log.info("followed accounts whose lease had lapsed", count=len(taken))
+        self._elsewhere = await self.leases.others()
 
     async def sweep(self) -> list[str]:
         """Stop following accounts with nothing open and no request for ``idle_s``: each
@@ -285,7 +344,16 @@ class StreamFeed:
         for user_id in idle:
             self._active.pop(user_id, None)
             self.balances.forget(user_id)
+            self._owned.discard(user_id)
             await self.streams.remove(user_id)
+        if idle:
+            await self.leases.release(idle)
+        # What this replica takes over if its follower stops: every account with something
+        # open (another replica may have opened it), and those it had requests for lately.
+        self._wanted = needed | {
+            u for u in self._wanted if now - self._active.get(u, now) < self.config.idle_s
+        }
+        self._wanted -= set(idle)
         if idle:
             log.info("stopped following idle accounts", count=len(idle))
         return idle
@@ -294,8 +362,12 @@ class StreamFeed:
         """Follow every account with open positions or unfinished orders; watch prices."""
         async with self.executor.pool.acquire() as conn:
             users = await FeedQueries.users_to_follow(conn)
+        now = self.executor.clock.monotonic()
         for user_id in users:
-            await self.follow(user_id)
+            self._active[user_id] = now
+        self._wanted.update(users)
+        await self._take(users)
+        self._elsewhere = await self.leases.others()
         await self._sync_watched()
         self._sync_task = asyncio.create_task(self._sync_loop(), name="stream-feed-watch")
 
@@ -303,6 +375,11 @@ class StreamFeed:
         if self._sync_task is not None:
             self._sync_task.cancel()
         await self.streams.stop()
+        try:
+            await self.leases.release()  # another replica takes the accounts over now
+        except Exception as exc:
+            log.warning("stream leases not released; they lapse", error=repr(exc))
+        self._owned.clear()
         for pending in self._pending.values():
             if pending.timer is not None:
                 pending.timer.cancel()
@@ -538,12 +615,10 @@ class StreamFeed:
         metrics.STREAM_RECONCILIATIONS.labels(self.exchange, cause).inc()
         self.reconciliations += 1
         corrections = 0
-        # What the balance became during the gap is unknown: it is read once now, and the
-        # wallet stream keeps it from there, so the next order (the first after a restart
-        # too) reads none. An order before this read reads it itself.
+        # What the balance became during the gap is unknown: it is read once below, and
+        # the wallet stream keeps it from there, so the next order (the first after a
+        # restart too) reads none. An order before that read reads it itself.
         self.balances.forget(user_id)
-        if self.live(user_id):
-            await self.balances.refresh(user_id, executor.signers(user_id, executor.exchange))
         async with executor.pool.acquire() as conn:
             orders = await FeedQueries.unfinished_orders(
                 conn, user_id, up_at or executor.clock.now()
@@ -566,8 +641,26 @@ class StreamFeed:
                 cause=cause,
                 corrections=corrections,
             )
+        await self._snapshot(user_id)
         await self._sync_soon()
         return corrections
+
+    async def _snapshot(self, user_id: str) -> None:
+        """The account's balances, read as background work (a restart's reads never take
+        the budget orders need: ``ratelimit.background``); when refused or failed, the
+        next order reads them itself."""
+        if not self.live(user_id):
+            return
+        executor = self.executor
+        try:
+            with background():
+                await self.balances.refresh(user_id, executor.signers(user_id, executor.exchange))
+        except ExchangeError as exc:
+            log.info(
+                "balances not read at reconciliation; the next order reads them",
+                user=user_id,
+                error=str(exc),
+            )
 
     async def _reconcile_order(self, row: OrderRow, up_at: datetime | None) -> bool:
         executor = self.executor
@@ -723,13 +816,18 @@ class StreamFeed:
     async def _sync_loop(self) -> None:
         """Re-read the watched exits every ``watch_sync_s``, or soon after a change (a burst
         of changes is one read); now and then, stop following idle accounts."""
-        swept = self.executor.clock.monotonic()
+        swept = renewed = self.executor.clock.monotonic()
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._dirty.wait(), self.config.watch_sync_s)
+                await asyncio.wait_for(
+                    self._dirty.wait(), min(self.config.watch_sync_s, self.config.lease_renew_s)
+                )
             await asyncio.sleep(0.05)
             self._dirty.clear()
             try:
+                if self.executor.clock.monotonic() - renewed >= self.config.lease_renew_s:
+                    renewed = self.executor.clock.monotonic()
+                    await self.renew()
                 await self._sync_watched()
                 if self.executor.clock.monotonic() - swept >= self.config.sweep_s:
                     swept = self.executor.clock.monotonic()
