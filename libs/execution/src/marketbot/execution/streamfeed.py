@@ -805,6 +805,7 @@ class StreamFeed:
                     None,
                 )
                 if current is None:
+                    self._fired.discard(watched.entry_id)  # legs changed: the next read has them
                     return
                 metrics.STREAM_REPORTS.labels(self.exchange, "price", "fired").inc()
                 await executor.positions.fire_exit(fresh, current)
