@@ -4,9 +4,9 @@ One executor process per venue (engine + stream feed + venue client in this proc
 simulator in its own process, limits off. ``USERS`` accounts per venue:
 
 1. Warm-up: one order per account opens its private stream (Bybit: one connection each;
-   Binance: one WS API connection carrying them all) and its start-up reconciliation; a
-   second order, with the stream up, reads each balance once (the wallet stream keeps it
-   from then on). Not measured.
+   Binance: one WS API connection carrying them all) and its start-up reconciliation,
+   which reads each balance once (the wallet stream keeps it from then on); a second
+   order runs with the stream up. Not measured.
 2. Steady state: one more order per account (no TP/SL). Every HTTP request the simulator
    received for it, from its request log: requests per order (target <= 1.05) and, on
    Binance, request weight per order by the documented weights (target <= 2). Then a quiet
