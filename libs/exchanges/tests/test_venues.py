@@ -588,3 +588,81 @@ async def test_metrics_are_recorded() -> None:
         )
         is not None
     )
+
+
+def _spec(client_id: str, *, tp: str | None = "21000", sl: str | None = "19000") -> ProtectionSpec:
+    return ProtectionSpec(
+        symbol="BTCUSDT",
+        exit_side=Side.SELL,
+        quantity=Decimal("0.01"),
+        take_profit=Decimal(tp) if tp else None,
+        stop_loss=Decimal(sl) if sl else None,
+        client_id=client_id,
+    )
+
+
+async def test_bybit_working_protections_page_the_open_tpsl_orders_once_for_the_account() -> None:
+    """order_open-order.mdx: ``openOnly=0`` open orders only, ``orderFilter=tpslOrder``,
+    ``limit`` [1, 50], ``nextPageCursor`` to the next page: one read per page, whatever the
+    number of positions; a stop loss not among them is left to a lookup by its id."""
+    venue, fake = make_venue(Exchange.BYBIT)
+    specs = [_spec(f"mb-{i}") for i in range(3)]
+    stops = [
+        _bybit_order(
+            "Untriggered",
+            orderLinkId=leg_client_id("sl", s.client_id),
+            side="Sell",
+            cumExecQty="0",
+            cumExecValue="0",
+            avgPrice="",
+            orderId=f"9{i}",
+        )
+        for i, s in enumerate(specs)
+    ]
+    page1 = bybit_ok({"list": stops[:1], "category": "spot", "nextPageCursor": "p2"})
+    page2 = bybit_ok({"list": stops[1:2], "category": "spot", "nextPageCursor": ""})
+    fake.queue("/v5/order/realtime", respond(200, page1), respond(200, page2))
+    only_tp = _spec("mb-tp", sl=None)
+    found = await venue.working_protections(SIGNER, [*specs, only_tp])
+    calls = fake.calls("/v5/order/realtime")
+    assert len(calls) == 2
+    first = dict(parse_qsl(calls[0].url.query.decode()))
+    assert {k: first[k] for k in ("category", "openOnly", "orderFilter", "limit")} == {
+        "category": "spot",
+        "openOnly": "0",
+        "orderFilter": "tpslOrder",
+        "limit": "50",
+    }
+    assert dict(parse_qsl(calls[1].url.query.decode()))["cursor"] == "p2"
+    assert set(found) == {"mb-0", "mb-1", "mb-tp"}  # mb-2's stop loss is not open
+    assert found["mb-0"].working
+    assert found["mb-1"].legs[0].exchange_order_id == "91"
+    assert not found["mb-tp"].legs[0].native
+
+
+async def test_binance_working_protections_read_the_open_order_lists_once() -> None:
+    """rest-api.md "Query Open Order lists" (weight 6, no symbol): every executing list of
+    the account in one read; a single STOP_LOSS order is not a list, left to its lookup."""
+    venue, fake = make_venue(Exchange.BINANCE)
+    specs = [_spec(f"mb-{i}") for i in range(3)]
+    lists = [
+        {
+            "orderListId": 30 + i,
+            "contingencyType": "OCO",
+            "listStatusType": "EXEC_STARTED",
+            "listOrderStatus": "EXECUTING",
+            "listClientOrderId": leg_client_id("ol", s.client_id),
+            "transactionTime": 1565246080644,
+            "symbol": "BTCUSDT",
+            "orders": [],
+        }
+        for i, s in enumerate(specs[:2])
+    ]
+    fake.always("/api/v3/openOrderList", respond(200, lists))
+    found = await venue.working_protections(SIGNER, [*specs, _spec("mb-sl", tp=None)])
+    assert len(fake.calls("/api/v3/openOrderList")) == 1
+    query = dict(parse_qsl(fake.calls("/api/v3/openOrderList")[0].url.query.decode()))
+    assert set(query) == {"timestamp", "recvWindow", "signature"}
+    assert set(found) == {"mb-0", "mb-1"}
+    assert found["mb-1"].list_id == "31"
+    assert found["mb-0"].working
