@@ -53,7 +53,8 @@ def test_two_parts_add_up_to_selling_it_all_at_once() -> None:
         exit_fees_quote=D("0.135"),
         sold=first.totals,
     )
-    assert rest.remaining == 0 and rest.remaining_entry_fees == 0
+    assert rest.remaining == 0
+    assert rest.remaining_entry_fees == 0
     totals = rest.totals
     assert totals.quantity == held
     assert totals.fees_quote == entry_fees + D("0.055") + D("0.135")
