@@ -227,9 +227,10 @@ async def test_b_a_reconnect_reads_each_account_s_open_orders_once_not_each_posi
 
     async def read(since: int, count: int) -> dict[str, int] | None:
         counts: dict[str, int] = (await h.admin.requests(since_ms=since))["counts"]
-        return counts if counts.get(open_read, 0) >= count else None
+        done = counts.get(open_read, 0) >= count
+        return counts if done and counts.get(BALANCE_READ[h.exchange], 0) >= 1 else None
 
-    await eventually(lambda: read(cut, 1), timeout=30, message="the open-order read")
+    await eventually(lambda: read(cut, 1), timeout=30, message="the reconciliation's reads")
     await settle(1.0)
     counts = (await h.admin.requests(since_ms=cut))["counts"]
     assert counts == {open_read: 1, BALANCE_READ[h.exchange]: 1}, counts
@@ -351,7 +352,8 @@ async def test_c_a_thousand_open_positions_tracked_for_five_minutes_cost_no_requ
 
     async def reconciled() -> dict[str, int] | None:
         counts: dict[str, int] = (await h.admin.requests(since_ms=cut))["counts"]
-        return counts if counts.get("GET /api/v3/openOrderList", 0) >= users_n else None
+        done = counts.get("GET /api/v3/openOrderList", 0) >= users_n
+        return counts if done and counts.get("GET /api/v3/account", 0) >= users_n else None
 
     counts = await eventually(reconciled, timeout=120, message="reconciliation reads")
     await settle(1.0)
