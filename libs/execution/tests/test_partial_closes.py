@@ -176,3 +176,53 @@ async def test_a_stop_loss_that_sells_part_is_found_after_a_gap_and_the_rest_clo
     await settle(1.0)
     assert len(h.log.of(PositionReduced)) == 1
     assert len(h.log.of(PositionClosed)) == 1
+
+
+async def test_a_sell_that_finds_its_stop_loss_sold_part_records_the_part_and_sells_the_rest(
+    venue_harness: Harness,
+) -> None:
+    """The stop loss sold part of the position while the stream was down; a SELL then
+    cancels the legs, finds that part (the leg ended with a fill), records it once and
+    sells only what is left; the close carries the totals."""
+    h = venue_harness
+    await h.admin.set_price(SYMBOL, Decimal("100.00"))
+    user = await h.add_user(Decimal(1000))
+    running = await h.start(private_streams=True, track_interval_s=0.2, track_max_interval_s=60)
+    buy = h.request(user, symbol=SYMBOL, tp="5", sl="2")
+    await h.publish([buy])
+    await eventually_events(h.log, OrderFilled, 1)
+    (row,) = await _protected(h, 1)
+    await _live(running, user)
+    await eventually(lambda: _left_to_the_stream(h), timeout=20, message="left to the stream")
+    feed = running.feed
+    assert feed is not None
+    held: Decimal = row["quantity"]
+    part = (held * Decimal("0.5")).quantize(STEP, rounding=ROUND_DOWN)
+
+    await h.admin.stream_settings(accepting=False)
+    await h.admin.disconnect_streams()
+    await eventually(lambda: not feed.live(user.user_id), timeout=10)
+    await h.admin.set_liquidity(SYMBOL, part)
+    await h.admin.set_price(SYMBOL, Decimal("97.50"))
+    await h.admin.set_price(SYMBOL, Decimal("100.00"))
+    await h.admin.set_liquidity(SYMBOL, None)
+
+    sell = h.request(user, symbol=SYMBOL, side=Side.SELL)
+    await h.publish([sell])
+    (closed,) = await eventually_events(h.log, PositionClosed, 1, timeout=30)
+    (reduced,) = h.log.of(PositionReduced)
+    assert reduced.reason is CloseReason.STOP_LOSS
+    assert reduced.quantity == part
+    assert closed.close_reason is CloseReason.SIGNAL
+    assert closed.exit_client_order_id == sell.client_order_id
+    assert closed.quantity == held
+    _consistent(closed)
+    (sold,) = [o for o in await h.sim_orders(user) if o["client_order_id"] == sell.client_order_id]
+    assert Decimal(sold["executed_qty"]) == held - part
+
+    # The stream back: its reconciliation finds nothing more to record.
+    await h.admin.stream_settings(accepting=True)
+    await eventually(lambda: feed.live(user.user_id), timeout=30, message="stream back")
+    await settle(2.0)
+    assert len(h.log.of(PositionReduced)) == 1
+    assert len(h.log.of(PositionClosed)) == 1
