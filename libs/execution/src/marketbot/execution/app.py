@@ -127,6 +127,8 @@ def user_streams(settings: ExecutorSettings, venue: Venue) -> StreamsFactory:
             egress_ip=settings.stream_egress_ip,
             offset_ms=lambda: venue.clock_offset_ms,
             spend=spend,
+            # the documented connection limit scales with the HTTP limits (a simulator run)
+            limit_scale=settings.rate_limit_scale,
             **kwargs,
         )
 
