@@ -117,6 +117,9 @@ HTTP_CONNECTIONS = ExecutorSettings.model_fields["http_max_connections"].default
 PYSPY = os.environ.get("BENCH_EXECUTION_PYSPY")
 """A py-spy binary: the executor and vault processes are profiled over the counted rounds
 (raw, folded stacks) into ``BENCH_EXECUTION_PROFILE_DIR`` (default: the temp dir)."""
+EXTRAS = os.environ.get("BENCH_EXECUTION_EXTRAS", "1") != "0"
+"""``0``: only the real path and the ccxt rows (no LocalSigner row, no limits-on round):
+for paired before/after runs."""
 TARGET_RATIO, TARGET_CPU_MS, TARGET_FANOUT_S = 1.0, 1.0, 1.0
 EXECUTOR = "executor-bybit"
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -739,6 +742,8 @@ async def run() -> list[dict]:  # type: ignore[type-arg]
             _progress(
                 f"  ccxt: {sink[1].elapsed[-1]:.2f}s, with balance {sink[2].elapsed[-1]:.2f}s"
             )
+            if not EXTRAS:
+                continue
             result = await _local_round(
                 nats_url=nats_url,
                 database_url=database_url,
@@ -754,6 +759,8 @@ async def run() -> list[dict]:  # type: ignore[type-arg]
             profiler.send_signal(signal.SIGINT)
             profiler.wait(timeout=30)
         rows = warmup_rows + _rows(real, local, plain, with_balance)
+        if not EXTRAS:
+            return rows
         # --- limits on: the per-IP floor (in this process, LocalSigner) --------------------
         await admin.set_limits(True)
         limited = await _users(admin, USERS_LIMITED)
@@ -855,10 +862,16 @@ def _rows(real: Figures, local: Figures, plain: Figures, balance: Figures) -> li
         },
         contender("ccxt async, one instance per user, one session", plain),
         contender("ccxt, plus a balance read per user", balance),
-        contender(
-            "executor in the bench process, LocalSigner (extra row)",
-            local,
-            "; CPU includes the bench's publishing",
+        *(
+            [
+                contender(
+                    "executor in the bench process, LocalSigner (extra row)",
+                    local,
+                    "; CPU includes the bench's publishing",
+                )
+            ]
+            if local.elapsed
+            else []
         ),
         {
             "name": "execution: executor (vault) orders/s / ccxt with a balance read",
