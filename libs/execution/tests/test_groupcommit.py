@@ -117,7 +117,8 @@ async def test_a_failing_outcome_fails_alone_and_a_lost_race_emits_nothing(
         group.commit(effect("c", result=False), [_event("c")]),
         return_exceptions=True,
     )
-    assert outcomes[0] is True and outcomes[2] is True
+    assert outcomes[0] is True
+    assert outcomes[2] is True
     assert isinstance(outcomes[1], asyncpg.UniqueViolationError)
     assert outcomes[3] is False
     names = {r["name"] for r in await pool.fetch("SELECT name FROM effects")}
