@@ -127,10 +127,20 @@ class SignBatcher:
                     copy.__cause__ = exc.__cause__
                     waiting.future.set_exception(copy)
             return
-        except BaseException as exc:
+        except Exception as exc:
+            # as a single request raises it (e.g. an answer that does not decode)
             for waiting in items:
                 if not waiting.future.done():
-                    waiting.future.set_exception(BusError(f"sign batch failed: {exc!r}"))
+                    waiting.future.set_exception(exc)
+            return
+        except BaseException:
+            # cancelled while waiting (shutting down): the sends may have gone, as when an
+            # answer is lost (VaultSigner: unknown outcome)
+            for waiting in items:
+                if not waiting.future.done():
+                    lost = BusError("the sign batch was abandoned before its answer")
+                    lost.__cause__ = NatsTimeoutError()
+                    waiting.future.set_exception(lost)
             raise
         for waiting, answer in zip(items, replies, strict=True):
             if not waiting.future.done():
