@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import asyncpg
 import pytest
@@ -23,8 +24,10 @@ from marketbot.contracts import (
     request_id_for,
 )
 from marketbot.execution import events
-from marketbot.execution.groupcommit import GroupCommit
+from marketbot.execution.groupcommit import GroupCommit, GroupInsert
+from marketbot.execution.repository import NewEntry
 from marketbot.runtime.bus import Bus
+from marketbot.runtime.clock import ManualClock
 from marketbot.runtime.consumer import Outbox
 from marketbot.runtime.db import Conn, migrate_service
 from marketbot.runtime.testing import eventually
@@ -32,10 +35,10 @@ from marketbot.runtime.testing import eventually
 from .conftest import MIGRATIONS
 
 
-def _event(user_id: str) -> events.Event:
+def _request(user_id: str) -> OrderRequested:
     decision = uuid.uuid4()
     now = datetime.now(UTC)
-    request = OrderRequested(
+    return OrderRequested(
         event_id=request_id_for(decision, user_id),
         occurred_at=now,
         correlation_id=str(decision),
@@ -54,7 +57,11 @@ def _event(user_id: str) -> events.Event:
         requested_at=now,
         commission_rate=DEFAULT_PLANS[Plan.PRO].commission_rate,
     )
-    return events.rejected(request, RejectReason.NO_POSITION, "test", now)
+
+
+def _event(user_id: str) -> events.Event:
+    request = _request(user_id)
+    return events.rejected(request, RejectReason.NO_POSITION, "test", request.occurred_at)
 
 
 @pytest.fixture
@@ -138,3 +145,44 @@ async def test_a_group_holds_at_most_max_items(pool: asyncpg.Pool, bus: Bus) -> 
 
     assert await asyncio.gather(*(group.commit(nothing, [_event(f"m{i}")]) for i in range(5)))
     assert group.groups == 3  # 2 + 2 at max_items, the last one on the next tick
+
+
+def _entry(request: OrderRequested) -> NewEntry:
+    return NewEntry(
+        request=request,
+        quantity=Decimal("0.001"),
+        quote_amount=Decimal(50),
+        reference_price=Decimal(50000),
+        stop_loss_price=None,
+        take_profit_price=None,
+        limit_price=Decimal(50250),
+        max_slippage_percent=Decimal("0.5"),
+    )
+
+
+async def test_the_entries_of_a_tick_are_recorded_in_one_statement_each_once(
+    pool: asyncpg.Pool,
+) -> None:
+    clock = ManualClock()
+    rows = GroupInsert(pool, clock, owner="me", lease_s=60, settle_s=15)
+    requests = [_request(f"e{i}") for i in range(10)]
+    recorded = await asyncio.gather(*(rows.insert(_entry(r)) for r in requests))
+    assert rows.statements == 1
+    for request, row in zip(requests, recorded, strict=True):
+        assert row is not None
+        assert row.client_order_id == request.client_order_id
+        # SENDING, with the first attempt marked: from now on it may be on the exchange
+        assert (row.state, row.attempts, row.maybe_sent) == ("SENDING", 1, True)
+        assert row.settle_until == clock.now() + timedelta(seconds=15)
+        assert row.limit_price == Decimal(50250)
+    # already recorded, or twice in one tick: only the first owner gets the row
+    again = await asyncio.gather(
+        rows.insert(_entry(requests[0])),
+        rows.insert(_entry(new := _request("new"))),
+        rows.insert(_entry(new)),
+    )
+    assert again[0] is None
+    assert again[1] is not None
+    assert again[2] is None
+    stored = await pool.fetchval("SELECT count(*) FROM orders WHERE lease_owner = 'me'")
+    assert stored == 11

@@ -939,6 +939,9 @@ class OrderExecutor:
             opened_at=summary.filled_at or now,
             fees_estimated=summary.estimated_fees,
         )
+        # No stop loss and no take profit: no leg to place on any venue (each venue's
+        # protect returns no legs), so the position is stored protected, with no round trip.
+        unguarded = row.stop_loss_price is None and row.take_profit_price is None
 
         async def effect(conn: Conn) -> bool:
             if not await Repository.finish(
@@ -949,7 +952,13 @@ class OrderExecutor:
                 exchange_order_id=state.exchange_order_id,
             ):
                 return False
-            await Repository.open_position(conn, position, now, self.config.track_interval_s)
+            await Repository.open_position(
+                conn,
+                position,
+                now,
+                self.config.track_interval_s,
+                Phase.PROTECTED if unguarded else Phase.UNPROTECTED,
+            )
             return True
 
         if not await self.commit(effect, emitted, group=True):
@@ -960,7 +969,8 @@ class OrderExecutor:
         metrics.ORDERS.labels(self.exchange.value, plan, "filled").inc()
         # Protect now; if this fails the position stays UNPROTECTED (counted, alerted) and
         # the tracker protects it on its next pass. The request's outcome is the fill.
-        await self.positions.protect_id(request.client_order_id)
+        if not unguarded:
+            await self.positions.protect_id(request.client_order_id)
         return Outcome.FILLED
 
     async def _record_close_fill(

@@ -567,9 +567,16 @@ class Repository:
     # positions --------------------------------------------------------------------------
     @staticmethod
     async def open_position(
-        conn: Conn, position: NewPosition, now: datetime, interval_s: float
+        conn: Conn,
+        position: NewPosition,
+        now: datetime,
+        interval_s: float,
+        phase: Phase = Phase.UNPROTECTED,
     ) -> None:
-        """Store a filled entry as UNPROTECTED; its legs are recorded once they work."""
+        """Store a filled entry as UNPROTECTED; its legs are recorded once they work. An
+        entry with neither a stop loss nor a take profit has no legs on any venue: it is
+        stored PROTECTED at once (what protecting it would record, without the round
+        trips)."""
         request = position.request
         await conn.execute(
             "INSERT INTO positions (entry_client_order_id, user_id, symbol, side, request, "
@@ -577,7 +584,7 @@ class Repository:
             "entry_order_id, stop_loss_price, take_profit_price, exits, opened_at, "
             "status, check_interval_s, next_check_at, phase, fees_estimated) VALUES "
             "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, '[]', $15, 'OPEN', "
-            "$16, $17, 'UNPROTECTED', $18) ON CONFLICT (entry_client_order_id) DO NOTHING",
+            "$16, $17, $19, $18) ON CONFLICT (entry_client_order_id) DO NOTHING",
             position.entry_client_order_id,
             request.user_id,
             request.symbol,
@@ -596,6 +603,7 @@ class Repository:
             interval_s,
             now,
             position.fees_estimated,
+            phase.value,
         )
 
     @staticmethod
