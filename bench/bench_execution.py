@@ -71,6 +71,7 @@ from marketbot.contracts import (
     DEFAULT_PLANS,
     BusNamespace,
     Exchange,
+    OrderFilled,
     OrderPlaced,
     OrderRequested,
     Plan,
@@ -116,6 +117,9 @@ HTTP_CONNECTIONS = ExecutorSettings.model_fields["http_max_connections"].default
 PYSPY = os.environ.get("BENCH_EXECUTION_PYSPY")
 """A py-spy binary: the executor and vault processes are profiled over the counted rounds
 (raw, folded stacks) into ``BENCH_EXECUTION_PROFILE_DIR`` (default: the temp dir)."""
+EXTRAS = os.environ.get("BENCH_EXECUTION_EXTRAS", "1") != "0"
+"""``0``: only the real path and the ccxt rows (no LocalSigner row, no limits-on round):
+for paired before/after runs."""
 TARGET_RATIO, TARGET_CPU_MS, TARGET_FANOUT_S = 1.0, 1.0, 1.0
 EXECUTOR = "executor-bybit"
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -138,6 +142,8 @@ class Figures:
     """CPU seconds of the whole round (every process that counts)."""
     requests: list[int] = field(default_factory=list)
     extra: dict[str, list[float]] = field(default_factory=dict)
+    filled: list[float] = field(default_factory=list)
+    """t0 -> the last OrderFilled (the executor process: the fill comes from the stream)."""
 
     def add(self, elapsed: float, cpu: float, requests: int, **extra: float) -> None:
         self.elapsed.append(elapsed)
@@ -262,12 +268,14 @@ def _request(
 
 
 async def _fan_out(
-    bus: Bus, plans: dict[str, Plan], price: Decimal
-) -> tuple[float, list[OrderPlaced]]:
-    """Publish one decision's fan-out; wait for every OrderPlaced: (t0 -> last, events)."""
+    bus: Bus, plans: dict[str, Plan], price: Decimal, *, fills: bool = False
+) -> tuple[float, list[OrderPlaced], float]:
+    """Publish one decision's fan-out; wait for every OrderPlaced (and, with ``fills``,
+    every OrderFilled): (t0 -> last placed, the placed events, t0 -> last filled)."""
     decision = uuid.uuid4()
     placed: list[tuple[float, OrderPlaced]] = []
-    done = asyncio.Event()
+    filled: list[float] = []
+    done, all_filled = asyncio.Event(), asyncio.Event()
 
     async def on_event(msg: Any) -> None:
         event = decode(msg.data)
@@ -275,8 +283,14 @@ async def _fan_out(
             placed.append((time.perf_counter(), event))
             if len(placed) == len(plans):
                 done.set()
+        elif isinstance(event, OrderFilled) and event.decision_id == decision:
+            filled.append(time.perf_counter())
+            if len(filled) == len(plans):
+                all_filled.set()
 
-    sub = await bus.nc.subscribe(bus.subject("orders.bybit.OrderPlaced"), cb=on_event)
+    subs = [await bus.nc.subscribe(bus.subject("orders.bybit.OrderPlaced"), cb=on_event)]
+    if fills:
+        subs.append(await bus.nc.subscribe(bus.subject("orders.bybit.OrderFilled"), cb=on_event))
     await bus.nc.flush()
     now = datetime.now(UTC)
     started = time.perf_counter()
@@ -285,10 +299,14 @@ async def _fan_out(
             *(bus.publish(_request(u, decision, plan, now, price)) for u, plan in plans.items())
         )
         await asyncio.wait_for(done.wait(), timeout=ROUND_TIMEOUT_S)
+        if fills:
+            await asyncio.wait_for(all_filled.wait(), timeout=ROUND_TIMEOUT_S)
     finally:
-        await sub.unsubscribe()
+        for sub in subs:
+            await sub.unsubscribe()
     order = sorted(placed, key=lambda p: p[0])
-    return order[-1][0] - started, [e for _, e in order]
+    last_fill = max(filled) - started if filled else 0.0
+    return order[-1][0] - started, [e for _, e in order], last_fill
 
 
 # ---- the real path: the executor and the vault as their own processes ----------------------
@@ -389,7 +407,8 @@ async def _start_executor(
     prefix: str,
     sim_url: str,
     tmp: Path,
-) -> None:
+) -> int:
+    """Start the executor process; its metrics port."""
     port = free_port()
     log = tmp / "executor.log"
     settings = {
@@ -402,7 +421,12 @@ async def _start_executor(
         "IDLE_POLL_S": "0.01",
         "TRACK_INTERVAL_S": str(TRACK_INTERVAL_S),
         "RATE_LIMIT_SAFETY": "0.98",
+        # also scales the streams' documented connection budget (Bybit: 450 new
+        # connections per 5 minutes per IP), so N accounts' streams come up in the warm-up
         "RATE_LIMIT_SCALE": "1000000",
+        # The steady state (issue 19): fills, orders and balances from the private streams,
+        # the create not read back; the stream warm-up happens before the counted rounds.
+        "PRIVATE_STREAMS": "true",
     }
     env = dict(
         os.environ,
@@ -415,6 +439,30 @@ async def _start_executor(
     processes.executor = _spawn([sys.executable, "-m", "marketbot.executor_bybit.app"], env, log)
     processes.logs.append(log)
     await _wait_ready(f"http://127.0.0.1:{port}/readyz", processes)
+    return port
+
+
+async def _metric(port: int, name: str) -> float:
+    """A gauge's value (summed over its labels) from the executor's /metrics."""
+    async with httpx.AsyncClient(timeout=5.0) as client:
+        text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(name + "{") or line.startswith(name + " ")
+    )
+
+
+async def _wait_streams(port: int, processes: Processes, n: int) -> float:
+    """Wait until ``n`` private-stream connections are up; seconds waited."""
+    started = time.perf_counter()
+    deadline = started + ROUND_TIMEOUT_S
+    while await _metric(port, "marketbot_exchange_stream_connections") < n:
+        processes.check()
+        if time.perf_counter() > deadline:
+            raise TimeoutError(f"{n} private streams not up within {ROUND_TIMEOUT_S:.0f}s")
+        await asyncio.sleep(0.2)
+    return time.perf_counter() - started
 
 
 def _profile(processes: Processes, tmp: Path) -> list[subprocess.Popen[bytes]]:
@@ -435,17 +483,54 @@ def _profile(processes: Processes, tmp: Path) -> list[subprocess.Popen[bytes]]:
 
 async def _process_round(
     bus: Bus, admin: SimAdmin, processes: Processes, users: list[User], others: dict[str, int]
-) -> tuple[float, int, dict[str, float]]:
-    """One fan-out through the executor process: (elapsed, requests, CPU s per process)."""
+) -> tuple[float, int, dict[str, float], float]:
+    """One fan-out through the executor process: (t0 -> last OrderPlaced, requests, CPU s
+    per process, t0 -> last OrderFilled). The CPU is read once every fill is recorded (with
+    the streams on, the fill comes after the acknowledgement, from the order topic)."""
     assert processes.executor is not None
     pids = {"executor": processes.executor.pid, "vault": processes.vault.pid, **others}
     await admin.clear_stats()
     before = {name: _tree_cpu_s(pid) for name, pid in pids.items()}
     price = await admin.price(SYMBOL)
-    elapsed, _ = await _fan_out(bus, dict.fromkeys((u.user_id for u in users), Plan.PRO), price)
+    plans = dict.fromkeys((u.user_id for u in users), Plan.PRO)
+    elapsed, _, filled = await _fan_out(bus, plans, price, fills=True)
     cpu = {name: _tree_cpu_s(pid) - before[name] for name, pid in pids.items()}
     processes.check()
-    return elapsed, await _requests_seen(admin), cpu
+    return elapsed, await _requests_seen(admin), cpu, filled
+
+
+async def _stream_warmup(
+    bus: Bus,
+    admin: SimAdmin,
+    processes: Processes,
+    users: list[User],
+    others: dict[str, int],
+    port: int,
+) -> list[dict[str, Any]]:
+    """The streams' warm-up, before any counted round, and what it cost: the first order
+    per account opens its private stream (polled meanwhile: the create is read back, the
+    balance read by REST); once every stream is up, the second order reads each balance
+    once (the wallet topic pushes on change, not on subscribe) and from then on the wallet
+    stream keeps it. Printed as rows of their own, never mixed into the steady state."""
+    rows = []
+    for label in ("streams opened", "balance snapshots"):
+        elapsed, requests, cpu, filled = await _process_round(bus, admin, processes, users, others)
+        waited = await _wait_streams(port, processes, len(users)) if not rows else 0.0
+        n = len(users)
+        _progress(f"  stream warm-up ({label}): {elapsed:.2f}s, {requests / n:.2f} req/order")
+        rows.append(
+            {
+                "name": f"execution: stream warm-up, {label} (not counted)",
+                "value": elapsed,
+                "unit": "s",
+                "baseline": f"{requests / n:.2f} req/order; executor "
+                f"{cpu['executor'] * 1000 / n:.2f} + vault {cpu['vault'] * 1000 / n:.2f} ms "
+                f"CPU/order; last fill at {filled:.2f} s"
+                + (f"; {n} streams up {waited:.1f} s later" if label == "streams opened" else ""),
+                "ratio": None,
+            }
+        )
+    return rows
 
 
 def _other_processes(sim: int, nats_url: str, database_url: str) -> dict[str, int]:
@@ -578,7 +663,7 @@ async def _local_round(
     await admin.clear_stats()
     cpu = _cpu_s()
     try:
-        elapsed, placed = await _fan_out(bus, plans, await admin.price(SYMBOL))
+        elapsed, placed, _ = await _fan_out(bus, plans, await admin.price(SYMBOL))
         cpu = _cpu_s() - cpu
         requests = await _requests_seen(admin)
     finally:
@@ -623,8 +708,9 @@ async def run() -> list[dict]:  # type: ignore[type-arg]
         _progress(
             f"{USERS} keys registered through the vault in {time.perf_counter() - registered:.1f}s"
         )
-        await _start_executor(processes, nats_url, database_url, prefix, sim_url, tmp)
+        port = await _start_executor(processes, nats_url, database_url, prefix, sim_url, tmp)
         others = _other_processes(process.pid, nats_url, database_url)
+        warmup_rows = await _stream_warmup(bus, admin, processes, users, others, port)
         setup = await _ccxt_setup(sim_url, users, admin)
         # N ccxt instances are ~1 GB of long-lived objects: out of the collector's scans, so
         # neither contender pays for walking them (gc.freeze, Python's gc docs).
@@ -639,9 +725,15 @@ async def run() -> list[dict]:  # type: ignore[type-arg]
             _progress(f"round {i + 1} of {WARMUP + ROUNDS} ({'counted' if counted else 'warm-up'})")
             scratch = (Figures(), Figures(), Figures(), Figures())
             sink = (real, plain, with_balance, local) if counted else scratch
-            elapsed, requests, cpu = await _process_round(bus, admin, processes, users, others)
+            elapsed, requests, cpu, filled = await _process_round(
+                bus, admin, processes, users, others
+            )
             sink[0].add(elapsed, cpu["executor"] + cpu["vault"], requests, **cpu)
-            _progress(f"  executor + vault: {elapsed:.2f}s")
+            sink[0].filled.append(filled)
+            _progress(
+                f"  executor + vault: {elapsed:.2f}s (last fill {filled:.2f}s), "
+                f"{requests / USERS:.2f} req/order"
+            )
             for figures, balance in ((sink[1], False), (sink[2], True)):
                 elapsed, cpu_s, requests, spent = await _ccxt_round(
                     setup, admin, others, balance=balance
@@ -650,6 +742,8 @@ async def run() -> list[dict]:  # type: ignore[type-arg]
             _progress(
                 f"  ccxt: {sink[1].elapsed[-1]:.2f}s, with balance {sink[2].elapsed[-1]:.2f}s"
             )
+            if not EXTRAS:
+                continue
             result = await _local_round(
                 nats_url=nats_url,
                 database_url=database_url,
@@ -664,7 +758,9 @@ async def run() -> list[dict]:  # type: ignore[type-arg]
         for profiler in profilers:
             profiler.send_signal(signal.SIGINT)
             profiler.wait(timeout=30)
-        rows = _rows(real, local, plain, with_balance)
+        rows = warmup_rows + _rows(real, local, plain, with_balance)
+        if not EXTRAS:
+            return rows
         # --- limits on: the per-IP floor (in this process, LocalSigner) --------------------
         await admin.set_limits(True)
         limited = await _users(admin, USERS_LIMITED)
@@ -728,6 +824,22 @@ def _rows(real: Figures, local: Figures, plain: Figures, balance: Figures) -> li
             f"{ROUNDS} rounds: {real.spread()} s",
             "ratio": TARGET_FANOUT_S / real.seconds(),
         },
+        {
+            "name": f"execution: {n} users, vault signing: fan-out published -> last fill "
+            "recorded from the private stream (median)",
+            "value": statistics.median(real.filled),
+            "unit": "s",
+            "baseline": ", ".join(f"{t:.2f}" for t in sorted(real.filled)) + " s",
+            "ratio": None,
+        },
+        {
+            "name": "execution: executor requests per order, steady state (streams on)",
+            "value": real.per_order(n),
+            "unit": "req/order",
+            "baseline": "1.0 expected: the create only (balance from the wallet stream, "
+            "outcome and fills from the order and execution topics); ratio = 1 / measured",
+            "ratio": 1.0 / real.per_order(n),
+        },
         contender(
             "executor process, vault signing",
             real,
@@ -750,10 +862,16 @@ def _rows(real: Figures, local: Figures, plain: Figures, balance: Figures) -> li
         },
         contender("ccxt async, one instance per user, one session", plain),
         contender("ccxt, plus a balance read per user", balance),
-        contender(
-            "executor in the bench process, LocalSigner (extra row)",
-            local,
-            "; CPU includes the bench's publishing",
+        *(
+            [
+                contender(
+                    "executor in the bench process, LocalSigner (extra row)",
+                    local,
+                    "; CPU includes the bench's publishing",
+                )
+            ]
+            if local.elapsed
+            else []
         ),
         {
             "name": "execution: executor (vault) orders/s / ccxt with a balance read",

@@ -299,6 +299,25 @@ FIELDS: dict[str, dict[str, Any]] = {
         "entries": ["mb-0123456789abcdef0123456789abcdef"],
         "send": True,
     },
+    "SignBatchRequest": {
+        "exchange": "bybit",
+        "items": [
+            {
+                "event_id": "9b2c1f6e-0d3a-4e5b-8c7d-1a2b3c4d5e6f",
+                "occurred_at": T,
+                "correlation_id": "c-1",
+                "user_id": "u-1",
+                "exchange": "bybit",
+                "method": "POST",
+                "path": "/v5/order/create",
+                "body": '{"category":"spot","symbol":"BTCUSDT","side":"Buy"}',
+                "timestamp_ms": 1,
+                "recv_window_ms": 5000,
+                "request_id": "6f1e0b0c-52c4-4c86-9f0e-2d3b9a0c7a11",
+                "send": True,
+            }
+        ],
+    },
     "OperationsQuery": {
         "user_id": "u-1",
         "status": "CLOSED",

@@ -36,6 +36,21 @@ def test_the_documented_limits_and_the_share_used():
     assert (BYBIT_LIMITS.budget, BINANCE_LIMITS.budget) == (450, 270)
 
 
+async def test_a_simulator_run_scales_the_connection_budget_and_nothing_else() -> None:
+    async def on_report(report: Report) -> None:
+        del report
+
+    documented = create_user_streams(Exchange.BYBIT, "http://127.0.0.1:1", on_report=on_report)
+    scaled = create_user_streams(
+        Exchange.BYBIT, "http://127.0.0.1:1", on_report=on_report, limit_scale=1000.0
+    )
+    assert documented.budget.limits.budget == 450
+    assert scaled.limits.connections_per_window == 500_000
+    assert scaled.budget.limits.budget == 450_000
+    assert scaled.limits.window_s == BYBIT_LIMITS.window_s
+    assert BYBIT_LIMITS.connections_per_window == 500  # the module's limits stay as documented
+
+
 async def test_the_connection_budget_waits_for_the_window_and_meters_it():
     clock = ManualClock()
     budget = ConnectionBudget(

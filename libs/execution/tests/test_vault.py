@@ -51,7 +51,12 @@ async def running_vault(bybit: Harness, database_url: str, pg_schema: str) -> As
         await pool.close()
 
 
-async def test_orders_are_signed_by_the_vault(bybit: Harness, running_vault: None) -> None:
+@pytest.mark.parametrize("batch_max", [0, 128], ids=["one-request-each", "batched"])
+async def test_orders_are_signed_by_the_vault(
+    bybit: Harness, running_vault: None, batch_max: int
+) -> None:
+    """Production batches the sign requests of concurrent orders (``sign_batch_max``): the
+    same outcomes, each order within its own request, a key-less user refused alone."""
     h = bybit
     client = VaultClient(h.bus, timeout=20.0)
     registered: list[User] = []
@@ -64,7 +69,7 @@ async def test_orders_are_signed_by_the_vault(bybit: Harness, running_vault: Non
         assert reply.ok, reply.error
         registered.append(user)
     unknown = User("vault-nobody", "none", LocalSigner("unused", "unused"))
-    await h.start(signers=vault_signers(h.bus))
+    await h.start(signers=vault_signers(h.bus, batch_max=batch_max))
     # The vault signs each entry within its request (reference price, size for the balance
     # it read itself) and each protection leg within the entry it signed.
     price = await h.venue().price("SOLUSDT")

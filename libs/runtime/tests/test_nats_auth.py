@@ -141,6 +141,8 @@ PUBLISH = (
     "keyvault.sign.bybit",
     "keyvault.sign.binance",
     "keyvault.sign",
+    "keyvault.signbatch.bybit",
+    "keyvault.signbatch.binance",
     "keyvault.register",
     "keyvault.revoke",
     "keyvault.internal.invalidate",
@@ -171,11 +173,13 @@ MAY_PUBLISH: dict[str, set[str]] = {
     "executor-bybit": {
         "orders.bybit.OrderFilled",
         "keyvault.sign.bybit",
+        "keyvault.signbatch.bybit",
         "deadletters.executor-bybit-pro",
     },
     "executor-binance": {
         "orders.binance.PositionClosed",
         "keyvault.sign.binance",
+        "keyvault.signbatch.binance",
         "deadletters.executor-binance-pro",
     },
     "keyvault": {
@@ -263,6 +267,8 @@ SUBSCRIBE = (
     "orders.>",
     "keyvault.sign.*",
     "keyvault.sign.bybit",
+    "keyvault.signbatch.*",
+    "keyvault.signbatch.bybit",
     "keyvault.register",
     "ledger.query.operations",
     "keyvault.internal.invalidate",
@@ -276,6 +282,8 @@ MAY_SUBSCRIBE: dict[str, set[str]] = {
     "keyvault": {
         "keyvault.sign.*",
         "keyvault.sign.bybit",
+        "keyvault.signbatch.*",
+        "keyvault.signbatch.bybit",
         "keyvault.register",
         "keyvault.internal.invalidate",
     },

@@ -5,7 +5,8 @@ Each service has one identity (an nkey user) and a ``Grant`` that follows the ev
 - only the gateway publishes signals (and account events);
 - only decision publishes order requests;
 - only an executor asks for a signature, and only on its own exchange's subject
-  (``keyvault.sign.<exchange>``; the vault checks the body names the same exchange);
+  (``keyvault.sign.<exchange>``, or several at once on ``keyvault.signbatch.<exchange>``;
+  the vault checks the body names the same exchange);
 - the vault answers only the requests it received (``allow_responses``), and every reply goes
   to the asker's own inbox prefix (``_INBOX_<service>``), which nobody else may subscribe to;
 - the ledger and the gateway read only the streams they project;
@@ -28,6 +29,7 @@ from dataclasses import dataclass, field
 from marketbot.contracts.enums import Exchange, Plan
 
 SIGN_SUBJECT = "keyvault.sign"
+SIGN_BATCH_SUBJECT = "keyvault.signbatch"
 INVALIDATE_SUBJECT = "keyvault.internal.invalidate"
 DEAD_LETTERS_STREAM = "DEAD_LETTERS"
 LEDGER_REBUILD_CONSUMER = "ledger_rebuild"
@@ -44,6 +46,11 @@ OPERATOR = "operator"
 def sign_subject(exchange: Exchange) -> str:
     """Where an executor asks for a signature for ``exchange``."""
     return f"{SIGN_SUBJECT}.{exchange.value}"
+
+
+def sign_batch_subject(exchange: Exchange) -> str:
+    """Where an executor asks for several signatures for ``exchange`` at once."""
+    return f"{SIGN_BATCH_SUBJECT}.{exchange.value}"
 
 
 def inbox_prefix(service: str) -> str:
@@ -145,7 +152,7 @@ def _executor(exchange: Exchange) -> Grant:
         Grant(
             publishes=(f"orders.{exchange.value}.>",),
             writes=("ORDER_EVENTS",),
-            asks=(sign_subject(exchange),),
+            asks=(sign_subject(exchange), sign_batch_subject(exchange)),
             durables=tuple(
                 Durable("ORDER_REQUESTS", executor_durable(exchange, plan))
                 for plan in (Plan.PRO, Plan.FLEX, Plan.TRIAL)
@@ -198,6 +205,7 @@ GRANTS: dict[str, Grant] = {
                 "keyvault.revoke",
                 "keyvault.status",
                 f"{SIGN_SUBJECT}.*",  # one queue subscription for every exchange's subject
+                f"{SIGN_BATCH_SUBJECT}.*",
             ),
             listens=(INVALIDATE_SUBJECT,),
             # the order requests it bounds order signatures by (issue 14)

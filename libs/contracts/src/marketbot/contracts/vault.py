@@ -143,3 +143,38 @@ class SignReply(Reply):
     status: int = 0
     headers: tuple[tuple[str, str], ...] = ()
     response: str = Field(default="", max_length=4_000_000)
+
+
+MAX_SIGN_BATCH = 256
+"""Sign requests one ``SignBatchRequest`` carries at most."""
+
+
+class SignBatchRequest(Request):
+    """Several sign requests in one NATS request: an executor's vault client coalesces the
+    requests its concurrent orders make within one event-loop tick (or ``MAX_SIGN_BATCH``).
+
+    Each item is a whole ``SignRequest`` (at its current version) and the vault handles it
+    exactly as if it had come on its own: its endpoint rule, clock check, key, its own
+    order request's bounds (an entry within its ``OrderRequested``, a sell within its
+    entries) and its audit row. One item's refusal refuses that item only. Every item names
+    the batch's exchange (the subject names it too, as for a single request).
+    """
+
+    TYPE = "SignBatchRequest"
+    VERSION = 1
+    SUBJECT = "keyvault.signbatch"
+    SUBJECT_FIELD = "exchange"
+
+    exchange: Exchange
+    items: tuple[SignRequest, ...] = Field(min_length=1, max_length=MAX_SIGN_BATCH)
+
+    def request_subject(self) -> str:
+        """``keyvault.signbatch.<exchange>``: like ``keyvault.sign.<exchange>``, an executor
+        may ask only on its own exchange's subject."""
+        return f"{self.SUBJECT}.{self.exchange.value}"
+
+
+class SignBatchReply(Reply):
+    """One ``SignReply`` per item, in the items' order (each with its own ok/error)."""
+
+    results: tuple[SignReply, ...] = ()

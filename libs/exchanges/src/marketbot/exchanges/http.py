@@ -103,6 +103,10 @@ class HttpSettings:
     """Waiting for a pooled connection (never sent: safe to retry)."""
     max_connections: int = 20
     max_keepalive_connections: int = 20
+    max_vault_sends: int = 256
+    """Requests the key vault sends for this client at once (``Sender``): they use none of
+    this client's connections (the vault's own pool and ``SIGN_CONCURRENCY`` bound them),
+    so they do not wait for one of ``max_connections``."""
     keepalive_expiry_s: float = 30.0
     clock_refresh_s: float = 300.0
     clock_safety_ms: int = 200
@@ -196,6 +200,7 @@ class VenueHttp(ABC):
         )
         # Waiting here is far cheaper than in httpx's pool queue, and nothing queues there.
         self._slots = asyncio.Semaphore(s.max_connections)
+        self._vault_slots = asyncio.Semaphore(s.max_vault_sends)
         self._resign_s = s.resign_after_wait_ms / 1000
         self._latency = metrics.REQUEST_LATENCY
         self._exchange_label = self.exchange.value
@@ -375,7 +380,7 @@ class VenueHttp(ABC):
         breaker = self.breaker(endpoint)
         started = time.perf_counter()
         try:
-            async with self._slot(tokens):
+            async with self._slot(tokens, self._slots if sender is None else self._vault_slots):
                 if (
                     sender is None
                     and signer is not None
@@ -433,23 +438,23 @@ class VenueHttp(ABC):
         return self.breakers.get(endpoint.name)
 
     @contextlib.asynccontextmanager
-    async def _slot(self, tokens: Tokens) -> AsyncIterator[None]:
-        """A connection slot, waited for at most the caller's remaining life (``deadline``);
-        past it the request is refused unsent (its budget refunded) rather than left to
-        go stale in the queue."""
+    async def _slot(self, tokens: Tokens, slots: asyncio.Semaphore) -> AsyncIterator[None]:
+        """A connection slot (``slots``: this client's connections, or the vault's sends),
+        waited for at most the caller's remaining life (``deadline``); past it the request
+        is refused unsent (its budget refunded) rather than left to go stale in the queue."""
         left = deadline_remaining(self.clock)
-        if left is None or not self._slots.locked():
-            async with self._slots:
+        if left is None or not slots.locked():
+            async with slots:
                 yield
             return
         # asyncio.wait, not wait_for: on Python 3.11 wait_for can lose an acquire that
         # completes as the timeout fires, leaking a slot for ever.
-        acquiring = asyncio.ensure_future(self._slots.acquire())
+        acquiring = asyncio.ensure_future(slots.acquire())
         try:
             await asyncio.wait({acquiring}, timeout=left)
         except asyncio.CancelledError:
             if acquiring.done() and not acquiring.cancelled():
-                self._slots.release()
+                slots.release()
             acquiring.cancel()
             raise
         if not acquiring.done():
@@ -467,7 +472,7 @@ class VenueHttp(ABC):
         try:
             yield
         finally:
-            self._slots.release()
+            slots.release()
 
     async def _sign(
         self, endpoint: Endpoint, params: Params, signer: Signer

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import dataclasses
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -132,7 +133,14 @@ class UserStreams(ABC):
         egress_ip: str = "default",
         offset_ms: Callable[[], int] = lambda: 0,
         spend: Callable[[int], Awaitable[None]] | None = None,
+        limit_scale: float = 1.0,
     ) -> None:
+        """``limit_scale`` multiplies the documented connection limit, as the HTTP
+        client's ``rate_limit_scale`` does its limits: only for a simulator run with its
+        limits off (never against a real exchange)."""
+        if limit_scale != 1.0:
+            scaled = max(1, int(self.limits.connections_per_window * limit_scale))
+            self.limits = dataclasses.replace(self.limits, connections_per_window=scaled)
         self._on_report = on_report
         self._on_connected = on_connected
         self.settings = settings or StreamSettings()

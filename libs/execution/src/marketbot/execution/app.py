@@ -80,19 +80,24 @@ def venue_settings(settings: ExecutorSettings) -> VenueSettings:
     )
 
 
-def vault_signers(bus: Bus, *, send_timeout_s: float = 15.0) -> SignerFactory:
+def vault_signers(bus: Bus, *, send_timeout_s: float = 15.0, batch_max: int = 0) -> SignerFactory:
     """Signers that ask the key vault over NATS (``marketbot.keyvault.client.VaultSigner``).
 
-    ``send_timeout_s`` bounds a request the vault sends itself (its HTTP included)."""
+    ``send_timeout_s`` bounds a request the vault sends itself (its HTTP included); with
+    ``batch_max`` > 0 the sign requests of concurrent orders go to the vault in batches of
+    at most that many (``SignBatcher``: one NATS request per event-loop tick)."""
     module = importlib.import_module("marketbot.keyvault.client")
     vault_signer = cast(Callable[..., Signer], module.VaultSigner)
+    batcher = module.SignBatcher(bus, max_items=batch_max) if batch_max > 0 else None
     cache: dict[tuple[str, Exchange], Signer] = {}
 
     def factory(user_id: str, exchange: Exchange) -> Signer:
         key = (user_id, exchange)
         signer = cache.get(key)
         if signer is None:
-            signer = cache[key] = vault_signer(bus, user_id, exchange, send_timeout=send_timeout_s)
+            signer = cache[key] = vault_signer(
+                bus, user_id, exchange, send_timeout=send_timeout_s, batcher=batcher
+            )
         return signer
 
     return factory
@@ -129,6 +134,8 @@ def user_streams(settings: ExecutorSettings, venue: Venue) -> StreamsFactory:
             egress_ip=settings.stream_egress_ip,
             offset_ms=lambda: venue.clock_offset_ms,
             spend=spend,
+            # the documented connection limit scales with the HTTP limits (a simulator run)
+            limit_scale=settings.rate_limit_scale,
             **kwargs,
         )
 
@@ -232,7 +239,11 @@ def run_executor(
             signers=(
                 # a request the vault sends waits for its HTTP answer: the read timeout,
                 # plus the vault's and the bus's own time
-                vault_signers(ctx.bus, send_timeout_s=settings.http_read_timeout_s + 2.0)
+                vault_signers(
+                    ctx.bus,
+                    send_timeout_s=settings.http_read_timeout_s + 2.0,
+                    batch_max=settings.sign_batch_max,
+                )
                 if signers is vault_signers
                 else signers(ctx.bus)
             ),

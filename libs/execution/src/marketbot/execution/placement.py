@@ -80,7 +80,9 @@ from marketbot.execution.domain.sizing import (
     size_order,
 )
 from marketbot.execution.fills import FillsIncompleteError, FillSummary, covers, summarize
+from marketbot.execution.groupcommit import GroupCommit, GroupInsert
 from marketbot.execution.repository import (
+    NewEntry,
     NewPosition,
     OrderRow,
     OrderState,
@@ -234,6 +236,16 @@ class OrderExecutor:
         self.config = config
         self.owner = owner or uuid.uuid4().hex
         self.gate = Gate(clock, venue.exchange)
+        self.group_commit = GroupCommit(pool, outbox)
+        """Outcomes of concurrent orders, committed in one transaction per event-loop tick."""
+        self.entry_rows = GroupInsert(
+            pool,
+            clock,
+            owner=self.owner,
+            lease_s=config.lease_s,
+            settle_s=config.unknown_settle_s,
+        )
+        """Record-before-send rows of concurrent entries, in one INSERT per event-loop tick."""
         self.stopping = asyncio.Event()
         self.locks = KeyedLocks()
         self.turn: Callable[[Plan, float], Awaitable[bool]] | None = None
@@ -373,7 +385,8 @@ class OrderExecutor:
             prepared = await self._prepare(request)
             if isinstance(prepared, Outcome):
                 return prepared
-            return await self._send(prepared)
+            # an entry's row comes with its first attempt marked (GroupInsert)
+            return await self._send(prepared, marked=prepared.purpose == Purpose.ENTRY)
         if not await self._claim(cid):
             raise _WaitError(min(self.config.lease_s / 4, 5.0))
         try:
@@ -505,16 +518,24 @@ class OrderExecutor:
             stop_loss_percent=request.stop_loss_percent,
             take_profit_percent=request.take_profit_percent,
         )
-        return await self._insert_sending(
-            request,
-            quantity=sized.quantity,
-            quote_amount=sized.notional,
-            reference_price=price,
-            stop_loss_price=protection.stop_loss,
-            take_profit_price=protection.take_profit,
-            limit_price=limit,
-            max_slippage_percent=slippage,
+        # Recorded with its first attempt marked, in one statement with the entries of
+        # the other requests prepared in this tick (groupcommit.GroupInsert): committed
+        # before it is sent, and from then on it may exist on the exchange.
+        row = await self.entry_rows.insert(
+            NewEntry(
+                request=request,
+                quantity=sized.quantity,
+                quote_amount=sized.notional,
+                reference_price=price,
+                stop_loss_price=protection.stop_loss,
+                take_profit_price=protection.take_profit,
+                limit_price=limit,
+                max_slippage_percent=slippage,
+            )
         )
+        if row is None:
+            raise _WaitError(0.0)  # another delivery recorded it first: see _insert_sending
+        return row
 
     async def _prepare_close(self, request: OrderRequested) -> OrderRow | Outcome:
         """A SELL closes every open position the user holds in the symbol (what a
@@ -568,7 +589,8 @@ class OrderExecutor:
         """Send a recorded order (again): the reconciler's resend after 'not found'."""
         return await self._send(row)
 
-    async def _send(self, row: OrderRow) -> Outcome:
+    async def _send(self, row: OrderRow, *, marked: bool = False) -> Outcome:
+        """``marked``: the row was recorded with this attempt already marked."""
         request = row.request
         signer = self.signers(request.user_id, request.exchange)
         if row.purpose == Purpose.ENTRY:
@@ -588,10 +610,13 @@ class OrderExecutor:
             if isinstance(closing, Outcome):
                 return closing
             order = closing
-        async with self.pool.acquire() as conn:
-            await Repository.mark_attempt(
-                conn, row.client_order_id, self.clock.now(), self.config.unknown_settle_s
-            )
+        # the attempts and settle time from before this attempt (undone if it never ran)
+        before = (row.attempts - 1, None) if marked else (row.attempts, row.settle_until)
+        if not marked:
+            async with self.pool.acquire() as conn:
+                await Repository.mark_attempt(
+                    conn, row.client_order_id, self.clock.now(), self.config.unknown_settle_s
+                )
         try:
             # The vault signs the order only within its request (an entry) or the entries
             # it sells from (a close, an exit): docs/security.md.
@@ -610,9 +635,7 @@ class OrderExecutor:
             # as maybe-sent as before it. A first send stays a first send (no lookup, no
             # resend rule), and a resend keeps the settle time of the attempt before.
             async with self.pool.acquire() as conn:
-                await Repository.undo_attempt(
-                    conn, row.client_order_id, row.attempts, row.settle_until
-                )
+                await Repository.undo_attempt(conn, row.client_order_id, *before)
             raise
         return await self.record_result(row, state)
 
@@ -686,21 +709,28 @@ class OrderExecutor:
 
     # ---- recording -----------------------------------------------------------------
     async def commit(
-        self, effect: Callable[[Conn], Awaitable[bool | None]], emitted: Sequence[Event]
+        self,
+        effect: Callable[[Conn], Awaitable[bool | None]],
+        emitted: Sequence[Event],
+        *,
+        group: bool = False,
     ) -> bool:
-        """Apply ``effect`` and store ``emitted`` in one transaction, then publish them.
+        """Apply ``effect`` and store ``emitted`` in one transaction, then publish them
+        (from memory: the outbox rows are not read back; they stay for the relay if the
+        publish fails).
 
         ``effect`` returning ``False`` means another worker got there first: nothing is
-        emitted."""
+        emitted. ``group``: the effect is database statements only, and may share its
+        transaction with the outcomes of other orders recorded in the same event-loop tick
+        (``groupcommit.py``); it is committed before this returns either way."""
+        if group:
+            return await self.group_commit.commit(effect, emitted)
         async with self.pool.acquire() as conn, conn.transaction():
             applied = await effect(conn)
             if applied is False:
                 return False
-            rows = await Outbox.add(conn, emitted)
-        try:
-            await self.outbox.flush(rows)
-        except (BusError, OSError, asyncpg.PostgresError) as exc:
-            log.warning("outbox publish deferred to the relay", error=str(exc))
+            rows = await Outbox.stage(conn, emitted)
+        await self.outbox.publish_staged(rows)
         return True
 
     async def reject(
@@ -876,7 +906,7 @@ class OrderExecutor:
             )
 
         emitted = [] if row.purpose == Purpose.EXIT else [self._placed_event(row, state, now)]
-        await self.commit(effect, emitted)
+        await self.commit(effect, emitted, group=True)
         metrics.ORDERS.labels(self.exchange.value, request.plan.value, "placed").inc()
         return Outcome.PLACED
 
@@ -924,6 +954,9 @@ class OrderExecutor:
             opened_at=summary.filled_at or now,
             fees_estimated=summary.estimated_fees,
         )
+        # No stop loss and no take profit: no leg to place on any venue (each venue's
+        # protect returns no legs), so the position is stored protected, with no round trip.
+        unguarded = row.stop_loss_price is None and row.take_profit_price is None
 
         async def effect(conn: Conn) -> bool:
             if not await Repository.finish(
@@ -934,10 +967,16 @@ class OrderExecutor:
                 exchange_order_id=state.exchange_order_id,
             ):
                 return False
-            await Repository.open_position(conn, position, now, self.config.track_interval_s)
+            await Repository.open_position(
+                conn,
+                position,
+                now,
+                self.config.track_interval_s,
+                Phase.PROTECTED if unguarded else Phase.UNPROTECTED,
+            )
             return True
 
-        if not await self.commit(effect, emitted):
+        if not await self.commit(effect, emitted, group=True):
             return Outcome.DONE
         plan = request.plan.value
         if row.state == OrderState.SENDING:
@@ -945,7 +984,8 @@ class OrderExecutor:
         metrics.ORDERS.labels(self.exchange.value, plan, "filled").inc()
         # Protect now; if this fails the position stays UNPROTECTED (counted, alerted) and
         # the tracker protects it on its next pass. The request's outcome is the fill.
-        await self.positions.protect_id(request.client_order_id)
+        if not unguarded:
+            await self.positions.protect_id(request.client_order_id)
         return Outcome.FILLED
 
     async def _record_close_fill(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -212,6 +213,20 @@ class NewPosition:
     fees_estimated: bool
 
 
+@dataclass(frozen=True, slots=True)
+class NewEntry:
+    """An entry order about to be recorded before it is sent (``insert_entries_sent``)."""
+
+    request: OrderRequested
+    quantity: Decimal
+    quote_amount: Decimal
+    reference_price: Decimal
+    stop_loss_price: Decimal | None
+    take_profit_price: Decimal | None
+    limit_price: Decimal
+    max_slippage_percent: Decimal
+
+
 class Repository:
     """Plain functions over one connection; callers own the transactions."""
 
@@ -323,6 +338,64 @@ class Repository:
         if record is None:
             return None
         return OrderRow.from_record(record, request=request)
+
+    @staticmethod
+    async def insert_entries_sent(
+        conn: Conn,
+        entries: Sequence[NewEntry],
+        *,
+        now: datetime,
+        owner: str,
+        lease_s: float,
+        settle_s: float,
+    ) -> list[OrderRow | None]:
+        """Record entries in state SENDING, each leased to ``owner`` *with its first
+        attempt marked* (``mark_attempt``), all in one statement: one round trip for a
+        whole tick of entries, each row committed (the statement is its own transaction)
+        before its order is sent. Per entry, in order: its row, or ``None`` if the id
+        already exists (another delivery got there first)."""
+        if not entries:
+            return []
+        records = await conn.fetch(
+            "INSERT INTO orders (client_order_id, request_id, user_id, symbol, side, plan, "
+            "request, state, quantity, quote_amount, reference_price, stop_loss_price, "
+            "take_profit_price, limit_price, max_slippage_percent, created_at, updated_at, "
+            "lease_owner, lease_until, purpose, attempts, last_attempt_at, settle_until) "
+            "SELECT c, r, u, s, d, p, q::jsonb, $15, qty, qa, rp, sl, tp, lp, ms, $16, $16, "
+            "$17, $18, 'ENTRY', 1, $16, $19 FROM unnest($1::text[], $2::uuid[], $3::text[], "
+            "$4::text[], $5::text[], $6::text[], $7::text[], $8::numeric[], $9::numeric[], "
+            "$10::numeric[], $11::numeric[], $12::numeric[], $13::numeric[], $14::numeric[]) "
+            "AS x(c, r, u, s, d, p, q, qty, qa, rp, sl, tp, lp, ms) "
+            "ON CONFLICT (client_order_id) DO NOTHING RETURNING *",
+            [e.request.client_order_id for e in entries],
+            [e.request.request_id for e in entries],
+            [e.request.user_id for e in entries],
+            [e.request.symbol for e in entries],
+            [e.request.side.value for e in entries],
+            [e.request.plan.value for e in entries],
+            [e.request.model_dump_json() for e in entries],
+            [e.quantity for e in entries],
+            [e.quote_amount for e in entries],
+            [e.reference_price for e in entries],
+            [e.stop_loss_price for e in entries],
+            [e.take_profit_price for e in entries],
+            [e.limit_price for e in entries],
+            [e.max_slippage_percent for e in entries],
+            OrderState.SENDING,
+            now,
+            owner,
+            now + timedelta(seconds=lease_s),
+            now + timedelta(seconds=settle_s),
+        )
+        by_id = {r["client_order_id"]: r for r in records}
+        rows: list[OrderRow | None] = []
+        for entry in entries:
+            # an id twice in one statement is inserted once: only its first entry owns it
+            record = by_id.pop(entry.request.client_order_id, None)
+            rows.append(
+                None if record is None else OrderRow.from_record(record, request=entry.request)
+            )
+        return rows
 
     @staticmethod
     async def mark_attempt(
@@ -503,9 +576,16 @@ class Repository:
     # positions --------------------------------------------------------------------------
     @staticmethod
     async def open_position(
-        conn: Conn, position: NewPosition, now: datetime, interval_s: float
+        conn: Conn,
+        position: NewPosition,
+        now: datetime,
+        interval_s: float,
+        phase: Phase = Phase.UNPROTECTED,
     ) -> None:
-        """Store a filled entry as UNPROTECTED; its legs are recorded once they work."""
+        """Store a filled entry as UNPROTECTED; its legs are recorded once they work. An
+        entry with neither a stop loss nor a take profit has no legs on any venue: it is
+        stored PROTECTED at once (what protecting it would record, without the round
+        trips)."""
         request = position.request
         await conn.execute(
             "INSERT INTO positions (entry_client_order_id, user_id, symbol, side, request, "
@@ -513,7 +593,7 @@ class Repository:
             "entry_order_id, stop_loss_price, take_profit_price, exits, opened_at, "
             "status, check_interval_s, next_check_at, phase, fees_estimated) VALUES "
             "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, '[]', $15, 'OPEN', "
-            "$16, $17, 'UNPROTECTED', $18) ON CONFLICT (entry_client_order_id) DO NOTHING",
+            "$16, $17, $19, $18) ON CONFLICT (entry_client_order_id) DO NOTHING",
             position.entry_client_order_id,
             request.user_id,
             request.symbol,
@@ -532,6 +612,7 @@ class Repository:
             interval_s,
             now,
             position.fees_estimated,
+            phase.value,
         )
 
     @staticmethod

@@ -176,6 +176,13 @@ class ExecutorSettings(ServiceSettings):
         gt=0,
         description="how often the leases are renewed (and lapsed ones taken over)",
     )
+    sign_batch_max: int = Field(
+        default=128,
+        ge=0,
+        le=256,
+        description="sign requests of concurrent orders sent to the key vault in one NATS "
+        "request (one batch per event-loop tick, at most this many); 0: one request each",
+    )
     outbox_relay_s: float = Field(default=2.0, gt=0)
     db_pool_size: int = Field(default=20, ge=2)
 

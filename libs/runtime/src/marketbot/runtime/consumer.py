@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -50,6 +52,17 @@ APPLY_SECONDS = Histogram(
 )
 
 
+@dataclass(frozen=True, slots=True)
+class Staged:
+    """An outbox row as stored: what publishing it needs, kept in memory."""
+
+    row_id: int
+    event_id: uuid.UUID
+    subject: str
+    event_type: str
+    payload: bytes
+
+
 class Outbox:
     """Events written with the state that caused them, published after commit."""
 
@@ -61,9 +74,16 @@ class Outbox:
     async def add(conn: Conn, events: Iterable[Event]) -> list[int]:
         """Store ``events`` (one statement, whatever their number); the ids of the rows
         inserted, in the events' order (an event already stored is skipped)."""
+        return [row.row_id for row in await Outbox.stage(conn, events)]
+
+    @staticmethod
+    async def stage(conn: Conn, events: Iterable[Event]) -> list[Staged]:
+        """``add``, keeping what was stored: the rows can be published after commit from
+        memory (``publish_staged``), without reading them back."""
         events = list(events)
         if not events:
             return []
+        payloads = [e.to_json() for e in events]
         if len(events) == 1:
             (event,) = events
             row_id = await conn.fetchval(
@@ -72,9 +92,11 @@ class Outbox:
                 event.event_id,
                 event.subject(),
                 event.type,
-                event.to_json(),
+                payloads[0],
             )
-            return [] if row_id is None else [row_id]
+            if row_id is None:
+                return []
+            return [Staged(row_id, event.event_id, event.subject(), event.type, payloads[0])]
         # WITH ORDINALITY + ORDER BY: the ids are drawn in the events' order.
         inserted = await conn.fetch(
             "INSERT INTO outbox (event_id, subject, event_type, payload) "
@@ -84,10 +106,39 @@ class Outbox:
             [e.event_id for e in events],
             [e.subject() for e in events],
             [e.type for e in events],
-            [e.to_json() for e in events],
+            payloads,
         )
         ids = {r["event_id"]: r["id"] for r in inserted}
-        return [ids[e.event_id] for e in events if e.event_id in ids]
+        return [
+            Staged(ids[e.event_id], e.event_id, e.subject(), e.type, payload)
+            for e, payload in zip(events, payloads, strict=True)
+            if e.event_id in ids
+        ]
+
+    async def publish_staged(self, staged: Sequence[Staged]) -> None:
+        """Publish committed rows from memory (in order, pipelined) and delete them once
+        JetStream has every one; a failure is logged, never raised: the rows stay, and
+        the relay publishes them (by event id, so JetStream de-duplicates a re-publish)."""
+        if not staged:
+            return
+        try:
+            await asyncio.gather(
+                *(
+                    self._bus.publish_raw(
+                        self._bus.subject(row.subject),
+                        row.payload,
+                        str(row.event_id),
+                        row.event_type,
+                    )
+                    for row in staged
+                )
+            )
+            async with self._pool.acquire() as conn:
+                await conn.execute(
+                    "DELETE FROM outbox WHERE id = ANY($1::bigint[])", [r.row_id for r in staged]
+                )
+        except (BusError, OSError, asyncpg.PostgresError) as exc:
+            log.warning("event publish deferred to the outbox relay", error=str(exc))
 
     async def flush(self, row_ids: Sequence[int]) -> None:
         """Publish the given rows (in order) and delete each once JetStream has it."""
@@ -261,4 +312,5 @@ __all__ = [
     "Outbox",
     "PermanentError",
     "Redelivery",
+    "Staged",
 ]

@@ -101,6 +101,13 @@ class ServiceSettings(BaseSettings):
         description="the plan table (priority, delay, commission rate): one value for all",
     )
     log_level: str = Field(default="INFO", validation_alias=AliasChoices("LOG_LEVEL", "log_level"))
+    gc_thresholds: tuple[int, int, int] = Field(
+        default=(50_000, 20, 100),
+        validation_alias=AliasChoices("MARKETBOT_GC_THRESHOLDS", "gc_thresholds"),
+        description="the garbage collector's generation thresholds (gc.set_threshold; "
+        "Python's default is 700, 10, 10); the objects alive once the service has started "
+        "are frozen out of its scans (gc.freeze)",
+    )
     http_host: str = "127.0.0.1"
     metrics_port: int = Field(default=0, ge=0, le=65535, description="0 picks a free port")
 

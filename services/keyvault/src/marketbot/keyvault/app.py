@@ -21,6 +21,8 @@ from marketbot.contracts.vault import (
     RegisterKeyReply,
     RegisterKeyRequest,
     RevokeKeyRequest,
+    SignBatchReply,
+    SignBatchRequest,
     SignReply,
     SignRequest,
     VaultPublicKeyReply,
@@ -125,6 +127,7 @@ async def start_vault(
         bounds=settings.bound_rules(),
         balance_max_age=timedelta(seconds=settings.balance_max_age_s),
         request_wait_s=settings.request_wait_s,
+        batch_slots=asyncio.Semaphore(settings.sign_concurrency),
     )
     running = RunningVault(vault=vault, venues=venue_pool)
     # The order requests signatures are bounded by (only decision may publish them).
@@ -146,6 +149,14 @@ async def start_vault(
             SignRequest,
             SignReply,
             _bind(handlers.sign, vault),
+            concurrency=settings.sign_concurrency,
+        ),
+        # several sign requests of an executor's concurrent orders in one message (each
+        # item answered as a request of its own; at most sign_concurrency items at once)
+        await bus.serve(
+            SignBatchRequest,
+            SignBatchReply,
+            _bind(handlers.sign_batch, vault),
             concurrency=settings.sign_concurrency,
         ),
     ]

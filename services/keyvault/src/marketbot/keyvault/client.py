@@ -1,11 +1,13 @@
 """Clients of the vault for other services. Imports only contracts, runtime and exchanges.
 
 * ``VaultSigner``: the exchange client's ``Signer`` backed by the vault (executors).
+* ``SignBatcher``: coalesces the sign requests of concurrent orders into one NATS request.
 * ``VaultClient``: register (sealing the secret), verify, revoke, status (the gateway).
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import uuid
@@ -14,13 +16,16 @@ from typing import Any
 import structlog
 from nats.errors import TimeoutError as NatsTimeoutError
 
-from marketbot.contracts import Exchange, RejectReason
+from marketbot.contracts import ErrorDetail, Exchange, RejectReason
 from marketbot.contracts.vault import (
+    MAX_SIGN_BATCH,
     KeyStatusReply,
     KeyStatusRequest,
     RegisterKeyReply,
     RegisterKeyRequest,
     RevokeKeyRequest,
+    SignBatchReply,
+    SignBatchRequest,
     SignReply,
     SignRequest,
     VaultPublicKeyReply,
@@ -44,6 +49,112 @@ def _correlation_id(explicit: str | None) -> str:
     return str(bound) if bound else f"keyvault-{uuid.uuid4()}"
 
 
+class SignBatcher:
+    """One NATS request for the sign requests an executor's concurrent orders make within
+    one event-loop tick (a micro-batch, flushed on the next tick or at ``max_items``).
+
+    Sign-only and send requests go in separate batches (each kind has its own timeout),
+    and a batch of one goes as a plain ``SignRequest``. The vault answers each item of a
+    ``SignBatchRequest`` as a request of its own (its own bounds, refusal and audit row,
+    ``handlers.sign_batch``); each caller gets its own item's reply, or, when the batch's
+    request failed on the bus, its own copy of that ``BusError`` (``VaultSigner`` maps it
+    exactly as for a single request: a send whose answer was lost is an unknown outcome).
+    A batch of sends is answered when its slowest send is: the requests reach the
+    exchange as concurrently as before, their answers wait for each other.
+    """
+
+    def __init__(self, bus: Bus, *, max_items: int = MAX_SIGN_BATCH) -> None:
+        if not 1 <= max_items <= MAX_SIGN_BATCH:
+            raise ValueError(f"max_items must be within 1..{MAX_SIGN_BATCH}")
+        self._bus = bus
+        self._max = max_items
+        self._pending: dict[tuple[Exchange, bool, float], list[_Waiting]] = {}
+        self._scheduled = False
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.batches = 0
+        """Requests sent to the vault (a batch of one included)."""
+
+    async def ask(self, message: SignRequest, timeout: float) -> SignReply:
+        loop = asyncio.get_running_loop()
+        waiting = _Waiting(message, loop.create_future())
+        key = (message.exchange, message.send, timeout)
+        queue = self._pending.setdefault(key, [])
+        queue.append(waiting)
+        if len(queue) >= self._max:
+            self._flush(key)
+        elif not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(self._flush_all)
+        return await waiting.future
+
+    def _flush_all(self) -> None:
+        self._scheduled = False
+        for key in list(self._pending):
+            self._flush(key)
+
+    def _flush(self, key: tuple[Exchange, bool, float]) -> None:
+        items = self._pending.pop(key)
+        task = asyncio.create_task(self._request(key, items))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _request(self, key: tuple[Exchange, bool, float], items: list[_Waiting]) -> None:
+        exchange, _, timeout = key
+        self.batches += 1
+        try:
+            if len(items) == 1:
+                replies: tuple[SignReply, ...] = (
+                    await self._bus.request(items[0].message, SignReply, timeout=timeout),
+                )
+            else:
+                batch = SignBatchRequest(
+                    occurred_at=items[0].message.occurred_at,
+                    correlation_id=f"signbatch-{uuid.uuid4()}",
+                    exchange=exchange,
+                    items=tuple(w.message for w in items),
+                )
+                reply = await self._bus.request(batch, SignBatchReply, timeout=timeout)
+                replies = reply.results
+                if not reply.ok or len(replies) != len(items):
+                    error = reply.error or ErrorDetail(
+                        code="internal", message="the vault answered the batch incompletely"
+                    )
+                    replies = tuple(SignReply(ok=False, error=error) for _ in items)
+        except BusError as exc:
+            for waiting in items:
+                if not waiting.future.done():
+                    copy = BusError(str(exc))
+                    copy.__cause__ = exc.__cause__
+                    waiting.future.set_exception(copy)
+            return
+        except Exception as exc:
+            # as a single request raises it (e.g. an answer that does not decode)
+            for waiting in items:
+                if not waiting.future.done():
+                    waiting.future.set_exception(exc)
+            return
+        except BaseException:
+            # cancelled while waiting (shutting down): the sends may have gone, as when an
+            # answer is lost (VaultSigner: unknown outcome)
+            for waiting in items:
+                if not waiting.future.done():
+                    lost = BusError("the sign batch was abandoned before its answer")
+                    lost.__cause__ = NatsTimeoutError()
+                    waiting.future.set_exception(lost)
+            raise
+        for waiting, answer in zip(items, replies, strict=True):
+            if not waiting.future.done():
+                waiting.future.set_result(answer)
+
+
+class _Waiting:
+    __slots__ = ("future", "message")
+
+    def __init__(self, message: SignRequest, future: asyncio.Future[SignReply]) -> None:
+        self.message = message
+        self.future = future
+
+
 class VaultSigner:
     """Signs through the vault: the secret never reaches this process.
 
@@ -53,6 +164,7 @@ class VaultSigner:
     """
 
     __slots__ = (
+        "_batcher",
         "_bus",
         "_clock",
         "_correlation",
@@ -72,9 +184,13 @@ class VaultSigner:
         timeout: float = 2.0,
         send_timeout: float = 15.0,
         correlation_id: str | None = None,
+        batcher: SignBatcher | None = None,
     ) -> None:
-        """``send_timeout`` bounds a request the vault sends itself (its HTTP included)."""
+        """``send_timeout`` bounds a request the vault sends itself (its HTTP included);
+        with ``batcher``, requests go to the vault in batches (shared by every signer of
+        the process)."""
         self._bus = bus
+        self._batcher = batcher
         self._send_timeout = send_timeout
         self.user_id = user_id
         self.exchange = exchange
@@ -124,7 +240,10 @@ class VaultSigner:
         )
         timeout = self._send_timeout if send else self._timeout
         try:
-            reply = await self._bus.request(message, SignReply, timeout=timeout)
+            if self._batcher is not None:
+                reply = await self._batcher.ask(message, timeout)
+            else:
+                reply = await self._bus.request(message, SignReply, timeout=timeout)
         except BusError as exc:
             if send and isinstance(exc.__cause__, NatsTimeoutError):
                 # the vault may have sent it before its answer was lost

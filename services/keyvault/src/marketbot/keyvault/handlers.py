@@ -39,6 +39,8 @@ from marketbot.contracts.vault import (
     RegisterKeyReply,
     RegisterKeyRequest,
     RevokeKeyRequest,
+    SignBatchReply,
+    SignBatchRequest,
     SignReply,
     SignRequest,
     VaultPublicKeyReply,
@@ -117,6 +119,9 @@ class Vault:
     """How long a sign for a request not stored yet waits for the vault's consumer."""
     balances: dict[tuple[str, Exchange], tuple[Decimal, float]] = field(default_factory=dict)
     """Free quote balance per user and exchange, with the monotonic time it was known."""
+    batch_slots: asyncio.Semaphore | None = None
+    """Bounds the items of every batch being answered at once (``sign_batch``), as the
+    single requests are bounded by the subscription's concurrency."""
 
     async def invalidate(self, user_id: str, exchange: Exchange) -> None:
         self.cache.invalidate(user_id, exchange)
@@ -629,6 +634,36 @@ async def sign(request: SignRequest, vault: Vault) -> SignReply:
     if request.send:
         return await _send_signed(request, signing_input, found, signature, vault)
     return SignReply(api_key=found.api_key, signature=signature)
+
+
+async def sign_batch(request: SignBatchRequest, vault: Vault) -> SignBatchReply:
+    """Answer each item exactly as ``sign`` answers a request of its own (its endpoint
+    rule, clock check, key, its own order request's bounds and its audit row), the items
+    concurrently; one reply per item, in order. An item's refusal or failure is that
+    item's answer only."""
+
+    async def one(item: SignRequest) -> SignReply:
+        if item.exchange is not request.exchange:
+            # as a single request naming another exchange than its subject is refused
+            return SignReply(
+                ok=False,
+                error=_refusal(
+                    "invalid_request",
+                    f"exchange: the item names {item.exchange.value}, the batch "
+                    f"{request.exchange.value}",
+                    "exchange",
+                ),
+            )
+        try:
+            if vault.batch_slots is None:
+                return await sign(item, vault)
+            async with vault.batch_slots:
+                return await sign(item, vault)
+        except Exception:
+            log.exception("sign request failed", correlation_id=item.correlation_id)
+            return SignReply(ok=False, error=_refusal("internal", "the service failed; try again"))
+
+    return SignBatchReply(results=tuple(await asyncio.gather(*map(one, request.items))))
 
 
 async def _send_signed(

@@ -1,0 +1,210 @@
+"""Group commit: the rows and outcomes of concurrently processed orders, a tick at a time.
+
+``GroupInsert``: the record-before-send rows of the entries prepared within one event-loop
+tick, with their first attempt marked, in one multi-row INSERT (one statement: each row is
+committed when it returns, before its order is sent).
+
+``GroupCommit``: the outcomes of concurrently processed orders in one transaction.
+
+Each outcome is a state change (``effect``) and the events it emits, committed together
+(the outbox). ``GroupCommit.commit`` gathers the outcomes recorded within one event-loop
+tick (at most ``max_items``) and applies them on one connection in one transaction: each
+effect's own statements, one outbox INSERT for all their events, one COMMIT; then the
+events are published from memory (``Outbox.publish_staged``: nothing is read back) and
+their rows deleted in one statement. Each caller returns only after its outcome is
+committed, exactly as with a transaction of its own.
+
+If any effect of a group fails (a deadlock with another writer, a constraint), the group's
+transaction rolls back as a whole and each outcome is applied again in a transaction of its
+own, so one failing outcome never takes the others with it; its caller gets its error.
+Effects are only database statements (re-running a rolled-back one is safe).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+import asyncpg
+
+from marketbot.contracts import Event
+from marketbot.execution.repository import NewEntry, OrderRow, Repository
+from marketbot.runtime.clock import Clock
+from marketbot.runtime.consumer import Outbox, Staged
+from marketbot.runtime.db import Conn
+
+Effect = Callable[[Conn], Awaitable[bool | None]]
+
+
+@dataclass(slots=True)
+class _Outcome:
+    effect: Effect
+    emitted: Sequence[Event]
+    future: asyncio.Future[bool]
+    applied: bool = False
+    staged: list[Staged] = field(default_factory=list)
+
+
+class GroupCommit:
+    def __init__(self, pool: asyncpg.Pool, outbox: Outbox, *, max_items: int = 64) -> None:
+        if max_items < 1:
+            raise ValueError("max_items must be at least 1")
+        self._pool = pool
+        self._outbox = outbox
+        self._max = max_items
+        self._pending: list[_Outcome] = []
+        self._scheduled = False
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.groups = 0
+        """Transactions committed for groups (a group of one included)."""
+
+    async def commit(self, effect: Effect, emitted: Sequence[Event]) -> bool:
+        """Apply ``effect`` and store ``emitted`` (in a group's transaction), then publish
+        them; ``False`` (nothing emitted) when the effect says another worker got there
+        first."""
+        loop = asyncio.get_running_loop()
+        outcome = _Outcome(effect, emitted, loop.create_future())
+        self._pending.append(outcome)
+        if len(self._pending) >= self._max:
+            self._flush()
+        elif not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(self._flush)
+        return await outcome.future
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        if not self._pending:
+            return
+        group, self._pending = self._pending, []
+        task = asyncio.create_task(self._apply(group))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _apply(self, group: list[_Outcome]) -> None:
+        try:
+            try:
+                await self._together(group)
+            except Exception:
+                if len(group) == 1:
+                    raise
+                for outcome in group:
+                    outcome.applied, outcome.staged = False, []
+                await asyncio.gather(*(self._alone(o) for o in group))
+                return
+        except BaseException as exc:
+            for outcome in group:
+                if not outcome.future.done():
+                    outcome.future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        await self._publish(group)
+
+    async def _together(self, group: list[_Outcome]) -> None:
+        async with self._pool.acquire() as conn, conn.transaction():
+            applied = []
+            for outcome in group:
+                outcome.applied = await outcome.effect(conn) is not False
+                if outcome.applied:
+                    applied.append(outcome)
+            staged = await Outbox.stage(conn, [e for o in applied for e in o.emitted])
+        self.groups += 1
+        by_event = {row.event_id: row for row in staged}
+        for outcome in applied:
+            outcome.staged = [
+                by_event[e.event_id] for e in outcome.emitted if e.event_id in by_event
+            ]
+
+    async def _alone(self, outcome: _Outcome) -> None:
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                outcome.applied = await outcome.effect(conn) is not False
+                if outcome.applied:
+                    outcome.staged = await Outbox.stage(conn, outcome.emitted)
+        except Exception as exc:
+            outcome.future.set_exception(exc)
+            return
+        self.groups += 1
+        await self._publish([outcome])
+
+    async def _publish(self, group: list[_Outcome]) -> None:
+        await self._outbox.publish_staged([row for o in group for row in o.staged])
+        for outcome in group:
+            if not outcome.future.done():
+                outcome.future.set_result(outcome.applied)
+
+
+class GroupInsert:
+    """One INSERT for the entries recorded within one event-loop tick (at most
+    ``max_items``): ``Repository.insert_entries_sent``. A failed statement fails every
+    entry of the group (none was recorded, none is sent: each request retries)."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        clock: Clock,
+        *,
+        owner: str,
+        lease_s: float,
+        settle_s: float,
+        max_items: int = 128,
+    ) -> None:
+        if max_items < 1:
+            raise ValueError("max_items must be at least 1")
+        self._pool = pool
+        self._clock = clock
+        self._owner = owner
+        self._lease_s = lease_s
+        self._settle_s = settle_s
+        self._max = max_items
+        self._pending: list[tuple[NewEntry, asyncio.Future[OrderRow | None]]] = []
+        self._scheduled = False
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.statements = 0
+
+    async def insert(self, entry: NewEntry) -> OrderRow | None:
+        """The entry's committed row (SENDING, leased, first attempt marked), or ``None``
+        when its client order id is already recorded."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[OrderRow | None] = loop.create_future()
+        self._pending.append((entry, future))
+        if len(self._pending) >= self._max:
+            self._flush()
+        elif not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(self._flush)
+        return await future
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        if not self._pending:
+            return
+        group, self._pending = self._pending, []
+        task = asyncio.create_task(self._insert(group))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _insert(self, group: list[tuple[NewEntry, asyncio.Future[OrderRow | None]]]) -> None:
+        try:
+            async with self._pool.acquire() as conn:
+                rows = await Repository.insert_entries_sent(
+                    conn,
+                    [entry for entry, _ in group],
+                    now=self._clock.now(),
+                    owner=self._owner,
+                    lease_s=self._lease_s,
+                    settle_s=self._settle_s,
+                )
+        except BaseException as exc:
+            for _, future in group:
+                if not future.done():
+                    future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        self.statements += 1
+        for (_, future), row in zip(group, rows, strict=True):
+            if not future.done():
+                future.set_result(row)
