@@ -445,6 +445,12 @@ class StreamFeed:
             position = await FeedQueries.position_by_leg(conn, user_id, cid)
         if position is not None:
             leg = next(leg for leg in position.legs if leg.client_order_id == cid)
+            if state.filled_quantity <= 0 and position.closing_order is not None:
+                # Cancelled by the close under way (a fired exit, a close signal): nothing
+                # to record or look at (a close that ends unfilled leaves the position
+                # UNPROTECTED, which the tracker protects anew).
+                metrics.STREAM_REPORTS.labels(self.exchange, "leg", "closing").inc()
+                return
             await self._record_leg(position, leg, state)
             return
         metrics.STREAM_REPORTS.labels(self.exchange, "order", "unknown_id").inc()
