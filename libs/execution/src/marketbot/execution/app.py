@@ -125,6 +125,7 @@ def user_streams(settings: ExecutorSettings, venue: Venue) -> StreamsFactory:
             ),
             replica=settings.stream_replica or settings.service_name,
             egress_ip=settings.stream_egress_ip,
+            source_ips=settings.source_ips,
             offset_ms=lambda: venue.clock_offset_ms,
             spend=spend,
             **kwargs,
