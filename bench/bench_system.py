@@ -22,6 +22,8 @@ from __future__ import annotations
 import asyncio
 import math
 import os
+import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -65,6 +67,55 @@ EGRESS_IPS = [
 spread over this many local addresses, each an egress IP with its own connection budget
 (450 new connections per 5 minutes), as a deployment adds egress IPs: the simulator counts
 each source address apart."""
+
+
+PYSPY = os.environ.get("BENCH_SYSTEM_PYSPY")
+"""A py-spy binary: every service process is profiled over the limits-off alert, into
+``BENCH_SYSTEM_PROFILE_DIR`` (default: a temporary directory) as ``<service>.folded``."""
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_s(pid: int) -> float:
+    """CPU seconds ``pid`` has used (proc(5): utime + stime)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+
+
+def service_pids(stack: Stack) -> dict[str, int]:
+    pids = {}
+    for name in stack.supervisor.names:
+        pid = stack.supervisor.process(name).process.pid
+        if pid is not None:
+            pids[name] = pid
+    return pids
+
+
+def profile(pids: dict[str, int]) -> list[subprocess.Popen[bytes]]:
+    assert PYSPY
+    out = Path(os.environ.get("BENCH_SYSTEM_PROFILE_DIR", tempfile.gettempdir()))
+    out.mkdir(parents=True, exist_ok=True)
+    argv = [PYSPY, "record", "--rate", "100", "--format", "raw", "--nonblocking"]
+    return [
+        subprocess.Popen([*argv, "--pid", str(pid), "-o", str(out / f"{name}.folded")])
+        for name, pid in pids.items()
+    ]
+
+
+def cpu_row(alert: dict[str, Any], label: str) -> dict[str, Any]:
+    cpu = {name: 1000 * seconds / USERS for name, seconds in alert["cpu"].items()}
+    top = sorted(cpu.items(), key=lambda kv: -kv[1])
+    return {
+        "name": f"system: CPU per order of the service processes, {label}",
+        "value": sum(cpu.values()),
+        "unit": "ms/order",
+        "baseline": ", ".join(f"{name} {ms:.2f}" for name, ms in top)
+        + f" (load average {os.getloadavg()[0]:.1f})",
+        "ratio": None,
+    }
 
 
 def window_floor(used: float, limit: float, window_s: float) -> float:
@@ -120,8 +171,11 @@ async def settled(bus: Bus) -> None:
         await asyncio.sleep(0.2)
 
 
-async def one_alert(stack: Stack, demo: Demo, bus: Bus, symbol: str) -> dict[str, Any]:
-    """Post one alert; seconds until every user has an outcome, and counts."""
+async def one_alert(
+    stack: Stack, demo: Demo, bus: Bus, symbol: str, *, profiled: bool = False
+) -> dict[str, Any]:
+    """Post one alert; seconds until every user has an outcome, counts, and the CPU each
+    service process used meanwhile."""
     wanted = {u.user_id for u in users()}
     outcomes: dict[str, str] = {}
     done = asyncio.Event()
@@ -146,6 +200,11 @@ async def one_alert(stack: Stack, demo: Demo, bus: Bus, symbol: str) -> dict[str
         "time": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime()),
         "strategy": "bench",
     }
+    pids = service_pids(stack)
+    profilers = profile(pids) if PYSPY and profiled else []
+    if profilers:
+        await asyncio.sleep(1.0)  # py-spy attached
+    cpu = {name: cpu_s(pid) for name, pid in pids.items()}
     started = time.perf_counter()
     await demo.send_alert(stack.config.webhook_source, stack.config.webhook_token, body)
     try:
@@ -154,7 +213,12 @@ async def one_alert(stack: Stack, demo: Demo, bus: Bus, symbol: str) -> dict[str
         for sub in subs:
             await sub.unsubscribe()
     elapsed = time.perf_counter() - started
+    cpu = {name: cpu_s(pid) - cpu[name] for name, pid in pids.items()}
+    for profiler in profilers:
+        profiler.send_signal(signal.SIGINT)
+        profiler.wait(timeout=60)
     return {
+        "cpu": cpu,
         "seconds": elapsed,
         "filled": sum(1 for kind in outcomes.values() if kind == "OrderFilled"),
         "rejected": sum(1 for kind in outcomes.values() if kind == "OrderRejected"),
@@ -270,14 +334,20 @@ async def run() -> list[dict[str, Any]]:
                 await seed(demo, users())
                 await settled(bus)
                 seeding = time.perf_counter() - started
-                off = await one_alert(stack, demo, bus, "ETHUSDT")
+                # The first alert opens every account's stream (and reads each balance once):
+                # the limits-off figure is the next one, in the same steady state as the
+                # limits-on one.
+                cold = await one_alert(stack, demo, bus, "ETHUSDT")
+                await asyncio.sleep(2.0)
+                off = await one_alert(stack, demo, bus, "ETHUSDT", profiled=True)
                 rows.append(
                     {
                         "name": f"system: webhook → last order ack, {USERS} users, limits off",
                         "value": off["seconds"],
                         "unit": "s",
                         "baseline": f"floor: TRIAL delay 3 s; {off['filled']} filled, "
-                        f"{off['rejected']} rejected",
+                        f"{off['rejected']} rejected; the first alert (streams opened, "
+                        f"balances read) {cold['seconds']:.1f} s",
                         "ratio": off["seconds"] / 3.0,
                     }
                 )
@@ -290,6 +360,7 @@ async def run() -> list[dict[str, Any]]:
                         "ratio": None,
                     }
                 )
+                rows.append(cpu_row(off, "limits off"))
                 for sim in (sims["bybit"], sims["binance"]):
                     await sim.set_limits(True)
                 # the executors keep to the real per-IP budgets again
@@ -342,10 +413,17 @@ async def run() -> list[dict[str, Any]]:
                 )
                 floor = max(bybit_floor, binance_floor, 3.0)
                 half = USERS / 2
+                top = sorted(
+                    ((f"{ex} {m} {path}", n) for ex in used for (m, path), n in used[ex].items()),
+                    key=lambda kv: -kv[1],
+                )[:4]
                 per_order = (
                     f"{bybit_used / half:.2f} Bybit req/order, "
-                    f"{binance_used / half:.2f} Binance weight/order"
+                    f"{binance_used / half:.2f} Binance weight/order ("
+                    + ", ".join(f"{k} {n:.0f}" for k, n in top)
+                    + ")"
                 )
+                rows.append(cpu_row(on, "limits on"))
                 bound = max(floor, off["seconds"])
                 rows.append(
                     {
