@@ -10,6 +10,7 @@ WebSockets.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from decimal import Decimal
 
 from marketbot.contracts import Exchange
@@ -154,3 +155,39 @@ async def test_bybit_one_connection_per_key_and_pushed_prices(sim):
     finally:
         await streams.stop()
     await asyncio.sleep(0)
+
+
+async def test_several_egress_ips_each_have_their_own_connection_budget(sim):
+    """The per-IP limit counts each source address apart (the simulator counts by the
+    connection's peer address, as the exchanges count by IP): four Bybit keys through two
+    local addresses with a limit of two per IP all come up, none waits for the window."""
+    admin = sim.bybit_admin
+    await admin.stream_settings(connection_limit=[2, 300])
+
+    async def on_report(report: Report) -> None:
+        del report
+
+    limits = StreamLimits(connections_per_window=2, window_s=300.0, accounts_per_connection=1)
+    streams = create_user_streams(
+        Exchange.BYBIT,
+        sim.bybit_url,
+        on_report=on_report,
+        settings=FAST,
+        budget=ConnectionBudget(Exchange.BYBIT, dataclasses.replace(limits, safety=1)),
+        replica="r-egress",
+        source_ips=("127.0.0.1", "127.0.0.2"),
+    )
+    try:
+        for i in range(4):
+            await streams.add(f"e{i}", (await _account(admin))[1])
+        await eventually(lambda: all(streams.live(f"e{i}") for i in range(4)), timeout=20)
+        assert [(e.label, e.up, e.budget.used) for e in streams.egress] == [
+            ("127.0.0.1", 2, 2),
+            ("127.0.0.2", 2, 2),
+        ]
+        assert all(e.budget.waited_s == 0 for e in streams.egress)
+        per_ip = metrics.STREAM_IP_CONNECTIONS.labels("bybit", "r-egress", "127.0.0.2")
+        assert per_ip._value.get() == 2
+    finally:
+        await streams.stop()
+        await admin.stream_settings(connection_limit=[500, 300])

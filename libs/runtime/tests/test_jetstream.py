@@ -211,3 +211,22 @@ async def test_the_outbox_stores_several_events_in_order_and_skips_those_it_has(
     await Outbox(bus, pg_pool).flush(ids)
     left = await pg_pool.fetch("SELECT event_id FROM outbox")
     assert [r["event_id"] for r in left] == [second.event_id]
+
+
+async def test_a_batch_is_marked_processed_at_once_and_skips_what_it_has_seen(
+    bus: Bus, pg_pool: asyncpg.Pool, pg_schema: str
+) -> None:
+    """A fetched batch is applied in one transaction, its events marked processed in one
+    statement: an event processed before, or a second copy within the batch, has no
+    effect."""
+    await migrate_service(pg_pool, pg_schema, "demo", DEMO)
+    seen: list[uuid.UUID] = []
+    consumer = await _consumer(bus, pg_pool, seen)
+    old, first, second = signal(), signal(), signal()
+    outcomes, _ = await consumer._apply_all([old])
+    assert outcomes == ["applied"]
+    outcomes, _ = await consumer._apply_all([first, old, second, first])
+    assert outcomes == ["applied", "duplicate", "applied", "duplicate"]
+    assert seen == [old.event_id, first.event_id, second.event_id]
+    assert await pg_pool.fetchval("SELECT count(*) FROM notes") == 3
+    assert await pg_pool.fetchval("SELECT count(*) FROM processed_events") == 3

@@ -147,7 +147,7 @@ class PrivateStream:
         clock: Clock | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         jitter: Callable[[], float] = random.random,
-        before_connect: Callable[[], Awaitable[None]] | None = None,
+        before_connect: Callable[[], Awaitable[tuple[str, int] | None]] | None = None,
         on_state: Callable[[bool], None] | None = None,
     ) -> None:
         self.url = url
@@ -159,7 +159,8 @@ class PrivateStream:
         self._sleep = sleep
         self._jitter = jitter
         self._before_connect = before_connect
-        """Waits for the exchange's connection budget (``userstreams.ConnectionBudget``)."""
+        """Waits for the exchange's connection budget (``userstreams.ConnectionBudget``);
+        answers the local address to connect from (its egress IP), or None."""
         self._on_state = on_state
         """Told True when the stream is up (authenticated, subscribed), False when it fell."""
         self._stopping = asyncio.Event()
@@ -218,11 +219,15 @@ class PrivateStream:
     async def _connect_once(self) -> None:
         settings = self.settings
         frame_pings = self.protocol.frame_pings
+        local: dict[str, Any] = {}
         if self._before_connect is not None:
-            await self._before_connect()
+            source = await self._before_connect()
+            if source is not None:
+                local["local_addr"] = source  # passed on to loop.create_connection
         metrics.STREAM_CONNECT_ATTEMPTS.labels(self.protocol.exchange.value).inc()
         async with connect(
             self.url,
+            **local,
             open_timeout=settings.open_timeout_s,
             ping_interval=settings.ping_interval_s if frame_pings else None,
             ping_timeout=settings.pong_timeout_s if frame_pings else None,

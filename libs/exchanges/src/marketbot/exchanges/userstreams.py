@@ -11,9 +11,11 @@ how accounts map onto connections:
 
 Limits (client side, metered): every connection is opened through the exchange's
 ``ConnectionBudget`` (connections per 5 minutes per IP, from the docs, times the safety
-share): the limit is per egress IP, and one executor replica has one egress IP.
-``marketbot_exchange_stream_connections_per_ip{exchange, replica, egress_ip}`` reports the
-connections up, ``..._stream_connect_headroom_ratio`` the budget left.
+share): the limit is per egress IP. A replica has one egress IP, or several
+(``source_ips``: local addresses its connections are bound to, each mapped to its own
+egress IP, each with a budget of its own; a new connection takes the one with the most
+room). ``marketbot_exchange_stream_connections_per_ip{exchange, replica, egress_ip}``
+reports the connections up, ``..._stream_connect_headroom_ratio`` the budget left.
 """
 
 from __future__ import annotations
@@ -115,6 +117,17 @@ class ConnectionBudget:
             await self._sleep(wait)
 
 
+@dataclass(slots=True)
+class Egress:
+    """One egress IP of this replica: its connection budget and the connections up on it."""
+
+    label: str
+    budget: ConnectionBudget
+    source_ip: str | None = None
+    """Local address the connections are bound to; None: the system's choice."""
+    up: int = 0
+
+
 class UserStreams(ABC):
     """The private streams of one exchange for the accounts an executor follows."""
 
@@ -134,10 +147,13 @@ class UserStreams(ABC):
         offset_ms: Callable[[], int] = lambda: 0,
         spend: Callable[[int], Awaitable[None]] | None = None,
         limit_scale: float = 1.0,
+        source_ips: Sequence[str] = (),
     ) -> None:
         """``limit_scale`` multiplies the documented connection limit, as the HTTP
         client's ``rate_limit_scale`` does its limits: only for a simulator run with its
-        limits off (never against a real exchange)."""
+        limits off (never against a real exchange). ``source_ips``: local addresses to open
+        the connections from, one egress IP (and one connection budget) each; empty: one
+        egress IP, the system's choice, labelled ``egress_ip``."""
         if limit_scale != 1.0:
             scaled = max(1, int(self.limits.connections_per_window * limit_scale))
             self.limits = dataclasses.replace(self.limits, connections_per_window=scaled)
@@ -146,8 +162,17 @@ class UserStreams(ABC):
         self.settings = settings or StreamSettings()
         self.clock = clock or SystemClock()
         self.budget = budget or ConnectionBudget(self.exchange, self.limits, clock=self.clock)
+        self.egress = [Egress(egress_ip, self.budget)]
+        for ip in source_ips[1:]:
+            self.egress.append(
+                Egress(
+                    ip, ConnectionBudget(self.exchange, self.budget.limits, clock=self.clock), ip
+                )
+            )
+        if source_ips:
+            self.egress[0].label = self.egress[0].source_ip = source_ips[0]
         self.replica = replica
-        self.egress_ip = egress_ip
+        self.egress_ip = self.egress[0].label
         self.offset_ms = offset_ms
         self.spend = spend
         """Charges the exchange's per-IP request budget for stream requests that weigh
@@ -216,10 +241,19 @@ class UserStreams(ABC):
         connect_weight: int = 0,
         on_connected: ConnectedHandler | None = None,
     ) -> PrivateStream:
-        async def before_connect() -> None:
-            await self.budget.acquire()
+        chosen: list[Egress] = [self.egress[0]]
+
+        async def before_connect() -> tuple[str, int] | None:
+            # The egress IP with the most room in its window (a reconnect may take another).
+            egress = min(self.egress, key=lambda e: e.budget.used)
+            await egress.budget.acquire()
+            chosen[0] = egress
             if connect_weight and self.spend is not None:
                 await self.spend(connect_weight)
+            return None if egress.source_ip is None else (egress.source_ip, 0)
+
+        def on_state(up: bool) -> None:
+            self._state(up, chosen[0])
 
         return PrivateStream(
             url,
@@ -229,7 +263,7 @@ class UserStreams(ABC):
             settings=self.settings,
             clock=self.clock,
             before_connect=before_connect,
-            on_state=self._state,
+            on_state=on_state,
         )
 
     def _run(self, stream: PrivateStream) -> asyncio.Task[None]:
@@ -258,10 +292,12 @@ class UserStreams(ABC):
         if self._on_connected is not None and user_ids:
             await self._on_connected(user_ids, reconnected)
 
-    def _state(self, up: bool) -> None:
-        self.up += 1 if up else -1
-        metrics.STREAM_IP_CONNECTIONS.labels(self.exchange.value, self.replica, self.egress_ip).set(
-            self.up
+    def _state(self, up: bool, egress: Egress) -> None:
+        change = 1 if up else -1
+        self.up += change
+        egress.up += change
+        metrics.STREAM_IP_CONNECTIONS.labels(self.exchange.value, self.replica, egress.label).set(
+            egress.up
         )
 
     def _accounts_changed(self) -> None:

@@ -132,6 +132,7 @@ def user_streams(settings: ExecutorSettings, venue: Venue) -> StreamsFactory:
             ),
             replica=settings.stream_replica or settings.service_name,
             egress_ip=settings.stream_egress_ip,
+            source_ips=settings.source_ips,
             offset_ms=lambda: venue.clock_offset_ms,
             spend=spend,
             # the documented connection limit scales with the HTTP limits (a simulator run)

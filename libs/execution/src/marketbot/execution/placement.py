@@ -432,12 +432,13 @@ class OrderExecutor:
             raise _WaitError((row.settle_until - now).total_seconds())
         return None
 
-    async def resume(self, row: OrderRow) -> Outcome:
+    async def resume(self, row: OrderRow, *, claimed: bool = False) -> Outcome:
         """Carry an existing row (an exit fired by the tracker) one step further; never
-        waits: 'not found yet' is left to the next tick."""
+        waits: 'not found yet' is left to the next tick. ``claimed``: the row was just
+        inserted leased to this executor (no claim needed)."""
         if row.state in OrderState.FINAL or row.state == OrderState.PLACED:
             return Outcome.DONE
-        if not await self._claim(row.client_order_id):
+        if not claimed and not await self._claim(row.client_order_id):
             return Outcome.DONE
         try:
             resolved = await self._reconcile(row, self.clock.now())

@@ -379,39 +379,41 @@ class PositionKeeper:
         """The price reached a watched leg: record an EXIT order under the leg's own id,
         then cancel the native legs and sell (``OrderExecutor._closing_order``)."""
         executor = self.executor
+        now = executor.clock.now()
+        # Recorded first (one statement: the row, and the position given to it); an
+        # existing row (fired before) is read instead.
         async with executor.pool.acquire() as conn:
-            row = await Repository.get_order(conn, leg.client_order_id)
-        if row is not None and row.state == OrderState.REJECTED:
+            row = await Repository.insert_sending(
+                conn,
+                position.request,
+                now=now,
+                owner=executor.owner,
+                lease_s=executor.config.lease_s,
+                quantity=position.quantity,
+                quote_amount=position.quantity * leg.trigger_price,
+                reference_price=leg.trigger_price,
+                purpose=Purpose.EXIT,
+                closes_positions=(position.entry_client_order_id,),
+                client_order_id=leg.client_order_id,
+                side=position.exit_side,
+                exit_kind=leg.kind.value,
+                closing=True,
+            )
+            inserted = row is not None
+            if row is None:
+                row = await Repository.get_order(conn, leg.client_order_id)
+        if row is None:
+            return
+        if not inserted and row.state == OrderState.REJECTED:
             # This leg's order could not be placed: protect anew (new leg ids).
             await self.protect(position, generation=position.generation + 1)
             return
-        if row is None:
-            now = executor.clock.now()
-            async with executor.pool.acquire() as conn, conn.transaction():
-                row = await Repository.insert_sending(
-                    conn,
-                    position.request,
-                    now=now,
-                    owner=executor.owner,
-                    lease_s=executor.config.lease_s,
-                    quantity=position.quantity,
-                    quote_amount=position.quantity * leg.trigger_price,
-                    reference_price=leg.trigger_price,
-                    purpose=Purpose.EXIT,
-                    closes_positions=(position.entry_client_order_id,),
-                    client_order_id=leg.client_order_id,
-                    side=position.exit_side,
-                    exit_kind=leg.kind.value,
-                )
-                if row is None:
-                    return
-                await Repository.set_closing(
-                    conn, [position.entry_client_order_id], leg.client_order_id
-                )
+        if inserted:
             log.info(
                 "watched exit reached; closing",
                 leg=leg.client_order_id,
                 kind=leg.kind.value,
                 entry=position.entry_client_order_id,
             )
-        await executor.resume(row)
+        # A row just inserted is leased to this executor already.
+        await executor.resume(row, claimed=inserted)

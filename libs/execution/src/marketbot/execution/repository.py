@@ -297,13 +297,15 @@ class Repository:
         client_order_id: str | None = None,
         side: Side | None = None,
         exit_kind: str | None = None,
+        closing: bool = False,
     ) -> OrderRow | None:
         """Record a SENDING order, leased to ``owner``, in one statement (one round trip).
 
         ``client_order_id`` / ``side`` override the request's for an EXIT order (a watched
-        leg, recorded under the leg's own id). ``None`` if the id already exists (another
-        delivery got there first)."""
-        record = await conn.fetchrow(
+        leg, recorded under the leg's own id). ``closing``: the same statement gives the
+        open positions it closes to the new order (``set_closing``), only if it was
+        inserted. ``None`` if the id already exists (another delivery got there first)."""
+        sql = (
             "INSERT INTO orders (client_order_id, request_id, user_id, symbol, side, plan, "
             "request, state, quantity, quote_amount, reference_price, stop_loss_price, "
             "take_profit_price, closes_position, created_at, updated_at, lease_owner, "
@@ -311,7 +313,17 @@ class Repository:
             "exit_kind) VALUES "
             "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15, $16, $17, "
             "$18, $19, $20, $21, $22) "
-            "ON CONFLICT (client_order_id) DO NOTHING RETURNING *",
+            "ON CONFLICT (client_order_id) DO NOTHING RETURNING *"
+        )
+        if closing:
+            sql = (
+                f"WITH o AS ({sql}), c AS (UPDATE positions p SET closing_order = "
+                "o.client_order_id FROM o WHERE p.entry_client_order_id = "
+                "ANY(o.closes_positions) AND p.status = 'OPEN' AND (p.closing_order IS NULL "
+                "OR p.closing_order = o.client_order_id)) SELECT * FROM o"
+            )
+        record = await conn.fetchrow(
+            sql,
             client_order_id or request.client_order_id,
             request.request_id,
             request.user_id,

@@ -6,9 +6,10 @@
 
 from __future__ import annotations
 
+import ipaddress
 from decimal import Decimal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from marketbot.contracts import RiskLevel
 from marketbot.contracts.sizing import SizingRules
@@ -149,6 +150,12 @@ class ExecutorSettings(ServiceSettings):
         description="the egress IP this replica connects from (a label on the stream "
         "connection metrics: the exchanges' connection limits are per IP)",
     )
+    stream_source_ips: str = Field(
+        default="",
+        description="local addresses the stream connections are opened from, each mapped to "
+        "an egress IP of its own with its own connection budget (comma-separated, e.g. "
+        "10.0.1.5,10.0.1.6); empty: the system's choice, one egress IP (stream_egress_ip)",
+    )
     stream_replica: str = Field(default="", description="replica label (default: service name)")
     stream_ping_interval_s: float = Field(
         default=20.0,
@@ -185,6 +192,25 @@ class ExecutorSettings(ServiceSettings):
     )
     outbox_relay_s: float = Field(default=2.0, gt=0)
     db_pool_size: int = Field(default=20, ge=2)
+
+    @field_validator("stream_source_ips")
+    @classmethod
+    def _source_ips(cls, value: str) -> str:
+        for part in value.split(","):
+            if part.strip():
+                try:
+                    ipaddress.ip_address(part.strip())
+                except ValueError:
+                    raise ValueError(
+                        f"stream_source_ips: {part.strip()!r} is not an IP address "
+                        "(comma-separated local addresses)"
+                    ) from None
+        return value
+
+    @property
+    def source_ips(self) -> tuple[str, ...]:
+        """``stream_source_ips`` as a list."""
+        return tuple(p.strip() for p in self.stream_source_ips.split(",") if p.strip())
 
     @model_validator(mode="after")
     def _redelivery_far_shorter_than_max_age(self) -> ExecutorSettings:

@@ -507,38 +507,43 @@ class StreamFeed:
         """A final order report with its trades: record it where it belongs."""
         executor = self.executor
         cid = state.client_order_id
-        async with executor.pool.acquire() as conn:
-            row = await Repository.get_order(conn, cid) if cid else None
-            position = None
-            if row is None and cid:
-                position = await FeedQueries.position_by_leg(conn, user_id, cid)
-        if row is not None:
-            if row.state in RowState.FINAL:
-                # Already recorded from the exchange's answer (Binance's FULL response).
-                metrics.STREAM_REPORTS.labels(self.exchange, "order", "already").inc()
-                return
-            await self._record_order(row, state)
+        if not cid:
+            metrics.STREAM_REPORTS.labels(self.exchange, "order", "unknown_id").inc()
             return
+        # An order of this executor's is read once, under its (user, symbol) lock, and
+        # recorded there.
+        async with executor.locks.hold(user_id, state.symbol):
+            async with executor.pool.acquire() as conn:
+                row = await Repository.get_order(conn, cid)
+            if row is not None:
+                await self._record_order(row, state)
+                return
+        async with executor.pool.acquire() as conn:
+            position = await FeedQueries.position_by_leg(conn, user_id, cid)
         if position is not None:
             leg = next(leg for leg in position.legs if leg.client_order_id == cid)
+            if state.filled_quantity <= 0 and position.closing_order is not None:
+                # Cancelled by the close under way (a fired exit, a close signal): nothing
+                # to record or look at (a close that ends unfilled leaves the position
+                # UNPROTECTED, which the tracker protects anew).
+                metrics.STREAM_REPORTS.labels(self.exchange, "leg", "closing").inc()
+                return
             await self._record_leg(position, leg, state)
             return
         metrics.STREAM_REPORTS.labels(self.exchange, "order", "unknown_id").inc()
 
     async def _record_order(self, row: OrderRow, state: OrderState) -> None:
+        """Called under the order's (user, symbol) lock, ``row`` read under it."""
         executor = self.executor
-        request = row.request
-        async with executor.locks.hold(request.user_id, request.symbol):
-            async with executor.pool.acquire() as conn:
-                fresh = await Repository.get_order(conn, row.client_order_id)
-            if fresh is None or fresh.state in RowState.FINAL:
-                metrics.STREAM_REPORTS.labels(self.exchange, "order", "already").inc()
-                return
-            try:
-                await executor.record_result(fresh, state)
-            except (ExchangeError, FillsIncompleteError) as exc:
-                log.info("stream fill not recorded yet; reconciliation retries", error=str(exc))
-                return
+        if row.state in RowState.FINAL:
+            # Already recorded (Binance's FULL response, or the request path's lookup).
+            metrics.STREAM_REPORTS.labels(self.exchange, "order", "already").inc()
+            return
+        try:
+            await executor.record_result(row, state)
+        except (ExchangeError, FillsIncompleteError) as exc:
+            log.info("stream fill not recorded yet; reconciliation retries", error=str(exc))
+            return
         metrics.STREAM_REPORTS.labels(self.exchange, "order", "recorded").inc()
         await self._sync_soon()
 

@@ -255,10 +255,26 @@ class ExactlyOnceConsumer:
         outcomes: list[str] = []
         rows: list[int] = []
         async with self._pool.acquire() as conn, conn.transaction():
+            # The whole batch is marked processed in one statement (one round trip, not one
+            # per event); an event already processed, or a second copy in the batch, is a
+            # duplicate.
+            first = set(
+                await conn.fetchval(
+                    "WITH new AS (INSERT INTO processed_events (consumer, event_id) "
+                    "SELECT $1, e FROM unnest($2::uuid[]) AS e ON CONFLICT DO NOTHING "
+                    "RETURNING event_id) SELECT coalesce(array_agg(event_id), '{}') FROM new",
+                    self._spec.name,
+                    [event.event_id for event in events],
+                )
+            )
             for event in events:
+                if event.event_id not in first:
+                    outcomes.append("duplicate")
+                    continue
+                first.discard(event.event_id)
                 with correlation(event.correlation_id, event_type=event.type):
-                    outcome, emitted = await self._apply_in(conn, event)
-                outcomes.append(outcome)
+                    emitted = (await self._handler(event, conn)) or ()
+                outcomes.append("applied")
                 rows.extend(await Outbox.add(conn, emitted))
         return outcomes, rows
 
