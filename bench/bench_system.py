@@ -179,12 +179,15 @@ async def one_alert(
     service process used meanwhile."""
     wanted = {u.user_id for u in users()}
     outcomes: dict[str, str] = {}
+    reasons: dict[str, int] = {}
     done = asyncio.Event()
 
     async def on_event(msg: Msg) -> None:
         event = decode(msg.data)
         if isinstance(event, OrderFilled | OrderRejected) and event.user_id in wanted:
             outcomes[event.user_id] = event.type
+            if isinstance(event, OrderRejected):
+                reasons[event.reason.value] = reasons.get(event.reason.value, 0) + 1
             if len(outcomes) == len(wanted):
                 done.set()
 
@@ -223,6 +226,7 @@ async def one_alert(
         "seconds": elapsed,
         "filled": sum(1 for kind in outcomes.values() if kind == "OrderFilled"),
         "rejected": sum(1 for kind in outcomes.values() if kind == "OrderRejected"),
+        "reasons": reasons,
     }
 
 
@@ -506,7 +510,7 @@ async def run() -> list[dict[str, Any]]:
                         "baseline": f"{warm_bybit:.2f} Bybit req/order, {warm_binance:.2f} "
                         "Binance weight/order (each balance read once by REST: Binance's "
                         f"account read weighs 20); {warm['filled']} filled, {warm['rejected']} "
-                        "rejected",
+                        f"rejected {warm['reasons']}",
                         "ratio": None,
                     }
                 )

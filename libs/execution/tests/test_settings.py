@@ -30,3 +30,13 @@ def test_an_ack_wait_not_far_shorter_than_the_max_age_is_refused_naming_the_fiel
     with pytest.raises(ValueError, match="ack_wait_s=20s"):
         ExecutorSettings(max_request_age_s=30.0)
     assert ExecutorSettings(ack_wait_s=60.0, max_request_age_s=240.0).ack_wait_s == 60.0
+
+
+def test_stream_source_ips_are_a_list_of_addresses_and_a_bad_one_is_named(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert ExecutorSettings().source_ips == ()
+    monkeypatch.setenv("MARKETBOT_EXECUTOR_STREAM_SOURCE_IPS", "127.0.0.1, 127.0.0.2")
+    assert ExecutorSettings().source_ips == ("127.0.0.1", "127.0.0.2")
+    with pytest.raises(ValueError, match=r"stream_source_ips: '10\.0\.0' is not an IP address"):
+        ExecutorSettings(stream_source_ips="127.0.0.1,10.0.0")
