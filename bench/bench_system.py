@@ -23,6 +23,7 @@ import asyncio
 import math
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -178,12 +179,15 @@ async def one_alert(
     service process used meanwhile."""
     wanted = {u.user_id for u in users()}
     outcomes: dict[str, str] = {}
+    reasons: dict[str, int] = {}
     done = asyncio.Event()
 
     async def on_event(msg: Msg) -> None:
         event = decode(msg.data)
         if isinstance(event, OrderFilled | OrderRejected) and event.user_id in wanted:
             outcomes[event.user_id] = event.type
+            if isinstance(event, OrderRejected):
+                reasons[event.reason.value] = reasons.get(event.reason.value, 0) + 1
             if len(outcomes) == len(wanted):
                 done.set()
 
@@ -222,6 +226,7 @@ async def one_alert(
         "seconds": elapsed,
         "filled": sum(1 for kind in outcomes.values() if kind == "OrderFilled"),
         "rejected": sum(1 for kind in outcomes.values() if kind == "OrderRejected"),
+        "reasons": reasons,
     }
 
 
@@ -342,7 +347,8 @@ async def run() -> list[dict[str, Any]]:
                 off = await one_alert(stack, demo, bus, "ETHUSDT", profiled=True)
                 rows.append(
                     {
-                        "name": f"system: webhook → last order ack, {USERS} users, limits off",
+                        "name": f"system: webhook → last order ack, {USERS} users, limits off "
+                        "(streams up, steady state)",
                         "value": off["seconds"],
                         "unit": "s",
                         "baseline": f"floor: TRIAL delay 3 s; {off['filled']} filled, "
@@ -403,6 +409,30 @@ async def run() -> list[dict[str, Any]]:
                     ex: delta(await request_counts(http, metrics[f"executor-{ex}"]), before[ex])
                     for ex in ("bybit", "binance")
                 }
+                # The machine is shared: a second alert with limits on, then one with the
+                # simulator's limits off again (the executors' limiters stay on; they do not
+                # bind at one request per order), so both figures are medians of two alerts
+                # close in time.
+                await asyncio.sleep(BYBIT_IP_WINDOW_S)
+                on2 = await one_alert(stack, demo, bus, "SOLUSDT")
+                for sim in (sims["bybit"], sims["binance"]):
+                    await sim.set_limits(False)
+                await asyncio.sleep(BYBIT_IP_WINDOW_S)
+                off2 = await one_alert(stack, demo, bus, "ETHUSDT")
+                on_s = statistics.median([on["seconds"], on2["seconds"]])
+                off_s = statistics.median([off["seconds"], off2["seconds"]])
+                rows.append(
+                    {
+                        "name": f"system: webhook → last order ack, {USERS} users, limits off, "
+                        "median of two",
+                        "value": off_s,
+                        "unit": "s",
+                        "baseline": f"before the restart {off['seconds']:.1f} s, after the "
+                        f"limits-on alerts (simulator limits off, executors' limiters on) "
+                        f"{off2['seconds']:.1f} s",
+                        "ratio": off_s / 3.0,
+                    }
+                )
                 # The floor the per-IP limits impose on the requests this alert really cost
                 # (counted by the executors, tracking polls included), and TRIAL's 3 s delay.
                 bybit_used = sum(used["bybit"].values())  # Bybit meters requests
@@ -424,34 +454,33 @@ async def run() -> list[dict[str, Any]]:
                     + ")"
                 )
                 rows.append(cpu_row(on, "limits on"))
-                bound = max(floor, off["seconds"])
+                bound = max(floor, off_s)
                 rows.append(
                     {
                         "name": f"system: webhook → last order ack, {USERS} users, limits on "
                         "(streams up, steady state)",
-                        "value": on["seconds"],
+                        "value": on_s,
                         "unit": "s",
                         "baseline": f"floor {floor:.1f} s = max(TRIAL delay 3 s, Bybit per-IP "
                         f"{bybit_floor:.1f} s = max(0, {bybit_used:.0f} req - "
                         f"{BYBIT_IP_LIMIT}) / ({BYBIT_IP_LIMIT} per {BYBIT_IP_WINDOW_S:.0f} s), "
                         f"Binance per-IP {binance_floor:.1f} s = max(0, {binance_used:.0f} weight "
                         f"- {BINANCE_WEIGHT_LIMIT}) / ({BINANCE_WEIGHT_LIMIT} per "
-                        f"{BINANCE_WEIGHT_WINDOW_S:.0f} s)) from {per_order}; limits off "
-                        f"{off['seconds']:.1f} s; {on['filled']} filled, {on['rejected']} "
-                        "rejected",
-                        "ratio": on["seconds"] / floor,
+                        f"{BINANCE_WEIGHT_WINDOW_S:.0f} s)) from {per_order}; median of "
+                        f"{on['seconds']:.1f} s and {on2['seconds']:.1f} s; {on['filled']} "
+                        f"filled, {on['rejected']} rejected",
+                        "ratio": on_s / floor,
                     }
                 )
                 rows.append(
                     {
                         "name": "system: limits on / max(limits floor, limits-off time)",
-                        "value": on["seconds"] / bound,
+                        "value": on_s / bound,
                         "unit": "ratio",
-                        "baseline": f"target <= 1.10; {on['seconds']:.1f} s / max({floor:.1f} s, "
-                        f"{off['seconds']:.1f} s); limits on / limits off "
-                        f"{on['seconds'] / off['seconds']:.2f}, limits on / floor "
-                        f"{on['seconds'] / floor:.2f}",
-                        "ratio": on["seconds"] / bound / 1.10,
+                        "baseline": f"target <= 1.10; {on_s:.1f} s / max({floor:.1f} s, "
+                        f"{off_s:.1f} s) (medians); limits on / limits off "
+                        f"{on_s / off_s:.2f}, limits on / floor {on_s / floor:.2f}",
+                        "ratio": on_s / bound / 1.10,
                     }
                 )
                 per_ip = ", ".join(
@@ -480,7 +509,8 @@ async def run() -> list[dict[str, Any]]:
                         "unit": "s",
                         "baseline": f"{warm_bybit:.2f} Bybit req/order, {warm_binance:.2f} "
                         "Binance weight/order (each balance read once by REST: Binance's "
-                        "account read weighs 20)",
+                        f"account read weighs 20); {warm['filled']} filled, {warm['rejected']} "
+                        f"rejected {warm['reasons']}",
                         "ratio": None,
                     }
                 )

@@ -36,3 +36,13 @@ def test_a_stream_lease_renewed_too_rarely_is_refused_naming_both_fields() -> No
     with pytest.raises(ValueError, match=r"stream_lease_renew_s \(20.0\) .* stream_follow_lease"):
         ExecutorSettings(stream_lease_renew_s=20.0, stream_follow_lease_s=30.0)
     assert ExecutorSettings(stream_lease_renew_s=2.0, stream_follow_lease_s=4.0)
+
+
+def test_stream_source_ips_are_a_list_of_addresses_and_a_bad_one_is_named(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert ExecutorSettings().source_ips == ()
+    monkeypatch.setenv("MARKETBOT_EXECUTOR_STREAM_SOURCE_IPS", "127.0.0.1, 127.0.0.2")
+    assert ExecutorSettings().source_ips == ("127.0.0.1", "127.0.0.2")
+    with pytest.raises(ValueError, match=r"stream_source_ips: '10\.0\.0' is not an IP address"):
+        ExecutorSettings(stream_source_ips="127.0.0.1,10.0.0")

@@ -62,7 +62,9 @@ async def caught_up(ledger: Ledger) -> bool:
 async def ledger_stream(bus: Bus) -> list[Event]:
     sub = await bus.js.pull_subscribe(bus.subject("ledger.>"), stream=bus.stream("LEDGER"))
     found: list[Event] = []
-    with contextlib.suppress(NatsTimeoutError):
+    # nats-py's pull fetch raises its own TimeoutError, or asyncio's when the wait for the
+    # first message itself times out (nats/js/client.py): either means nothing is left.
+    with contextlib.suppress(NatsTimeoutError, TimeoutError):
         while True:
             for msg in await sub.fetch(100, timeout=0.5):
                 found.append(decode(msg.data))  # type: ignore[arg-type]
