@@ -437,11 +437,19 @@ async def _venue(exchange: Exchange, url: str, pids: dict[str, int]) -> dict[str
             _samples("marketbot_exchange_stream_reconnects_total", exchange.value, None).values()
         )
         result["connections"] = feed.streams.connections()
-        limits = feed.streams.limits
+        # The documented limits are the class's; this run's (rate_limit_scale: the
+        # simulator's limits are off) are scaled on the instance, so say both.
+        limits = type(feed.streams).limits
+        scaled = feed.streams.limits
         result["budget"] = limits.budget
         result["limits"] = (
             f"documented {limits.connections_per_window} per {limits.window_s:.0f} s x "
             f"{limits.safety:.0%}; {limits.accounts_per_connection} accounts per connection"
+            + (
+                f"; this run scales it to {scaled.budget} (simulator limits off)"
+                if scaled.budget != limits.budget
+                else ""
+            )
         )
     finally:
         await running.stop()
