@@ -11,8 +11,10 @@ size_quote   = max(min_order_quote, min(max_position, available * max_balance_pe
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
+
+from pydantic import BaseModel
 
 from marketbot.contracts.enums import RiskLevel
 
@@ -24,11 +26,43 @@ ZERO = Decimal(0)
 class SizingRules:
     """The configurable numbers of the formula; percents are percents (``2`` = 2 %)."""
 
-    risk_percents: Mapping[RiskLevel, Decimal]
+    risk_percents: Mapping[RiskLevel, Decimal] = field(
+        default_factory=lambda: {
+            RiskLevel.LOW: Decimal(1),
+            RiskLevel.MEDIUM: Decimal(2),
+            RiskLevel.HIGH: Decimal(5),
+        }
+    )
     min_order_quote: Decimal = Decimal(10)
     max_balance_percent: Decimal = Decimal(10)
     brl_per_quote: Decimal = Decimal("5.5")
     quote_asset: str = "USDT"
+
+
+class SizingSettings(BaseModel):
+    """The formula's numbers as settings, for the services that size (the executors) or
+    bound (the key vault) an order: each reads them under its own env prefix."""
+
+    risk_percent_low: Decimal = Decimal(1)
+    risk_percent_medium: Decimal = Decimal(2)
+    risk_percent_high: Decimal = Decimal(5)
+    min_order_quote: Decimal = Decimal(10)
+    max_balance_percent: Decimal = Decimal(10)
+    brl_per_quote: Decimal = Decimal("5.5")
+    quote_asset: str = "USDT"
+
+    def sizing_rules(self) -> SizingRules:
+        return SizingRules(
+            risk_percents={
+                RiskLevel.LOW: self.risk_percent_low,
+                RiskLevel.MEDIUM: self.risk_percent_medium,
+                RiskLevel.HIGH: self.risk_percent_high,
+            },
+            min_order_quote=self.min_order_quote,
+            max_balance_percent=self.max_balance_percent,
+            brl_per_quote=self.brl_per_quote,
+            quote_asset=self.quote_asset,
+        )
 
 
 def available_quote(

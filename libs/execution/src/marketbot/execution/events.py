@@ -20,6 +20,7 @@ from marketbot.contracts import (
     derived_id,
 )
 from marketbot.execution.domain.protection import Sale
+from marketbot.execution.repository import PositionRow
 
 
 def _common(request: OrderRequested, kind: str, now: datetime) -> dict[str, Any]:
@@ -114,79 +115,57 @@ def filled(
     )
 
 
-def position_closed(
-    entry: OrderRequested,
+def position_sold(
+    position: PositionRow,
+    sale: Sale,
     *,
-    cause: OrderRequested | None,
-    exchange_order_id: str | None,
-    exit_client_order_id: str | None,
-    reason: CloseReason,
-    quantity: Decimal,
-    entry_price: Decimal,
-    exit_price: Decimal,
-    fees_quote: Decimal,
-    realized_pnl: Decimal,
-    fees_estimated: bool,
-    opened_at: datetime,
-    closed_at: datetime,
-    now: datetime,
-) -> PositionClosed:
-    """Carries the entry's identity (the position is the entry); ``cause`` is a close signal."""
-    common = _common(entry, "closed", now)
-    if cause is not None:
-        common["correlation_id"] = cause.correlation_id
-        common["causation_id"] = str(cause.event_id)
-    return PositionClosed(
-        **common,
-        exchange_order_id=exchange_order_id,
-        exit_client_order_id=exit_client_order_id,
-        fees_estimated=fees_estimated,
-        opened_at=opened_at,
-        close_reason=reason,
-        quantity=quantity,
-        entry_price=entry_price,
-        exit_price=exit_price,
-        fees_quote=fees_quote,
-        realized_pnl=realized_pnl,
-        closed_at=closed_at,
-    )
-
-
-def position_reduced(
-    entry: OrderRequested,
-    *,
+    partial: bool,
     cause: OrderRequested | None,
     exchange_order_id: str | None,
     exit_client_order_id: str,
     reason: CloseReason,
-    sale: Sale,
-    entry_price: Decimal,
     fees_estimated: bool,
-    opened_at: datetime,
-    reduced_at: datetime,
+    at: datetime,
     now: datetime,
-) -> PositionReduced:
-    """One part sold, by the order ``exit_client_order_id`` (its id makes the event's: an
-    order sells one part of a position at most)."""
-    common = _common(entry, f"reduced|{exit_client_order_id}", now)
+) -> PositionClosed | PositionReduced:
+    """One exit order ``exit_client_order_id`` sold ``sale`` of the position: a part
+    (``partial``: the rest stays open) is ``PositionReduced``, the rest of it
+    ``PositionClosed``. Both carry the entry's identity (the position is the entry); the
+    reduction's id is the exit order's too (an order sells one part of a position at most).
+    ``cause`` is a close signal; ``fees_estimated`` is the exit's, or-ed with the entry's."""
+    entry = position.request
+    kind = f"reduced|{exit_client_order_id}" if partial else "closed"
+    common = _common(entry, kind, now)
     if cause is not None:
         common["correlation_id"] = cause.correlation_id
         common["causation_id"] = str(cause.event_id)
-    return PositionReduced(
-        **common,
+    common.update(
         exchange_order_id=exchange_order_id,
         exit_client_order_id=exit_client_order_id,
-        fees_estimated=fees_estimated,
-        opened_at=opened_at,
-        reason=reason,
-        quantity=sale.quantity,
-        remaining_quantity=sale.remaining,
-        entry_price=entry_price,
-        exit_price=sale.exit_price,
-        fees_quote=sale.fees_quote,
-        realized_pnl=sale.pnl,
-        sold_quantity=sale.totals.quantity,
-        fees_quote_total=sale.totals.fees_quote,
-        realized_pnl_total=sale.totals.pnl,
-        reduced_at=reduced_at,
+        fees_estimated=position.fees_estimated or fees_estimated,
+        opened_at=position.opened_at,
+        entry_price=position.entry_price,
+    )
+    if partial:
+        return PositionReduced(
+            **common,
+            reason=reason,
+            quantity=sale.quantity,
+            remaining_quantity=sale.remaining,
+            exit_price=sale.exit_price,
+            fees_quote=sale.fees_quote,
+            realized_pnl=sale.pnl,
+            sold_quantity=sale.totals.quantity,
+            fees_quote_total=sale.totals.fees_quote,
+            realized_pnl_total=sale.totals.pnl,
+            reduced_at=at,
+        )
+    return PositionClosed(
+        **common,
+        close_reason=reason,
+        quantity=sale.totals.quantity,
+        exit_price=sale.average_exit_price,
+        fees_quote=sale.totals.fees_quote,
+        realized_pnl=sale.totals.pnl,
+        closed_at=at,
     )

@@ -1038,44 +1038,23 @@ class OrderExecutor:
                 exit_fees_quote=summary.fees_quote * share / summary.quantity,
                 sold=position.sold,
             )
-            if sale.remaining > 0 and remainder_sellable(
+            # Part of it sold (the sell's remainder was cancelled): it stays open for the
+            # rest, protected anew.
+            partial = sale.remaining > 0 and remainder_sellable(
                 sale.remaining, summary.average_price, filters
-            ):
-                # Part of it sold (the sell's remainder was cancelled): it stays open for
-                # the rest, protected anew.
-                reducing.append((position, sale))
-                emitted.append(
-                    events.position_reduced(
-                        position.request,
-                        cause=cause,
-                        exchange_order_id=state.exchange_order_id,
-                        exit_client_order_id=row.client_order_id,
-                        reason=reason,
-                        sale=sale,
-                        entry_price=position.entry_price,
-                        fees_estimated=position.fees_estimated or summary.estimated_fees,
-                        opened_at=position.opened_at,
-                        reduced_at=summary.filled_at or now,
-                        now=now,
-                    )
-                )
-                continue
-            closing.append((position, sale))
+            )
+            (reducing if partial else closing).append((position, sale))
             emitted.append(
-                events.position_closed(
-                    position.request,
+                events.position_sold(
+                    position,
+                    sale,
+                    partial=partial,
                     cause=cause,
                     exchange_order_id=state.exchange_order_id,
                     exit_client_order_id=row.client_order_id,
                     reason=reason,
-                    quantity=sale.totals.quantity,
-                    entry_price=position.entry_price,
-                    exit_price=sale.average_exit_price,
-                    fees_quote=sale.totals.fees_quote,
-                    realized_pnl=sale.totals.pnl,
-                    fees_estimated=position.fees_estimated or summary.estimated_fees,
-                    opened_at=position.opened_at,
-                    closed_at=summary.filled_at or now,
+                    fees_estimated=summary.estimated_fees,
+                    at=summary.filled_at or now,
                     now=now,
                 )
             )

@@ -276,20 +276,16 @@ class PositionKeeper:
                 protect_rest=protect_rest,
             )
         pnl = sale.totals.pnl
-        event = events.position_closed(
-            request,
+        event = events.position_sold(
+            position,
+            sale,
+            partial=False,
             cause=None,
             exchange_order_id=state.exchange_order_id,
             exit_client_order_id=leg.client_order_id,
             reason=reason,
-            quantity=sale.totals.quantity,
-            entry_price=position.entry_price,
-            exit_price=sale.average_exit_price,
-            fees_quote=sale.totals.fees_quote,
-            realized_pnl=pnl,
-            fees_estimated=position.fees_estimated or summary.estimated_fees,
-            opened_at=position.opened_at,
-            closed_at=closed_at,
+            fees_estimated=summary.estimated_fees,
+            at=closed_at,
             now=now,
         )
 
@@ -333,17 +329,16 @@ class PositionKeeper:
         protected under moves on) and protect what is left with new legs."""
         executor = self.executor
         now = executor.clock.now()
-        event = events.position_reduced(
-            position.request,
+        event = events.position_sold(
+            position,
+            sale,
+            partial=True,
             cause=None,
             exchange_order_id=exchange_order_id,
             exit_client_order_id=exit_client_order_id,
             reason=reason,
-            sale=sale,
-            entry_price=position.entry_price,
-            fees_estimated=position.fees_estimated or fees_estimated,
-            opened_at=position.opened_at,
-            reduced_at=reduced_at,
+            fees_estimated=fees_estimated,
+            at=reduced_at,
             now=now,
         )
 

@@ -11,8 +11,7 @@ from decimal import Decimal
 
 from pydantic import Field, field_validator, model_validator
 
-from marketbot.contracts import RiskLevel
-from marketbot.contracts.sizing import SizingRules
+from marketbot.contracts.sizing import SizingSettings
 from marketbot.runtime.settings import (
     REDELIVERY_SHARE_OF_MAX_AGE,
     ServiceSettings,
@@ -21,7 +20,7 @@ from marketbot.runtime.settings import (
 )
 
 
-class ExecutorSettings(ServiceSettings):
+class ExecutorSettings(ServiceSettings, SizingSettings):
     model_config = service_config("MARKETBOT_EXECUTOR_")
 
     service_name: str = "executor"
@@ -113,14 +112,7 @@ class ExecutorSettings(ServiceSettings):
     )
     reconcile_batch: int = Field(default=200, ge=1)
     reconcile_concurrency: int = Field(default=16, ge=1)
-    # sizing (blueprint formula)
-    risk_percent_low: Decimal = Decimal(1)
-    risk_percent_medium: Decimal = Decimal(2)
-    risk_percent_high: Decimal = Decimal(5)
-    min_order_quote: Decimal = Decimal(10)
-    max_balance_percent: Decimal = Decimal(10)
-    brl_per_quote: Decimal = Decimal("5.5")
-    quote_asset: str = "USDT"
+    # sizing (blueprint formula): SizingSettings
     max_slippage_percent: Decimal = Field(
         default=Decimal("0.5"),
         gt=0,
@@ -224,16 +216,3 @@ class ExecutorSettings(ServiceSettings):
                 "renewed before it lapses, with a renewal to spare"
             )
         return self
-
-    def sizing_rules(self) -> SizingRules:
-        return SizingRules(
-            risk_percents={
-                RiskLevel.LOW: self.risk_percent_low,
-                RiskLevel.MEDIUM: self.risk_percent_medium,
-                RiskLevel.HIGH: self.risk_percent_high,
-            },
-            min_order_quote=self.min_order_quote,
-            max_balance_percent=self.max_balance_percent,
-            brl_per_quote=self.brl_per_quote,
-            quote_asset=self.quote_asset,
-        )

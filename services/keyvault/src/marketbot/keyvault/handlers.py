@@ -791,7 +791,7 @@ async def _bound_order(
                 "request_id", "names_request", "an entry names the order request it carries out"
             )
         )
-    asset = vault.bounds.quote_asset
+    asset = vault.bounds.sizing.quote_asset
     record, stored = await _wait_for_request(request.request_id, asset, vault)
     if record is None:
         return (
@@ -874,10 +874,12 @@ async def _read_balance(
     signature never leaves the vault), then stored for the other replicas."""
     signer = LocalSigner(credential.api_key, credential.secret)
     with secret_in_use(credential.secret):
-        balance = await vault.venues.venue(exchange).balance(signer, vault.bounds.quote_asset)
+        balance = await vault.venues.venue(exchange).balance(
+            signer, vault.bounds.sizing.quote_asset
+        )
     assert vault.orders is not None
     await vault.orders.put_balance(
-        user_id, exchange, vault.bounds.quote_asset, balance.free, vault.clock.now()
+        user_id, exchange, vault.bounds.sizing.quote_asset, balance.free, vault.clock.now()
     )
     _remember_balance(vault, user_id, exchange, balance.free)
     return balance.free

@@ -7,12 +7,13 @@ from pathlib import Path
 
 from pydantic import Field, SecretStr
 
-from marketbot.contracts import Exchange, RiskLevel
+from marketbot.contracts import Exchange
+from marketbot.contracts.sizing import SizingSettings
 from marketbot.keyvault.domain.bounds import BoundRules
 from marketbot.runtime.settings import ServiceSettings, service_config
 
 
-class KeyvaultSettings(ServiceSettings):
+class KeyvaultSettings(ServiceSettings, SizingSettings):
     model_config = service_config("MARKETBOT_KEYVAULT_")
 
     service_name: str = "keyvault"
@@ -57,15 +58,9 @@ class KeyvaultSettings(ServiceSettings):
     audit_flush_interval_s: float = Field(default=0.1, gt=0)
     audit_backlog_max: int = Field(default=200_000, ge=1)
 
-    # Orders bounded by their request (domain/bounds.py). The sizing numbers must be at
-    # least the executors' own (MARKETBOT_EXECUTOR_*), or the vault refuses what they size.
-    risk_percent_low: Decimal = Decimal(1)
-    risk_percent_medium: Decimal = Decimal(2)
-    risk_percent_high: Decimal = Decimal(5)
-    min_order_quote: Decimal = Decimal(10)
-    max_balance_percent: Decimal = Decimal(10)
-    brl_per_quote: Decimal = Decimal("5.5")
-    quote_asset: str = "USDT"
+    # Orders bounded by their request (domain/bounds.py). The sizing numbers (SizingSettings)
+    # must be at least the executors' own (MARKETBOT_EXECUTOR_*), or the vault refuses what
+    # they size.
     entry_slippage_percent: Decimal = Field(default=Decimal("0.5"), ge=0)
     max_entry_price_percent: Decimal = Field(default=Decimal(2), ge=0)
     max_signs_per_order: int = Field(default=6, ge=1)
@@ -85,15 +80,7 @@ class KeyvaultSettings(ServiceSettings):
 
     def bound_rules(self) -> BoundRules:
         return BoundRules(
-            risk_percents={
-                RiskLevel.LOW: self.risk_percent_low,
-                RiskLevel.MEDIUM: self.risk_percent_medium,
-                RiskLevel.HIGH: self.risk_percent_high,
-            },
-            min_order_quote=self.min_order_quote,
-            max_balance_percent=self.max_balance_percent,
-            brl_per_quote=self.brl_per_quote,
-            quote_asset=self.quote_asset,
+            sizing=self.sizing_rules(),
             slippage_percent=self.entry_slippage_percent,
             max_entry_price_percent=self.max_entry_price_percent,
             max_signs=self.max_signs_per_order,

@@ -24,7 +24,7 @@ Every refusal names the field and the rule.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -38,17 +38,8 @@ from marketbot.exchanges.policy import OrderTerms
 class BoundRules:
     """The sizing numbers (the executors' own, or larger) and the vault's margins."""
 
-    risk_percents: Mapping[RiskLevel, Decimal] = field(
-        default_factory=lambda: {
-            RiskLevel.LOW: Decimal(1),
-            RiskLevel.MEDIUM: Decimal(2),
-            RiskLevel.HIGH: Decimal(5),
-        }
-    )
-    min_order_quote: Decimal = Decimal(10)
-    max_balance_percent: Decimal = Decimal(10)
-    brl_per_quote: Decimal = Decimal("5.5")
-    quote_asset: str = "USDT"
+    sizing: SizingRules = field(default_factory=SizingRules)
+    """The blueprint formula's numbers, as the executors size with them."""
     slippage_percent: Decimal = Decimal("0.5")
     """The executors' entry slippage: a limit buy's notional at its limit price may exceed
     the size at the live price by this much."""
@@ -57,17 +48,6 @@ class BoundRules:
     between the decision and the order, plus the slippage)."""
     max_signs: int = 3
     """Signatures per order request (the first send and its retries)."""
-
-    @property
-    def sizing(self) -> SizingRules:
-        """The blueprint formula's numbers, as the executors size with them."""
-        return SizingRules(
-            risk_percents=self.risk_percents,
-            min_order_quote=self.min_order_quote,
-            max_balance_percent=self.max_balance_percent,
-            brl_per_quote=self.brl_per_quote,
-            quote_asset=self.quote_asset,
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,9 +167,9 @@ def check_size(
         return Refusal(
             "quantity",
             "max_position_size",
-            f"order value {_n(value)} {rules.quote_asset} is above the position size "
-            f"{_n(cap)} {rules.quote_asset} for an available balance of "
-            f"{_n(available_quote(balance, request, rules))} {rules.quote_asset} "
+            f"order value {_n(value)} {rules.sizing.quote_asset} is above the position size "
+            f"{_n(cap)} {rules.sizing.quote_asset} for an available balance of "
+            f"{_n(available_quote(balance, request, rules))} {rules.sizing.quote_asset} "
             f"(risk {request.risk_level.value})",
         )
     return None
