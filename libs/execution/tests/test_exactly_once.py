@@ -81,7 +81,10 @@ async def test_killed_between_send_and_ack_then_restarted_places_one_order(
     filled = await eventually_events(h.log, OrderFilled, 1, timeout=30)
     assert filled[0].client_order_id == request.client_order_id
     assert len(await h.entries(user)) == 1
-    assert len(h.log.of(OrderPlaced)) == 1
+    # One OrderPlaced as the stream keeps it: the outbox relay may publish the row again
+    # while its first publish waits for the PubAck on a loaded machine (JetStream drops the
+    # copy by its event id), so the log is counted by event id.
+    assert len({e.event_id for e in h.log.of(OrderPlaced)}) == 1
     assert _reconciled("found") == found_before + 1
 
 
