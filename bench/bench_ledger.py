@@ -191,12 +191,13 @@ async def run() -> list[dict]:
         await publish_all(bus, live_events)
         settings = LedgerSettings(bus_prefix=live_ns.prefix, db_schema=live_schema)
         ledger = Ledger(bus, pool, settings)
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         await ledger.start()
         while sum((await ledger.pending()).values()) > 0:  # noqa: ASYNC110 (polls the server)
             await asyncio.sleep(0.05)
         applied_count = await pool.fetchval("SELECT count(*) FROM processed_events")
         elapsed = time.perf_counter() - started
+        cpu = time.process_time() - cpu_started
         await ledger.stop()
         assert applied_count == len(live_events), (applied_count, len(live_events))
         rows.append(
@@ -205,6 +206,16 @@ async def run() -> list[dict]:
                 "value": len(live_events) / elapsed,
                 "unit": "events/s",
                 "baseline": f"{len(live_events):,} events, 1 process, real PostgreSQL + JetStream",
+                "ratio": None,
+            }
+        )
+        rows.append(
+            {
+                "name": "ledger live projection: the ledger's CPU per event",
+                "value": 1000 * cpu / len(live_events),
+                "unit": "ms/event",
+                "baseline": f"process CPU {cpu:.1f} s (PostgreSQL and NATS not counted; "
+                f"load average {os.getloadavg()[0]:.1f})",
                 "ratio": None,
             }
         )

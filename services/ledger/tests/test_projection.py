@@ -26,7 +26,7 @@ from marketbot.contracts.ledger import CommissionsQuery, OperationsQuery, Statem
 from marketbot.ledger.adapters.queries import PROJECTION_TABLES, checksums
 from marketbot.ledger.api import LedgerQueries
 from marketbot.ledger.app import MIGRATIONS
-from marketbot.ledger.handlers import apply_event
+from marketbot.ledger.handlers import apply_event, apply_events
 from marketbot.runtime.db import create_pool, migrate_service
 
 from .conftest import RULES, apply_each
@@ -160,6 +160,54 @@ async def test_any_delivery_order_with_duplicates_equals_a_rebuild(
     assert [
         (x.day, x.operations, x.volume, x.realized_pnl, x.commissions) for x in model_lines
     ] == [(x.day, x.operations, x.volume, x.realized_pnl, x.commissions) for x in platform.lines]
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    stories=st.lists(story, min_size=1, max_size=6),
+    referrals=st.lists(referral, max_size=3),
+    data=st.data(),
+)
+async def test_batches_in_any_order_equal_the_events_one_by_one(
+    ledger_pool: asyncpg.Pool,
+    rebuild_pool: asyncpg.Pool,
+    stories: list[tuple[str, Plan, str, int, int]],
+    referrals: list[tuple[str, str | None, int]],
+    data: st.DataObject,
+) -> None:
+    """``apply_events`` (the live consumer's batch form: a statement per step for the whole
+    batch) gives the tables and the status changes of the events applied one by one."""
+    events = events_for(stories, referrals)
+    duplicates = data.draw(st.lists(st.sampled_from(events), max_size=len(events)))
+    delivery = data.draw(st.permutations(events + duplicates))
+    cuts = sorted(data.draw(st.sets(st.integers(1, max(1, len(delivery) - 1)), max_size=4)))
+    batches = [delivery[a:b] for a, b in zip([0, *cuts], [*cuts, len(delivery)], strict=True)]
+    await truncate(ledger_pool)
+    await truncate(rebuild_pool)
+
+    emitted: list[Event] = []
+    async with ledger_pool.acquire() as conn:
+        for batch in batches:
+            async with conn.transaction():
+                emitted.extend(await apply_events(batch, conn, RULES))
+    one_by_one = await apply_each(rebuild_pool, delivery)
+    assert await checksum(ledger_pool) == await checksum(rebuild_pool)
+
+    def changes(events: list[Event]) -> list[tuple[object, ...]]:
+        return [(e.operation_id, e.status) for e in events if isinstance(e, OperationStatusChanged)]
+
+    # The same status changes, in the same order (the merges are the same, in memory).
+    assert changes(emitted) == changes(one_by_one)
+    # The commission each operation ends with is the last one announced for it.
+    accrued = {e.operation_id: e.amount for e in emitted if isinstance(e, CommissionAccrued)}
+    stored = await commissions_by_operation(ledger_pool)
+    assert {op_id: accrued.get(op_id) for op_id in stored} == {
+        op_id: amount for op_id, (amount, _referrer, _affiliate) in stored.items()
+    }
 
 
 async def test_worked_example_commission_and_affiliate_tables(ledger_pool: asyncpg.Pool) -> None:

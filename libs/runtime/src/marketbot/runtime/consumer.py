@@ -38,6 +38,10 @@ from marketbot.runtime.loop import (
 log = get_logger("marketbot.consumer")
 
 Handler = Callable[[Event, Conn], Awaitable[Sequence[Event] | None]]
+BatchHandler = Callable[[Sequence[Event], Conn], Awaitable[Sequence[Event] | None]]
+"""A handler for many events at once, in delivery order, in one transaction: its effect and
+events must be those of ``Handler`` applied to each in turn (a failed batch is applied one
+by one with the single handler)."""
 
 EVENTS_APPLIED = Counter(
     "marketbot_events_applied_total",
@@ -207,11 +211,20 @@ class Outbox:
 class ExactlyOnceConsumer:
     """A durable consumer whose handler's effect and emitted events commit with the event id."""
 
-    def __init__(self, bus: Bus, pool: asyncpg.Pool, spec: ConsumerSpec, handler: Handler) -> None:
+    def __init__(
+        self,
+        bus: Bus,
+        pool: asyncpg.Pool,
+        spec: ConsumerSpec,
+        handler: Handler,
+        *,
+        batch_handler: BatchHandler | None = None,
+    ) -> None:
         self._bus = bus
         self._pool = pool
         self._spec = spec
         self._handler = handler
+        self._batch_handler = batch_handler
         self._outbox = Outbox(bus, pool)
         self.loop = MessageLoop(bus, spec, self.handle_batch)
 
@@ -239,21 +252,22 @@ class ExactlyOnceConsumer:
         loop = asyncio.get_running_loop()
         started = loop.time()
         try:
-            outcomes, rows = await self._apply_all([d.event for d in batch])
+            outcomes, staged = await self._apply_all([d.event for d in batch])
         except Exception as exc:
             log.info("batch failed; applying one by one", consumer=self.name, error=repr(exc))
             for delivery in batch:
                 await self.apply_one(delivery)
             return
-        await self._outbox.publish_committed(rows)
+        # Committed: published from memory; a failed publish is left to the relay.
+        await self._outbox.publish_staged(staged)
         for delivery, outcome in zip(batch, outcomes, strict=True):
             delivery.ack()
             EVENTS_APPLIED.labels(self.name, outcome).inc()
         APPLY_SECONDS.labels(self.name).observe((loop.time() - started) / len(batch))
 
-    async def _apply_all(self, events: Sequence[Event]) -> tuple[list[str], list[int]]:
+    async def _apply_all(self, events: Sequence[Event]) -> tuple[list[str], list[Staged]]:
         outcomes: list[str] = []
-        rows: list[int] = []
+        emitted: list[Event] = []
         async with self._pool.acquire() as conn, conn.transaction():
             # The whole batch is marked processed in one statement (one round trip, not one
             # per event); an event already processed, or a second copy in the batch, is a
@@ -267,16 +281,23 @@ class ExactlyOnceConsumer:
                     [event.event_id for event in events],
                 )
             )
+            fresh: list[Event] = []
             for event in events:
                 if event.event_id not in first:
                     outcomes.append("duplicate")
                     continue
                 first.discard(event.event_id)
-                with correlation(event.correlation_id, event_type=event.type):
-                    emitted = (await self._handler(event, conn)) or ()
+                fresh.append(event)
                 outcomes.append("applied")
-                rows.extend(await Outbox.add(conn, emitted))
-        return outcomes, rows
+            if self._batch_handler is not None and len(fresh) > 1:
+                emitted.extend((await self._batch_handler(fresh, conn)) or ())
+            else:
+                for event in fresh:
+                    with correlation(event.correlation_id, event_type=event.type):
+                        emitted.extend((await self._handler(event, conn)) or ())
+            # The batch's events in one statement, kept in memory to publish after commit.
+            staged = await Outbox.stage(conn, emitted)
+        return outcomes, staged
 
     async def _apply_in(self, conn: Conn, event: Event) -> tuple[str, Sequence[Event]]:
         first_time = await conn.fetchval(
@@ -306,20 +327,21 @@ class ExactlyOnceConsumer:
                 delivery.retry(exc)
                 return
             # Committed: a failed publish is left to the relay; acking is still right.
-            await self._outbox.publish_committed(outbox_rows)
+            await self._outbox.publish_staged(outbox_rows)
             delivery.ack()
             EVENTS_APPLIED.labels(self.name, outcome).inc()
             APPLY_SECONDS.labels(self.name).observe(loop.time() - started)
 
-    async def _apply(self, event: Event) -> tuple[str, list[int]]:
+    async def _apply(self, event: Event) -> tuple[str, list[Staged]]:
         async with self._pool.acquire() as conn, conn.transaction():
             outcome, emitted = await self._apply_in(conn, event)
-            rows = await Outbox.add(conn, emitted)
-        return outcome, rows
+            staged = await Outbox.stage(conn, emitted)
+        return outcome, staged
 
 
 __all__ = [
     "CONSUMER_LAG",
+    "BatchHandler",
     "ConsumerSpec",
     "Delivery",
     "ExactlyOnceConsumer",

@@ -15,11 +15,11 @@ from marketbot.contracts.streams import STREAMS
 from marketbot.ledger import metrics
 from marketbot.ledger.api import LedgerQueries
 from marketbot.ledger.domain.money import MoneyRules
-from marketbot.ledger.handlers import apply_event
+from marketbot.ledger.handlers import apply_event, apply_events
 from marketbot.ledger.settings import LedgerSettings
 from marketbot.runtime.bus import Bus
 from marketbot.runtime.clock import Clock, SystemClock
-from marketbot.runtime.consumer import ConsumerSpec, ExactlyOnceConsumer, Handler
+from marketbot.runtime.consumer import BatchHandler, ConsumerSpec, ExactlyOnceConsumer, Handler
 from marketbot.runtime.db import Conn
 from marketbot.runtime.logs import get_logger
 from marketbot.runtime.service import ServiceContext, run_service
@@ -62,6 +62,23 @@ def projection_handler(
     return handle
 
 
+def projection_batch_handler(consumer: str, rules: MoneyRules, clock: Clock) -> BatchHandler:
+    """``projection_handler`` for a fetched batch (``apply_events``: a statement per step
+    for the whole batch)."""
+
+    async def handle(events: Sequence[Event], conn: Conn) -> Sequence[Event]:
+        emitted = await apply_events(events, conn, rules)
+        now = clock.now()
+        for event in events:
+            metrics.EVENTS_PROJECTED.labels(consumer, event.type).inc()
+        metrics.PROJECTION_LAG_SECONDS.labels(consumer).set(
+            max(0.0, (now - events[-1].occurred_at).total_seconds())
+        )
+        return emitted
+
+    return handle
+
+
 @dataclass
 class Ledger:
     """The running projection: its consumers, and the lag poller."""
@@ -77,7 +94,13 @@ class Ledger:
         rules = self.settings.money_rules()
         for spec in CONSUMERS:
             handler = projection_handler(spec.name, rules, self.clock)
-            consumer = ExactlyOnceConsumer(self.bus, self.pool, spec, handler)
+            consumer = ExactlyOnceConsumer(
+                self.bus,
+                self.pool,
+                spec,
+                handler,
+                batch_handler=projection_batch_handler(spec.name, rules, self.clock),
+            )
             await consumer.start()
             self.consumers.append(consumer)
         await LedgerQueries(self.pool, self.settings.max_commission_entries).serve(self.bus)

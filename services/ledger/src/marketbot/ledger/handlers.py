@@ -7,6 +7,8 @@ second line of defence, not the only one, and any delivery order gives the same 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from marketbot.contracts import (
     CommissionAccrued,
     DecisionMade,
@@ -45,6 +47,58 @@ async def apply_event(event: Event, conn: Conn, rules: MoneyRules) -> list[Event
     elif isinstance(event, DecisionMade):
         await repo.save_decision(conn, event)
     return []
+
+
+async def apply_events(events: Sequence[Event], conn: Conn, rules: MoneyRules) -> list[Event]:
+    """``apply_event`` for a batch, in one transaction, with the same tables and events as
+    applying them one by one in this order: the order events' operations are locked, read
+    and written a statement each for the whole batch (not four statements an event)."""
+    emitted: list[Event] = []
+    ops = [e for e in events if isinstance(e, OrderRequested | OrderEvent)]
+    for event in events:
+        if not isinstance(event, OrderRequested | OrderEvent):
+            emitted.extend(await apply_event(event, conn, rules))
+    if ops:
+        emitted.extend(await apply_order_events(ops, conn, rules))
+    return emitted
+
+
+async def apply_order_events(
+    events: Sequence[OperationEvent], conn: Conn, rules: MoneyRules
+) -> list[Event]:
+    """The batch form of ``apply_order_event``: one lock statement, one read, the merges in
+    memory, one write of the operations and one of the fills; then, per operation a close or
+    a request of the batch touched, its commission (as the single path does, under the
+    user's lock taken up front)."""
+    closing = [e for e in events if isinstance(e, PositionClosed | OrderRequested)]
+    await repo.lock_all(conn, [e.user_id for e in closing], [e.request_id for e in events])
+    stored = await repo.load_operations(conn, [e.request_id for e in events])
+    states = dict(stored)
+    emitted: list[Event] = []
+    fills: list[tuple[object, ...]] = []
+    for event in events:
+        before = states.get(event.request_id)
+        after = merge(before, event, rules)
+        states[event.request_id] = after
+        if isinstance(event, OrderFilled):
+            fills.extend(
+                repo.fill_rows(after.operation_id, event.event_id, event.filled_at, event.fills)
+            )
+        if before is None or before.status is not after.status:
+            emitted.append(status_changed(after, event))
+            metrics.STATUS_CHANGES.labels(after.status.value).inc()
+    changed = [s for op, s in states.items() if stored.get(op) != s]
+    await repo.save_operations(conn, changed)
+    await repo.save_fill_rows(conn, fills)
+    last_cause = {e.request_id: e for e in closing}  # the batch's last close or request
+    for operation_id, cause in last_cause.items():
+        after = states[operation_id]
+        if after.closed_at is None:
+            continue
+        history = await repo.referrer_history(conn, after.user_id)
+        record = commission_of(after, referrer_at(history, after.closed_at), rules)
+        emitted.extend(await _store_commission(conn, after, record, cause))
+    return emitted
 
 
 async def apply_order_event(event: OperationEvent, conn: Conn, rules: MoneyRules) -> list[Event]:

@@ -84,6 +84,42 @@ async def lock_operation(conn: Conn, operation_id: uuid.UUID) -> None:
     )
 
 
+async def lock_all(conn: Conn, user_ids: Sequence[str], operation_ids: Sequence[uuid.UUID]) -> None:
+    """``lock_user`` and ``lock_operation`` for a batch, in one statement: the users first,
+    then the operations, each sorted. The single-event path takes a user before its
+    operation too, so every transaction takes its locks in one total order (no cycle)."""
+    keys = [f"ledger:{u}" for u in sorted(set(user_ids))]
+    keys += [f"ledger-op:{o}" for o in sorted({str(o) for o in operation_ids})]
+    if keys:
+        # unnest yields the array's elements in order, and each row's lock is taken as the
+        # row is produced.
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended(k, 7)) FROM unnest($1::text[]) AS k",
+            keys,
+        )
+
+
+async def load_operations(
+    conn: Conn, operation_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, OperationState]:
+    """``load_operation`` for many, in one statement."""
+    rows = await conn.fetch(
+        f"SELECT {', '.join(COLUMNS)} FROM operations WHERE operation_id = ANY($1::uuid[]) "
+        "FOR UPDATE",
+        list(set(operation_ids)),
+    )
+    return {row["operation_id"]: operation_from_row(row) for row in rows}
+
+
+async def save_operations(conn: Conn, states: Sequence[OperationState]) -> None:
+    """``save_operation`` for many, in one round trip (a pipelined executemany)."""
+    if states:
+        await conn.executemany(
+            _UPSERT_OPERATION,
+            [tuple(_db_value(getattr(state, c)) for c in COLUMNS) for state in states],
+        )
+
+
 async def load_operation(conn: Conn, operation_id: uuid.UUID) -> OperationState | None:
     row = await conn.fetchrow(_SELECT_OPERATION + " FOR UPDATE", operation_id)
     return operation_from_row(row) if row is not None else None
@@ -108,7 +144,34 @@ async def save_fills(
     conn: Conn, operation_id: uuid.UUID, event_id: uuid.UUID, at: datetime, fills: Sequence[Fill]
 ) -> None:
     """Insert each trade once; a conflicting copy is settled by the greater event id."""
-    if not fills:
+    await save_fill_rows(conn, fill_rows(operation_id, event_id, at, fills))
+
+
+def fill_rows(
+    operation_id: uuid.UUID, event_id: uuid.UUID, at: datetime, fills: Sequence[Fill]
+) -> list[tuple[object, ...]]:
+    return [
+        (
+            operation_id,
+            f.trade_id,
+            event_id,
+            f.price,
+            f.quantity,
+            f.fee,
+            f.fee_asset,
+            f.fee_quote,
+            f.filled_at or at,
+            f.fee_price,
+            f.fee_estimated,
+        )
+        for f in fills
+    ]
+
+
+async def save_fill_rows(conn: Conn, rows: Sequence[tuple[object, ...]]) -> None:
+    """The fills of any number of events, in one round trip (a pipelined executemany: a row
+    twice is two statements, so the greater event id still wins)."""
+    if not rows:
         return
     await conn.executemany(
         "INSERT INTO fills (operation_id, trade_id, event_id, price, quantity, fee, fee_asset, "
@@ -120,22 +183,7 @@ async def save_fills(
         "filled_at = EXCLUDED.filled_at, fee_price = EXCLUDED.fee_price, "
         "fee_estimated = EXCLUDED.fee_estimated "
         "WHERE EXCLUDED.event_id::text > fills.event_id::text",
-        [
-            (
-                operation_id,
-                f.trade_id,
-                event_id,
-                f.price,
-                f.quantity,
-                f.fee,
-                f.fee_asset,
-                f.fee_quote,
-                f.filled_at or at,
-                f.fee_price,
-                f.fee_estimated,
-            )
-            for f in fills
-        ],
+        rows,
     )
 
 
