@@ -180,12 +180,15 @@ async def one_alert(
     wanted = {u.user_id for u in users()}
     outcomes: dict[str, str] = {}
     reasons: dict[str, int] = {}
+    last_by_plan: dict[str, float] = {}
     done = asyncio.Event()
+    started = time.perf_counter()
 
     async def on_event(msg: Msg) -> None:
         event = decode(msg.data)
         if isinstance(event, OrderFilled | OrderRejected) and event.user_id in wanted:
             outcomes[event.user_id] = event.type
+            last_by_plan[event.plan.value] = time.perf_counter() - started
             if isinstance(event, OrderRejected):
                 reasons[event.reason.value] = reasons.get(event.reason.value, 0) + 1
             if len(outcomes) == len(wanted):
@@ -227,7 +230,14 @@ async def one_alert(
         "filled": sum(1 for kind in outcomes.values() if kind == "OrderFilled"),
         "rejected": sum(1 for kind in outcomes.values() if kind == "OrderRejected"),
         "reasons": reasons,
+        "last_by_plan": last_by_plan,
     }
+
+
+def by_plan(alert: dict[str, Any]) -> str:
+    """When each plan's last outcome came (its dispatch delay is 0, 1 and 3 s)."""
+    last = alert["last_by_plan"]
+    return ", ".join(f"last {plan} {last[plan]:.2f} s" for plan in PLANS if plan in last)
 
 
 async def samples(http: httpx.AsyncClient, metrics_url: str, name: str) -> dict[str, float]:
@@ -352,8 +362,8 @@ async def run() -> list[dict[str, Any]]:
                         "value": off["seconds"],
                         "unit": "s",
                         "baseline": f"floor: TRIAL delay 3 s; {off['filled']} filled, "
-                        f"{off['rejected']} rejected; the first alert (streams opened, "
-                        f"balances read) {cold['seconds']:.1f} s",
+                        f"{off['rejected']} rejected; {by_plan(off)}; the first alert "
+                        f"(streams opened, balances read) {cold['seconds']:.1f} s",
                         "ratio": off["seconds"] / 3.0,
                     }
                 )
@@ -468,7 +478,7 @@ async def run() -> list[dict[str, Any]]:
                         f"- {BINANCE_WEIGHT_LIMIT}) / ({BINANCE_WEIGHT_LIMIT} per "
                         f"{BINANCE_WEIGHT_WINDOW_S:.0f} s)) from {per_order}; median of "
                         f"{on['seconds']:.1f} s and {on2['seconds']:.1f} s; {on['filled']} "
-                        f"filled, {on['rejected']} rejected",
+                        f"filled, {on['rejected']} rejected; {by_plan(on)}",
                         "ratio": on_s / floor,
                     }
                 )
