@@ -1094,7 +1094,7 @@ class OrderExecutor:
                 await Repository.clear_closing(conn, left, row.client_order_id)
             return True
 
-        if not await self.commit(effect, emitted):
+        if not await self.commit(effect, emitted, group=True):
             return Outcome.DONE
         plan = request.plan.value
         metrics.ORDERS.labels(self.exchange.value, plan, "filled").inc()

@@ -301,7 +301,7 @@ class PositionKeeper:
                 closed_at=closed_at,
             )
 
-        closed = await executor.commit(effect, [event])
+        closed = await executor.commit(effect, [event], group=True)
         if closed:
             metrics.ORDERS.labels(executor.exchange.value, request.plan.value, "closed").inc()
             log.info(
@@ -353,7 +353,7 @@ class PositionKeeper:
                 now=now,
             )
 
-        reduced = await executor.commit(effect, [event])
+        reduced = await executor.commit(effect, [event], group=True)
         if reduced:
             metrics.ORDERS.labels(
                 executor.exchange.value, position.request.plan.value, "reduced"
