@@ -54,40 +54,9 @@ async def order_requested(
     allocation: Decimal | None = None,
 ) -> OrderRequested:
     """Publish an ``OrderRequested`` (as decision would) and wait until the vault keeps it."""
-    request = new_order_requested(
-        user_id=user_id,
-        exchange=exchange,
-        reference_price=reference_price,
-        symbol=symbol,
-        side=side,
-        risk=risk,
-        allocation=allocation,
-    )
-    await bus.publish(request)
-
-    async def stored() -> bool:
-        found = await pool.fetchval(
-            "SELECT true FROM order_requests WHERE request_id = $1", request.request_id
-        )
-        return bool(found)
-
-    await eventually(stored)
-    return request
-
-
-def new_order_requested(
-    *,
-    user_id: str,
-    exchange: Exchange,
-    reference_price: Decimal | None,
-    symbol: str = "BTCUSDT",
-    side: Side = Side.BUY,
-    risk: RiskLevel = RiskLevel.HIGH,
-    allocation: Decimal | None = None,
-) -> OrderRequested:
     decision = uuid.uuid4()
     now = datetime.now(UTC)
-    return OrderRequested(
+    request = OrderRequested(
         event_id=request_id_for(decision, user_id),
         occurred_at=now,
         correlation_id=str(decision),
@@ -109,3 +78,13 @@ def new_order_requested(
         requested_at=now,
         commission_rate=Decimal("0.1"),
     )
+    await bus.publish(request)
+
+    async def stored() -> bool:
+        found = await pool.fetchval(
+            "SELECT true FROM order_requests WHERE request_id = $1", request.request_id
+        )
+        return bool(found)
+
+    await eventually(stored)
+    return request

@@ -24,13 +24,12 @@ from marketbot.contracts.vault import (
 )
 from marketbot.exchanges.errors import OutcomeUnknown, Retryable, SigningRefusedError
 from marketbot.exchanges.signer import SigningInput, order_scope
-from marketbot.keyvault.adapters.orders import store_requests
 from marketbot.keyvault.app import RunningVault
 from marketbot.keyvault.client import SignBatcher, VaultClient, VaultSigner
 from marketbot.runtime.bus import Bus
 from marketbot.sim.testing import RunningSim
 
-from .helpers import new_order_requested, order_requested
+from .helpers import order_requested
 from .test_order_bounds import USER, binance_order, now_ms, registered, sign
 
 
@@ -244,23 +243,3 @@ def test_a_batch_holds_at_least_one_and_at_most_the_maximum() -> None:
     with pytest.raises(ValueError, match="max_items"):
         SignBatcher(None, max_items=0)  # type: ignore[arg-type]
     assert SignReply().ok
-
-
-async def test_a_batch_of_order_requests_is_stored_once_each(migrated: asyncpg.Pool) -> None:
-    """The vault's ORDER_REQUESTS consumer stores a fetched batch in one round trip
-    (``store_requests``); a request delivered again, in the batch or later, stays one row."""
-    requests = [
-        new_order_requested(user_id=f"batch-{n}", exchange=Exchange.BYBIT, reference_price=None)
-        for n in range(3)
-    ]
-    async with migrated.acquire() as conn, conn.transaction():
-        await store_requests([*requests, requests[0]], conn)
-        await store_requests([requests[1]], conn)
-    rows = await migrated.fetch(
-        "SELECT request_id, client_order_id, user_id FROM order_requests "
-        "WHERE request_id = ANY($1::uuid[])",
-        [r.request_id for r in requests],
-    )
-    assert sorted((r["request_id"], r["client_order_id"], r["user_id"]) for r in rows) == sorted(
-        (r.request_id, r.client_order_id, r.user_id) for r in requests
-    )

@@ -34,15 +34,14 @@ def _prefixed(alias: str) -> str:
     return ", ".join(f"{alias}.{name.strip()}" for name in _COLUMNS.split(","))
 
 
-_INSERT_REQUEST = (
-    "INSERT INTO order_requests (request_id, client_order_id, user_id, exchange, symbol, "
-    "side, risk_level, reference_price, allocation, allocation_currency, requested_at) "
-    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT DO NOTHING"
-)
-
-
-def _request_row(event: OrderRequested) -> tuple[object, ...]:
-    return (
+async def store_request(event: Event, conn: Conn) -> Sequence[Event]:
+    """Keep one ``OrderRequested`` (idempotent: a request id is stored once)."""
+    if not isinstance(event, OrderRequested):
+        return ()
+    await conn.execute(
+        "INSERT INTO order_requests (request_id, client_order_id, user_id, exchange, symbol, "
+        "side, risk_level, reference_price, allocation, allocation_currency, requested_at) "
+        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT DO NOTHING",
         event.request_id,
         event.client_order_id,
         event.user_id,
@@ -55,20 +54,6 @@ def _request_row(event: OrderRequested) -> tuple[object, ...]:
         event.allocation_currency,
         event.requested_at,
     )
-
-
-async def store_request(event: Event, conn: Conn) -> Sequence[Event]:
-    """Keep one ``OrderRequested`` (idempotent: a request id is stored once)."""
-    if isinstance(event, OrderRequested):
-        await conn.execute(_INSERT_REQUEST, *_request_row(event))
-    return ()
-
-
-async def store_requests(events: Sequence[Event], conn: Conn) -> Sequence[Event]:
-    """``store_request`` for a fetched batch, in one round trip (a pipelined executemany)."""
-    rows = [_request_row(e) for e in events if isinstance(e, OrderRequested)]
-    if rows:
-        await conn.executemany(_INSERT_REQUEST, rows)
     return ()
 
 
