@@ -24,7 +24,7 @@ from marketbot.contracts import (
     request_id_for,
 )
 from marketbot.execution import events
-from marketbot.execution.groupcommit import GroupCommit, GroupInsert
+from marketbot.execution.groupcommit import GroupCommit, GroupInsert, GroupRead
 from marketbot.execution.repository import NewEntry
 from marketbot.runtime.bus import Bus
 from marketbot.runtime.clock import ManualClock
@@ -186,3 +186,23 @@ async def test_the_entries_of_a_tick_are_recorded_in_one_statement_each_once(
     assert again[2] is None
     stored = await pool.fetchval("SELECT count(*) FROM orders WHERE lease_owner = 'me'")
     assert stored == 11
+
+
+async def test_the_rows_read_in_a_tick_are_one_statement(pool: asyncpg.Pool) -> None:
+    clock = ManualClock()
+    inserted = GroupInsert(pool, clock, owner="me", lease_s=60, settle_s=15)
+    requests = [_request(f"r{i}") for i in range(5)]
+    await asyncio.gather(*(inserted.insert(_entry(r)) for r in requests))
+    reads = GroupRead(pool)
+    ids = [r.client_order_id for r in requests]
+    # each id once, one twice, and one that has no row
+    rows = await asyncio.gather(*(reads.get(cid) for cid in [*ids, ids[0], "mb-absent"]))
+    assert reads.statements == 1
+    assert [row.client_order_id if row else None for row in rows] == [*ids, ids[0], None]
+    assert all(row.state == "SENDING" for row in rows[:-1] if row is not None)
+    # a later read sees what was committed since
+    await pool.execute("UPDATE orders SET state = 'PLACED' WHERE client_order_id = $1", ids[1])
+    again = await reads.get(ids[1])
+    assert again is not None
+    assert again.state == "PLACED"
+    assert reads.statements == 2

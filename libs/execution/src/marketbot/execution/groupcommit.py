@@ -1,5 +1,7 @@
 """Group commit: the rows and outcomes of concurrently processed orders, a tick at a time.
 
+``GroupRead``: the order rows read within one event-loop tick, in one SELECT.
+
 ``GroupInsert``: the record-before-send rows of the entries prepared within one event-loop
 tick, with their first attempt marked, in one multi-row INSERT (one statement: each row is
 committed when it returns, before its order is sent).
@@ -208,3 +210,56 @@ class GroupInsert:
         for (_, future), row in zip(group, rows, strict=True):
             if not future.done():
                 future.set_result(row)
+
+
+class GroupRead:
+    """One SELECT for the order rows read within one event-loop tick (at most
+    ``max_items``): ``Repository.get_orders``. Each caller gets the row as committed when
+    the statement ran, which is after it asked (what a read of its own would see, or
+    newer). A failed statement fails every read of the group."""
+
+    def __init__(self, pool: asyncpg.Pool, *, max_items: int = 256) -> None:
+        if max_items < 1:
+            raise ValueError("max_items must be at least 1")
+        self._pool = pool
+        self._max = max_items
+        self._pending: list[tuple[str, asyncio.Future[OrderRow | None]]] = []
+        self._scheduled = False
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.statements = 0
+
+    async def get(self, client_order_id: str) -> OrderRow | None:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[OrderRow | None] = loop.create_future()
+        self._pending.append((client_order_id, future))
+        if len(self._pending) >= self._max:
+            self._flush()
+        elif not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(self._flush)
+        return await future
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        if not self._pending:
+            return
+        group, self._pending = self._pending, []
+        task = asyncio.create_task(self._read(group))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _read(self, group: list[tuple[str, asyncio.Future[OrderRow | None]]]) -> None:
+        try:
+            async with self._pool.acquire() as conn:
+                rows = await Repository.get_orders(conn, list({cid for cid, _ in group}))
+        except BaseException as exc:
+            for _, future in group:
+                if not future.done():
+                    future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        self.statements += 1
+        for cid, future in group:
+            if not future.done():
+                future.set_result(rows.get(cid))

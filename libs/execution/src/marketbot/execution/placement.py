@@ -80,7 +80,7 @@ from marketbot.execution.domain.sizing import (
     size_order,
 )
 from marketbot.execution.fills import FillsIncompleteError, FillSummary, covers, summarize
-from marketbot.execution.groupcommit import GroupCommit, GroupInsert
+from marketbot.execution.groupcommit import GroupCommit, GroupInsert, GroupRead
 from marketbot.execution.repository import (
     NewEntry,
     NewPosition,
@@ -251,6 +251,9 @@ class OrderExecutor:
             settle_s=config.unknown_settle_s,
         )
         """Record-before-send rows of concurrent entries, in one INSERT per event-loop tick."""
+        self.order_rows = GroupRead(pool)
+        """Order rows read by concurrent workers (the stream feed's final reports), in one
+        SELECT per event-loop tick."""
         self.stopping = asyncio.Event()
         self.locks = KeyedLocks()
         self.turn: Callable[[Plan, float], Awaitable[bool]] | None = None

@@ -239,6 +239,15 @@ class Repository:
         return OrderRow.from_record(record) if record is not None else None
 
     @staticmethod
+    async def get_orders(conn: Conn, client_order_ids: Sequence[str]) -> dict[str, OrderRow]:
+        """The rows of these client order ids that exist, in one statement."""
+        records = await conn.fetch(
+            "SELECT * FROM orders WHERE client_order_id = ANY($1::text[])",
+            list(client_order_ids),
+        )
+        return {r["client_order_id"]: OrderRow.from_record(r) for r in records}
+
+    @staticmethod
     async def insert_order(
         conn: Conn,
         request: OrderRequested,
@@ -724,6 +733,19 @@ class Repository:
             "UPDATE positions SET check_interval_s = $2, next_check_at = $3 "
             "WHERE entry_client_order_id = $1 AND status = 'OPEN'",
             entry_client_order_id,
+            interval_s,
+            now + timedelta(seconds=interval_s),
+        )
+
+    @staticmethod
+    async def reschedule_many(
+        conn: Conn, entry_client_order_ids: Sequence[str], interval_s: float, now: datetime
+    ) -> None:
+        """``reschedule`` for many positions, in one statement."""
+        await conn.execute(
+            "UPDATE positions SET check_interval_s = $2, next_check_at = $3 "
+            "WHERE entry_client_order_id = ANY($1::text[]) AND status = 'OPEN'",
+            list(entry_client_order_ids),
             interval_s,
             now + timedelta(seconds=interval_s),
         )
