@@ -1025,22 +1025,15 @@ class OrderExecutor:
         unguarded = row.stop_loss_price is None and row.take_profit_price is None
 
         async def effect(conn: Conn) -> bool:
-            if not await Repository.finish(
-                conn,
-                request.client_order_id,
-                OrderState.FILLED,
-                now,
-                exchange_order_id=state.exchange_order_id,
-            ):
-                return False
-            await Repository.open_position(
+            # the row finished and the position opened in one statement
+            return await Repository.fill_entry(
                 conn,
                 position,
                 now,
                 self.config.track_interval_s,
                 Phase.PROTECTED if unguarded else Phase.UNPROTECTED,
+                exchange_order_id=state.exchange_order_id,
             )
-            return True
 
         if not await self.commit(effect, emitted, group=True):
             return Outcome.DONE

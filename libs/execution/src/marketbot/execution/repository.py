@@ -596,25 +596,36 @@ class Repository:
 
     # positions --------------------------------------------------------------------------
     @staticmethod
-    async def open_position(
+    async def fill_entry(
         conn: Conn,
         position: NewPosition,
         now: datetime,
         interval_s: float,
-        phase: Phase = Phase.UNPROTECTED,
-    ) -> None:
-        """Store a filled entry as UNPROTECTED; its legs are recorded once they work. An
-        entry with neither a stop loss nor a take profit has no legs on any venue: it is
-        stored PROTECTED at once (what protecting it would record, without the round
-        trips)."""
+        phase: Phase,
+        *,
+        exchange_order_id: str | None,
+    ) -> bool:
+        """Finish the entry FILLED (as ``finish`` does) and store its position, in one
+        statement (one round trip): the position is stored only if this finished the row;
+        ``False`` (nothing stored) if the row was final already. The position is due for
+        its first check at once. An entry with neither a stop loss nor a take profit has no
+        legs on any venue: it is stored ``PROTECTED`` at once (what protecting it would
+        record, without the round trips); otherwise ``UNPROTECTED``, its legs recorded once
+        they work."""
         request = position.request
-        await conn.execute(
-            "INSERT INTO positions (entry_client_order_id, user_id, symbol, side, request, "
-            "base_asset, quote_asset, quantity, filled_quantity, entry_price, entry_fees_quote, "
-            "entry_order_id, stop_loss_price, take_profit_price, exits, opened_at, "
-            "status, check_interval_s, next_check_at, phase, fees_estimated) VALUES "
-            "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, '[]', $15, 'OPEN', "
-            "$16, $17, $19, $18) ON CONFLICT (entry_client_order_id) DO NOTHING",
+        done = await conn.fetchval(
+            "WITH done AS (UPDATE orders SET state = 'FILLED', updated_at = $17, "
+            "unknown_since = NULL, exchange_order_id = COALESCE($20, exchange_order_id), "
+            "lease_owner = NULL, lease_until = NULL WHERE client_order_id = $1 AND state NOT IN "
+            "('FILLED', 'REJECTED') RETURNING client_order_id), "
+            "opened AS (INSERT INTO positions (entry_client_order_id, user_id, symbol, side, "
+            "request, base_asset, quote_asset, quantity, filled_quantity, entry_price, "
+            "entry_fees_quote, entry_order_id, stop_loss_price, take_profit_price, exits, "
+            "opened_at, status, check_interval_s, next_check_at, phase, fees_estimated) "
+            "SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, '[]', $15, "
+            "'OPEN', $16, $17, $19, $18 FROM done "
+            "ON CONFLICT (entry_client_order_id) DO NOTHING) "
+            "SELECT count(*) FROM done",
             position.entry_client_order_id,
             request.user_id,
             request.symbol,
@@ -634,7 +645,9 @@ class Repository:
             now,
             position.fees_estimated,
             phase.value,
+            exchange_order_id,
         )
+        return bool(done)
 
     @staticmethod
     async def mark_protect_attempt(
