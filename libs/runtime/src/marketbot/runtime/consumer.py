@@ -38,6 +38,7 @@ from marketbot.runtime.loop import (
 log = get_logger("marketbot.consumer")
 
 Handler = Callable[[Event, Conn], Awaitable[Sequence[Event] | None]]
+ManyHandler = Callable[[Sequence[Event], Conn], Awaitable[Sequence[Event] | None]]
 
 EVENTS_APPLIED = Counter(
     "marketbot_events_applied_total",
@@ -207,11 +208,23 @@ class Outbox:
 class ExactlyOnceConsumer:
     """A durable consumer whose handler's effect and emitted events commit with the event id."""
 
-    def __init__(self, bus: Bus, pool: asyncpg.Pool, spec: ConsumerSpec, handler: Handler) -> None:
+    def __init__(
+        self,
+        bus: Bus,
+        pool: asyncpg.Pool,
+        spec: ConsumerSpec,
+        handler: Handler,
+        *,
+        many: ManyHandler | None = None,
+    ) -> None:
+        """``many``: the handler's effect for a whole fetched batch at once (the events
+        seen for the first time, in order; e.g. one multi-row INSERT), in the batch's
+        transaction; a single message still goes to ``handler``."""
         self._bus = bus
         self._pool = pool
         self._spec = spec
         self._handler = handler
+        self._many = many
         self._outbox = Outbox(bus, pool)
         self.loop = MessageLoop(bus, spec, self.handle_batch)
 
@@ -267,15 +280,21 @@ class ExactlyOnceConsumer:
                     [event.event_id for event in events],
                 )
             )
+            new = []
             for event in events:
                 if event.event_id not in first:
                     outcomes.append("duplicate")
                     continue
                 first.discard(event.event_id)
+                outcomes.append("applied")
+                if self._many is not None:
+                    new.append(event)
+                    continue
                 with correlation(event.correlation_id, event_type=event.type):
                     emitted = (await self._handler(event, conn)) or ()
-                outcomes.append("applied")
                 rows.extend(await Outbox.add(conn, emitted))
+            if self._many is not None and new:
+                rows.extend(await Outbox.add(conn, (await self._many(new, conn)) or ()))
         return outcomes, rows
 
     async def _apply_in(self, conn: Conn, event: Event) -> tuple[str, Sequence[Event]]:
@@ -324,6 +343,7 @@ __all__ = [
     "Delivery",
     "ExactlyOnceConsumer",
     "Handler",
+    "ManyHandler",
     "MessageLoop",
     "Outbox",
     "PermanentError",
