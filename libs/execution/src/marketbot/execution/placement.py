@@ -80,8 +80,9 @@ from marketbot.execution.domain.sizing import (
     size_order,
 )
 from marketbot.execution.fills import FillsIncompleteError, FillSummary, covers, summarize
-from marketbot.execution.groupcommit import GroupCommit, GroupInsert, GroupRead
+from marketbot.execution.groupcommit import GroupCommit, GroupInsert, GroupRead, RowEffect
 from marketbot.execution.repository import (
+    EntryFill,
     NewEntry,
     NewPosition,
     OrderRow,
@@ -961,16 +962,12 @@ class OrderExecutor:
         if row.state == OrderState.PLACED:
             return Outcome.PLACED
         request = row.request
-
-        async def effect(conn: Conn) -> None:
-            await Repository.set_state(
-                conn,
-                row.client_order_id,
-                OrderState.PLACED,
-                now,
-                exchange_order_id=state.exchange_order_id,
-            )
-
+        # the group's acknowledged orders are set PLACED in one statement
+        effect = RowEffect(
+            Repository.set_placed_many,
+            row.client_order_id,
+            (row.client_order_id, now, state.exchange_order_id),
+        )
         emitted = [] if row.purpose == Purpose.EXIT else [self._placed_event(row, state, now)]
         await self.commit(effect, emitted, group=True)
         metrics.ORDERS.labels(self.exchange.value, request.plan.value, "placed").inc()
@@ -1024,16 +1021,19 @@ class OrderExecutor:
         # protect returns no legs), so the position is stored protected, with no round trip.
         unguarded = row.stop_loss_price is None and row.take_profit_price is None
 
-        async def effect(conn: Conn) -> bool:
-            # the row finished and the position opened in one statement
-            return await Repository.fill_entry(
-                conn,
-                position,
-                now,
-                self.config.track_interval_s,
-                Phase.PROTECTED if unguarded else Phase.UNPROTECTED,
+        # the row finished and the position stored in one statement, for the group's
+        # filled entries at once
+        effect = RowEffect(
+            Repository.fill_entries,
+            request.client_order_id,
+            EntryFill(
+                position=position,
+                now=now,
+                interval_s=self.config.track_interval_s,
+                phase=Phase.PROTECTED if unguarded else Phase.UNPROTECTED,
                 exchange_order_id=state.exchange_order_id,
-            )
+            ),
+        )
 
         if not await self.commit(effect, emitted, group=True):
             return Outcome.DONE

@@ -227,6 +227,49 @@ class NewEntry:
     max_slippage_percent: Decimal
 
 
+@dataclass(frozen=True, slots=True)
+class EntryFill:
+    """An entry's fill to record (``Repository.fill_entries``): its row finished FILLED, its
+    position stored."""
+
+    position: NewPosition
+    now: datetime
+    interval_s: float
+    phase: Phase
+    exchange_order_id: str | None
+
+
+def _entry_fill_columns(fills: Sequence[EntryFill]) -> list[list[Any]]:
+    rows = []
+    for f in fills:
+        p, r = f.position, f.position.request
+        rows.append(
+            (
+                p.entry_client_order_id,
+                r.user_id,
+                r.symbol,
+                r.side.value,
+                r.model_dump_json(),
+                p.base_asset,
+                p.quote_asset,
+                p.quantity,
+                p.filled_quantity,
+                p.entry_price,
+                p.entry_fees_quote,
+                p.entry_order_id,
+                p.stop_loss_price,
+                p.take_profit_price,
+                p.opened_at,
+                f.interval_s,
+                f.now,
+                p.fees_estimated,
+                f.phase.value,
+                f.exchange_order_id,
+            )
+        )
+    return [list(column) for column in zip(*rows, strict=True)]
+
+
 class Repository:
     """Plain functions over one connection; callers own the transactions."""
 
@@ -596,58 +639,54 @@ class Repository:
 
     # positions --------------------------------------------------------------------------
     @staticmethod
-    async def fill_entry(
-        conn: Conn,
-        position: NewPosition,
-        now: datetime,
-        interval_s: float,
-        phase: Phase,
-        *,
-        exchange_order_id: str | None,
-    ) -> bool:
-        """Finish the entry FILLED (as ``finish`` does) and store its position, in one
-        statement (one round trip): the position is stored only if this finished the row;
-        ``False`` (nothing stored) if the row was final already. The position is due for
-        its first check at once. An entry with neither a stop loss nor a take profit has no
-        legs on any venue: it is stored ``PROTECTED`` at once (what protecting it would
-        record, without the round trips); otherwise ``UNPROTECTED``, its legs recorded once
-        they work."""
-        request = position.request
-        done = await conn.fetchval(
-            "WITH done AS (UPDATE orders SET state = 'FILLED', updated_at = $17, "
-            "unknown_since = NULL, exchange_order_id = COALESCE($20, exchange_order_id), "
-            "lease_owner = NULL, lease_until = NULL WHERE client_order_id = $1 AND state NOT IN "
-            "('FILLED', 'REJECTED') RETURNING client_order_id), "
+    async def set_placed_many(
+        conn: Conn, placed: Sequence[tuple[str, datetime, str | None]]
+    ) -> list[bool]:
+        """``set_state(PLACED)`` for many rows, ``(client_order_id, now, exchange_order_id)``
+        each (each id once), in one statement; ``True`` for each (as ``set_state``, it is
+        unconditional)."""
+        await conn.execute(
+            "UPDATE orders o SET state = 'PLACED', updated_at = u.at, unknown_since = NULL, "
+            "exchange_order_id = COALESCE(u.eoid, o.exchange_order_id), lease_owner = NULL, "
+            "lease_until = NULL FROM unnest($1::text[], $2::timestamptz[], $3::text[]) "
+            "AS u(cid, at, eoid) WHERE o.client_order_id = u.cid",
+            [p[0] for p in placed],
+            [p[1] for p in placed],
+            [p[2] for p in placed],
+        )
+        return [True] * len(placed)
+
+    @staticmethod
+    async def fill_entries(conn: Conn, fills: Sequence[EntryFill]) -> list[bool]:
+        """``fill_entry`` for many entries (each id once), in one statement: each row
+        finished FILLED and its position stored only if this finished it."""
+        done = await conn.fetch(
+            "WITH u AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], "
+            "$5::text[], $6::text[], $7::text[], $8::numeric[], $9::numeric[], $10::numeric[], "
+            "$11::numeric[], $12::text[], $13::numeric[], $14::numeric[], $15::timestamptz[], "
+            "$16::float8[], $17::timestamptz[], $18::bool[], $19::text[], $20::text[]) AS u("
+            "cid, user_id, symbol, side, request, base_asset, quote_asset, quantity, "
+            "filled_quantity, entry_price, entry_fees_quote, entry_order_id, stop_loss_price, "
+            "take_profit_price, opened_at, interval_s, at, fees_estimated, phase, eoid)), "
+            "done AS (UPDATE orders o SET state = 'FILLED', updated_at = u.at, "
+            "unknown_since = NULL, exchange_order_id = COALESCE(u.eoid, o.exchange_order_id), "
+            "lease_owner = NULL, lease_until = NULL FROM u WHERE o.client_order_id = u.cid "
+            "AND o.state NOT IN ('FILLED', 'REJECTED') RETURNING o.client_order_id), "
             "opened AS (INSERT INTO positions (entry_client_order_id, user_id, symbol, side, "
             "request, base_asset, quote_asset, quantity, filled_quantity, entry_price, "
             "entry_fees_quote, entry_order_id, stop_loss_price, take_profit_price, exits, "
             "opened_at, status, check_interval_s, next_check_at, phase, fees_estimated) "
-            "SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, '[]', $15, "
-            "'OPEN', $16, $17, $19, $18 FROM done "
+            "SELECT u.cid, u.user_id, u.symbol, u.side, u.request::jsonb, u.base_asset, "
+            "u.quote_asset, u.quantity, u.filled_quantity, u.entry_price, u.entry_fees_quote, "
+            "u.entry_order_id, u.stop_loss_price, u.take_profit_price, '[]', u.opened_at, "
+            "'OPEN', u.interval_s, u.at, u.phase, u.fees_estimated FROM u "
+            "JOIN done ON done.client_order_id = u.cid "
             "ON CONFLICT (entry_client_order_id) DO NOTHING) "
-            "SELECT count(*) FROM done",
-            position.entry_client_order_id,
-            request.user_id,
-            request.symbol,
-            request.side.value,
-            request.model_dump_json(),
-            position.base_asset,
-            position.quote_asset,
-            position.quantity,
-            position.filled_quantity,
-            position.entry_price,
-            position.entry_fees_quote,
-            position.entry_order_id,
-            position.stop_loss_price,
-            position.take_profit_price,
-            position.opened_at,
-            interval_s,
-            now,
-            position.fees_estimated,
-            phase.value,
-            exchange_order_id,
+            "SELECT client_order_id FROM done",
+            *_entry_fill_columns(fills),
         )
-        return bool(done)
+        finished = {r["client_order_id"] for r in done}
+        return [f.position.entry_client_order_id in finished for f in fills]
 
     @staticmethod
     async def mark_protect_attempt(
