@@ -64,6 +64,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import asyncpg
 import ccxt.async_support as ccxt_async
 import httpx
 
@@ -118,6 +119,10 @@ PYSPY = os.environ.get("BENCH_EXECUTION_PYSPY")
 """A py-spy binary: the executor and vault processes are profiled over the counted rounds
 (raw, folded stacks) into ``BENCH_EXECUTION_PROFILE_DIR`` (default: the temp dir)."""
 EXTRAS = os.environ.get("BENCH_EXECUTION_EXTRAS", "1") != "0"
+COUNTS = os.environ.get("BENCH_EXECUTION_COUNTS", "1") != "0"
+"""One more round after the counted ones (its time not counted) with PostgreSQL logging every
+statement: SQL statements per order of each service, the stream frames the executor
+handled and the events it published (``BENCH_EXECUTION_COUNTS=0`` leaves it out)."""
 """``0``: only the real path and the ccxt rows (no LocalSigner row, no limits-on round):
 for paired before/after runs."""
 TARGET_RATIO, TARGET_CPU_MS, TARGET_FANOUT_S = 1.0, 1.0, 1.0
@@ -543,6 +548,110 @@ def _other_processes(sim: int, nats_url: str, database_url: str) -> dict[str, in
     return found
 
 
+async def _stream_frames(port: int) -> float:
+    """Private-stream messages the executor handled (order, execution and wallet pushes)."""
+    async with httpx.AsyncClient(timeout=5.0) as client:
+        text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith("marketbot_execution_stream_reports_total{"):
+            continue
+        labels, value = line.rsplit(" ", 1)
+        pushed = 'effect="received"' in labels and 'kind="price"' not in labels
+        if pushed or 'kind="balance"' in labels:
+            total += float(value)
+    return total
+
+
+async def _count_round(
+    bus: Bus,
+    admin: SimAdmin,
+    processes: Processes,
+    users: list[User],
+    others: dict[str, int],
+    port: int,
+    database_url: str,
+    tmp: Path,
+) -> list[dict[str, Any]]:
+    """Per order, counted in one more round: SQL statements of each service (PostgreSQL's
+    own statement log, ``log_statement = all``, by ``application_name``: BEGIN and COMMIT
+    count as statements), the stream frames the executor handled, the events published."""
+    n = len(users)
+    conn = await asyncpg.connect(database_url)
+    try:
+        data_dir = Path(await conn.fetchval("SHOW data_directory"))
+        log_path = data_dir.parent / "postgres.log"  # runtime/infra.py: the server's output
+        if not log_path.exists():
+            return [
+                {
+                    "name": "execution: SQL statements per order",
+                    "value": float("nan"),
+                    "unit": "",
+                    "baseline": f"no server log at {log_path} (not the embedded PostgreSQL)",
+                    "ratio": None,
+                }
+            ]
+        await conn.execute("ALTER SYSTEM SET log_statement = 'all'")
+        await conn.execute("ALTER SYSTEM SET log_line_prefix = '@@%a@@ '")
+        await conn.execute("SELECT pg_reload_conf()")
+        await asyncio.sleep(1.0)
+        events = bus.namespace.stream("ORDER_EVENTS")
+        published = (await bus.js.stream_info(events)).state.messages
+        frames = await _stream_frames(port)
+        start = log_path.stat().st_size
+        _progress("counting round (every SQL statement logged; not timed)")
+        await _process_round(bus, admin, processes, users, others)
+        await asyncio.sleep(2.0)  # the outbox deletes after the last publish
+        end = log_path.stat().st_size
+        published = (await bus.js.stream_info(events)).state.messages - published
+        frames = await _stream_frames(port) - frames
+    finally:
+        with contextlib.suppress(Exception):
+            await conn.execute("ALTER SYSTEM RESET log_statement")
+            await conn.execute("ALTER SYSTEM RESET log_line_prefix")
+            await conn.execute("SELECT pg_reload_conf()")
+        await conn.close()
+    with log_path.open("rb") as handle:
+        handle.seek(start)
+        text = handle.read(end - start).decode(errors="replace")
+    counts: dict[str, int] = {}
+    texts: dict[str, int] = {}
+    for line in text.splitlines():
+        if not line.startswith("@@"):
+            continue
+        if "LOG:  statement:" not in line and "LOG:  execute" not in line:
+            continue
+        app = line[2 : line.index("@@", 2)]
+        counts[app] = counts.get(app, 0) + 1
+        service = "executor" if "bench_ex_" in app else "vault" if "bench_kv_" in app else app
+        key = f"{service:8} {line.split(': ', 2)[-1][:150]}"
+        texts[key] = texts.get(key, 0) + 1
+    detail = tmp / "sql-statements.txt"
+    detail.write_text(
+        "".join(f"{v / n:8.3f}  {k}\n" for k, v in sorted(texts.items(), key=lambda kv: -kv[1]))
+    )
+    _progress(f"  statements per order, by text: {detail}")
+    executor = sum(v for k, v in counts.items() if k.startswith("marketbot-bench_ex_"))
+    vault = sum(v for k, v in counts.items() if k.startswith("marketbot-bench_kv_"))
+    return [
+        {
+            "name": "execution: SQL statements per order (counting round)",
+            "value": (executor + vault) / n,
+            "unit": "stmt/order",
+            "baseline": f"executor {executor / n:.2f} + vault {vault / n:.2f} "
+            "(BEGIN and COMMIT included)",
+            "ratio": None,
+        },
+        {
+            "name": "execution: stream frames handled and events published per order",
+            "value": frames / n,
+            "unit": "frames/order",
+            "baseline": f"{published / n:.2f} events published per order (ORDER_EVENTS)",
+            "ratio": None,
+        },
+    ]
+
+
 # ---- ccxt ---------------------------------------------------------------------------------
 
 
@@ -759,6 +868,10 @@ async def run() -> list[dict]:  # type: ignore[type-arg]
             profiler.send_signal(signal.SIGINT)
             profiler.wait(timeout=30)
         rows = warmup_rows + _rows(real, local, plain, with_balance)
+        if COUNTS:
+            rows += await _count_round(
+                bus, admin, processes, users, others, port, database_url, tmp
+            )
         if not EXTRAS:
             return rows
         # --- limits on: the per-IP floor (in this process, LocalSigner) --------------------

@@ -24,8 +24,9 @@ from marketbot.contracts import (
     request_id_for,
 )
 from marketbot.execution import events
-from marketbot.execution.groupcommit import GroupCommit, GroupInsert
-from marketbot.execution.repository import NewEntry
+from marketbot.execution.domain.lifecycle import Phase
+from marketbot.execution.groupcommit import GroupCommit, GroupInsert, GroupRead, RowEffect
+from marketbot.execution.repository import EntryFill, NewEntry, NewPosition, Repository
 from marketbot.runtime.bus import Bus
 from marketbot.runtime.clock import ManualClock
 from marketbot.runtime.consumer import Outbox
@@ -186,3 +187,114 @@ async def test_the_entries_of_a_tick_are_recorded_in_one_statement_each_once(
     assert again[2] is None
     stored = await pool.fetchval("SELECT count(*) FROM orders WHERE lease_owner = 'me'")
     assert stored == 11
+
+
+async def test_the_rows_read_in_a_tick_are_one_statement(pool: asyncpg.Pool) -> None:
+    clock = ManualClock()
+    inserted = GroupInsert(pool, clock, owner="me", lease_s=60, settle_s=15)
+    requests = [_request(f"r{i}") for i in range(5)]
+    await asyncio.gather(*(inserted.insert(_entry(r)) for r in requests))
+    reads = GroupRead(pool)
+    ids = [r.client_order_id for r in requests]
+    # each id once, one twice, and one that has no row
+    rows = await asyncio.gather(*(reads.get(cid) for cid in [*ids, ids[0], "mb-absent"]))
+    assert reads.statements == 1
+    assert [row.client_order_id if row else None for row in rows] == [*ids, ids[0], None]
+    assert all(row.state == "SENDING" for row in rows[:-1] if row is not None)
+    # a later read sees what was committed since
+    await pool.execute("UPDATE orders SET state = 'PLACED' WHERE client_order_id = $1", ids[1])
+    again = await reads.get(ids[1])
+    assert again is not None
+    assert again.state == "PLACED"
+    assert reads.statements == 2
+
+
+def _fill(request: OrderRequested, now: datetime) -> EntryFill:
+    position = NewPosition(
+        entry_client_order_id=request.client_order_id,
+        request=request,
+        base_asset="BTC",
+        quote_asset="USDT",
+        quantity=Decimal("0.001"),
+        filled_quantity=Decimal("0.001"),
+        entry_price=Decimal(50000),
+        entry_fees_quote=Decimal("0.05"),
+        entry_order_id=f"x-{request.user_id}",
+        stop_loss_price=None,
+        take_profit_price=None,
+        opened_at=now,
+        fees_estimated=False,
+    )
+    return EntryFill(position, now, 2.0, Phase.PROTECTED, f"x-{request.user_id}")
+
+
+async def test_row_effects_of_a_group_are_one_statement_per_kind(
+    pool: asyncpg.Pool, bus: Bus
+) -> None:
+    """Acknowledged and filled entries of one tick: one UPDATE for the placed, one
+    statement for the fills (a row already final stores no position and says so); a group
+    with two effects on one row applies them one by one, in order."""
+    clock = ManualClock()
+    entries = GroupInsert(pool, clock, owner="me", lease_s=60, settle_s=15)
+    requests = [_request(f"k{i}") for i in range(6)]
+    await asyncio.gather(*(entries.insert(_entry(r)) for r in requests))
+    await pool.execute(
+        "UPDATE orders SET state = 'REJECTED' WHERE client_order_id = $1",
+        requests[5].client_order_id,
+    )
+    group = GroupCommit(pool, Outbox(bus, pool))
+    now = clock.now()
+    statements: list[str] = []
+
+    def counted(run):  # type: ignore[no-untyped-def]
+        async def wrapped(conn: Conn, args):  # type: ignore[no-untyped-def]
+            statements.append(run.__name__)
+            return await run(conn, args)
+
+        return wrapped
+
+    placed, filled = counted(Repository.set_placed_many), counted(Repository.fill_entries)
+    results = await asyncio.gather(
+        *(
+            group.commit(
+                RowEffect(placed, r.client_order_id, (r.client_order_id, now, f"x-{r.user_id}")),
+                [_event(r.user_id)],
+            )
+            for r in requests[:3]
+        ),
+        *(
+            group.commit(RowEffect(filled, r.client_order_id, _fill(r, now)), [_event(r.user_id)])
+            for r in requests[3:]
+        ),
+    )
+    assert results == [True, True, True, True, True, False]
+    assert group.groups == 1
+    assert statements == ["set_placed_many", "fill_entries"]
+    states = {
+        r["client_order_id"]: (r["state"], r["exchange_order_id"])
+        for r in await pool.fetch("SELECT client_order_id, state, exchange_order_id FROM orders")
+    }
+    for r in requests[:3]:
+        assert states[r.client_order_id] == ("PLACED", f"x-{r.user_id}")
+    for r in requests[3:5]:
+        assert states[r.client_order_id] == ("FILLED", f"x-{r.user_id}")
+    assert states[requests[5].client_order_id] == ("REJECTED", None)
+    positions = await pool.fetch("SELECT entry_client_order_id, phase, status FROM positions")
+    assert {(p["entry_client_order_id"], p["phase"], p["status"]) for p in positions} == {
+        (r.client_order_id, "PROTECTED", "OPEN") for r in requests[3:5]
+    }
+    # one row twice in a group: applied one after the other, in the order they came
+    statements.clear()
+    again = requests[0]
+    results = await asyncio.gather(
+        group.commit(
+            RowEffect(placed, again.client_order_id, (again.client_order_id, now, "y")), []
+        ),
+        group.commit(RowEffect(filled, again.client_order_id, _fill(again, now)), []),
+    )
+    assert results == [True, True]
+    assert statements == ["set_placed_many", "fill_entries"]
+    state = await pool.fetchval(
+        "SELECT state FROM orders WHERE client_order_id = $1", again.client_order_id
+    )
+    assert state == "FILLED"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 import asyncpg
@@ -230,3 +231,52 @@ async def test_a_batch_is_marked_processed_at_once_and_skips_what_it_has_seen(
     assert seen == [old.event_id, first.event_id, second.event_id]
     assert await pg_pool.fetchval("SELECT count(*) FROM notes") == 3
     assert await pg_pool.fetchval("SELECT count(*) FROM processed_events") == 3
+
+
+async def test_a_batch_handler_gets_the_new_events_of_a_batch_at_once(
+    bus: Bus, pg_pool: asyncpg.Pool, pg_schema: str
+) -> None:
+    """With a batch handler, the first-time events of a fetched batch go to it in one call, in
+    order, inside the batch's transaction (a duplicate never reaches it); a single
+    message still goes to the per-event handler."""
+    await migrate_service(pg_pool, pg_schema, "demo", DEMO)
+    one_by_one: list[uuid.UUID] = []
+    batches: list[list[uuid.UUID]] = []
+
+    async def handler(event: Event, conn: asyncpg.Connection) -> list[Event]:
+        one_by_one.append(event.event_id)
+        await conn.execute("INSERT INTO notes (id, body) VALUES ($1, 'one')", event.event_id)
+        return []
+
+    async def many(events: Sequence[Event], conn: asyncpg.Connection) -> list[Event]:
+        batches.append([e.event_id for e in events])
+        await conn.execute(
+            "INSERT INTO notes (id, body) SELECT i, 'many' FROM unnest($1::uuid[]) AS i",
+            [e.event_id for e in events],
+        )
+        return []
+
+    spec = ConsumerSpec(name="many", stream="SIGNALS", subjects=("signals.>",))
+    consumer = ExactlyOnceConsumer(bus, pg_pool, spec, handler, batch_handler=many)
+    old, first, second = signal(), signal(), signal()
+    await consumer._apply_all([old])
+    outcomes, _ = await consumer._apply_all([first, old, second, first])
+    assert outcomes == ["applied", "duplicate", "applied", "duplicate"]
+    assert batches == [[old.event_id], [first.event_id, second.event_id]]
+    assert one_by_one == []
+    assert await pg_pool.fetchval("SELECT count(*) FROM notes WHERE body = 'many'") == 3
+    # a batch whose handler fails rolls back as a whole: nothing marked processed
+    failing = signal()
+
+    async def broken(events: Sequence[Event], conn: asyncpg.Connection) -> list[Event]:
+        raise RuntimeError("broken")
+
+    consumer._batch_handler = broken
+    with pytest.raises(RuntimeError):
+        await consumer._apply_all([failing, signal()])
+    assert (
+        await pg_pool.fetchval(
+            "SELECT count(*) FROM processed_events WHERE event_id = $1", failing.event_id
+        )
+        == 0
+    )

@@ -241,7 +241,9 @@ class ExecutionEngine:
         heartbeat = asyncio.create_task(self._heartbeat(delivery))
         with correlation(request.correlation_id, client_order_id=request.client_order_id):
             try:
-                await self.executor.execute(request)
+                # JetStream's delivery count: a first delivery skips the row read
+                # (placement.OrderExecutor.execute says why that is safe).
+                await self.executor.execute(request, first_delivery=not delivery.redelivered)
             except StoppingError:
                 delivery.release()
                 return

@@ -1,5 +1,7 @@
 """Group commit: the rows and outcomes of concurrently processed orders, a tick at a time.
 
+``GroupRead``: the order rows read within one event-loop tick, in one SELECT.
+
 ``GroupInsert``: the record-before-send rows of the entries prepared within one event-loop
 tick, with their first attempt marked, in one multi-row INSERT (one statement: each row is
 committed when it returns, before its order is sent).
@@ -14,6 +16,11 @@ events are published from memory (``Outbox.publish_staged``: nothing is read bac
 their rows deleted in one statement. Each caller returns only after its outcome is
 committed, exactly as with a transaction of its own.
 
+An effect on one order row that many outcomes have in common (``RowEffect``: an order
+acknowledged, an entry filled) is applied for the whole group in one statement of its kind
+(``UPDATE … FROM unnest``), each outcome still told whether its own row changed; a group in
+which one row has two effects applies them one by one, in the order they came.
+
 If any effect of a group fails (a deadlock with another writer, a constraint), the group's
 transaction rolls back as a whole and each outcome is applied again in a transaction of its
 own, so one failing outcome never takes the others with it; its caller gets its error.
@@ -25,6 +32,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
 
 import asyncpg
 
@@ -33,6 +41,23 @@ from marketbot.execution.repository import NewEntry, OrderRow, Repository
 from marketbot.runtime.clock import Clock
 from marketbot.runtime.consumer import Outbox, Staged
 from marketbot.runtime.db import Conn
+
+A = TypeVar("A")
+
+
+@dataclass(frozen=True, slots=True)
+class RowEffect(Generic[A]):
+    """An effect on the row ``key`` that a group applies together with the others of the
+    same ``run``: ``run(conn, [args, ...])`` answers, for each, whether it applied (one
+    statement for them all). Called alone, it is ``run`` with its own ``args``."""
+
+    run: Callable[[Conn, Sequence[A]], Awaitable[Sequence[bool]]]
+    key: str
+    args: A
+
+    async def __call__(self, conn: Conn) -> bool:
+        return (await self.run(conn, [self.args]))[0]
+
 
 Effect = Callable[[Conn], Awaitable[bool | None]]
 
@@ -104,11 +129,13 @@ class GroupCommit:
 
     async def _together(self, group: list[_Outcome]) -> None:
         async with self._pool.acquire() as conn, conn.transaction():
-            applied = []
-            for outcome in group:
-                outcome.applied = await outcome.effect(conn) is not False
-                if outcome.applied:
-                    applied.append(outcome)
+            keys = [o.effect.key for o in group if isinstance(o.effect, RowEffect)]
+            if len(keys) == len(group) and len(set(keys)) == len(keys):
+                await self._by_kind(conn, group)
+            else:
+                for outcome in group:
+                    outcome.applied = await outcome.effect(conn) is not False
+            applied = [o for o in group if o.applied]
             staged = await Outbox.stage(conn, [e for o in applied for e in o.emitted])
         self.groups += 1
         by_event = {row.event_id: row for row in staged}
@@ -116,6 +143,18 @@ class GroupCommit:
             outcome.staged = [
                 by_event[e.event_id] for e in outcome.emitted if e.event_id in by_event
             ]
+
+    @staticmethod
+    async def _by_kind(conn: Conn, group: list[_Outcome]) -> None:
+        """Each kind of row effect in one statement (every row of the group distinct)."""
+        kinds: dict[Any, list[_Outcome]] = {}
+        for outcome in group:
+            assert isinstance(outcome.effect, RowEffect)
+            kinds.setdefault(outcome.effect.run, []).append(outcome)
+        for run, outcomes in kinds.items():
+            answers = await run(conn, [o.effect.args for o in outcomes])  # type: ignore[attr-defined]
+            for outcome, applied in zip(outcomes, answers, strict=True):
+                outcome.applied = bool(applied)
 
     async def _alone(self, outcome: _Outcome) -> None:
         try:
@@ -208,3 +247,56 @@ class GroupInsert:
         for (_, future), row in zip(group, rows, strict=True):
             if not future.done():
                 future.set_result(row)
+
+
+class GroupRead:
+    """One SELECT for the order rows read within one event-loop tick (at most
+    ``max_items``): ``Repository.get_orders``. Each caller gets the row as committed when
+    the statement ran, which is after it asked (what a read of its own would see, or
+    newer). A failed statement fails every read of the group."""
+
+    def __init__(self, pool: asyncpg.Pool, *, max_items: int = 256) -> None:
+        if max_items < 1:
+            raise ValueError("max_items must be at least 1")
+        self._pool = pool
+        self._max = max_items
+        self._pending: list[tuple[str, asyncio.Future[OrderRow | None]]] = []
+        self._scheduled = False
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.statements = 0
+
+    async def get(self, client_order_id: str) -> OrderRow | None:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[OrderRow | None] = loop.create_future()
+        self._pending.append((client_order_id, future))
+        if len(self._pending) >= self._max:
+            self._flush()
+        elif not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(self._flush)
+        return await future
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        if not self._pending:
+            return
+        group, self._pending = self._pending, []
+        task = asyncio.create_task(self._read(group))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _read(self, group: list[tuple[str, asyncio.Future[OrderRow | None]]]) -> None:
+        try:
+            async with self._pool.acquire() as conn:
+                rows = await Repository.get_orders(conn, list({cid for cid, _ in group}))
+        except BaseException as exc:
+            for _, future in group:
+                if not future.done():
+                    future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        self.statements += 1
+        for cid, future in group:
+            if not future.done():
+                future.set_result(rows.get(cid))

@@ -80,8 +80,9 @@ from marketbot.execution.domain.sizing import (
     size_order,
 )
 from marketbot.execution.fills import FillsIncompleteError, FillSummary, covers, summarize
-from marketbot.execution.groupcommit import GroupCommit, GroupInsert
+from marketbot.execution.groupcommit import GroupCommit, GroupInsert, GroupRead, RowEffect
 from marketbot.execution.repository import (
+    EntryFill,
     NewEntry,
     NewPosition,
     OrderRow,
@@ -138,6 +139,11 @@ class ExecutionConfig:
 
 class StoppingError(Exception):
     """The executor is shutting down: the request stays in the stream."""
+
+
+class _RecordedAlreadyError(Exception):
+    """The request's row exists although it was not read first (``execute`` with
+    ``first_delivery``): nothing was written; the request takes the existing-row path."""
 
 
 class _WaitError(Exception):
@@ -246,6 +252,9 @@ class OrderExecutor:
             settle_s=config.unknown_settle_s,
         )
         """Record-before-send rows of concurrent entries, in one INSERT per event-loop tick."""
+        self.order_rows = GroupRead(pool)
+        """Order rows read by concurrent workers (the stream feed's final reports), in one
+        SELECT per event-loop tick."""
         self.stopping = asyncio.Event()
         self.locks = KeyedLocks()
         self.turn: Callable[[Plan, float], Awaitable[bool]] | None = None
@@ -267,11 +276,21 @@ class OrderExecutor:
         self.positions = PositionKeeper(self)
 
     # ---- the request loop -----------------------------------------------------------
-    async def execute(self, request: OrderRequested) -> Outcome:
+    async def execute(self, request: OrderRequested, *, first_delivery: bool = False) -> Outcome:
         """Run the request to a recorded outcome, or hand it to the reconciler when its
         outcome is unknown. Waits out bans, holds and not_before, each capped at the
         request's remaining life (``life_s``): a wait that would outlive it ends the
-        request ``STALE`` at once, naming what it waited for."""
+        request ``STALE`` at once, naming what it waited for.
+
+        ``first_delivery`` (JetStream's delivery count is 1): the first attempt does not
+        read the request's row first, as there almost never is one. That is safe because
+        every write on that path is an insert-if-absent: the entry's row
+        (``GroupInsert``, ``ON CONFLICT DO NOTHING``), a close's row, and a rejection's
+        (``reject(..., unread=True)``); a row found there (a duplicate published by a
+        decision redelivered late, or a delivery whose count JetStream did not carry) is
+        never overwritten: the request goes on by the existing-row path, as if it had
+        read it. Every later attempt reads the row first."""
+        unread = first_delivery
         while True:
             if self.stopping.is_set():
                 raise StoppingError
@@ -287,7 +306,8 @@ class OrderExecutor:
             try:
                 with within(self.life_s(request), self.clock):
                     async with self.locks.hold(request.user_id, request.symbol):
-                        return await self._attempt(request)
+                        skip_read, unread = unread, False
+                        return await self._attempt(request, read=not skip_read)
             except _WaitError as exc:
                 wait = (exc.seconds, "waiting for the order's turn")
             except CircuitOpenError as exc:
@@ -365,11 +385,23 @@ class OrderExecutor:
     def _stale(self, request: OrderRequested, now: datetime) -> bool:
         return self.life_s(request, now) <= 0
 
-    async def _attempt(self, request: OrderRequested) -> Outcome:
+    async def _attempt(self, request: OrderRequested, *, read: bool = True) -> Outcome:
+        """One attempt under the (user, symbol) lock. ``read=False``: the row is not read
+        first (a first delivery): the new-row path's writes are all insert-if-absent, and
+        a row found by them sends the request down the existing-row path."""
         cid = request.client_order_id
         now = self.clock.now()
-        async with self.pool.acquire() as conn:
-            row = await Repository.get_order(conn, cid)
+        if read:
+            async with self.pool.acquire() as conn:
+                row = await Repository.get_order(conn, cid)
+        else:
+            try:
+                return await self._new_row(request, now, unread=True)
+            except _RecordedAlreadyError:
+                async with self.pool.acquire() as conn:
+                    row = await Repository.get_order(conn, cid)
+                if row is None:  # recorded, then gone: cannot be (rows are never deleted)
+                    raise _WaitError(0.0) from None
         if row is not None and row.state in OrderState.FINAL:
             return Outcome.DONE
         if row is not None and row.state == OrderState.PLACED:
@@ -377,16 +409,7 @@ class OrderExecutor:
         if row is not None and row.unknown_since is not None:
             return Outcome.UNKNOWN  # the reconciler's (reconcile.py), resolved by client id
         if row is None:
-            if self._stale(request, now):
-                return await self._stale_reject(request, now)
-            due = (request.not_before - now).total_seconds()
-            if due > 0:
-                raise _WaitError(due)
-            prepared = await self._prepare(request)
-            if isinstance(prepared, Outcome):
-                return prepared
-            # an entry's row comes with its first attempt marked (GroupInsert)
-            return await self._send(prepared, marked=prepared.purpose == Purpose.ENTRY)
+            return await self._new_row(request, now)
         if not await self._claim(cid):
             raise _WaitError(min(self.config.lease_s / 4, 5.0))
         try:
@@ -405,6 +428,22 @@ class OrderExecutor:
                 row, RejectReason.STALE, self.too_late_to_resend(request, now)
             )
         return await self._send(row)
+
+    async def _new_row(
+        self, request: OrderRequested, now: datetime, *, unread: bool = False
+    ) -> Outcome:
+        """A request with no row (read, or with ``unread`` not read: then a row found by
+        an insert raises ``_RecordedAlreadyError``, nothing written)."""
+        if self._stale(request, now):
+            return await self._stale_reject(request, now, unread=unread)
+        due = (request.not_before - now).total_seconds()
+        if due > 0:
+            raise _WaitError(due)
+        prepared = await self._prepare(request, unread=unread)
+        if isinstance(prepared, Outcome):
+            return prepared
+        # an entry's row comes with its first attempt marked (GroupInsert)
+        return await self._send(prepared, marked=prepared.purpose == Purpose.ENTRY)
 
     def can_resend(self, request: OrderRequested, now: datetime) -> bool:
         """A resend is made only if, should its outcome be unknown too, it can still be
@@ -481,17 +520,21 @@ class OrderExecutor:
         return found
 
     # ---- before sending ---------------------------------------------------------------
-    async def _prepare(self, request: OrderRequested) -> OrderRow | Outcome:
+    async def _prepare(
+        self, request: OrderRequested, *, unread: bool = False
+    ) -> OrderRow | Outcome:
         if self.follow is not None:
             await self.follow(request.user_id)
         try:
             if request.side is Side.BUY:
-                return await self._prepare_entry(request)
-            return await self._prepare_close(request)
+                return await self._prepare_entry(request, unread=unread)
+            return await self._prepare_close(request, unread=unread)
         except Rejected as exc:
-            return await self.reject(request, exc.reason, str(exc), code=exc.code)
+            return await self.reject(request, exc.reason, str(exc), code=exc.code, unread=unread)
 
-    async def _prepare_entry(self, request: OrderRequested) -> OrderRow | Outcome:
+    async def _prepare_entry(
+        self, request: OrderRequested, *, unread: bool = False
+    ) -> OrderRow | Outcome:
         signer = self.signers(request.user_id, request.exchange)
         # Independent reads: one round trip of latency instead of three.
         filters, price, balance = await asyncio.gather(
@@ -512,7 +555,9 @@ class OrderExecutor:
             allocation_currency=request.allocation_currency,
         )
         if isinstance(sized, SizingRejection):
-            return await self.reject(request, sized.reason, sized.message, code=sized.filter)
+            return await self.reject(
+                request, sized.reason, sized.message, code=sized.filter, unread=unread
+            )
         protection = protection_prices(
             request.side,
             price,
@@ -535,10 +580,14 @@ class OrderExecutor:
             )
         )
         if row is None:
+            if unread:
+                raise _RecordedAlreadyError
             raise _WaitError(0.0)  # another delivery recorded it first: see _insert_sending
         return row
 
-    async def _prepare_close(self, request: OrderRequested) -> OrderRow | Outcome:
+    async def _prepare_close(
+        self, request: OrderRequested, *, unread: bool = False
+    ) -> OrderRow | Outcome:
         """A SELL closes every open position the user holds in the symbol (what a
         TradingView strategy's exit means: docs/tradingview.md). The row names them and
         marks them closing, in one transaction, before any leg is cancelled."""
@@ -553,10 +602,12 @@ class OrderExecutor:
                 request,
                 RejectReason.NO_POSITION,
                 f"no open position in {request.symbol} to close",
+                unread=unread,
             )
         quantity = sum((p.quantity for p in positions), Decimal(0))
         return await self._insert_sending(
             request,
+            unread=unread,
             quantity=quantity,
             quote_amount=sum((p.quantity * p.entry_price for p in positions), Decimal(0)),
             reference_price=positions[0].entry_price,
@@ -564,7 +615,9 @@ class OrderExecutor:
             closes_positions=tuple(p.entry_client_order_id for p in positions),
         )
 
-    async def _insert_sending(self, request: OrderRequested, **fields: Any) -> OrderRow:
+    async def _insert_sending(
+        self, request: OrderRequested, *, unread: bool = False, **fields: Any
+    ) -> OrderRow:
         now = self.clock.now()
         closes: tuple[str, ...] = fields.get("closes_positions", ())
         # One INSERT is atomic on its own; a close also marks its positions, in one transaction.
@@ -582,6 +635,8 @@ class OrderExecutor:
         if row is None:
             # Another delivery recorded it first: go round again and take the path for an
             # existing row (lease, lookup), never send on its behalf.
+            if unread:
+                raise _RecordedAlreadyError
             raise _WaitError(0.0)
         return row
 
@@ -741,7 +796,11 @@ class OrderExecutor:
         message: str,
         *,
         code: int | str | None = None,
+        unread: bool = False,
     ) -> Outcome:
+        """Record the request rejected, with its event. ``unread``: its row was not read
+        first, so one that exists is not this rejection's to finish (it may be PLACED by
+        an earlier delivery): ``_RecordedAlreadyError``, nothing written."""
         now = self.clock.now()
         event = events.rejected(request, reason, message, now, code=code)
 
@@ -751,6 +810,8 @@ class OrderExecutor:
             )
             if inserted:
                 return True
+            if unread:
+                raise _RecordedAlreadyError
             return await Repository.finish(
                 conn, request.client_order_id, OrderState.REJECTED, now, exchange_order_id=None
             )
@@ -789,7 +850,12 @@ class OrderExecutor:
         return outcome
 
     async def _stale_reject(
-        self, request: OrderRequested, now: datetime, row: OrderRow | None = None
+        self,
+        request: OrderRequested,
+        now: datetime,
+        row: OrderRow | None = None,
+        *,
+        unread: bool = False,
     ) -> Outcome:
         age = request.age_s(now)
         message = (
@@ -799,7 +865,7 @@ class OrderExecutor:
         )
         if row is not None:
             return await self.reject_row(row, RejectReason.STALE, message)
-        return await self.reject(request, RejectReason.STALE, message)
+        return await self.reject(request, RejectReason.STALE, message, unread=unread)
 
     async def hand_off(self, request: OrderRequested, detail: str) -> bool:
         """Record the order's outcome as unknown and give it to the reconciler: 'not found'
@@ -896,16 +962,12 @@ class OrderExecutor:
         if row.state == OrderState.PLACED:
             return Outcome.PLACED
         request = row.request
-
-        async def effect(conn: Conn) -> None:
-            await Repository.set_state(
-                conn,
-                row.client_order_id,
-                OrderState.PLACED,
-                now,
-                exchange_order_id=state.exchange_order_id,
-            )
-
+        # the group's acknowledged orders are set PLACED in one statement
+        effect = RowEffect(
+            Repository.set_placed_many,
+            row.client_order_id,
+            (row.client_order_id, now, state.exchange_order_id),
+        )
         emitted = [] if row.purpose == Purpose.EXIT else [self._placed_event(row, state, now)]
         await self.commit(effect, emitted, group=True)
         metrics.ORDERS.labels(self.exchange.value, request.plan.value, "placed").inc()
@@ -959,23 +1021,19 @@ class OrderExecutor:
         # protect returns no legs), so the position is stored protected, with no round trip.
         unguarded = row.stop_loss_price is None and row.take_profit_price is None
 
-        async def effect(conn: Conn) -> bool:
-            if not await Repository.finish(
-                conn,
-                request.client_order_id,
-                OrderState.FILLED,
-                now,
+        # the row finished and the position stored in one statement, for the group's
+        # filled entries at once
+        effect = RowEffect(
+            Repository.fill_entries,
+            request.client_order_id,
+            EntryFill(
+                position=position,
+                now=now,
+                interval_s=self.config.track_interval_s,
+                phase=Phase.PROTECTED if unguarded else Phase.UNPROTECTED,
                 exchange_order_id=state.exchange_order_id,
-            ):
-                return False
-            await Repository.open_position(
-                conn,
-                position,
-                now,
-                self.config.track_interval_s,
-                Phase.PROTECTED if unguarded else Phase.UNPROTECTED,
-            )
-            return True
+            ),
+        )
 
         if not await self.commit(effect, emitted, group=True):
             return Outcome.DONE

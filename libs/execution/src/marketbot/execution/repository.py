@@ -227,6 +227,49 @@ class NewEntry:
     max_slippage_percent: Decimal
 
 
+@dataclass(frozen=True, slots=True)
+class EntryFill:
+    """An entry's fill to record (``Repository.fill_entries``): its row finished FILLED, its
+    position stored."""
+
+    position: NewPosition
+    now: datetime
+    interval_s: float
+    phase: Phase
+    exchange_order_id: str | None
+
+
+def _entry_fill_columns(fills: Sequence[EntryFill]) -> list[list[Any]]:
+    rows = []
+    for f in fills:
+        p, r = f.position, f.position.request
+        rows.append(
+            (
+                p.entry_client_order_id,
+                r.user_id,
+                r.symbol,
+                r.side.value,
+                r.model_dump_json(),
+                p.base_asset,
+                p.quote_asset,
+                p.quantity,
+                p.filled_quantity,
+                p.entry_price,
+                p.entry_fees_quote,
+                p.entry_order_id,
+                p.stop_loss_price,
+                p.take_profit_price,
+                p.opened_at,
+                f.interval_s,
+                f.now,
+                p.fees_estimated,
+                f.phase.value,
+                f.exchange_order_id,
+            )
+        )
+    return [list(column) for column in zip(*rows, strict=True)]
+
+
 class Repository:
     """Plain functions over one connection; callers own the transactions."""
 
@@ -237,6 +280,15 @@ class Repository:
             "SELECT * FROM orders WHERE client_order_id = $1", client_order_id
         )
         return OrderRow.from_record(record) if record is not None else None
+
+    @staticmethod
+    async def get_orders(conn: Conn, client_order_ids: Sequence[str]) -> dict[str, OrderRow]:
+        """The rows of these client order ids that exist, in one statement."""
+        records = await conn.fetch(
+            "SELECT * FROM orders WHERE client_order_id = ANY($1::text[])",
+            list(client_order_ids),
+        )
+        return {r["client_order_id"]: OrderRow.from_record(r) for r in records}
 
     @staticmethod
     async def insert_order(
@@ -587,45 +639,54 @@ class Repository:
 
     # positions --------------------------------------------------------------------------
     @staticmethod
-    async def open_position(
-        conn: Conn,
-        position: NewPosition,
-        now: datetime,
-        interval_s: float,
-        phase: Phase = Phase.UNPROTECTED,
-    ) -> None:
-        """Store a filled entry as UNPROTECTED; its legs are recorded once they work. An
-        entry with neither a stop loss nor a take profit has no legs on any venue: it is
-        stored PROTECTED at once (what protecting it would record, without the round
-        trips)."""
-        request = position.request
+    async def set_placed_many(
+        conn: Conn, placed: Sequence[tuple[str, datetime, str | None]]
+    ) -> list[bool]:
+        """``set_state(PLACED)`` for many rows, ``(client_order_id, now, exchange_order_id)``
+        each (each id once), in one statement; ``True`` for each (as ``set_state``, it is
+        unconditional)."""
         await conn.execute(
-            "INSERT INTO positions (entry_client_order_id, user_id, symbol, side, request, "
-            "base_asset, quote_asset, quantity, filled_quantity, entry_price, entry_fees_quote, "
-            "entry_order_id, stop_loss_price, take_profit_price, exits, opened_at, "
-            "status, check_interval_s, next_check_at, phase, fees_estimated) VALUES "
-            "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, '[]', $15, 'OPEN', "
-            "$16, $17, $19, $18) ON CONFLICT (entry_client_order_id) DO NOTHING",
-            position.entry_client_order_id,
-            request.user_id,
-            request.symbol,
-            request.side.value,
-            request.model_dump_json(),
-            position.base_asset,
-            position.quote_asset,
-            position.quantity,
-            position.filled_quantity,
-            position.entry_price,
-            position.entry_fees_quote,
-            position.entry_order_id,
-            position.stop_loss_price,
-            position.take_profit_price,
-            position.opened_at,
-            interval_s,
-            now,
-            position.fees_estimated,
-            phase.value,
+            "UPDATE orders o SET state = 'PLACED', updated_at = u.at, unknown_since = NULL, "
+            "exchange_order_id = COALESCE(u.eoid, o.exchange_order_id), lease_owner = NULL, "
+            "lease_until = NULL FROM unnest($1::text[], $2::timestamptz[], $3::text[]) "
+            "AS u(cid, at, eoid) WHERE o.client_order_id = u.cid",
+            [p[0] for p in placed],
+            [p[1] for p in placed],
+            [p[2] for p in placed],
         )
+        return [True] * len(placed)
+
+    @staticmethod
+    async def fill_entries(conn: Conn, fills: Sequence[EntryFill]) -> list[bool]:
+        """``fill_entry`` for many entries (each id once), in one statement: each row
+        finished FILLED and its position stored only if this finished it."""
+        done = await conn.fetch(
+            "WITH u AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], "
+            "$5::text[], $6::text[], $7::text[], $8::numeric[], $9::numeric[], $10::numeric[], "
+            "$11::numeric[], $12::text[], $13::numeric[], $14::numeric[], $15::timestamptz[], "
+            "$16::float8[], $17::timestamptz[], $18::bool[], $19::text[], $20::text[]) AS u("
+            "cid, user_id, symbol, side, request, base_asset, quote_asset, quantity, "
+            "filled_quantity, entry_price, entry_fees_quote, entry_order_id, stop_loss_price, "
+            "take_profit_price, opened_at, interval_s, at, fees_estimated, phase, eoid)), "
+            "done AS (UPDATE orders o SET state = 'FILLED', updated_at = u.at, "
+            "unknown_since = NULL, exchange_order_id = COALESCE(u.eoid, o.exchange_order_id), "
+            "lease_owner = NULL, lease_until = NULL FROM u WHERE o.client_order_id = u.cid "
+            "AND o.state NOT IN ('FILLED', 'REJECTED') RETURNING o.client_order_id), "
+            "opened AS (INSERT INTO positions (entry_client_order_id, user_id, symbol, side, "
+            "request, base_asset, quote_asset, quantity, filled_quantity, entry_price, "
+            "entry_fees_quote, entry_order_id, stop_loss_price, take_profit_price, exits, "
+            "opened_at, status, check_interval_s, next_check_at, phase, fees_estimated) "
+            "SELECT u.cid, u.user_id, u.symbol, u.side, u.request::jsonb, u.base_asset, "
+            "u.quote_asset, u.quantity, u.filled_quantity, u.entry_price, u.entry_fees_quote, "
+            "u.entry_order_id, u.stop_loss_price, u.take_profit_price, '[]', u.opened_at, "
+            "'OPEN', u.interval_s, u.at, u.phase, u.fees_estimated FROM u "
+            "JOIN done ON done.client_order_id = u.cid "
+            "ON CONFLICT (entry_client_order_id) DO NOTHING) "
+            "SELECT client_order_id FROM done",
+            *_entry_fill_columns(fills),
+        )
+        finished = {r["client_order_id"] for r in done}
+        return [f.position.entry_client_order_id in finished for f in fills]
 
     @staticmethod
     async def mark_protect_attempt(
@@ -724,6 +785,19 @@ class Repository:
             "UPDATE positions SET check_interval_s = $2, next_check_at = $3 "
             "WHERE entry_client_order_id = $1 AND status = 'OPEN'",
             entry_client_order_id,
+            interval_s,
+            now + timedelta(seconds=interval_s),
+        )
+
+    @staticmethod
+    async def reschedule_many(
+        conn: Conn, entry_client_order_ids: Sequence[str], interval_s: float, now: datetime
+    ) -> None:
+        """``reschedule`` for many positions, in one statement."""
+        await conn.execute(
+            "UPDATE positions SET check_interval_s = $2, next_check_at = $3 "
+            "WHERE entry_client_order_id = ANY($1::text[]) AND status = 'OPEN'",
+            list(entry_client_order_ids),
             interval_s,
             now + timedelta(seconds=interval_s),
         )

@@ -511,10 +511,9 @@ class StreamFeed:
             metrics.STREAM_REPORTS.labels(self.exchange, "order", "unknown_id").inc()
             return
         # An order of this executor's is read once, under its (user, symbol) lock, and
-        # recorded there.
+        # recorded there; the reads of the reports handled in one tick are one statement.
         async with executor.locks.hold(user_id, state.symbol):
-            async with executor.pool.acquire() as conn:
-                row = await Repository.get_order(conn, cid)
+            row = await executor.order_rows.get(cid)
             if row is not None:
                 await self._record_order(row, state)
                 return

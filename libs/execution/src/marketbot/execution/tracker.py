@@ -10,7 +10,8 @@ With a stream feed (``streamfeed.StreamFeed``), an account whose private stream 
 down for less than ``stale_order_s``: the reconciliation after its reconnect recovers the
 gap) is not polled: its acknowledged orders are finished by their reports (looked up here only
 when no report came within ``stale_order_s``), and its protected positions, whose watched
-legs are fired from pushed prices, are only rescheduled (a database write, no request).
+legs are fired from pushed prices, are only rescheduled (no request; one database write
+for all of a pass's).
 What needs action is still done here: protecting an UNPROTECTED position, resuming an exit
 order whose outcome is unknown, and the REST look at a position whose leg ended unfilled.
 """
@@ -103,7 +104,17 @@ class PositionTracker:
                 self._note(exc)
             except FillsIncompleteError as exc:
                 log.info("trade records not complete yet", detail=str(exc))
-        results = await asyncio.gather(*(self._check(p) for p in due))
+        # What the stream follows is only rescheduled: all of it in one statement.
+        followed = [self._streamed(p) for p in due]
+        streamed = [p.entry_client_order_id for p, f in zip(due, followed, strict=True) if f]
+        if streamed:
+            self.skipped += len(streamed)
+            async with executor.pool.acquire() as conn:
+                await Repository.reschedule_many(
+                    conn, streamed, executor.config.track_max_interval_s, executor.clock.now()
+                )
+        checked = [p for p, f in zip(due, followed, strict=True) if not f]
+        results = await asyncio.gather(*(self._check(p) for p in checked))
         async with executor.pool.acquire() as conn:
             metrics.OPEN_POSITIONS.labels(executor.exchange.value).set(
                 await Repository.open_position_count(conn)
@@ -143,16 +154,6 @@ class PositionTracker:
 
     async def _check(self, position: PositionRow) -> bool:
         executor = self.executor
-        if self._streamed(position):
-            self.skipped += 1
-            async with executor.pool.acquire() as conn:
-                await Repository.reschedule(
-                    conn,
-                    position.entry_client_order_id,
-                    executor.config.track_max_interval_s,
-                    executor.clock.now(),
-                )
-            return False
         async with self._limit:
             try:
                 async with executor.locks.hold(position.user_id, position.symbol):

@@ -289,8 +289,9 @@ class ExactlyOnceConsumer:
                 first.discard(event.event_id)
                 fresh.append(event)
                 outcomes.append("applied")
-            if self._batch_handler is not None and len(fresh) > 1:
-                emitted.extend((await self._batch_handler(fresh, conn)) or ())
+            if self._batch_handler is not None:
+                if fresh:
+                    emitted.extend((await self._batch_handler(fresh, conn)) or ())
             else:
                 for event in fresh:
                     with correlation(event.correlation_id, event_type=event.type):

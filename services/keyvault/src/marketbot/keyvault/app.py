@@ -33,7 +33,12 @@ from marketbot.exchanges.http import HttpSettings
 from marketbot.keyvault import handlers
 from marketbot.keyvault.adapters.audit import AuditBuffer
 from marketbot.keyvault.adapters.keysource import load_keyring, load_sealing_key
-from marketbot.keyvault.adapters.orders import ORDER_REQUESTS_CONSUMER, OrderStore, store_request
+from marketbot.keyvault.adapters.orders import (
+    ORDER_REQUESTS_CONSUMER,
+    OrderStore,
+    store_request,
+    store_requests,
+)
 from marketbot.keyvault.adapters.repository import PgStore, Repository
 from marketbot.keyvault.adapters.venues import VenuePool, VenueProvider
 from marketbot.keyvault.domain.cache import CredentialCache
@@ -131,7 +136,9 @@ async def start_vault(
     )
     running = RunningVault(vault=vault, venues=venue_pool)
     # The order requests signatures are bounded by (only decision may publish them).
-    requests = ExactlyOnceConsumer(ctx.bus, pool, ORDER_REQUESTS_CONSUMER, store_request)
+    requests = ExactlyOnceConsumer(
+        ctx.bus, pool, ORDER_REQUESTS_CONSUMER, store_request, batch_handler=store_requests
+    )
     await requests.start()
     running.consumers.append(requests)
     await _check_master_versions(pool, keyring.versions, keyring.min_decrypt_version)

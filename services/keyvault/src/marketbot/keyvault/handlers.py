@@ -772,9 +772,10 @@ async def _bound_order(
 ) -> tuple[ErrorDetail, str] | None:
     """``None`` when the order placement is within its request's terms (domain/bounds.py).
 
-    Cost per order: the request (with the stored balance) is one indexed read and the
-    signature count one update; the exchange is asked for the balance only when the order
-    exceeds the cached one (or it is older than ``balance_max_age``)."""
+    Cost per order: a share of one indexed read for the request (with the stored balance)
+    and of one update for the signature count, the signs of one tick together
+    (``OrderStore``); the exchange is asked for the balance only when the order exceeds the
+    cached one (or it is older than ``balance_max_age``)."""
     if vault.orders is None:
         return _order_refusal(
             Refusal("request_id", "known_request", "this vault keeps no order requests")
