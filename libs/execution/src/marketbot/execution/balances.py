@@ -79,8 +79,9 @@ class StreamBalances:
         self._epoch: dict[str, int] = {}
         """Times each account's stream came up: a refresh that spans a (re)connect is not
         known current (the new subscription may have come up after the read)."""
-        self._during: dict[str, list[BalanceReport]] = {}
-        """Wallet messages received while a snapshot is being read, per account."""
+        self._during: dict[str, list[list[BalanceReport]]] = {}
+        """Wallet messages received while a snapshot is being read, per account and read
+        (an order's own read may overlap the background one)."""
         self.dirty: set[str] = set()
         """Current snapshots changed since they were last persisted."""
 
@@ -151,8 +152,7 @@ class StreamBalances:
         ``complete``, which makes the snapshot current). Before any snapshot, a partial
         message is not a snapshot."""
         user_id = report.user_id
-        during = self._during.get(user_id)
-        if during is not None:
+        for during in self._during.get(user_id, ()):
             during.append(report)
         current = self._accounts.get(user_id)
         if current is None and not report.complete:
@@ -202,11 +202,13 @@ class StreamBalances:
         epoch = self._epoch.get(user_id, 0)
         started = self._monotonic()
         during: list[BalanceReport] = []
-        self._during[user_id] = during
+        reads = self._during.setdefault(user_id, [])
+        reads.append(during)
         try:
             balances = await self.venue.balances(signer)
         finally:
-            if self._during.get(user_id) is during:
+            reads.remove(during)
+            if not reads and self._during.get(user_id) is reads:
                 del self._during[user_id]
         if self._live(user_id) and self._epoch.get(user_id, 0) == epoch:
             self.seed(user_id, balances)
