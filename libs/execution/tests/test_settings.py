@@ -46,3 +46,21 @@ def test_stream_source_ips_are_a_list_of_addresses_and_a_bad_one_is_named(
     assert ExecutorSettings().source_ips == ("127.0.0.1", "127.0.0.2")
     with pytest.raises(ValueError, match=r"stream_source_ips: '10\.0\.0' is not an IP address"):
         ExecutorSettings(stream_source_ips="127.0.0.1,10.0.0")
+
+
+def test_the_balance_snapshot_age_bound_is_configuration_and_a_bad_one_is_named(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from marketbot.execution.app import feed_config
+
+    assert feed_config(ExecutorSettings()).snapshot_max_age_s == 900.0
+    monkeypatch.setenv("MARKETBOT_EXECUTOR_BALANCE_SNAPSHOT_MAX_AGE_S", "120")
+    assert feed_config(ExecutorSettings()).snapshot_max_age_s == 120.0
+    assert ExecutorSettings(balance_snapshot_max_age_s=0).balance_snapshot_max_age_s == 0
+    for bad in ("-1", "86400", "nan"):
+        monkeypatch.setenv("MARKETBOT_EXECUTOR_BALANCE_SNAPSHOT_MAX_AGE_S", bad)
+        with pytest.raises(ValueError, match=r"balance_snapshot_max_age_s: .* between 0"):
+            ExecutorSettings()
+    monkeypatch.setenv("MARKETBOT_EXECUTOR_BALANCE_SNAPSHOT_MAX_AGE_S", "soon")
+    with pytest.raises(ValueError, match="balance_snapshot_max_age_s"):
+        ExecutorSettings()

@@ -110,6 +110,7 @@ def feed_config(settings: ExecutorSettings) -> FeedConfig:
         stale_order_s=settings.stream_stale_order_s,
         follow_lease_s=settings.stream_follow_lease_s,
         lease_renew_s=settings.stream_lease_renew_s,
+        snapshot_max_age_s=settings.balance_snapshot_max_age_s,
     )
 
 

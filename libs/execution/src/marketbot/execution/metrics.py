@@ -73,9 +73,16 @@ STREAM_RECONCILIATIONS = Counter(
 )
 BALANCE_READS = Counter(
     "marketbot_execution_balance_reads_total",
-    "Balances used to size an order, by source (stream: kept from the wallet stream; rest: "
-    "read from the exchange because no stream snapshot exists yet)",
+    "Balances used to size an order, by source (stream: kept current by the wallet stream; "
+    "snapshot: kept from before a restart or reconnect, until its background refresh; rest: "
+    "read from the exchange because no usable snapshot exists)",
     ["exchange", "source"],
+)
+BALANCE_REFRESH_PENDING = Gauge(
+    "marketbot_execution_balance_refresh_pending",
+    "Accounts whose balance snapshot waits for its background REST refresh (after a "
+    "restart or reconnect; paced under half of the per-IP budget)",
+    ["exchange"],
 )
 HANDED_OFF = Counter(
     "marketbot_execution_unknown_outcomes_total",

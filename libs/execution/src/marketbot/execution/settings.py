@@ -19,6 +19,8 @@ from marketbot.runtime.settings import (
     service_config,
 )
 
+BALANCE_SNAPSHOT_MAX_AGE_LIMIT_S = 6 * 3600.0
+
 
 class ExecutorSettings(ServiceSettings, SizingSettings):
     model_config = service_config("MARKETBOT_EXECUTOR_")
@@ -175,6 +177,15 @@ class ExecutorSettings(ServiceSettings, SizingSettings):
         gt=0,
         description="how often the leases are renewed (and lapsed ones taken over)",
     )
+    balance_snapshot_max_age_s: float = Field(
+        default=900.0,
+        description="a balance snapshot kept from before a restart (persisted) or a stream "
+        "reconnect sizes the account's orders until its background REST refresh only while "
+        "it was known current less than this long ago; older, the order reads the balance "
+        "itself. 0: never (every restart reads each balance before its first order); at "
+        f"most {BALANCE_SNAPSHOT_MAX_AGE_LIMIT_S:.0f} s (the key vault's size cap trusts a "
+        "balance up to 6 h old)",
+    )
     sign_batch_max: int = Field(
         default=128,
         ge=0,
@@ -197,6 +208,16 @@ class ExecutorSettings(ServiceSettings, SizingSettings):
                         f"stream_source_ips: {part.strip()!r} is not an IP address "
                         "(comma-separated local addresses)"
                     ) from None
+        return value
+
+    @field_validator("balance_snapshot_max_age_s")
+    @classmethod
+    def _snapshot_age(cls, value: float) -> float:
+        if not 0 <= value <= BALANCE_SNAPSHOT_MAX_AGE_LIMIT_S:
+            raise ValueError(
+                f"balance_snapshot_max_age_s: {value} s must be between 0 (never use a kept "
+                f"snapshot) and {BALANCE_SNAPSHOT_MAX_AGE_LIMIT_S:.0f} s"
+            )
         return value
 
     @property

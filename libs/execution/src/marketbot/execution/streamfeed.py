@@ -12,14 +12,17 @@ account it gets a request for) and turns their reports into the lifecycle's step
   a native exit leg that filled closes its position (``PositionKeeper.record_exit``); a leg
   that ended unfilled is left a moment for its sibling's fill (an OCO's other leg expires
   when one executes) and is then looked at once by REST (``check``: protect anew).
-* **Balance reports** keep the sizing balance (``balances.StreamBalances``).
+* **Balance reports** keep the sizing balance (``balances.StreamBalances``), persisted off
+  the hot path so a restart starts from it (``snapshots.py``), and read again by REST in
+  the background once the stream is up (``snapshots.BalanceRefresher``).
 * **Price reports** (Bybit public tickers) fire the watched legs: the take profit Bybit's
-  spot orders cannot carry is reached from the pushed price, not from a poll.
+  spot orders cannot carry is reached from the pushed price, not from a poll. Only the
+  replica that follows an account (holds its lease) fires its watched legs.
 
 REST is used only to reconcile: when an account's stream comes up (start-up) and after
 every reconnect (what happened in the gap), for each of its unfinished orders (a lookup by
 client id) and open positions (the account's open orders once, then the legs by id of
-those not among them); the balance snapshot is read again then. What it
+those not among them); the balance snapshot is read again then, in the background. What it
 finds that the stream had not reported is counted in
 ``marketbot_execution_stream_corrections_total`` (0 while nothing is missed). The tracker
 leaves a live account's protected positions and acknowledged orders alone (no polling in
@@ -45,7 +48,6 @@ from typing import Any
 
 from marketbot.contracts import Side
 from marketbot.exchanges.errors import ExchangeError
-from marketbot.exchanges.ratelimit import background
 from marketbot.exchanges.reports import (
     BalanceReport,
     OrderReport,
@@ -72,6 +74,7 @@ from marketbot.execution.leases import FollowLeases
 from marketbot.execution.placement import OrderExecutor
 from marketbot.execution.repository import OrderRow, PositionRow, Repository, legs_from_json
 from marketbot.execution.repository import OrderState as RowState
+from marketbot.execution.snapshots import BalanceRefresher, SnapshotStore
 from marketbot.runtime.db import Conn
 from marketbot.runtime.logs import get_logger
 
@@ -106,6 +109,19 @@ class FeedConfig:
     """How long a replica's hold on an account's stream lasts unless renewed (leases.py)."""
     lease_renew_s: float = 5.0
     """How often the leases are renewed, lapsed ones taken over and the others' re-read."""
+    snapshot_max_age_s: float = 900.0
+    """A balance snapshot kept from before a restart (or a reconnect) sizes orders until its
+    refresh only while it was known current less than this long ago (0: never)."""
+    snapshot_flush_s: float = 1.0
+    """How often the changed current snapshots are written (one statement)."""
+    refresh_concurrency: int = 4
+    """Background balance reads in flight at once (paced by the limiter's background share)."""
+
+    @property
+    def snapshot_touch_s(self) -> float:
+        """How often unchanged current snapshots are marked current in the table: a
+        quarter of the bound (so a restarted replica sees them young), within 1-60 s."""
+        return min(60.0, max(self.snapshot_flush_s, self.snapshot_max_age_s / 4))
 
 
 @dataclass(slots=True)
@@ -232,7 +248,22 @@ class StreamFeed:
         # The streams keep the exchange's real time (their signatures are checked against
         # it), whatever clock drives the executor's own schedule.
         self.streams = streams(on_report=self._report, on_connected=self._connected)
-        self.balances = StreamBalances(executor.venue, live=self.live)
+        self.balances = StreamBalances(
+            executor.venue,
+            live=self.live,
+            monotonic=executor.clock.monotonic,
+            max_age_s=self.config.snapshot_max_age_s,
+        )
+        self.snapshots = SnapshotStore(executor.pool, self.exchange)
+        self.refresher = BalanceRefresher(
+            self.balances,
+            lambda user_id: executor.signers(user_id, executor.exchange),
+            followed=lambda user_id: user_id in self._owned,
+            concurrency=self.config.refresh_concurrency,
+        )
+        self._snapshot_task: asyncio.Task[None] | None = None
+        self.fired = 0
+        """Watched exits this replica fired (it follows their accounts)."""
         self._pending: dict[str, _Pending] = {}
         self._queues: dict[str, asyncio.Queue[Report | None]] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
@@ -257,6 +288,9 @@ class StreamFeed:
         self._elsewhere: dict[str, bool] = {}
         """Accounts another replica follows, and whether its stream covers each."""
         self.reconciliations = 0
+        """Reconciliations started."""
+        self.reconciled = 0
+        """Reconciliations finished."""
         self.corrections = 0
 
     # ---- what the executor and the tracker ask -----------------------------------------
@@ -283,8 +317,14 @@ class StreamFeed:
         return self.streams.watching(symbol)
 
     def follows_prices(self, position: PositionRow) -> bool:
-        """Whether every watched leg of ``position`` is fired from pushed prices."""
-        return all(leg.native for leg in position.legs) or self.watching(position.symbol)
+        """Whether every watched leg of ``position`` is fired from pushed prices: by this
+        replica when it follows the account, else by the replica that does (its stream
+        covering the account: ``covers``; its own tracker polls what it cannot watch)."""
+        if all(leg.native for leg in position.legs):
+            return True
+        if position.user_id not in self._owned and self._elsewhere.get(position.user_id):
+            return True
+        return position.user_id in self._owned and self.watching(position.symbol)
 
     async def follow(self, user_id: str) -> None:
         """Receive this account's events (idempotent; the connection opens in background),
@@ -303,6 +343,12 @@ class StreamFeed:
         """Acquire the leases of these accounts that are free; follow those taken."""
         taken = await self.leases.acquire(user_ids)
         new = [u for u in user_ids if u in taken and u not in self._owned]
+        if new:
+            # The balance snapshot kept across restarts (written by whichever replica
+            # followed the account), before the stream's first wallet message applies on
+            # top of it; the refresh after the stream comes up reads it again.
+            await self._restore([u for u in new if not self.balances.known(u)])
+            self._dirty.set()  # their watched exits are this replica's now
         for user_id in new:
             self._owned.add(user_id)
             self._elsewhere.pop(user_id, None)
@@ -320,6 +366,7 @@ class StreamFeed:
             self.balances.forget(user_id)
             await self.streams.remove(user_id)
         if lost:
+            self._dirty.set()  # their watched exits are the new follower's
             log.warning("accounts taken over by another replica", count=len(lost))
         wanted = sorted(self._wanted - self._owned)
         if wanted:
@@ -369,11 +416,26 @@ class StreamFeed:
         await self._take(users)
         self._elsewhere = await self.leases.others()
         await self._sync_watched()
+        self.refresher.start()
         self._sync_task = asyncio.create_task(self._sync_loop(), name="stream-feed-watch")
+        self._snapshot_task = asyncio.create_task(
+            self._snapshot_loop(), name="stream-feed-snapshots"
+        )
 
     async def stop(self) -> None:
         if self._sync_task is not None:
             self._sync_task.cancel()
+        if self._snapshot_task is not None:
+            self._snapshot_task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._snapshot_task
+        await self.refresher.stop()
+        try:
+            # Every current snapshot as of now, while the streams are still up: the next
+            # start (this replica's or another's) sizes from them.
+            await self._persist(touch=True)
+        except Exception as exc:
+            log.warning("balance snapshots not written at stop", error=repr(exc))
         await self.streams.stop()
         try:
             await self.leases.release()  # another replica takes the accounts over now
@@ -439,7 +501,8 @@ class StreamFeed:
 
     async def _handle(self, report: Report) -> None:
         if isinstance(report, StreamTerminated):
-            self.balances.forget(report.user_id)
+            # Subscribed again and refreshed (as after a reconnect); kept meanwhile.
+            self.balances.interrupted(report.user_id)
             return
         if isinstance(report, OrderReport):
             state = report.state
@@ -593,6 +656,11 @@ class StreamFeed:
         cause = "reconnect" if reconnected else "start"
         up_at = self.executor.clock.now()
         for user_id in user_ids:
+            # The subscription is up: the balance is read again in the background (what it
+            # became during the gap is unknown; the kept snapshot sizes orders meanwhile,
+            # within its age bound), and the wallet stream keeps it from there.
+            self.balances.connected(user_id)
+            self.refresher.enqueue(user_id)
             task = asyncio.ensure_future(self._reconcile_guarded(user_id, cause, up_at))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -612,17 +680,14 @@ class StreamFeed:
             await asyncio.sleep(delay)
 
     async def reconcile(self, user_id: str, cause: str, up_at: datetime | None = None) -> int:
-        """What the exchange says of the account's unfinished orders and open positions,
-        and its balances; returns the corrections made. ``up_at``: when the stream came up
-        (orders changed since were sent while it was up: their reports follow)."""
+        """What the exchange says of the account's unfinished orders and open positions;
+        returns the corrections made (its balance is read by the refresher). ``up_at``:
+        when the stream came up (orders changed since were sent while it was up: their
+        reports follow)."""
         executor = self.executor
         metrics.STREAM_RECONCILIATIONS.labels(self.exchange, cause).inc()
         self.reconciliations += 1
         corrections = 0
-        # What the balance became during the gap is unknown: it is read once below, and
-        # the wallet stream keeps it from there, so the next order (the first after a
-        # restart too) reads none. An order before that read reads it itself.
-        self.balances.forget(user_id)
         async with executor.pool.acquire() as conn:
             orders = await FeedQueries.unfinished_orders(
                 conn, user_id, up_at or executor.clock.now()
@@ -645,26 +710,50 @@ class StreamFeed:
                 cause=cause,
                 corrections=corrections,
             )
-        await self._snapshot(user_id)
+        self.reconciled += 1
         await self._sync_soon()
         return corrections
 
-    async def _snapshot(self, user_id: str) -> None:
-        """The account's balances, read as background work (a restart's reads never take
-        the budget orders need: ``ratelimit.background``); when refused or failed, the
-        next order reads them itself."""
-        if not self.live(user_id):
-            return
-        executor = self.executor
+    # ---- balance snapshots kept across restarts (snapshots.py) --------------------------
+
+    async def _restore(self, user_ids: Sequence[str]) -> None:
         try:
-            with background():
-                await self.balances.refresh(user_id, executor.signers(user_id, executor.exchange))
-        except ExchangeError as exc:
-            log.info(
-                "balances not read at reconciliation; the next order reads them",
-                user=user_id,
-                error=str(exc),
-            )
+            found = await self.snapshots.load(user_ids, self.config.snapshot_max_age_s)
+        except Exception as exc:  # the orders read their balances by REST instead
+            log.warning("balance snapshots not loaded", error=repr(exc))
+            return
+        for user_id, (balances, age_s) in found.items():
+            self.balances.restore(user_id, balances, age_s)
+        if found:
+            log.info("balance snapshots restored", count=len(found), of=len(user_ids))
+
+    async def _persist(self, *, touch: bool) -> None:
+        """Write the current snapshots that changed; with ``touch`` mark the others still
+        current too (both in one statement each, for every account)."""
+        balances = self.balances
+        live = set(balances.confirm_live()) & self._owned
+        changed = sorted(balances.dirty & live)
+        balances.dirty.difference_update(changed)
+        try:
+            await self.snapshots.save({u: balances.snapshot(u) for u in changed})
+            if touch:
+                await self.snapshots.touch(sorted(live - set(changed)))
+        except BaseException:
+            balances.dirty.update(changed)  # written at the next pass
+            raise
+
+    async def _snapshot_loop(self) -> None:
+        touched = self.executor.clock.monotonic()
+        while True:
+            await asyncio.sleep(self.config.snapshot_flush_s)
+            try:
+                now = self.executor.clock.monotonic()
+                touch = now - touched >= self.config.snapshot_touch_s
+                await self._persist(touch=touch)
+                if touch:
+                    touched = now
+            except Exception as exc:
+                log.warning("balance snapshots not written; retrying", error=repr(exc))
 
     async def _reconcile_order(self, row: OrderRow, up_at: datetime | None) -> bool:
         executor = self.executor
@@ -777,8 +866,8 @@ class StreamFeed:
             seen = price
             due: list[tuple[_Watched, ExitLeg]] = []
             for watched in list(self._watched.get(symbol, ())):
-                if watched.entry_id in self._fired:
-                    continue
+                if watched.entry_id in self._fired or watched.user_id not in self._owned:
+                    continue  # fired already, or followed by another replica now
                 step = next_step(
                     watched.phase, watched.exit_side, Protection(legs=watched.legs), price
                 )
@@ -796,6 +885,8 @@ class StreamFeed:
                     fresh = await Repository.get_position(conn, watched.entry_id)
                 if fresh is None or fresh.status != "OPEN" or fresh.closing_order is not None:
                     return
+                if watched.user_id not in self._owned:
+                    return  # taken over meanwhile: the new follower fires it
                 # The leg as the position holds it now: the watched copy may be a second
                 # old, from before the position was protected anew (another generation).
                 current = next(
@@ -812,6 +903,7 @@ class StreamFeed:
                     self._fired.discard(watched.entry_id)  # legs changed: the next read has them
                     return
                 metrics.STREAM_REPORTS.labels(self.exchange, "price", "fired").inc()
+                self.fired += 1
                 await executor.positions.fire_exit(fresh, current)
         except Exception as exc:
             # Left to the tracker (the exit order row, if recorded, is resumed there).
@@ -844,11 +936,15 @@ class StreamFeed:
         self._dirty.set()
 
     async def _sync_watched(self) -> None:
+        """The watched exits of the accounts this replica follows (holds the lease of):
+        one replica fires each exit; when a lease moves, both replicas' next pass (just
+        after the renewal that saw it) moves the exits with it."""
         async with self.executor.pool.acquire() as conn:
             rows = await FeedQueries.watched(conn)
         watched: dict[str, list[_Watched]] = {}
         for row in rows:
-            watched.setdefault(row.symbol, []).append(row)
+            if row.user_id in self._owned:
+                watched.setdefault(row.symbol, []).append(row)
         self._watched = watched
         ids = {w.entry_id for group in watched.values() for w in group}
         self._fired &= ids
