@@ -38,6 +38,7 @@ import asyncpg
 
 from marketbot.contracts import Event
 from marketbot.execution.repository import NewEntry, OrderRow, Repository
+from marketbot.runtime.batching import TickBatcher
 from marketbot.runtime.clock import Clock
 from marketbot.runtime.consumer import Outbox, Staged
 from marketbot.runtime.db import Conn
@@ -190,63 +191,34 @@ class GroupInsert:
         settle_s: float,
         max_items: int = 128,
     ) -> None:
-        if max_items < 1:
-            raise ValueError("max_items must be at least 1")
         self._pool = pool
         self._clock = clock
         self._owner = owner
         self._lease_s = lease_s
         self._settle_s = settle_s
-        self._max = max_items
-        self._pending: list[tuple[NewEntry, asyncio.Future[OrderRow | None]]] = []
-        self._scheduled = False
-        self._tasks: set[asyncio.Task[None]] = set()
-        self.statements = 0
+        self._batcher: TickBatcher[NewEntry, OrderRow | None] = TickBatcher(
+            self._insert, max_items=max_items
+        )
+
+    @property
+    def statements(self) -> int:
+        return self._batcher.batches
 
     async def insert(self, entry: NewEntry) -> OrderRow | None:
         """The entry's committed row (SENDING, leased, first attempt marked), or ``None``
         when its client order id is already recorded."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[OrderRow | None] = loop.create_future()
-        self._pending.append((entry, future))
-        if len(self._pending) >= self._max:
-            self._flush()
-        elif not self._scheduled:
-            self._scheduled = True
-            loop.call_soon(self._flush)
-        return await future
+        return await self._batcher.call(entry)
 
-    def _flush(self) -> None:
-        self._scheduled = False
-        if not self._pending:
-            return
-        group, self._pending = self._pending, []
-        task = asyncio.create_task(self._insert(group))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _insert(self, group: list[tuple[NewEntry, asyncio.Future[OrderRow | None]]]) -> None:
-        try:
-            async with self._pool.acquire() as conn:
-                rows = await Repository.insert_entries_sent(
-                    conn,
-                    [entry for entry, _ in group],
-                    now=self._clock.now(),
-                    owner=self._owner,
-                    lease_s=self._lease_s,
-                    settle_s=self._settle_s,
-                )
-        except BaseException as exc:
-            for _, future in group:
-                if not future.done():
-                    future.set_exception(exc)
-            if not isinstance(exc, Exception):
-                raise
-            return
-        self.statements += 1
-        for (_, future), row in zip(group, rows, strict=True):
-            if not future.done():
-                future.set_result(row)
+    async def _insert(self, entries: Sequence[NewEntry]) -> Sequence[OrderRow | None]:
+        async with self._pool.acquire() as conn:
+            return await Repository.insert_entries_sent(
+                conn,
+                list(entries),
+                now=self._clock.now(),
+                owner=self._owner,
+                lease_s=self._lease_s,
+                settle_s=self._settle_s,
+            )
 
 
 class GroupRead:
@@ -256,47 +228,19 @@ class GroupRead:
     newer). A failed statement fails every read of the group."""
 
     def __init__(self, pool: asyncpg.Pool, *, max_items: int = 256) -> None:
-        if max_items < 1:
-            raise ValueError("max_items must be at least 1")
         self._pool = pool
-        self._max = max_items
-        self._pending: list[tuple[str, asyncio.Future[OrderRow | None]]] = []
-        self._scheduled = False
-        self._tasks: set[asyncio.Task[None]] = set()
-        self.statements = 0
+        self._batcher: TickBatcher[str, OrderRow | None] = TickBatcher(
+            self._read, max_items=max_items
+        )
+
+    @property
+    def statements(self) -> int:
+        return self._batcher.batches
 
     async def get(self, client_order_id: str) -> OrderRow | None:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[OrderRow | None] = loop.create_future()
-        self._pending.append((client_order_id, future))
-        if len(self._pending) >= self._max:
-            self._flush()
-        elif not self._scheduled:
-            self._scheduled = True
-            loop.call_soon(self._flush)
-        return await future
+        return await self._batcher.call(client_order_id)
 
-    def _flush(self) -> None:
-        self._scheduled = False
-        if not self._pending:
-            return
-        group, self._pending = self._pending, []
-        task = asyncio.create_task(self._read(group))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _read(self, group: list[tuple[str, asyncio.Future[OrderRow | None]]]) -> None:
-        try:
-            async with self._pool.acquire() as conn:
-                rows = await Repository.get_orders(conn, list({cid for cid, _ in group}))
-        except BaseException as exc:
-            for _, future in group:
-                if not future.done():
-                    future.set_exception(exc)
-            if not isinstance(exc, Exception):
-                raise
-            return
-        self.statements += 1
-        for cid, future in group:
-            if not future.done():
-                future.set_result(rows.get(cid))
+    async def _read(self, client_order_ids: Sequence[str]) -> Sequence[OrderRow | None]:
+        async with self._pool.acquire() as conn:
+            rows = await Repository.get_orders(conn, list(set(client_order_ids)))
+        return [rows.get(cid) for cid in client_order_ids]
