@@ -9,6 +9,7 @@ import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from decimal import Decimal
+from typing import Any
 
 import asyncpg
 import pytest
@@ -80,6 +81,21 @@ referral = st.tuples(
 )
 
 
+def deliveries(test: Any) -> Any:
+    """Stories and referrals drawn by hypothesis, with ``data`` for their delivery order."""
+    return settings(
+        max_examples=25,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )(
+        given(
+            stories=st.lists(story, min_size=1, max_size=6),
+            referrals=st.lists(referral, max_size=3),
+            data=st.data(),
+        )(test)
+    )
+
+
 def events_for(
     stories: list[tuple[str, Plan, str, int, int]], referrals: list[tuple[str, str | None, int]]
 ) -> list[Event]:
@@ -101,16 +117,7 @@ def events_for(
     return events
 
 
-@settings(
-    max_examples=25,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
-@given(
-    stories=st.lists(story, min_size=1, max_size=6),
-    referrals=st.lists(referral, max_size=3),
-    data=st.data(),
-)
+@deliveries
 async def test_any_delivery_order_with_duplicates_equals_a_rebuild(
     ledger_pool: asyncpg.Pool,
     rebuild_pool: asyncpg.Pool,
@@ -162,16 +169,7 @@ async def test_any_delivery_order_with_duplicates_equals_a_rebuild(
     ] == [(x.day, x.operations, x.volume, x.realized_pnl, x.commissions) for x in platform.lines]
 
 
-@settings(
-    max_examples=25,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
-@given(
-    stories=st.lists(story, min_size=1, max_size=6),
-    referrals=st.lists(referral, max_size=3),
-    data=st.data(),
-)
+@deliveries
 async def test_batches_in_any_order_equal_the_events_one_by_one(
     ledger_pool: asyncpg.Pool,
     rebuild_pool: asyncpg.Pool,
