@@ -147,3 +147,32 @@ async def test_a_complete_wallet_message_makes_the_snapshot_current() -> None:
     assert source.current("u")
     assert await _usdt(source) == D(800)
     assert venue.reads == 0
+
+
+async def test_the_background_refresh_waits_for_a_burst_of_orders_but_never_starves() -> None:
+    from marketbot.execution.snapshots import BalanceRefresher
+    from marketbot.runtime.testing import eventually
+
+    venue, clock = FakeVenue(D(1000)), ManualClock()
+    source = _source(venue, clock, {"u"})
+    source.restore("u", [Balance(asset="USDT", free=D(5000), locked=D(0))], age_s=0.0)
+    source.connected("u")
+    assert await _usdt(source) == D(5000)  # an order sized now, from the kept snapshot
+    waiting = BalanceRefresher(
+        source, lambda _u: SIGNER, followed=lambda _u: True, quiet_s=3600, max_defer_s=3600
+    )
+    waiting.start()
+    waiting.enqueue("u")
+    await asyncio.sleep(0.2)  # a bounded pause: proves the read does NOT happen
+    assert venue.reads == 0
+    await waiting.stop()
+
+    bounded = BalanceRefresher(
+        source, lambda _u: SIGNER, followed=lambda _u: True, quiet_s=3600, max_defer_s=0.05
+    )
+    bounded.start()
+    bounded.enqueue("u")
+    await eventually(lambda: source.current("u"), timeout=10, message="refreshed at last")
+    assert venue.reads == 1
+    assert await _usdt(source) == D(1000)
+    await bounded.stop()

@@ -26,6 +26,7 @@ the snapshot; a wallet message that arrives during the read is applied again on 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Protocol
@@ -84,6 +85,9 @@ class StreamBalances:
         (an order's own read may overlap the background one)."""
         self.dirty: set[str] = set()
         """Current snapshots changed since they were last persisted."""
+        self.sized_at = float("-inf")
+        """When an order last asked for a balance (event-loop time): the background refresh
+        yields the CPU to a burst of orders (``snapshots.BalanceRefresher``)."""
 
     # ---- state ------------------------------------------------------------------------
 
@@ -224,6 +228,7 @@ class StreamBalances:
 
     async def balance(self, user_id: str, signer: Signer, asset: str) -> Balance:
         exchange = self.venue.exchange.value
+        self.sized_at = asyncio.get_running_loop().time()
         if not self._live(user_id):
             # Down (or not up yet): what changes meanwhile is not reported. The snapshot is
             # kept for the reconnect (the refresh after it reads it again).

@@ -14,7 +14,9 @@ per-IP budget, refused rather than queued beyond it, so an order never waits for
 refused read waits for the time the limiter names and is tried again, so a restart's
 reads are paced over the budget's windows (Binance's account read weighs 20: 500 accounts
 are 10,000 weight, about 4 minutes at half of 5,400 a minute) while the kept snapshots
-size the orders.
+size the orders. While orders are being sized (an alert's burst) the reads wait until
+the orders have been quiet for half a second, at most ten seconds at a time: they never
+take the CPU an alert needs, and never starve under a steady trickle of orders.
 """
 
 from __future__ import annotations
@@ -116,12 +118,16 @@ class BalanceRefresher:
         followed: Callable[[str], bool],
         concurrency: int = 4,
         retry_s: float = 5.0,
+        quiet_s: float = 0.5,
+        max_defer_s: float = 10.0,
     ) -> None:
         self.balances = balances
         self._signer = signer
         self._followed = followed
         self._concurrency = concurrency
         self._retry_s = retry_s
+        self._quiet_s = quiet_s
+        self._max_defer_s = max_defer_s
         self._queue: dict[str, None] = {}
         """Accounts to read, in order (a dict: each once)."""
         self._wake = asyncio.Event()
@@ -171,9 +177,23 @@ class BalanceRefresher:
             self._wake.clear()
             await self._wake.wait()
 
+    async def _after_orders(self) -> None:
+        """While orders are being sized (an alert's burst), wait until they have been quiet
+        for ``quiet_s``, at most ``max_defer_s``: the refresh is lower priority than orders
+        for the CPU too, and never starves under a steady trickle of them."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._max_defer_s
+        while True:
+            now = loop.time()
+            wait = min(self.balances.sized_at + self._quiet_s, deadline) - now
+            if wait <= 0:
+                return
+            await asyncio.sleep(wait)
+
     async def _work(self) -> None:
         while True:
             user_id = await self._next()
+            await self._after_orders()
             balances = self.balances
             if not self._followed(user_id) or not balances.live(user_id):
                 continue  # not ours, or down: the next (re)connect asks again
