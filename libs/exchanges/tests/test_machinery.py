@@ -265,3 +265,22 @@ async def test_background_work_uses_half_the_budget_and_never_queues() -> None:
     for _ in range(5):  # order placement still has the other half
         await limiter.acquire([(bucket, 10.0)])
     assert clock.monotonic() == start
+
+
+async def test_background_work_of_a_lower_priority_stops_at_its_smaller_share() -> None:
+    clock = ManualClock()
+    limiter = RateLimiter(Exchange.BINANCE, clock, max_wait_s=30)
+    bucket = limiter.bucket(("ip", "weight"), 100, 60.0, safety=1.0)
+    with background(0.25):  # e.g. the balance refresh after a restart
+        for _ in range(2):
+            await limiter.acquire([(bucket, 10.0)])
+        with pytest.raises(RateLimited):
+            await limiter.acquire([(bucket, 10.0)])
+    with background():  # the tracker's polling still has its half
+        for _ in range(3):
+            await limiter.acquire([(bucket, 10.0)])
+        with pytest.raises(RateLimited):
+            await limiter.acquire([(bucket, 10.0)])
+    assert bucket.used() == 50
+    with pytest.raises(ValueError, match="background share 0 must be within"), background(0):
+        pass

@@ -26,6 +26,11 @@ async def test_the_first_order_after_a_restart_sizes_from_the_stream_s_snapshot(
     await h.publish([h.request(user, symbol=SYMBOL, tp="5", sl="2")])
     await eventually_events(h.log, OrderFilled, 1)
     await _protected(h, 1)
+    assert first.feed is not None
+    kept = first.feed.balances
+    # The first executor's snapshot became current (read once its stream was up): that
+    # is what it keeps for the next start.
+    await eventually(lambda: kept.current(user.user_id), timeout=20, message="current")
     await first.stop()
 
     restart = await h.start(**STREAMS)

@@ -219,6 +219,11 @@ async def test_b_a_reconnect_reads_each_account_s_open_orders_once_not_each_posi
         lambda: _left_to_the_stream(h), timeout=20, message="positions left to the stream"
     )
 
+    # The balance read after the stream came up is done (the refresh waits for the
+    # orders' burst to end): only the reconnect's reads follow.
+    await eventually(
+        lambda: feed.balances.current(user.user_id), timeout=20, message="balance refreshed"
+    )
     # A reconnect with nothing missed: one read for the account's five positions.
     before = feed.reconciliations
     cut = await h.admin.server_ms()

@@ -168,15 +168,19 @@ def _bucket_name(key: tuple[str, ...]) -> str:
 BACKGROUND_SHARE = 0.5
 """The share of a per-IP budget that background work (the tracker's polling) may use."""
 
-_BACKGROUND: ContextVar[bool] = ContextVar("marketbot_rate_limit_background", default=False)
+_BACKGROUND: ContextVar[float] = ContextVar("marketbot_rate_limit_background", default=0.0)
+"""The share of each per-IP budget the requests in this context may use (0: all of it)."""
 
 
 @contextlib.contextmanager
-def background() -> Iterator[None]:
-    """Requests inside are background work: they use at most ``BACKGROUND_SHARE`` of each
-    per-IP budget and are refused (``RateLimited``) rather than queued beyond it, so
-    polling never takes the budget that placing orders needs."""
-    token = _BACKGROUND.set(True)
+def background(share: float = BACKGROUND_SHARE) -> Iterator[None]:
+    """Requests inside are background work: they use at most ``share`` of each per-IP
+    budget (``BACKGROUND_SHARE``, or less for work of a lower priority still) and are
+    refused (``RateLimited``) rather than queued beyond it, so polling never takes the
+    budget that placing orders needs."""
+    if not 0 < share <= 1:
+        raise ValueError(f"background share {share} must be within (0, 1]")
+    token = _BACKGROUND.set(share)
     try:
         yield
     finally:
@@ -287,7 +291,7 @@ class RateLimiter:
                     )
                 per_ip = not bucket.name.startswith(PER_KEY)
                 if background and per_ip:
-                    self._background_check(bucket, cost)
+                    self._background_check(bucket, cost, background)
                 if bucket.delay_for(cost) > 0 or bucket.lock.locked():
                     async with bucket.lock:
                         waited += await self._wait(bucket, cost, waited, max_wait)
@@ -307,10 +311,11 @@ class RateLimiter:
             metrics.RATE_LIMIT_WAIT.labels(self.exchange.value).inc(waited)
         return Tokens(waited, spent)
 
-    def _background_check(self, bucket: WindowBucket, cost: float) -> None:
-        """A background request (``background()``) may use only ``BACKGROUND_SHARE`` of
-        a per-IP budget, and never waits for it: the rest stays for order placement."""
-        reserve = bucket.budget * (1 - BACKGROUND_SHARE)
+    def _background_check(self, bucket: WindowBucket, cost: float, share: float) -> None:
+        """A background request (``background(share)``) may use only ``share`` of a per-IP
+        budget, and never waits for it: the rest stays for order placement (and for
+        background work of a higher share)."""
+        reserve = bucket.budget * (1 - share)
         delay = bucket.delay_for(cost + reserve)
         if delay > 0:
             raise RateLimited(

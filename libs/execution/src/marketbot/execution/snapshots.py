@@ -9,14 +9,16 @@ replica, it loads those younger than the bound as *kept* snapshots (``balances.p
 ``BalanceRefresher`` reads again, by REST, the balance of every account whose stream came
 up (start-up, reconnect): the stream's subscription is up before the read, so no change is
 missed (a wallet message during the read is applied on top of it). The reads are
-background work for the rate limiter (``ratelimit.background``: at most half of each
-per-IP budget, refused rather than queued beyond it, so an order never waits for one); a
-refused read waits for the time the limiter names and is tried again, so a restart's
-reads are paced over the budget's windows (Binance's account read weighs 20: 500 accounts
-are 10,000 weight, about 4 minutes at half of 5,400 a minute) while the kept snapshots
-size the orders. While orders are being sized (an alert's burst) the reads wait until
-the orders have been quiet for half a second, at most ten seconds at a time: they never
-take the CPU an alert needs, and never starve under a steady trickle of orders.
+background work for the rate limiter (``ratelimit.background``, at the lowest priority:
+at most a quarter of each per-IP budget, below the tracker's half, so protecting a
+position comes first; refused rather than queued beyond it, so an order never waits for
+one); a refused read waits for the time the limiter names and is tried again, so a
+restart's reads are paced over the budget's windows (Binance's account read weighs 20:
+500 accounts are 10,000 weight, about 7.5 minutes at a quarter of 5,400 a minute) while
+the kept snapshots size the orders. While orders are being sized (an alert's burst) the
+reads wait until the orders have been quiet for half a second, at most ten seconds at a
+time: they never take the CPU an alert needs, and never starve under a steady trickle of
+orders.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from decimal import Decimal
 import asyncpg
 
 from marketbot.exchanges.errors import ExchangeError, RateLimited
-from marketbot.exchanges.ratelimit import background
+from marketbot.exchanges.ratelimit import BACKGROUND_SHARE, background
 from marketbot.exchanges.signer import Signer
 from marketbot.exchanges.venue import Balance
 from marketbot.execution import metrics
@@ -38,6 +40,11 @@ from marketbot.execution.balances import StreamBalances
 from marketbot.runtime.logs import get_logger
 
 log = get_logger("marketbot.execution.snapshots")
+
+REFRESH_SHARE = BACKGROUND_SHARE / 2
+"""The share of a per-IP budget the balance refresh may use: half of what the tracker's
+background work may (it protects positions, which comes first), so the tracker always
+keeps a quarter of the budget to itself and the orders the other half."""
 
 
 def encode(balances: Sequence[Balance]) -> str:
@@ -130,6 +137,10 @@ class BalanceRefresher:
         self._max_defer_s = max_defer_s
         self._queue: dict[str, None] = {}
         """Accounts to read, in order (a dict: each once)."""
+        self._held: set[str] = set()
+        """Accounts a worker is on (waiting or reading): never two reads of one at once; one
+        enqueued again meanwhile waits in the queue, and is skipped if the read made it
+        current."""
         self._wake = asyncio.Event()
         self._resume_at = 0.0
         """After a refusal for budget: no read before this (event-loop time)."""
@@ -169,9 +180,10 @@ class BalanceRefresher:
             if wait > 0:
                 await asyncio.sleep(wait)
                 continue
-            if self._queue:
-                user_id = next(iter(self._queue))
+            user_id = next((u for u in self._queue if u not in self._held), None)
+            if user_id is not None:
                 del self._queue[user_id]
+                self._held.add(user_id)
                 self._gauge()
                 return user_id
             self._wake.clear()
@@ -193,30 +205,38 @@ class BalanceRefresher:
     async def _work(self) -> None:
         while True:
             user_id = await self._next()
-            await self._after_orders()
-            balances = self.balances
-            if not self._followed(user_id) or not balances.live(user_id):
-                continue  # not ours, or down: the next (re)connect asks again
-            if balances.current(user_id):
-                continue  # a complete wallet message, or an order's own read, was newer
             try:
-                with background():
-                    if await balances.refresh(user_id, self._signer(user_id)):
-                        self.refreshed += 1
-            except RateLimited as exc:
-                # No background budget now: wait as long as the limiter says (the orders
-                # keep the rest), then go on with this account first.
-                self._queue = {user_id: None, **self._queue}
-                self._gauge()
-                loop = asyncio.get_running_loop()
-                self._resume_at = max(self._resume_at, loop.time() + exc.retry_after_s)
-            except ExchangeError as exc:
-                log.info("balance not refreshed; retrying", user=user_id, error=str(exc))
-                await asyncio.sleep(self._retry_s)
-                if user_id not in self._queue:
-                    self.enqueue(user_id)
-            except Exception:
-                log.exception("balance refresh failed; retrying", user=user_id)
-                await asyncio.sleep(self._retry_s)
-                if user_id not in self._queue:
-                    self.enqueue(user_id)
+                await self._refresh(user_id)
+            finally:
+                self._held.discard(user_id)
+                if user_id in self._queue:
+                    self._wake.set()
+
+    async def _refresh(self, user_id: str) -> None:
+        await self._after_orders()
+        balances = self.balances
+        if not self._followed(user_id) or not balances.live(user_id):
+            return  # not ours, or down: the next (re)connect asks again
+        if balances.current(user_id):
+            return  # a complete wallet message, or an order's own read, was newer
+        try:
+            with background(REFRESH_SHARE):
+                if await balances.refresh(user_id, self._signer(user_id)):
+                    self.refreshed += 1
+        except RateLimited as exc:
+            # No background budget now: wait as long as the limiter says (the orders
+            # keep the rest), then go on with this account first.
+            self._queue = {user_id: None, **self._queue}
+            self._gauge()
+            loop = asyncio.get_running_loop()
+            self._resume_at = max(self._resume_at, loop.time() + exc.retry_after_s)
+        except ExchangeError as exc:
+            log.info("balance not refreshed; retrying", user=user_id, error=str(exc))
+            await asyncio.sleep(self._retry_s)
+            if user_id not in self._queue:
+                self.enqueue(user_id)
+        except Exception:
+            log.exception("balance refresh failed; retrying", user=user_id)
+            await asyncio.sleep(self._retry_s)
+            if user_id not in self._queue:
+                self.enqueue(user_id)
