@@ -74,7 +74,15 @@ async def test_killed_between_send_and_ack_then_restarted_places_one_order(
     await asyncio.wait_for(dying.sent.wait(), timeout=20)
     assert len(await h.entries(user)) == 1
     await kill(first, doomed_bus)
-    assert h.log.of(OrderPlaced) == []
+    # The create never returned, so nothing was recorded from its answer; but the private
+    # stream may have pushed the order (New) before the kill, and that is recorded by the
+    # stream feed (it failed CI once this way). Dead now, the row says which it was.
+    row = await h.pool.fetchrow(
+        "SELECT state FROM orders WHERE client_order_id = $1", request.client_order_id
+    )
+    recorded_from_stream = row is not None and row["state"] != "SENDING"
+    if not recorded_from_stream:
+        assert h.log.of(OrderPlaced) == []
 
     found_before = _reconciled("found")
     await h.start(ack_wait_s=2.0)  # the restarted process
@@ -85,7 +93,9 @@ async def test_killed_between_send_and_ack_then_restarted_places_one_order(
     # while its first publish waits for the PubAck on a loaded machine (JetStream drops the
     # copy by its event id), so the log is counted by event id.
     assert len({e.event_id for e in h.log.of(OrderPlaced)}) == 1
-    assert _reconciled("found") == found_before + 1
+    if not recorded_from_stream:
+        # The restarted process found it by its client order id (never sent again).
+        assert _reconciled("found") == found_before + 1
 
 
 async def test_executed_but_5xx_on_30_percent_of_orders_gives_one_order_each(
