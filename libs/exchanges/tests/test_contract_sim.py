@@ -327,7 +327,8 @@ async def test_a_bounded_entry_then_its_protection_every_leg_known_by_its_own_id
         stop_loss=price * Decimal("0.95"),
         client_id=entry_id,
     )
-    protection = await env.venue.protect(env.signer, spec)
+    # The first attempt places without looking (nothing can be there yet).
+    protection = await env.venue.protect(env.signer, spec, first_attempt=True)
     assert protection.working
     ids = {leg.client_order_id for leg in protection.legs}
     assert len(ids) == len(protection.legs) == 2
@@ -339,9 +340,19 @@ async def test_a_bounded_entry_then_its_protection_every_leg_known_by_its_own_id
     again = await env.venue.protect(env.signer, spec)
     assert {leg.client_order_id for leg in again.legs} == ids
     assert len(await env.ground_truth_all()) == len(before)
+    # Sent as a first attempt again, the open legs' ids are refused as duplicates and read.
+    duplicate = await env.venue.protect(env.signer, spec, first_attempt=True)
+    assert {leg.client_order_id for leg in duplicate.legs} == ids
+    assert len(await env.ground_truth_all()) == len(before)
     read = await env.venue.protection(env.signer, spec)
     assert read is not None
     assert read.working
+    # What the first attempt recorded from the create's answer is what the exchange holds.
+    placed = {leg.client_order_id: leg.exchange_order_id for leg in protection.legs}
+    assert all(placed[leg.client_order_id] for leg in protection.legs if leg.native)
+    for leg in read.legs:
+        if leg.native and leg.exchange_order_id is not None:
+            assert leg.exchange_order_id == placed[leg.client_order_id]
     ended = await env.venue.unprotect(env.signer, spec)
     assert ended is not None
     assert not any(leg.open for leg in ended.legs)

@@ -15,7 +15,13 @@ from marketbot.exchanges.deadline import within
 from marketbot.exchanges.errors import CircuitOpenError, IpBannedError, OutcomeUnknown, RateLimited
 from marketbot.exchanges.http import Endpoint, HttpSettings
 from marketbot.exchanges.numbers import format_decimal, round_down_to_step
-from marketbot.exchanges.ratelimit import RateLimiter, WindowBucket, background
+from marketbot.exchanges.ratelimit import (
+    PROTECTION_RESERVE,
+    RateLimiter,
+    WindowBucket,
+    background,
+    protective,
+)
 from marketbot.exchanges.retry import RetryPolicy
 from marketbot.exchanges.timesync import ServerClock
 from marketbot.runtime.clock import ManualClock
@@ -262,9 +268,77 @@ async def test_background_work_uses_half_the_budget_and_never_queues() -> None:
     assert clock.monotonic() == start  # refused, not queued
     assert bucket.used() == 50
     assert key.used() == 5  # the per-key tokens of the refused request were given back
-    for _ in range(5):  # order placement still has the other half
+    for _ in range(4):  # order placement still has the other half, less protection's 10 %
+        await limiter.acquire([(bucket, 10.0)])
+    with protective():
         await limiter.acquire([(bucket, 10.0)])
     assert clock.monotonic() == start
+
+
+class HeldClock(ManualClock):
+    """A clock whose sleeps last until the test lets them end (``wake``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.wake = asyncio.Event()
+
+    async def sleep(self, seconds: float) -> None:
+        await self.wake.wait()
+
+
+async def test_orders_leave_protection_its_reserve_and_protection_skips_their_queue() -> None:
+    """A filled position's exit legs must not wait behind new entries: the reduced-limit
+    fault scenario left 14 Binance positions bare when the entries of a later plan took the
+    whole weight of the minute and the protections were refused for 59 s."""
+    clock = HeldClock()
+    limiter = RateLimiter(Exchange.BINANCE, clock, max_wait_s=120)
+    bucket = limiter.bucket(("ip", "weight"), 100, 60.0, safety=1.0)
+    assert PROTECTION_RESERVE == 0.1
+    for _ in range(9):
+        await limiter.acquire([(bucket, 10.0)])
+    assert bucket.used() == 90
+    # The next order would take protection's reserve: it waits, first in the line.
+    queued = asyncio.create_task(limiter.acquire([(bucket, 10.0)]))
+    await asyncio.sleep(0)
+    assert not queued.done() and bucket.lock.locked()
+    with protective():  # ahead of the queued order, at once
+        await asyncio.wait_for(limiter.acquire([(bucket, 10.0)]), timeout=5)
+    assert bucket.used() == 100
+    limiter.max_wait_s = 1.0
+    with protective(), pytest.raises(RateLimited):  # the whole budget, and no more
+        await limiter.acquire([(bucket, 10.0)])
+    limiter.max_wait_s = 120
+    clock.advance(60.0)
+    clock.wake.set()
+    await asyncio.wait_for(queued, timeout=5)
+    assert bucket.used() == 10
+
+
+async def test_protection_inside_background_work_is_protection() -> None:
+    clock = ManualClock()
+    limiter = RateLimiter(Exchange.BINANCE, clock, max_wait_s=30)
+    bucket = limiter.bucket(("ip", "weight"), 100, 60.0, safety=1.0)
+    with background():
+        for _ in range(5):
+            await limiter.acquire([(bucket, 10.0)])
+        with pytest.raises(RateLimited):  # the polling's half is used
+            await limiter.acquire([(bucket, 10.0)])
+        with protective():  # the tracker protecting a bare position is not polling
+            for _ in range(5):
+                await limiter.acquire([(bucket, 10.0)])
+        with pytest.raises(RateLimited):
+            await limiter.acquire([(bucket, 10.0)])  # background again once outside
+    assert bucket.used() == 100
+
+
+async def test_an_order_as_large_as_the_budget_is_still_placeable() -> None:
+    clock = ManualClock()
+    limiter = RateLimiter(Exchange.BINANCE, clock, max_wait_s=30)
+    bucket = limiter.bucket(("ip", "weight"), 20, 60.0, safety=1.0)
+    start = clock.monotonic()
+    await limiter.acquire([(bucket, 20.0)])  # Binance's account read (20) at a budget of 20
+    assert bucket.used() == 20
+    assert clock.monotonic() == start  # the reserve shrinks to what is left beside the order
 
 
 async def test_background_work_of_a_lower_priority_stops_at_its_smaller_share() -> None:

@@ -423,6 +423,63 @@ async def test_bybit_protection_is_a_stop_loss_order_of_ours_and_a_watched_take_
     assert len(fake.calls("/v5/order/create")) == 1
 
 
+async def test_bybit_first_protection_attempt_is_one_create_and_no_reads() -> None:
+    """Nothing can be on the exchange before a position's first marked attempt: the stop
+    loss is placed without a lookup, and named from the create's acknowledgement (a spot
+    TP/SL order is "Untriggered" once created: enum.mdx, orderStatus)."""
+    venue, fake = make_venue(Exchange.BYBIT)
+    fake.always("/v5/market/instruments-info", respond(200, BYBIT_INSTRUMENT))
+    spec = ProtectionSpec(
+        symbol="BTCUSDT",
+        exit_side=Side.SELL,
+        quantity=Decimal("0.0099912"),
+        take_profit=Decimal("21000"),
+        stop_loss=Decimal("19000.04"),
+        client_id="mb-1",
+    )
+    sl_id = leg_client_id("sl", "mb-1")
+    fake.always("/v5/order/create", respond(200, bybit_ok({"orderId": "9", "orderLinkId": sl_id})))
+    protection = await venue.protect(SIGNER, spec, first_attempt=True)
+    trading = [r for r in fake.requests if r.url.path.startswith("/v5/order/")]
+    assert [r.url.path for r in trading] == ["/v5/order/create"]
+    stop = next(leg for leg in protection.legs if leg.kind is ExitKind.STOP_LOSS)
+    assert (stop.client_order_id, stop.exchange_order_id) == (sl_id, "9")
+    assert stop.status is OrderStatus.UNTRIGGERED
+    assert protection.working
+
+
+async def test_bybit_first_attempt_answered_duplicate_reads_the_stop_placed_before() -> None:
+    venue, fake = make_venue(Exchange.BYBIT)
+    fake.always("/v5/market/instruments-info", respond(200, BYBIT_INSTRUMENT))
+    spec = ProtectionSpec(
+        symbol="BTCUSDT",
+        exit_side=Side.SELL,
+        quantity=Decimal("0.0099912"),
+        take_profit=None,
+        stop_loss=Decimal("19000.04"),
+        client_id="mb-1",
+    )
+    sl_id = leg_client_id("sl", "mb-1")
+    stop = _bybit_order(
+        "Untriggered",
+        orderLinkId=sl_id,
+        orderId="7",
+        side="Sell",
+        cumExecQty="0",
+        cumExecValue="0",
+        avgPrice="",
+        triggerPrice="19000.0",
+    )
+    fake.always(
+        "/v5/order/create",
+        respond(200, {"retCode": 170141, "retMsg": "Duplicate clientOrderId.", "result": {}}),
+    )
+    fake.always("/v5/order/realtime", respond(200, bybit_ok({"list": [stop], "category": "spot"})))
+    protection = await venue.protect(SIGNER, spec, first_attempt=True)
+    assert protection.legs[0].exchange_order_id == "7"
+    assert len(fake.calls("/v5/order/create")) == 1
+
+
 async def test_binance_oco_sized_to_what_the_fill_left_legs_named_by_derived_ids() -> None:
     venue, fake = make_venue(Exchange.BINANCE)
     fake.always("/api/v3/exchangeInfo", respond(200, BINANCE_EXCHANGE_INFO))
@@ -480,6 +537,10 @@ async def test_binance_oco_sized_to_what_the_fill_left_legs_named_by_derived_ids
         client_id="mb-1",
     )
     protection = await venue.protect(SIGNER, spec)
+    assert len(fake.calls("/api/v3/orderList")) == 1  # a later attempt looks first
+    first = await venue.protect(SIGNER, spec, first_attempt=True)
+    assert len(fake.calls("/api/v3/orderList")) == 1  # a first attempt places at once
+    assert first == protection
     exit_query = dict(parse_qsl(fake.calls("/api/v3/orderList/oco")[0].url.query.decode()))
     assert exit_query["side"] == "SELL"
     assert exit_query["quantity"] == "0.00999"

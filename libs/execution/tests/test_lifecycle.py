@@ -162,9 +162,13 @@ class _DyingVenue:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._venue, name)
 
-    async def protect(self, signer: Signer, spec: ProtectionSpec) -> Protection:
+    async def protect(
+        self, signer: Signer, spec: ProtectionSpec, *, first_attempt: bool = False
+    ) -> Protection:
         if self._after_send:
-            await self._venue.protect(signer, spec)  # the legs exist; the record never comes
+            await self._venue.protect(
+                signer, spec, first_attempt=first_attempt
+            )  # the legs exist; the record never comes
         self.died.set()
         raise _Crash
 

@@ -165,7 +165,9 @@ class _PriceJumpsBeforeProtection:
     async def price(self, symbol: str) -> Decimal:
         return await self._h.admin.price(symbol)  # uncached: the jump is seen at once
 
-    async def protect(self, signer: Signer, spec: ProtectionSpec) -> Protection:
+    async def protect(
+        self, signer: Signer, spec: ProtectionSpec, *, first_attempt: bool = False
+    ) -> Protection:
         if not self._jumped:
             self._jumped = True
             await self._h.admin.set_price(SYMBOL, Decimal("103.50"))
@@ -175,7 +177,7 @@ class _PriceJumpsBeforeProtection:
             await self._h.admin.set_fault(
                 "latency", next_n=1, latency_ms=12000, path="/api/v3/order", method="POST"
             )
-        return await self._venue.protect(signer, spec)
+        return await self._venue.protect(signer, spec, first_attempt=first_attempt)
 
 
 async def test_an_exit_order_with_a_late_answer_is_not_sent_again(binance: Harness) -> None:

@@ -13,6 +13,13 @@ goes on the wire (after the limiter and connection slots), so nothing that was a
 queued leaves during the wait: Binance bans an IP that keeps sending after 429s
 (reference/binance-spot/rest-api.md, "LIMITS": "failing to back off after receiving 429s
 will result in an automated IP ban (HTTP status 418)").
+
+Three priorities share each per-IP budget. *Protection* (``protective()``: a filled
+position's exit legs, a close, an exit's sale) may use all of it and does not queue behind
+other requests. *Orders* (the default: entries and their reads) leave
+``PROTECTION_RESERVE`` of it to protection, so new exposure never takes the budget that
+protecting the exposure already taken needs. *Background* work (``background()``: polling,
+balance refreshes) uses at most its share and is refused rather than queued beyond it.
 """
 
 from __future__ import annotations
@@ -168,8 +175,14 @@ def _bucket_name(key: tuple[str, ...]) -> str:
 BACKGROUND_SHARE = 0.5
 """The share of a per-IP budget that background work (the tracker's polling) may use."""
 
+PROTECTION_RESERVE = 0.1
+"""The share of each per-IP budget that orders leave to protection (``protective()``)."""
+
 _BACKGROUND: ContextVar[float] = ContextVar("marketbot_rate_limit_background", default=0.0)
 """The share of each per-IP budget the requests in this context may use (0: all of it)."""
+
+_PROTECTIVE: ContextVar[bool] = ContextVar("marketbot_rate_limit_protective", default=False)
+"""Requests in this context protect or reduce a position: the whole budget, no queue."""
 
 
 @contextlib.contextmanager
@@ -185,6 +198,27 @@ def background(share: float = BACKGROUND_SHARE) -> Iterator[None]:
         yield
     finally:
         _BACKGROUND.reset(token)
+
+
+@contextlib.contextmanager
+def protective() -> Iterator[None]:
+    """Requests inside protect a position or reduce it (exit legs, a close, an exit's
+    sale), background work included: they may use the whole per-IP budget, including the
+    ``PROTECTION_RESERVE`` that orders leave, and do not wait behind queued orders. Bans
+    and holds after a 429 still apply to them."""
+    background_token = _BACKGROUND.set(0.0)
+    token = _PROTECTIVE.set(True)
+    try:
+        yield
+    finally:
+        _PROTECTIVE.reset(token)
+        _BACKGROUND.reset(background_token)
+
+
+def _reserve(bucket: WindowBucket, cost: float) -> float:
+    """What an order leaves of a per-IP bucket to protection: ``PROTECTION_RESERVE`` of its
+    budget, less when the order alone would not fit beside it (it must stay placeable)."""
+    return max(0.0, min(bucket.budget * PROTECTION_RESERVE, bucket.budget - cost))
 
 
 class RateLimiter:
@@ -277,6 +311,7 @@ class RateLimiter:
         """
         max_wait = self.max_wait()
         background = _BACKGROUND.get()
+        protecting = _PROTECTIVE.get()
         waited = 0.0
         spent: list[tuple[WindowBucket, list[float]]] = []
         try:
@@ -292,9 +327,15 @@ class RateLimiter:
                 per_ip = not bucket.name.startswith(PER_KEY)
                 if background and per_ip:
                     self._background_check(bucket, cost, background)
-                if bucket.delay_for(cost) > 0 or bucket.lock.locked():
+                # Orders leave protection its reserve of a per-IP budget; protection waits
+                # for room only, not for its turn behind the orders queued for it.
+                room = cost + (_reserve(bucket, cost) if per_ip and not protecting else 0.0)
+                if per_ip and protecting:
+                    waited += await self._wait(bucket, cost, waited, max_wait)
+                    spent.append((bucket, bucket.spend(cost)))
+                elif bucket.delay_for(room) > 0 or bucket.lock.locked():
                     async with bucket.lock:
-                        waited += await self._wait(bucket, cost, waited, max_wait)
+                        waited += await self._wait(bucket, room, waited, max_wait)
                         spent.append((bucket, bucket.spend(cost)))
                 else:
                     spent.append((bucket, bucket.spend(cost)))

@@ -395,11 +395,17 @@ class Venue(Protocol):
         (Bybit) is returned as a NEW order, not read back."""
         ...
 
-    async def protect(self, signer: Signer, spec: ProtectionSpec) -> Protection:
+    async def protect(
+        self, signer: Signer, spec: ProtectionSpec, *, first_attempt: bool = False
+    ) -> Protection:
         """Put the position's exit legs on the exchange; idempotent.
 
         Legs that already exist (found by their client ids) are not placed again, so a
-        retry after a crash or an unknown outcome protects the position exactly once."""
+        retry after a crash or an unknown outcome protects the position exactly once.
+
+        ``first_attempt``: no earlier attempt can have sent these legs (none was marked for
+        this generation), so they are placed without being looked up first; a duplicate id
+        still falls back to the lookup."""
         ...
 
     async def protection(self, signer: Signer, spec: ProtectionSpec) -> Protection | None:

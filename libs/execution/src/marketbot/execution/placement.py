@@ -50,6 +50,7 @@ from marketbot.exchanges.errors import (
     Rejected,
     Retryable,
 )
+from marketbot.exchanges.ratelimit import protective
 from marketbot.exchanges.signer import Signer, order_scope
 from marketbot.exchanges.venue import (
     ExitKind,
@@ -646,7 +647,16 @@ class OrderExecutor:
         return await self._send(row)
 
     async def _send(self, row: OrderRow, *, marked: bool = False) -> Outcome:
-        """``marked``: the row was recorded with this attempt already marked."""
+        """``marked``: the row was recorded with this attempt already marked.
+
+        A close or an exit reduces a position: it goes ahead of entries for the rate-limit
+        budget (``ratelimit.protective``), as the legs it replaces did."""
+        if row.purpose == Purpose.ENTRY:
+            return await self._send_row(row, marked)
+        with protective():
+            return await self._send_row(row, marked)
+
+    async def _send_row(self, row: OrderRow, marked: bool) -> Outcome:
         request = row.request
         signer = self.signers(request.user_id, request.exchange)
         if row.purpose == Purpose.ENTRY:

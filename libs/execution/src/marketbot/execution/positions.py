@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from marketbot.contracts import CloseReason
 from marketbot.exchanges.errors import Rejected
+from marketbot.exchanges.ratelimit import protective
 from marketbot.exchanges.signer import Signer, order_scope
 from marketbot.exchanges.venue import ExitKind, ExitLeg, Protection, Venue, leg_client_id
 from marketbot.exchanges.venue import OrderState as VenueOrder
@@ -74,7 +75,12 @@ class PositionKeeper:
             )
 
     async def protect(self, position: PositionRow, *, generation: int | None = None) -> None:
-        """Put the position's legs on the exchange (exactly once) and record them."""
+        """Put the position's legs on the exchange (exactly once) and record them, ahead of
+        new orders for the rate-limit budget (``ratelimit.protective``)."""
+        with protective():
+            await self._protect(position, generation)
+
+    async def _protect(self, position: PositionRow, generation: int | None) -> None:
         executor = self.executor
         gen = position.generation if generation is None else generation
         spec = position.spec(gen)
@@ -91,6 +97,8 @@ class PositionKeeper:
             if found is not None:
                 await self._apply(position, found, gen)
             return
+        # Nothing of this generation can be on the exchange before its first marked attempt.
+        first_attempt = gen != position.generation or position.protect_attempts == 0
         async with executor.pool.acquire() as conn:
             if gen != position.generation:
                 await Repository.set_protection(
@@ -107,7 +115,7 @@ class PositionKeeper:
         try:
             # The legs sell from this entry: the vault bounds them by what it signed for it.
             with order_scope(position.request.request_id, (position.entry_client_order_id,)):
-                protection = await self.venue.protect(signer, spec)
+                protection = await self.venue.protect(signer, spec, first_attempt=first_attempt)
         except Rejected as exc:
             kind = already_reached(
                 spec.exit_side,
@@ -239,12 +247,13 @@ class PositionKeeper:
         executor = self.executor
         request = position.request
         if state is None:
-            state = await self.venue.get_order(
-                self._signer(position),
-                position.symbol,
-                exchange_order_id=leg.exchange_order_id,
-                client_order_id=None if leg.exchange_order_id else leg.client_order_id,
-            )
+            with protective():
+                state = await self.venue.get_order(
+                    self._signer(position),
+                    position.symbol,
+                    exchange_order_id=leg.exchange_order_id,
+                    client_order_id=None if leg.exchange_order_id else leg.client_order_id,
+                )
         if state is None or state.filled_quantity <= 0 or not state.status.is_final:
             return False
         filters = await self.venue.instrument(position.symbol)

@@ -27,7 +27,7 @@ from marketbot.exchanges.errors import (
     IpBannedError,
     RateLimited,
 )
-from marketbot.exchanges.ratelimit import background
+from marketbot.exchanges.ratelimit import background, protective
 from marketbot.execution import metrics
 from marketbot.execution.domain.lifecycle import Phase
 from marketbot.execution.fills import FillsIncompleteError
@@ -74,18 +74,25 @@ class PositionTracker:
         """One pass over what is due; returns how many positions were closed.
 
         The pass is background work for the rate limiter (``ratelimit.background``): it
-        uses at most half of each per-IP budget, so polling never delays order placement."""
+        uses at most half of each per-IP budget, so polling never delays order placement.
+        An unprotected position is not background work: it is protected ahead of new
+        orders (``ratelimit.protective``), also while the polling waits for budget."""
         with background():
             return await self._tick()
 
     async def _tick(self) -> int:
         executor = self.executor
-        if executor.gate.remaining > 0 or executor.clock.monotonic() < self._resume_at:
+        if executor.gate.remaining > 0:
             return 0
+        polling = executor.clock.monotonic() >= self._resume_at
         now = executor.clock.now()
         async with executor.pool.acquire() as conn:
-            placed = await Repository.placed_orders(conn, self.batch)
+            placed = await Repository.placed_orders(conn, self.batch) if polling else []
             due = await Repository.due_positions(conn, now, self.batch)
+        if not polling:
+            due = [p for p in due if p.phase is Phase.UNPROTECTED]
+            if not due:
+                return 0
         placed = await self._unstreamed(placed)
         for row in placed:
             try:
@@ -154,14 +161,16 @@ class PositionTracker:
 
     async def _check(self, position: PositionRow) -> bool:
         executor = self.executor
+        urgent = protective() if position.phase is Phase.UNPROTECTED else contextlib.nullcontext()
         async with self._limit:
             try:
                 async with executor.locks.hold(position.user_id, position.symbol):
                     fresh = await self._fresh(position)
                     if fresh is None:
                         return False
-                    if await executor.positions.check(fresh):
-                        return True
+                    with urgent:
+                        if await executor.positions.check(fresh):
+                            return True
             except ExchangeError as exc:
                 self._note(exc)
             except FillsIncompleteError as exc:

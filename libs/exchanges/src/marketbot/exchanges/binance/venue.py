@@ -311,11 +311,17 @@ class BinanceVenue(BaseVenue):
         )
         return Protection(legs=(leg,))
 
-    async def _protect_single(self, signer: Signer, spec: ProtectionSpec) -> Protection:
+    async def _protect_single(
+        self, signer: Signer, spec: ProtectionSpec, *, first_attempt: bool
+    ) -> Protection:
         single = self._single(spec)
         assert single is not None
         kind, cid, trigger = single
-        state = await self.get_order(signer, spec.symbol, client_order_id=cid)
+        state = (
+            None
+            if first_attempt
+            else await self.get_order(signer, spec.symbol, client_order_id=cid)
+        )
         if state is None:
             filters = await self.instrument(spec.symbol)
             quantity = round_down_to_step(spec.quantity, filters.qty_step)
@@ -334,13 +340,18 @@ class BinanceVenue(BaseVenue):
                 state = await self.get_order(signer, spec.symbol, client_order_id=cid)
         return self._single_legs(spec, state)
 
-    async def protect(self, signer: Signer, spec: ProtectionSpec) -> Protection:
+    async def protect(
+        self, signer: Signer, spec: ProtectionSpec, *, first_attempt: bool = False
+    ) -> Protection:
         if spec.take_profit is None and spec.stop_loss is None:
             return Protection(legs=())
         if self._single(spec) is not None:
-            return await self._protect_single(signer, spec)
+            return await self._protect_single(signer, spec, first_attempt=first_attempt)
         list_client_id = self.leg_ids(spec)[0]
-        listing = await self._order_list(signer, list_client_id)
+        # Looked up first unless nothing can have been sent: "a new order list with the same
+        # listClientOrderId is accepted only when the previous one is filled or completely
+        # expired" (rest-api.md, "New Order list - OCO"), so a retry must not just resend.
+        listing = None if first_attempt else await self._order_list(signer, list_client_id)
         if listing is None:
             filters = await self.instrument(spec.symbol)
             try:

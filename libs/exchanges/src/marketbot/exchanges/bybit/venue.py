@@ -21,7 +21,6 @@ How a position is protected on Bybit spot, and why:
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -273,18 +272,47 @@ class BybitVenue(BaseVenue):
             )
         return Protection(legs=tuple(legs))
 
-    async def protect(self, signer: Signer, spec: ProtectionSpec) -> Protection:
+    async def protect(
+        self, signer: Signer, spec: ProtectionSpec, *, first_attempt: bool = False
+    ) -> Protection:
         if spec.stop_loss is None:  # only a take profit: watched, nothing to place
             return self._legs(spec, None)
         link_id = self.stop_loss_id(spec)
-        stop = await self.get_order(signer, spec.symbol, client_order_id=link_id)
+        stop = (
+            None
+            if first_attempt
+            else await self.get_order(signer, spec.symbol, client_order_id=link_id)
+        )
         if stop is None:
             filters = await self.instrument(spec.symbol)
-            # A duplicate id means an earlier attempt placed it: read it below.
-            with contextlib.suppress(DuplicateClientOrderIdError):
-                await self.http.call(ep.ORDER_CREATE, self.stop_loss_params(spec, filters), signer)
+            params = self.stop_loss_params(spec, filters)
+            try:
+                ack = await self.http.call(ep.ORDER_CREATE, params, signer)
+            except DuplicateClientOrderIdError:
+                pass  # an earlier attempt placed it: read it below
+            else:
+                if first_attempt:
+                    # Placed now, and "Untriggered" until the last price reaches its trigger
+                    # (enum.mdx, orderStatus): the create's acknowledgement names it; the
+                    # private stream or the tracker follows it from here.
+                    return self._legs(spec, self._stop_placed(spec, ack, params))
             stop = await self.get_order(signer, spec.symbol, client_order_id=link_id)
         return self._legs(spec, stop)
+
+    @staticmethod
+    def _stop_placed(
+        spec: ProtectionSpec, ack: dict[str, Any], params: dict[str, str]
+    ) -> OrderState:
+        return OrderState(
+            exchange_order_id=str(ack.get("orderId", "")),
+            client_order_id=str(ack.get("orderLinkId", params["orderLinkId"])),
+            symbol=spec.symbol,
+            side=spec.exit_side,
+            order_type="Market",
+            status=OrderStatus.UNTRIGGERED,
+            quantity=Decimal(params["qty"]),
+            filled_quantity=Decimal(0),
+        )
 
     async def protection(self, signer: Signer, spec: ProtectionSpec) -> Protection | None:
         if spec.stop_loss is None:
