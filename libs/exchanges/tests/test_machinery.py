@@ -300,7 +300,8 @@ async def test_orders_leave_protection_its_reserve_and_protection_skips_their_qu
     # The next order would take protection's reserve: it waits, first in the line.
     queued = asyncio.create_task(limiter.acquire([(bucket, 10.0)]))
     await asyncio.sleep(0)
-    assert not queued.done() and bucket.lock.locked()
+    assert not queued.done()
+    assert bucket.lock.locked()
     with protective():  # ahead of the queued order, at once
         await asyncio.wait_for(limiter.acquire([(bucket, 10.0)]), timeout=5)
     assert bucket.used() == 100

@@ -232,7 +232,8 @@ async def test_a_stale_snapshot_too_large_for_the_account_is_an_ordinary_rejecti
     """The account was emptied while no executor ran, and the kept snapshot still says
     5,000 USDT (1 USDT is left): the order sized from it is refused by the exchange for the balance
     (Binance -2010 "Account has insufficient balance for requested action.", Bybit 170131
-    "Balance insufficient"), an ordinary OrderRejected, not an unknown outcome."""
+    "Balance insufficient"), an ordinary OrderRejected, not an unknown outcome. The refusal
+    retires the kept snapshot: the account's next order sizes from a fresh read."""
     h = venue_harness
     await h.admin.set_price(SYMBOL, Decimal("100.00"))
     user = await h.add_user(Decimal(1000))
@@ -243,7 +244,23 @@ async def test_a_stale_snapshot_too_large_for_the_account_is_an_ordinary_rejecti
 
     monkeypatch.setattr(BalanceRefresher, "start", lambda self: None)
     running = await h.start(**STREAMS)
+    feed = running.feed
+    assert feed is not None
+    other = "someone-else-waiting"
+    feed.refresher.enqueue(other)
     await _live(running, user)
     await h.publish([h.request(user, symbol=SYMBOL, tp="5", sl="2")])
     rejected = await eventually_events(h.log, OrderRejected, 1)
     assert rejected[0].reason is RejectReason.INSUFFICIENT_BALANCE, rejected[0]
+    # The refusal says the kept snapshot is wrong: it sizes nothing more, and the account's
+    # refresh goes before every other one waiting.
+    assert not feed.balances.usable(user.user_id)
+    assert list(feed.refresher._queue)[:2] == [user.user_id, other]
+
+    # The account is funded again: the next order sizes from what it holds (read by REST,
+    # or pushed whole by Bybit's wallet stream), not from the 5,000 kept, and fills.
+    await h.admin.fund(user.account_id, "USDT", Decimal(500))
+    request = h.request(user, symbol=SYMBOL, tp="5", sl="2")
+    await h.publish([request])
+    await eventually_events(h.log, OrderFilled, 2)
+    assert await _notional(h, request.client_order_id) <= Decimal(501)

@@ -42,6 +42,10 @@ class BalanceSource(Protocol):
         """The account's balance of ``asset`` now."""
         ...
 
+    def refused(self, user_id: str) -> None:
+        """The exchange refused an entry sized from this source for the account's balance."""
+        ...
+
 
 class RestBalances:
     """One read of the exchange per order."""
@@ -53,6 +57,9 @@ class RestBalances:
         del user_id
         metrics.BALANCE_READS.labels(self.venue.exchange.value, "rest").inc()
         return await self.venue.balance(signer, asset)
+
+    def refused(self, user_id: str) -> None:
+        del user_id  # read just before the order: nothing kept to correct
 
 
 class StreamBalances:
@@ -88,6 +95,8 @@ class StreamBalances:
         self.sized_at = float("-inf")
         """When an order last asked for a balance (event-loop time): the background refresh
         yields the CPU to a burst of orders (``snapshots.BalanceRefresher``)."""
+        self.on_refused: Callable[[str], None] = lambda _user_id: None
+        """Set by the stream feed: read this account's balance again before any other."""
 
     # ---- state ------------------------------------------------------------------------
 
@@ -183,6 +192,15 @@ class StreamBalances:
         """A balance read by REST while the account's stream is up: current."""
         self._accounts[user_id] = {item.asset: item for item in balances}
         self._make_current(user_id)
+
+    def refused(self, user_id: str) -> None:
+        """An entry sized from this account's snapshot was refused for the balance. A kept
+        snapshot is then no longer used (the next order reads by REST, unless the refresh,
+        moved to the front of its queue, read it first); a current one is read again too
+        (the stream keeps it, but the exchange's answer is the truth)."""
+        if user_id not in self._current:
+            self._confirmed.pop(user_id, None)
+        self.on_refused(user_id)
 
     def forget(self, user_id: str) -> None:
         self._accounts.pop(user_id, None)

@@ -694,6 +694,8 @@ class OrderExecutor:
         except DuplicateClientOrderIdError:
             raise  # an earlier attempt was placed: resolved by lookup
         except Rejected as exc:
+            if exc.reason is RejectReason.INSUFFICIENT_BALANCE and row.purpose == Purpose.ENTRY:
+                self.balances.refused(request.user_id)  # what sized it is read again first
             return await self.reject_row(row, exc.reason, str(exc), code=exc.code)
         except Retryable:
             # An answer that says nothing executed (or a request never sent: the limiter,

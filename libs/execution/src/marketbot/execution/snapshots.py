@@ -157,6 +157,13 @@ class BalanceRefresher:
         self._wake.set()
         self._gauge()
 
+    def first(self, user_id: str) -> None:
+        """Read this account before every other one waiting (its snapshot was refused)."""
+        self._queue.pop(user_id, None)
+        self._queue = {user_id: None, **self._queue}
+        self._wake.set()
+        self._gauge()
+
     def _gauge(self) -> None:
         metrics.BALANCE_REFRESH_PENDING.labels(self.exchange).set(len(self._queue))
 

@@ -261,6 +261,7 @@ class StreamFeed:
             followed=lambda user_id: user_id in self._owned,
             concurrency=self.config.refresh_concurrency,
         )
+        self.balances.on_refused = self.refresher.first
         self._snapshot_task: asyncio.Task[None] | None = None
         self.fired = 0
         """Watched exits this replica fired (it follows their accounts)."""
