@@ -273,6 +273,7 @@ async def _take_profits(
         _request(exchange, u, decision, tp=str(Decimal(3) + (step * i if spaced else 0)), sl="5")
         for i, u in enumerate(users)
     ]
+    since = await admin.server_ms()
     await asyncio.gather(*(bus.publish(r) for r in tps))
     await collector.wait(lambda: all(r.client_order_id in collector.filled for r in tps))
 
@@ -285,6 +286,8 @@ async def _take_profits(
         return int(count or 0) >= len(tps)
 
     await _wait_for(protected, "protected")
+    # what an entry and its protection cost, until every position is protected
+    placed = await admin.requests(since_ms=since)
     await asyncio.sleep(2.0)  # the watched legs are re-read every second
     moved: dict[str, float] = {}
     profiler: subprocess.Popen[bytes] | None = None
@@ -317,6 +320,10 @@ async def _take_profits(
     ]
     move = [collector.closed[r.client_order_id] - moved[r.client_order_id] for r in tps]
     return {
+        "protected_per_order": placed["total"] / len(tps),
+        "protected_weight_per_order": sum(weight(r[1], r[2]) for r in placed["requests"])
+        / len(tps),
+        "protected_counts": placed["counts"],
         "fill_p50": statistics.median(fill),
         "fill_p99": percentile(fill, 0.99),
         "move_p50": statistics.median(move),
@@ -411,6 +418,9 @@ async def _venue(exchange: Exchange, url: str, pids: dict[str, int]) -> dict[str
             exchange, admin, bus, pool, collector, users, spaced=True, base=Decimal(100), pids=pids
         )
         result["tp_p50"], result["tp_p99"] = spread["fill_p50"], spread["fill_p99"]
+        result["protected_per_order"] = spread["protected_per_order"]
+        result["protected_weight_per_order"] = spread["protected_weight_per_order"]
+        result["protected_counts"] = spread["protected_counts"]
         result["spread_move_p99"] = spread["move_p99"]
         # ... then the TPs of k accounts reached by one price move (a burst: throughput),
         # for each burst size k.
@@ -493,6 +503,23 @@ async def run() -> list[dict[str, Any]]:
                         "ratio": r["weight_per_order"] / 2,
                     }
                 )
+            rows.append(
+                {
+                    "name": f"streams {name}: requests per order with TP/SL, the entry and its "
+                    "protection, until every position is protected",
+                    "value": r["protected_per_order"],
+                    "unit": "req/order",
+                    "baseline": (
+                        f"weight per order {r['protected_weight_per_order']:.2f}; "
+                        if exchange is Exchange.BINANCE
+                        else ""
+                    )
+                    + "before the first-attempt protect: bybit 4 (create, lookup, stop create, "
+                    "read back), binance 3 (order, list lookup, OCO); "
+                    + ", ".join(f"{k} {v}" for k, v in sorted(r["protected_counts"].items())),
+                    "ratio": None,
+                }
+            )
             rows.append(
                 {
                     "name": f"streams {name}: requests in {QUIET_S:.0f} s with "
