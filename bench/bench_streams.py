@@ -514,8 +514,9 @@ async def run() -> list[dict[str, Any]]:
                         if exchange is Exchange.BINANCE
                         else ""
                     )
-                    + "before the first-attempt protect: bybit 4 (create, lookup, stop create, "
-                    "read back), binance 3 (order, list lookup, OCO); "
+                    + "measured before the first-attempt protect (main 0d96ae0, 3 runs): bybit "
+                    "5.0-5.3 (create; the stop looked up in realtime, then history; its create; "
+                    "its read back), binance 3.0-3.1, weight 6.0-6.4 (order, list lookup, OCO); "
                     + ", ".join(f"{k} {v}" for k, v in sorted(r["protected_counts"].items())),
                     "ratio": None,
                 }
