@@ -16,10 +16,12 @@ from marketbot.exchanges.errors import CircuitOpenError, IpBannedError, OutcomeU
 from marketbot.exchanges.http import Endpoint, HttpSettings
 from marketbot.exchanges.numbers import format_decimal, round_down_to_step
 from marketbot.exchanges.ratelimit import (
+    PROTECTION_IOU_S,
     PROTECTION_RESERVE,
     RateLimiter,
     WindowBucket,
     background,
+    protection_follows,
     protective,
 )
 from marketbot.exchanges.retry import RetryPolicy
@@ -268,9 +270,7 @@ async def test_background_work_uses_half_the_budget_and_never_queues() -> None:
     assert clock.monotonic() == start  # refused, not queued
     assert bucket.used() == 50
     assert key.used() == 5  # the per-key tokens of the refused request were given back
-    for _ in range(4):  # order placement still has the other half, less protection's 10 %
-        await limiter.acquire([(bucket, 10.0)])
-    with protective():
+    for _ in range(5):  # order placement still has the other half
         await limiter.acquire([(bucket, 10.0)])
     assert clock.monotonic() == start
 
@@ -286,33 +286,70 @@ class HeldClock(ManualClock):
         await self.wake.wait()
 
 
-async def test_orders_leave_protection_its_reserve_and_protection_skips_their_queue() -> None:
+async def test_orders_leave_the_protection_owed_and_protection_skips_their_queue() -> None:
     """A filled position's exit legs must not wait behind new entries: the reduced-limit
     fault scenario left 14 Binance positions bare when the entries of a later plan took the
     whole weight of the minute and the protections were refused for 59 s."""
     clock = HeldClock()
     limiter = RateLimiter(Exchange.BINANCE, clock, max_wait_s=120)
     bucket = limiter.bucket(("ip", "weight"), 100, 60.0, safety=1.0)
-    assert PROTECTION_RESERVE == 0.1
-    for _ in range(9):
-        await limiter.acquire([(bucket, 10.0)])
-    assert bucket.used() == 90
-    # The next order would take protection's reserve: it waits, first in the line.
-    queued = asyncio.create_task(limiter.acquire([(bucket, 10.0)]))
+    for _ in range(4):  # entries with exits: each owes its protection a unit
+        with protection_follows():
+            await limiter.acquire([(bucket, 20.0)])  # the account read: registers
+            await limiter.acquire([(bucket, 1.0)])  # the create: the same entry's
+    assert limiter.owed() == 4
+    assert bucket.used() == 84
+    # An order leaves the 4 units owed: 84 + 14 fits, 84 + 15 would not (100 - 4).
+    await limiter.acquire([(bucket, 12.0)])
+    queued = asyncio.create_task(limiter.acquire([(bucket, 3.0)]))
     await asyncio.sleep(0)
-    assert not queued.done()
+    assert not queued.done()  # waiting, first in the line
     assert bucket.lock.locked()
-    with protective():  # ahead of the queued order, at once
-        await asyncio.wait_for(limiter.acquire([(bucket, 10.0)]), timeout=5)
+    with protective():  # ahead of the queued order, at once, and each takes its unit
+        for _ in range(4):
+            await asyncio.wait_for(limiter.acquire([(bucket, 1.0)]), timeout=5)
+    assert limiter.owed() == 0
     assert bucket.used() == 100
     limiter.max_wait_s = 1.0
     with protective(), pytest.raises(RateLimited):  # the whole budget, and no more
-        await limiter.acquire([(bucket, 10.0)])
+        await limiter.acquire([(bucket, 1.0)])
     limiter.max_wait_s = 120
     clock.advance(60.0)
     clock.wake.set()
     await asyncio.wait_for(queued, timeout=5)
-    assert bucket.used() == 10
+    assert bucket.used() == 3
+
+
+async def test_protection_owed_lapses_and_is_capped() -> None:
+    clock = ManualClock()
+    limiter = RateLimiter(Exchange.BYBIT, clock, max_wait_s=30)
+    bucket = limiter.bucket(("ip", "requests"), 100, 5.0, safety=1.0)
+    for _ in range(30):
+        with protection_follows():
+            await limiter.acquire([(bucket, 1.0)])
+    assert limiter.owed() == 30
+    start = clock.monotonic()
+    # At most PROTECTION_RESERVE of the budget is left: 10 of the 70 remaining.
+    for _ in range(60):
+        await limiter.acquire([(bucket, 1.0)])
+    assert clock.monotonic() == start
+    assert PROTECTION_RESERVE * bucket.budget == 10
+    await limiter.acquire([(bucket, 1.0)])  # the 91st waits for the window
+    assert clock.monotonic() > start
+    # An entry whose protection never came (unfilled, or nothing to place) lets it lapse.
+    clock.advance(PROTECTION_IOU_S)
+    assert limiter.owed() == 0
+
+
+async def test_entries_without_exits_lose_no_budget() -> None:
+    clock = ManualClock()
+    limiter = RateLimiter(Exchange.BYBIT, clock, max_wait_s=30)
+    bucket = limiter.bucket(("ip", "requests"), 100, 5.0, safety=1.0)
+    start = clock.monotonic()
+    for _ in range(100):
+        await limiter.acquire([(bucket, 1.0)])
+    assert clock.monotonic() == start
+    assert limiter.owed() == 0
 
 
 async def test_protection_inside_background_work_is_protection() -> None:

@@ -16,10 +16,12 @@ will result in an automated IP ban (HTTP status 418)").
 
 Three priorities share each per-IP budget. *Protection* (``protective()``: a filled
 position's exit legs, a close, an exit's sale) may use all of it and does not queue behind
-other requests. *Orders* (the default: entries and their reads) leave
-``PROTECTION_RESERVE`` of it to protection, so new exposure never takes the budget that
-protecting the exposure already taken needs. *Background* work (``background()``: polling,
-balance refreshes) uses at most its share and is refused rather than queued beyond it.
+other requests. *Orders* (the default: entries and their reads) leave a unit of it for
+each entry sent with exits whose protection has not been placed yet
+(``protection_follows()``; at most ``PROTECTION_RESERVE`` of the budget), so new exposure
+never takes the budget that protecting the exposure already taken needs, and entries
+without exits lose nothing. *Background* work (``background()``: polling, balance
+refreshes) uses at most its share and is refused rather than queued beyond it.
 """
 
 from __future__ import annotations
@@ -176,13 +178,23 @@ BACKGROUND_SHARE = 0.5
 """The share of a per-IP budget that background work (the tracker's polling) may use."""
 
 PROTECTION_RESERVE = 0.1
-"""The share of each per-IP budget that orders leave to protection (``protective()``)."""
+"""The most of each per-IP budget that orders leave to protection (``protective()``)."""
+
+PROTECTION_IOU_S = 5.0
+"""How long an entry sent with exits holds its unit of the reserve: its protection is
+placed right after its fill, and takes the unit then; an entry that never fills, or whose
+venue places nothing for it (Bybit watches a take profit alone), lets it lapse."""
 
 _BACKGROUND: ContextVar[float] = ContextVar("marketbot_rate_limit_background", default=0.0)
 """The share of each per-IP budget the requests in this context may use (0: all of it)."""
 
 _PROTECTIVE: ContextVar[bool] = ContextVar("marketbot_rate_limit_protective", default=False)
 """Requests in this context protect or reduce a position: the whole budget, no queue."""
+
+_FOLLOWS: ContextVar[list[bool] | None] = ContextVar(
+    "marketbot_rate_limit_protection_follows", default=None
+)
+"""Set while an entry with exits is sent: its first request registers the protection owed."""
 
 
 @contextlib.contextmanager
@@ -215,10 +227,24 @@ def protective() -> Iterator[None]:
         _BACKGROUND.reset(background_token)
 
 
-def _reserve(bucket: WindowBucket, cost: float) -> float:
-    """What an order leaves of a per-IP bucket to protection: ``PROTECTION_RESERVE`` of its
-    budget, less when the order alone would not fit beside it (it must stay placeable)."""
-    return max(0.0, min(bucket.budget * PROTECTION_RESERVE, bucket.budget - cost))
+@contextlib.contextmanager
+def protection_follows() -> Iterator[None]:
+    """Requests inside send an entry whose exits are placed right after its fill: the
+    first of them that is admitted registers one unit of each per-IP budget as owed to
+    that protection, which orders then leave free until a protective request takes it (or
+    ``PROTECTION_IOU_S`` passes)."""
+    token = _FOLLOWS.set([])
+    try:
+        yield
+    finally:
+        _FOLLOWS.reset(token)
+
+
+def _reserve(bucket: WindowBucket, cost: float, owed: int) -> float:
+    """What an order leaves of a per-IP bucket to protection: a unit per protection owed,
+    at most ``PROTECTION_RESERVE`` of the budget, and less when the order alone would not
+    fit beside it (it must stay placeable)."""
+    return max(0.0, min(float(owed), bucket.budget * PROTECTION_RESERVE, bucket.budget - cost))
 
 
 class RateLimiter:
@@ -234,6 +260,8 @@ class RateLimiter:
         self._banned_until = 0.0
         self._held_until = 0.0
         self.max_wait_s = max_wait_s
+        self._owed: deque[float] = deque()
+        """When each entry sent with exits registered its protection (monotonic)."""
 
     def bucket(
         self, key: tuple[str, ...], limit: float, window_s: float, *, safety: float = 0.9
@@ -300,6 +328,26 @@ class RateLimiter:
                 exchange=self.exchange,
             )
 
+    # protection owed ------------------------------------------------------------------
+    def owed(self) -> int:
+        """Protections owed now: entries sent with exits in the last ``PROTECTION_IOU_S``
+        whose protection has not taken its unit yet."""
+        horizon = self._clock.monotonic() - PROTECTION_IOU_S
+        owed = self._owed
+        while owed and owed[0] <= horizon:
+            owed.popleft()
+        return len(owed)
+
+    def _admitted(self, protecting: bool) -> None:
+        if protecting:
+            if self._owed:
+                self._owed.popleft()
+            return
+        follows = _FOLLOWS.get()
+        if follows is not None and not follows:
+            follows.append(True)  # once per entry, however many requests it makes
+            self._owed.append(self._clock.monotonic())
+
     # acquiring ----------------------------------------------------------------------
     async def acquire(self, costs: Iterable[tuple[WindowBucket, float]]) -> Tokens:
         """Wait until each bucket in turn has room and spend it; returns the seconds waited.
@@ -312,6 +360,7 @@ class RateLimiter:
         max_wait = self.max_wait()
         background = _BACKGROUND.get()
         protecting = _PROTECTIVE.get()
+        owed = 0 if protecting else self.owed()
         waited = 0.0
         spent: list[tuple[WindowBucket, list[float]]] = []
         try:
@@ -329,7 +378,7 @@ class RateLimiter:
                     self._background_check(bucket, cost, background)
                 # Orders leave protection its reserve of a per-IP budget; protection waits
                 # for room only, not for its turn behind the orders queued for it.
-                room = cost + (_reserve(bucket, cost) if per_ip and not protecting else 0.0)
+                room = cost + (_reserve(bucket, cost, owed) if per_ip and owed else 0.0)
                 if per_ip and protecting:
                     waited += await self._wait(bucket, cost, waited, max_wait)
                     spent.append((bucket, bucket.spend(cost)))
@@ -348,6 +397,7 @@ class RateLimiter:
         except RateLimited:
             Tokens(waited, spent).refund()  # nothing is sent: give back what was taken
             raise
+        self._admitted(protecting)
         if waited:
             metrics.RATE_LIMIT_WAIT.labels(self.exchange.value).inc(waited)
         return Tokens(waited, spent)

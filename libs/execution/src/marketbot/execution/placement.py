@@ -50,7 +50,7 @@ from marketbot.exchanges.errors import (
     Rejected,
     Retryable,
 )
-from marketbot.exchanges.ratelimit import protective
+from marketbot.exchanges.ratelimit import protection_follows, protective
 from marketbot.exchanges.signer import Signer, order_scope
 from marketbot.exchanges.venue import (
     ExitKind,
@@ -650,10 +650,17 @@ class OrderExecutor:
         """``marked``: the row was recorded with this attempt already marked.
 
         A close or an exit reduces a position: it goes ahead of entries for the rate-limit
-        budget (``ratelimit.protective``), as the legs it replaces did."""
-        if row.purpose == Purpose.ENTRY:
+        budget (``ratelimit.protective``), as the legs it replaces did. An entry with exits
+        has other orders leave its protection's share of the budget free until it is placed
+        (``ratelimit.protection_follows``)."""
+        if row.purpose != Purpose.ENTRY:
+            with protective():
+                return await self._send_row(row, marked)
+        request = row.request
+        if request.stop_loss_percent is None and request.take_profit_percent is None:
             return await self._send_row(row, marked)
-        with protective():
+        # Its exits follow its fill: orders leave their budget free meanwhile.
+        with protection_follows():
             return await self._send_row(row, marked)
 
     async def _send_row(self, row: OrderRow, marked: bool) -> Outcome:
