@@ -43,11 +43,22 @@ the kernel hands out with ``bind(0)`` comes from that range, and between our che
 server's own bind any outgoing connection on the machine may take it as its source port."""
 
 
+_ISSUED: set[int] = set()
+"""Ports ``free_port`` has handed out in this process. It never hands one out twice: the
+first taker may not have bound it yet. Two services of one stack once got the same metrics
+port: the gateway could not bind it, and the supervisor's readiness check got its 200 from
+the other service."""
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port that is free now, outside the ephemeral range (see ``_LISTEN_PORTS``)."""
+    """A port that is free now, outside the ephemeral range (see ``_LISTEN_PORTS``), and
+    not handed out before by this process."""
     rng = random.SystemRandom()
     for _ in range(200):
         port = rng.randrange(*_LISTEN_PORTS)
+        if port in _ISSUED:
+            continue
+        _ISSUED.add(port)
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             try:
                 sock.bind((host, port))
