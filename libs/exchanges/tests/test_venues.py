@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from decimal import Decimal
+from typing import Any
 from urllib.parse import parse_qsl
 
 import httpx
@@ -24,7 +25,7 @@ from marketbot.exchanges.venue import (
     leg_client_id,
 )
 
-from .fakes import bybit_ok, make_venue, respond
+from .fakes import FakeExchange, bybit_ok, make_venue, respond
 
 SIGNER = LocalSigner("key", "secret")
 VAULT_SIGNER = LocalSigner("key", "secret", internal=True)  # the vault's own key checks
@@ -374,17 +375,25 @@ async def test_bybit_entry_is_a_bounded_ioc_limit_and_carries_no_tp_sl() -> None
     assert (body["qty"], body["marketUnit"]) == ("200.0000000", "quoteCoin")
 
 
-async def test_bybit_protection_is_a_stop_loss_order_of_ours_and_a_watched_take_profit() -> None:
+def _bybit_protection_setup(
+    take_profit: Decimal | None,
+) -> tuple[Any, FakeExchange, ProtectionSpec]:
+    """A Bybit venue on the fake exchange, and a position of ~0.01 BTC to protect."""
     venue, fake = make_venue(Exchange.BYBIT)
     fake.always("/v5/market/instruments-info", respond(200, BYBIT_INSTRUMENT))
     spec = ProtectionSpec(
         symbol="BTCUSDT",
         exit_side=Side.SELL,
         quantity=Decimal("0.0099912"),
-        take_profit=Decimal("21000"),
+        take_profit=take_profit,
         stop_loss=Decimal("19000.04"),
         client_id="mb-1",
     )
+    return venue, fake, spec
+
+
+async def test_bybit_protection_is_a_stop_loss_order_of_ours_and_a_watched_take_profit() -> None:
+    venue, fake, spec = _bybit_protection_setup(take_profit=Decimal("21000"))
     sl_id = leg_client_id("sl", "mb-1")
     stop = _bybit_order(
         "Untriggered",
@@ -427,16 +436,7 @@ async def test_bybit_first_protection_attempt_is_one_create_and_no_reads() -> No
     """Nothing can be on the exchange before a position's first marked attempt: the stop
     loss is placed without a lookup, and named from the create's acknowledgement (a spot
     TP/SL order is "Untriggered" once created: enum.mdx, orderStatus)."""
-    venue, fake = make_venue(Exchange.BYBIT)
-    fake.always("/v5/market/instruments-info", respond(200, BYBIT_INSTRUMENT))
-    spec = ProtectionSpec(
-        symbol="BTCUSDT",
-        exit_side=Side.SELL,
-        quantity=Decimal("0.0099912"),
-        take_profit=Decimal("21000"),
-        stop_loss=Decimal("19000.04"),
-        client_id="mb-1",
-    )
+    venue, fake, spec = _bybit_protection_setup(take_profit=Decimal("21000"))
     sl_id = leg_client_id("sl", "mb-1")
     fake.always("/v5/order/create", respond(200, bybit_ok({"orderId": "9", "orderLinkId": sl_id})))
     protection = await venue.protect(SIGNER, spec, first_attempt=True)
@@ -449,16 +449,7 @@ async def test_bybit_first_protection_attempt_is_one_create_and_no_reads() -> No
 
 
 async def test_bybit_first_attempt_answered_duplicate_reads_the_stop_placed_before() -> None:
-    venue, fake = make_venue(Exchange.BYBIT)
-    fake.always("/v5/market/instruments-info", respond(200, BYBIT_INSTRUMENT))
-    spec = ProtectionSpec(
-        symbol="BTCUSDT",
-        exit_side=Side.SELL,
-        quantity=Decimal("0.0099912"),
-        take_profit=None,
-        stop_loss=Decimal("19000.04"),
-        client_id="mb-1",
-    )
+    venue, fake, spec = _bybit_protection_setup(take_profit=None)
     sl_id = leg_client_id("sl", "mb-1")
     stop = _bybit_order(
         "Untriggered",

@@ -216,8 +216,8 @@ def background(share: float = BACKGROUND_SHARE) -> Iterator[None]:
 def protective() -> Iterator[None]:
     """Requests inside protect a position or reduce it (exit legs, a close, an exit's
     sale), background work included: they may use the whole per-IP budget, including the
-    ``PROTECTION_RESERVE`` that orders leave, and do not wait behind queued orders. Bans
-    and holds after a 429 still apply to them."""
+    units orders leave for the protection owed (``protection_follows``), and do not wait
+    behind queued orders. Bans and holds after a 429 still apply to them."""
     background_token = _BACKGROUND.set(0.0)
     token = _PROTECTIVE.set(True)
     try:

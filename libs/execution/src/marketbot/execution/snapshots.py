@@ -233,8 +233,7 @@ class BalanceRefresher:
         except RateLimited as exc:
             # No background budget now: wait as long as the limiter says (the orders
             # keep the rest), then go on with this account first.
-            self._queue = {user_id: None, **self._queue}
-            self._gauge()
+            self.first(user_id)
             loop = asyncio.get_running_loop()
             self._resume_at = max(self._resume_at, loop.time() + exc.retry_after_s)
         except ExchangeError as exc:
